@@ -145,7 +145,7 @@ def resolve_classes(requested: list[str], class_names: list[str]) -> list[int]:
             resolved.append(by_name[_name_key(item)])
         else:
             raise UsageError(f"unknown class {item!r}: give a class name or an index below {len(class_names)}")
-    return resolved
+    return list(dict.fromkeys(resolved))
 
 
 def _name_key(name: str) -> str:

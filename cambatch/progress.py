@@ -64,8 +64,8 @@ class RichProgress:
 class PlainProgress:
     """For cron, Slurm and CI logs: one line every `interval` seconds, no control characters."""
 
-    def __init__(self, stream=sys.stderr, interval: float = PLAIN_INTERVAL_S):
-        self._stream = stream
+    def __init__(self, stream=None, interval: float = PLAIN_INTERVAL_S):
+        self._stream = stream or sys.stderr
         self._interval = interval
         self._total = 0
         self._done = 0
