@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -22,10 +23,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a state_dict (or a dict holding one) without ever executing pickled code."""
+def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor] | torch.nn.Module:
+    """Load a state_dict (or a dict holding one) without ever executing pickled code.
+
+    With `trust` (the user owns the file) a full unpickle is allowed, and so are a whole pickled
+    `nn.Module` and a TorchScript archive, which are returned as modules.
+    """
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}")
+    if trust:
+        return _read_trusted(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -35,12 +42,24 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(
-            f"refusing to unpickle {path}: it holds objects beyond plain tensors ({first_line}). "
-            "Save a plain state_dict (torch.save(model.state_dict(), ...))"
+            f"refusing to unpickle {path}: it holds objects beyond plain tensors, and unpickling them "
+            f"could run code ({first_line}). Save a plain state_dict, or pass --trust-checkpoint if you own this file"
         ) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise UsageError(f"cannot read weights file {path}: {exc}") from None
     return unwrap_state_dict(loaded, path)
+
+
+def _read_trusted(path: Path) -> dict[str, torch.Tensor] | torch.nn.Module:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("constants.pkl") for name in archive.namelist()):  # TorchScript
+                return torch.jit.load(str(path), map_location="cpu")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"cannot read weights file {path}: {exc}") from None
+    return loaded if isinstance(loaded, torch.nn.Module) else unwrap_state_dict(loaded, path)
 
 
 def unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:

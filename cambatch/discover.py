@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 
 from .errors import UsageError
 
@@ -18,6 +18,14 @@ class ImageSource:
     path: Path  # absolute
     input_root: Path  # the INPUT it was found under, absolute
     rel: str  # path relative to input_root, POSIX separators
+    size: int = -1  # bytes and modification time: a rerun redoes an image only when they change
+    mtime_ns: int = -1
+    label: str | None = None  # ground truth, when the input names it
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the image across runs."""
+        return str(self.input_root), self.rel
 
     @property
     def stem_rel(self) -> str:
@@ -29,11 +37,12 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def discover(inputs: list[Path | str], exclude: Path | None = None) -> list[ImageSource]:
+def discover(inputs: list[Path | str], exclude: Path | None = None, labels_from_dirs: bool = False) -> list[ImageSource]:
     """List the images under `inputs` (folders searched recursively, or image files).
 
     Anything under `exclude` (the output folder) is skipped so that a run never reads its own
     overlays back. Symlinked folders are followed once; a link loop is not walked twice.
+    `labels_from_dirs` labels each image with its parent folder's name (ImageFolder layout).
     """
     excluded = exclude.resolve() if exclude is not None else None
     found: list[ImageSource] = []
@@ -43,10 +52,21 @@ def discover(inputs: list[Path | str], exclude: Path | None = None) -> list[Imag
             raise UsageError(f"input not found: {raw}")
         root = given.absolute()
         if given.is_file():
-            found.append(ImageSource(path=root, input_root=root.parent, rel=root.name))
+            found.append(image_source(root, root.parent, root.name))
             continue
         found.extend(_walk(root, excluded))
+    if labels_from_dirs:
+        found = [replace(s, label=PurePosixPath(s.rel).parent.name or s.input_root.name) for s in found]
     return found
+
+
+def image_source(path: Path, root: Path, rel: str, label: str | None = None) -> ImageSource:
+    try:
+        stat = path.stat()
+        size, mtime_ns = stat.st_size, stat.st_mtime_ns
+    except OSError:  # a listed file that is missing: it becomes an error row when decoded
+        size = mtime_ns = -1
+    return ImageSource(path=path, input_root=root, rel=rel, size=size, mtime_ns=mtime_ns, label=label)
 
 
 def _walk(root: Path, excluded: Path | None) -> list[ImageSource]:
@@ -63,6 +83,5 @@ def _walk(root: Path, excluded: Path | None) -> list[ImageSource]:
             if not is_image_name(name):
                 continue
             path = Path(dirpath, name)
-            rel = path.relative_to(root).as_posix()
-            sources.append(ImageSource(path=path, input_root=root, rel=rel))
+            sources.append(image_source(path, root, path.relative_to(root).as_posix()))
     return sources

@@ -16,7 +16,7 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
-from .checkpoints import read_state_dict, sha256_of
+from .checkpoints import read_checkpoint, sha256_of
 from .errors import UsageError
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -32,18 +32,20 @@ class CamModel:
 
     name: str
     network: nn.Module
-    features: nn.Module  # normalized image [B, 3, S, S] -> feature map [B, C, h, w]
-    head: nn.Linear
+    features: nn.Module | None  # normalized image [B, 3, S, S] -> feature map [B, C, h, w]; None: no CAM split
+    head: nn.Linear | None  # None when the head is not GAP -> linear (loaded for the other methods only)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     input_size: int
     class_names: list[str]
     weights: str  # "embedded", "pretrained", "none" or a file path
     weights_sha256: str | None
+    cam_refusal: str | None = None  # why CAM does not apply, when features/head are None
 
     def to(self, device: torch.device) -> "CamModel":
         self.network.to(device)
-        self.features.to(device)
+        if self.features is not None:
+            self.features.to(device)
         return self
 
 
@@ -64,11 +66,15 @@ def load_model(
     num_classes: int | None = None,
     class_names_file: Path | None = None,
     image_size: int | None = None,
+    trust_checkpoint: bool = False,
+    require_cam_head: bool = True,
 ) -> CamModel:
     """Build `name` with its weights: None = pretrained, "none" = random init, else a file path.
 
     Names: `efficientnet_lite0` (embedded ImageNet weights, works offline), torchvision
-    classification models (`resnet50`, `densenet121`, ...) and `timm:NAME`.
+    classification models (`resnet50`, `densenet121`, ...) and `timm:NAME`. With
+    `require_cam_head=False` (the methods other than cam), a head CAM cannot use is no error:
+    `features` and `head` are None and `cam_refusal` says why.
     """
     weights_file = Path(weights).expanduser() if weights not in (None, "none") else None
     if name == DEFAULT_MODEL:
@@ -78,16 +84,25 @@ def load_model(
     else:
         network, mean, std, size = _build_torchvision(name, weights, num_classes)
     if weights_file is not None:
-        state = read_state_dict(weights_file)
+        state = read_checkpoint(weights_file, trust_checkpoint)
+        if isinstance(state, nn.Module):  # a whole pickled or TorchScript model, trusted by the user
+            network = state
+            state = network.state_dict()
         try:
             network.load_state_dict(state)
         except RuntimeError as exc:
             summary = str(exc).split("\n\t")[1:3]
             raise UsageError(f"{weights_file} does not fit {name}: {'; '.join(summary) or exc}") from None
     network.eval()
-    features, head = _split(name, network)
     input_size = image_size or size
-    _check_cam_head(name, network, features, head, input_size)
+    try:
+        features, head = _split(name, network)
+        _check_cam_head(name, network, features, head, input_size)
+        cam_refusal = None
+    except UsageError as exc:
+        if require_cam_head:
+            raise
+        features, head, cam_refusal = None, None, str(exc)
     return CamModel(
         name=name,
         network=network,
@@ -96,9 +111,10 @@ def load_model(
         mean=mean,
         std=std,
         input_size=input_size,
-        class_names=_class_names(head.out_features, class_names_file),
+        class_names=_class_names(head.out_features if head is not None else _output_classes(name, network, input_size), class_names_file),
         weights=str(weights_file) if weights_file else ("none" if weights == "none" else "pretrained"),
         weights_sha256=sha256_of(weights_file) if weights_file else None,
+        cam_refusal=cam_refusal,
     )
 
 
@@ -236,6 +252,18 @@ def _check_cam_head(name: str, network: nn.Module, features: nn.Module, head: nn
     got = head(feature_map.mean((2, 3)))
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
         raise UsageError(f"{name}: its logits are not a linear function of the pooled feature map; CAM does not apply")
+
+
+@torch.inference_mode()
+def _output_classes(name: str, network: nn.Module, size: int) -> int:
+    """How many classes a model whose head CAM cannot use scores: from one dummy forward pass."""
+    try:
+        logits = network(torch.zeros(1, 3, size, size))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the model cannot run at this size
+        raise UsageError(f"{name}: a forward pass at {size}x{size} failed ({type(exc).__name__}: {exc})") from None
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise UsageError(f"{name}: its output is not a [batch, classes] tensor of logits")
+    return logits.shape[1]
 
 
 def _class_names(count: int, names_file: Path | None) -> list[str]:

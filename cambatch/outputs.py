@@ -49,6 +49,7 @@ class ImageWriter:
             target = self.layout.maps_path(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             np.savez(target, **{str(int(c)): result.raw_maps[i, k] for k, c in enumerate(classes)})
+        correct = _correct(source.label, names, result.rank[i])
         rows = []
         for k, name in enumerate(names):
             row = self._base(source, sample.width, sample.height)
@@ -60,6 +61,7 @@ class ImageWriter:
                 logit=float(result.logit[i, k]),
                 overlay_path=overlay_paths[k],
                 status="ok",
+                correct=correct,
             )
             row.update({col: _nullable(v) for col, v in zip(STAT_COLUMNS, result.stats[i, k])})
             rows.append(row)
@@ -74,12 +76,31 @@ class ImageWriter:
         return {
             "path": source.rel,
             "input_root": str(source.input_root),
+            "file_size": source.size,
+            "mtime_ns": source.mtime_ns,
+            "label": source.label,
             "width": width,
             "height": height,
             "model": self.model_name,
             "method": self.method,
             "run_id": self.run_id,
         }
+
+
+def _correct(label: str | None, names: list[str], ranks: np.ndarray) -> bool | None:
+    """Top-1 class equals the label (case, `_` and space alike); None without a label, or when
+    explicitly chosen classes leave the top-1 class unknown and the label's class was not chosen."""
+    if label is None:
+        return None
+    by_rank = {int(r): name_key(n) for n, r in zip(names, ranks)}
+    if 1 in by_rank:
+        return by_rank[1] == name_key(label)
+    return False if name_key(label) in by_rank.values() else None
+
+
+def name_key(name: str) -> str:
+    """Class names compare case-blind, with `_` and space alike."""
+    return " ".join(name.replace("_", " ").lower().split())
 
 
 def _nullable(value: float) -> float | None:

@@ -60,7 +60,7 @@ def test_one_row_per_image_and_class(sample_run):
 
 def test_column_contract_and_types(sample_run):
     result, _ = sample_run
-    schema = pq.read_schema(result.report)
+    schema = pq.read_schema(next(result.report.glob("*.parquet")))
     for name, arrow_type in CONTRACT.items():
         assert schema.field(name).type == arrow_type, name
 
