@@ -85,7 +85,9 @@ def load_model(
         network, mean, std, size = _build_torchvision(name, weights, num_classes)
     if weights_file is not None:
         state = read_checkpoint(weights_file, trust_checkpoint)
-        if isinstance(state, nn.Module):  # a whole pickled or TorchScript model, trusted by the user
+        if isinstance(state, torch.jit.ScriptModule):  # TorchScript hides its layers: take its weights
+            state = state.state_dict()
+        elif isinstance(state, nn.Module):  # a whole pickled model, trusted by the user
             network = state
             state = network.state_dict()
         try:
@@ -249,6 +251,8 @@ def _check_cam_head(name: str, network: nn.Module, features: nn.Module, head: nn
         raise UsageError(f"{name}: cannot extract its feature map ({type(exc).__name__}: {exc})") from None
     if feature_map.ndim != 4:
         raise UsageError(f"{name}: its features are not a spatial map (shape {tuple(feature_map.shape)}); CAM needs a CNN")
+    if feature_map.shape[2] * feature_map.shape[3] < 2:
+        raise UsageError(f"{name}: its feature map is 1x1 at input size {size}; CAM needs a spatial grid (raise --image-size)")
     got = head(feature_map.mean((2, 3)))
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
         raise UsageError(f"{name}: its logits are not a linear function of the pooled feature map; CAM does not apply")
