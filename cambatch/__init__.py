@@ -1,3 +1,35 @@
 """cambatch: batched Class Activation Maps over image folders, with overlays and a Parquet report."""
 
 __version__ = "0.1.0"
+
+# The Python API, imported on first use: `import cambatch` stays cheap (no torch, no pandas)
+# and `cambatch --help` answers at once. Name -> (module, attribute).
+_LAZY = {
+    "run": ("api", "run"),
+    "RunConfig": ("pipeline", "RunConfig"),
+    "load_report": ("load", "load_report"),
+    "load_map": ("load", "load_map"),
+    "read_settings": ("load", "read_settings"),
+    "per_image": ("load", "per_image"),
+    "summarize_report": ("summarize", "summarize"),
+    "summarize_run": ("summarize", "summarize_run"),
+    "Thresholds": ("summarize", "Thresholds"),
+    "compare_runs": ("compare", "compare_runs"),
+    "compare_reports": ("compare", "compare_reports"),
+    "build_gallery": ("gallery", "build_gallery"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        module, attribute = _LAZY[name]
+        value = getattr(import_module(f".{module}", __name__), attribute)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'cambatch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -31,7 +31,22 @@ def class_activation_maps(model: CamModel, images: torch.Tensor, topk: int, clas
     indices to explain instead of each image's top-k.
     """
     feature_map = model.features(images)
-    logits = model.head(feature_map.mean((2, 3))).float()
+    logits = model.head(feature_map.mean((2, 3)))
+    class_index, rank, probability, logit = select_classes(logits, topk, classes)
+    weights = model.head.weight[class_index].float()  # [B, K, C]
+    maps = torch.einsum("bkc,bchw->bkhw", weights, feature_map.float())
+    return ClassMaps(class_index, rank, probability, logit, maps)
+
+
+def select_classes(
+    logits: torch.Tensor, topk: int, classes: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The classes to explain in each image, from logits [B, N]: (class_index, rank, probability, logit).
+
+    Each image's top-k classes, or `classes` (int64 [K]) for every image with their ranks among all
+    N classes. Every method picks its classes here, so all of them explain the same ones.
+    """
+    logits = logits.detach().float()
     if classes is None:
         logit, class_index = logits.topk(min(topk, logits.shape[1]), dim=1)
         rank = torch.arange(1, class_index.shape[1] + 1, device=logits.device).expand_as(class_index)
@@ -39,7 +54,5 @@ def class_activation_maps(model: CamModel, images: torch.Tensor, topk: int, clas
         class_index = classes.to(logits.device).expand(logits.shape[0], -1)
         logit = logits.gather(1, class_index)
         rank = (logits[:, None, :] > logit[:, :, None]).sum(2) + 1
-    weights = model.head.weight[class_index].float()  # [B, K, C]
-    maps = torch.einsum("bkc,bchw->bkhw", weights, feature_map.float())
     probability = logits.softmax(1).gather(1, class_index)
-    return ClassMaps(class_index, rank, probability, logit, maps)
+    return class_index, rank, probability, logit

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .methods import build_method, faithfulness_scores
+from .methods import FaithfulnessTally, build_method, faithfulness_scores
 from .models import CamModel
 from .render import display_maps
 from .stats import map_statistics
@@ -56,6 +56,7 @@ class CamEngine:
         self.model = model.to(device)
         self.method = build_method(method, model, layer, scorecam_batch)
         self.faithfulness = faithfulness
+        self.tally = FaithfulnessTally()  # running averages of the faithfulness scores, for the run's summary
         self.device = device
         self.topk = topk
         self.classes = torch.tensor(classes, dtype=torch.int64, device=device) if classes else None
@@ -76,4 +77,6 @@ class CamEngine:
             raw = cams.maps.half() if self.want_raw else None
             faithful = faithfulness_scores(self.model.network, images, cams) if self.faithfulness else None
         host = [t.cpu().numpy() if t is not None else None for t in (cams.class_index, cams.rank, cams.probability, cams.logit, stats, display, raw, faithful)]
-        return BatchResult(*host)
+        result = BatchResult(*host)
+        self.tally.add(result.faithfulness, result.rank)
+        return result

@@ -20,7 +20,11 @@ import pyarrow.parquet as pq
 
 from .discover import ImageSource
 from .layout import OutputLayout, safe_key
-from .report import METADATA_KEY
+
+# Where the writer stores the run settings (`cambatch.report.METADATA_KEY`; a test keeps them
+# equal). Not imported from there: `report` pulls in torch through `stats`, and reading a report
+# must not pay for torch.
+METADATA_KEY = b"cambatch"
 
 # Low-cardinality text columns: categoricals make them small in memory and quick to group by.
 CATEGORICAL_COLUMNS = ("class_name", "status", "model", "method", "run_id", "label")
@@ -74,6 +78,14 @@ def read_settings(out: Path | str) -> dict[str, Any]:
         by_run[str(settings.get("run_id", part.stem))] = settings
     newest = max(by_run)
     return {**by_run[newest], "run_ids": sorted(by_run)}
+
+
+def report_columns(out: Path | str) -> list[str]:
+    """The report's columns (the union over its parts), read from the part footers only."""
+    names: dict[str, None] = {}
+    for part in report_parts(out):
+        names.update(dict.fromkeys(pq.read_schema(part).names))
+    return list(names)
 
 
 def load_report(
@@ -203,7 +215,11 @@ def per_image(df: pd.DataFrame) -> pd.DataFrame:
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:
         newest = ok.groupby("path", observed=True)["run_id"].transform("max")
         ok = ok[ok["run_id"] == newest]
-    top = ok.sort_values(["path", "rank"], kind="stable").drop_duplicates("path", keep="first")
+    first = ok[ok["rank"] == 1]
+    if first["path"].is_unique and len(first) == ok["path"].nunique():
+        top = first  # a top-k run: every image has its rank-1 row (no sort of a large frame needed)
+    else:
+        top = ok.sort_values(["path", "rank"], kind="stable").drop_duplicates("path", keep="first")
     if "label" in top.columns and "correct" not in top.columns:
         correct = [None if pd.isna(l) else name_key(c) == name_key(l) for c, l in zip(top["class_name"], top["label"])]
         top = top.assign(correct=pd.array(correct, dtype="boolean"))

@@ -64,6 +64,9 @@ class ImageWriter:
                 correct=correct,
             )
             row.update({col: _nullable(v) for col, v in zip(STAT_COLUMNS, result.stats[i, k])})
+            if result.faithfulness is not None:
+                masked, drop, increase = result.faithfulness[i, k]
+                row.update(masked_probability=float(masked), confidence_drop=float(drop), confidence_increase=bool(increase))
             rows.append(row)
         return rows
 

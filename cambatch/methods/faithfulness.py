@@ -1,0 +1,80 @@
+"""Faithfulness of maps: "Average Drop" and "Increase in Confidence" (Chattopadhyay et al., WACV 2018).
+
+For each image and explained class c with probability p, the normalized input is multiplied by
+the class's map (ReLU'd, min-max scaled to [0, 1], upsampled bilinearly to the input size, the
+way the overlay shows it) and run through the network again:
+
+- `masked_probability`: p_masked, the softmax probability of c for the masked input;
+- `confidence_drop`: max(0, p - p_masked) / p; its mean is the paper's Average Drop (lower is better);
+- `confidence_increase`: p_masked > p; its mean is the Increase in Confidence (higher is better).
+
+One extra forward pass of the whole batch per rank k. torchcam reports the same two measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cam import ClassMaps
+from ..render import unit_maps
+from .hooks import network_as_is
+
+FAITHFULNESS_COLUMNS = ("masked_probability", "confidence_drop", "confidence_increase")
+
+
+def faithfulness_scores(network: nn.Module, images: Tensor, cams: ClassMaps) -> Tensor:
+    """float32 [B, K, 3]: masked_probability, confidence_drop, confidence_increase (0 or 1) per image and class."""
+    with network_as_is(network), torch.inference_mode():
+        masks = unit_maps(cams.maps)  # [B, K, h, w]; all-negative or flat maps mask everything out
+        masked = []
+        for k in range(masks.shape[1]):  # one forward per rank, each over the whole batch
+            mask = F.interpolate(masks[:, k : k + 1], size=images.shape[-2:], mode="bilinear", align_corners=False)
+            probabilities = network(images * mask.to(images.dtype)).float().softmax(1)
+            masked.append(probabilities.gather(1, cams.class_index[:, k : k + 1])[:, 0])
+        masked_probability = torch.stack(masked, 1)
+        p = cams.probability.float()
+        drop = (p - masked_probability).clamp(min=0) / p.clamp(min=torch.finfo(torch.float32).tiny)
+        increase = (masked_probability > p).float()
+        return torch.stack([masked_probability, drop, increase], 2)
+
+
+@dataclass
+class FaithfulnessTally:
+    """Running averages over a run, for its final summary."""
+
+    maps: int = 0
+    top1_maps: int = 0
+    sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    top1_sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    def add(self, scores: np.ndarray | None, rank: np.ndarray) -> None:
+        """Add a batch: `scores` [B, K, 3] from `faithfulness_scores`, `rank` [B, K]."""
+        if scores is None or scores.size == 0:
+            return
+        flat = scores.reshape(-1, 3).astype(np.float64)
+        top1 = flat[rank.reshape(-1) == 1]
+        self.maps += flat.shape[0]
+        self.top1_maps += top1.shape[0]
+        self.sums += flat.sum(0)
+        self.top1_sums += top1.sum(0)
+
+    def summary(self) -> dict[str, float | int] | None:
+        """Averages in percent (None when nothing was scored)."""
+        if not self.maps:
+            return None
+        mean = self.sums / self.maps
+        result: dict[str, float | int] = {
+            "maps": self.maps,
+            "average_drop_pct": 100 * float(mean[1]),
+            "increase_in_confidence_pct": 100 * float(mean[2]),
+            "mean_masked_probability": float(mean[0]),
+        }
+        if self.top1_maps:
+            top1 = self.top1_sums / self.top1_maps
+            result.update(top1_average_drop_pct=100 * float(top1[1]), top1_increase_in_confidence_pct=100 * float(top1[2]))
+        return result

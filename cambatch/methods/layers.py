@@ -1,0 +1,150 @@
+"""Which layer a method looks at: found with one dummy forward pass, or named with `--layer`.
+
+A layer qualifies when its output keeps a spatial grid: a [B, C, h, w] feature map that is not
+1 x 1, or, in a vision transformer, a [B, prefix + h*w, D] sequence of tokens that maps back
+onto the patch grid. The automatic choice is the last such layer to finish in the forward pass
+(as torchcam's `locate_candidate_layer` does), except for vision transformers, see `_vit_default`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UsageError
+from .hooks import network_as_is
+
+CANDIDATES_SHOWN = 12
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """How a ViT's tokens map onto its patch grid: drop `prefix` tokens (class, distillation,
+    registers), lay the remaining `height * width` tokens out row by row."""
+
+    prefix: int
+    height: int
+    width: int
+
+    def fits(self, shape: torch.Size) -> bool:
+        return len(shape) == 3 and shape[1] == self.prefix + self.height * self.width
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        """[B, prefix + h*w, D] -> [B, D, h, w]."""
+        batch, _, dim = tokens.shape
+        return tokens[:, self.prefix :].reshape(batch, self.height, self.width, dim).permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class TargetLayer:
+    """The module a method hooks, and how its output becomes a [B, C, h, w] map."""
+
+    name: str  # dotted path in `network.named_modules()`
+    module: nn.Module
+    tokens: TokenGrid | None = None  # set when the layer outputs ViT tokens
+
+    def to_grid(self, output: Tensor) -> Tensor:
+        """The layer's output (or a gradient of the same shape) as [B, C, h, w]."""
+        return self.tokens(output) if self.tokens is not None else output
+
+
+@dataclass(frozen=True)
+class LayerOutput:
+    name: str
+    shape: torch.Size
+
+
+def probe_layers(network: nn.Module, input_size: int) -> list[LayerOutput]:
+    """Every submodule's output shape from one dummy forward pass at the real input size, in the
+    order the modules finished (a module called twice keeps its last place). Hooks are removed
+    and the network's modes restored, even on error."""
+    finished: dict[str, torch.Size] = {}
+
+    def record(_module: nn.Module, _inputs: tuple, output: object, name: str) -> None:
+        if isinstance(output, Tensor):
+            finished.pop(name, None)
+            finished[name] = output.shape
+
+    device = next((p.device for p in network.parameters()), torch.device("cpu"))
+    handles = []
+    try:
+        with network_as_is(network), torch.inference_mode():
+            for name, module in network.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(partial(record, name=name)))
+            network(torch.zeros(1, 3, input_size, input_size, device=device))
+    except Exception as exc:  # noqa: BLE001 - the user's model: any failure means we cannot inspect it
+        raise UsageError(f"a dummy forward pass at {input_size}x{input_size} failed ({type(exc).__name__}: {exc})") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [LayerOutput(name, shape) for name, shape in finished.items()]
+
+
+def token_grid(network: nn.Module) -> TokenGrid | None:
+    """The patch grid of a timm vision transformer (`vit_*`, `deit_*`, ...); None for other models."""
+    patch_embed = getattr(network, "patch_embed", None)
+    grid = getattr(patch_embed, "grid_size", None)
+    prefix = getattr(network, "num_prefix_tokens", None)
+    if grid is None or prefix is None:
+        return None
+    return TokenGrid(int(prefix), int(grid[0]), int(grid[1]))
+
+
+def has_grid(shape: torch.Size, tokens: TokenGrid | None) -> bool:
+    if len(shape) == 4:
+        return any(side != 1 for side in shape[2:])
+    return tokens is not None and tokens.fits(shape)
+
+
+def locate_layer(network: nn.Module, input_size: int, name: str | None = None) -> TargetLayer:
+    """The layer `name`, checked; or, without a name, the last layer whose output keeps a spatial grid.
+
+    Raises `UsageError` for an unknown name (listing close names and the candidates) or for a
+    layer whose output has no spatial grid.
+    """
+    tokens = token_grid(network)
+    outputs = probe_layers(network, input_size)
+    candidates = [out for out in outputs if has_grid(out.shape, tokens)]
+    modules = dict(network.named_modules())
+    if name is None:
+        name = _vit_default(network, tokens, candidates)
+        if name is None:
+            if not candidates:
+                raise UsageError("no layer of this model outputs a spatial feature map; give --layer NAME")
+            name = candidates[-1].name
+    elif name not in modules or not name:
+        close = difflib.get_close_matches(name, [n for n in modules if n], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UsageError(f"unknown layer {name!r}{hint} (layers with a spatial output, last first: {_listing(candidates)})")
+    else:
+        shape = next((out.shape for out in outputs if out.name == name), None)
+        if shape is None or not has_grid(shape, tokens):
+            what = f"outputs shape {tuple(shape)}" if shape is not None else "returns no tensor (or never runs)"
+            raise UsageError(f"layer {name!r} {what}: no spatial grid (layers with one, last first: {_listing(candidates)})")
+    shape = next(out.shape for out in outputs if out.name == name)
+    return TargetLayer(name, modules[name], tokens if len(shape) == 3 else None)
+
+
+def _vit_default(network: nn.Module, tokens: TokenGrid | None, candidates: list[LayerOutput]) -> str | None:
+    """In a ViT, the input of the last block's attention (`blocks.N.norm1`), as pytorch-grad-cam advises.
+
+    With class-token pooling, the patch tokens of any later layer never reach the logits (each
+    token's MLP and the final norm act on it alone): their gradients are zero and every
+    gradient method would draw an empty map. Before the last attention, they do reach the class token.
+    """
+    blocks = getattr(network, "blocks", None)
+    if tokens is None or not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
+        return None
+    name = f"blocks.{len(blocks) - 1}.norm1"
+    return name if any(out.name == name for out in candidates) else None
+
+
+def _listing(candidates: list[LayerOutput]) -> str:
+    shown = [f"{out.name} {list(out.shape[1:])}" for out in reversed(candidates[-CANDIDATES_SHOWN:])]
+    more = len(candidates) - len(shown)
+    return ", ".join(shown) + (f", ... ({more} earlier)" if more > 0 else "") if shown else "(none)"

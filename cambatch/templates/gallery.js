@@ -1,0 +1,248 @@
+// cambatch gallery: filter, sort, group and paginate the run's images, all in the browser.
+// Only the current page's cards exist in the document, so 10,000 images stay quick to browse.
+"use strict";
+(function () {
+  const D = JSON.parse(document.getElementById("gallery-data").textContent);
+  const IMAGES = D.images;
+  const labelled = D.labels.length > 0;
+  const $ = (id) => document.getElementById(id);
+  const pct = (v) => (v == null ? "–" : (v * 100).toFixed(1) + "%");
+  const num = (v, d = 3) => (v == null ? "–" : v.toFixed(d));
+  // File names may hold spaces, '#' or '?': encode each path segment, keep the slashes.
+  const url = (p) => p.split("/").map((s) => (s === ".." ? s : encodeURIComponent(s))).join("/");
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "text") el.textContent = v;
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children) if (c != null) el.append(c);
+    return el;
+  }
+
+  // ---- state, kept in the URL's hash so a filtered view can be bookmarked or shared ----
+  const defaults = { cls: "", label: "", correct: "", q: "", minp: "0",
+    sort: "pr-desc", group: $("f-group").value, size: $("f-size").value, page: "0" };
+  const state = Object.assign({}, defaults);
+  function readHash() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    for (const k of Object.keys(defaults)) state[k] = params.has(k) ? params.get(k) : defaults[k];
+  }
+  function writeHash() {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(state)) if (v !== defaults[k]) params.set(k, v);
+    const text = params.toString();
+    history.replaceState(null, "", text ? "#" + text : location.pathname + location.search);
+  }
+
+  // ---- filter options ----
+  const topCount = new Map();
+  const labelCount = new Map();
+  for (const im of IMAGES) {
+    topCount.set(im.c, (topCount.get(im.c) || 0) + 1);
+    if (im.l != null) labelCount.set(im.l, (labelCount.get(im.l) || 0) + 1);
+  }
+  const classFlags = (name) => (D.groups.class[name] || {}).flags || "";
+  for (const [c] of [...topCount].sort((a, b) => D.classes[a[0]].localeCompare(D.classes[b[0]]))) {
+    const name = D.classes[c];
+    const flag = classFlags(name) ? "  ⚠ " + classFlags(name) : "";
+    $("f-class").append(h("option", { value: name, text: `${name} (${topCount.get(c)})${flag}` }));
+  }
+  if (labelled) {
+    for (const [l] of [...labelCount].sort((a, b) => D.labels[a[0]].localeCompare(D.labels[b[0]]))) {
+      $("f-label").append(h("option", { value: D.labels[l], text: `${D.labels[l]} (${labelCount.get(l)})` }));
+    }
+  }
+
+  // ---- the ordered list of images the controls select ----
+  const SORTS = {
+    "pr-desc": (a, b) => b.pr - a.pr, "pr-asc": (a, b) => a.pr - b.pr,
+    "be-desc": (a, b) => (b.be ?? -1) - (a.be ?? -1), "be-asc": (a, b) => (a.be ?? 2) - (b.be ?? 2),
+    "aa-desc": (a, b) => (b.aa ?? -1) - (a.aa ?? -1), "en-desc": (a, b) => (b.en ?? -1) - (a.en ?? -1),
+    "ok-asc": (a, b) => Number(a.ok ?? 2) - Number(b.ok ?? 2) || a.pr - b.pr,
+    "p-asc": (a, b) => (a.p < b.p ? -1 : a.p > b.p ? 1 : 0),
+  };
+  function groupOf(im) {
+    if (state.group === "class") return D.classes[im.c];
+    if (state.group === "label") return im.l == null ? "(no label)" : D.labels[im.l];
+    return "";
+  }
+  let shownPerGroup = new Map();  // images per group that pass the filters
+  function selection() {
+    const q = state.q.trim().toLowerCase();
+    const minp = parseFloat(state.minp) || 0;
+    const list = IMAGES.filter((im) => {
+      const cls = D.classes[im.c];
+      if (state.cls === "!flagged" ? !classFlags(cls) : state.cls && cls !== state.cls) return false;
+      if (state.label && (im.l == null || D.labels[im.l] !== state.label)) return false;
+      if (state.correct === "correct" && im.ok !== true) return false;
+      if (state.correct === "wrong" && im.ok !== false) return false;
+      if (im.pr < minp) return false;
+      if (q && !im.p.toLowerCase().includes(q) && !cls.toLowerCase().includes(q)) return false;
+      return true;
+    });
+    // Group of each image computed once (the comparator runs n log n times on up to 10,000 images).
+    const group = new Map(list.map((im) => [im, groupOf(im)]));
+    const size = new Map();
+    for (const g of group.values()) size.set(g, (size.get(g) || 0) + 1);
+    shownPerGroup = size;
+    const bySort = SORTS[state.sort] || SORTS["pr-desc"];
+    // Largest groups first, then by name; the chosen sort within each group.
+    return list.sort((a, b) => {
+      const ga = group.get(a), gb = group.get(b);
+      if (ga !== gb) return size.get(gb) - size.get(ga) || (ga < gb ? -1 : 1);
+      return bySort(a, b) || (a.p < b.p ? -1 : 1);
+    });
+  }
+
+  // ---- rendering ----
+  let current = [];
+  function groupHeader(name, continued) {
+    const stats = (state.group === "none" ? null : D.groups[state.group][name]) || null;
+    const parts = [];
+    if (stats) {
+      const shown = shownPerGroup.get(name) || 0;
+      const count = `${stats.n.toLocaleString()} image${stats.n === 1 ? "" : "s"}`;
+      parts.push(shown === stats.n ? count : `${shown.toLocaleString()} shown of ${count}`, `avg ${pct(stats.pr)}`);
+      if (stats.acc != null) parts.push(`acc ${pct(stats.acc)}`);
+      parts.push(`border ${num(stats.be, 2)}`);
+    }
+    const title = name + (continued ? " (continued)" : "");
+    return h("div", { class: "group", "data-group": name },
+      h("h2", { title, text: title },
+        ...(stats && stats.flags ? stats.flags.split(", ").map((f) => h("span", { class: "flag", title: flagHelp(f), text: "⚠ " + f })) : [])),
+      h("div", { class: "stats", title: parts.join(" · "), text: parts.join(" · ") }));
+  }
+  function flagHelp(flag) {
+    const m = D.meta;
+    return flag === "border"
+      ? `mean border energy ≥ ${m.border_ratio}× the median (${num(m.median_border_energy)})`
+      : `mean active area ≥ ${m.spread_ratio}× the median (${num(m.median_active_area)})`;
+  }
+  function card(im, index) {
+    const cls = D.classes[im.c];
+    const hotBorder = D.meta.median_border_energy != null && im.be != null && im.be >= D.meta.border_ratio * D.meta.median_border_energy;
+    const img = im.t
+      ? h("img", { src: url(im.t), alt: `${cls}: ${im.p}`, loading: "lazy", decoding: "async", width: 320, height: 240 })
+      : h("span", { class: "noimg", text: "no overlay" });
+    const el = h("article", {
+      class: "card" + (im.ok === false ? " wrong" : ""), tabindex: 0, "data-class": cls, "data-path": im.p,
+      onclick: () => openDetail(index), onkeydown: (e) => { if (e.key === "Enter") openDetail(index); },
+    },
+      h("div", { class: "frame" }, img),
+      h("div", { class: "body" },
+        h("div", { class: "cls", title: cls, text: cls }),
+        h("div", { class: "bar" }, h("span", { style: `width:${(im.pr * 100).toFixed(1)}%` })),
+        h("div", { class: "row" },
+          h("span", { text: pct(im.pr) }),
+          h("span", { class: hotBorder ? "hot" : null, title: "border energy", text: "border " + num(im.be, 2) })),
+        labelled && im.l != null
+          ? h("div", { class: "truth" }, h("span", { class: im.ok ? "good" : "bad", text: im.ok ? "✓ " : "✗ " }), "label " + D.labels[im.l])
+          : null,
+        h("div", { class: "path mono", title: im.p, text: im.p })));
+    if (im.o && im.t) {  // hover: the photo itself, to see what the heatmap covers
+      el.addEventListener("mouseenter", () => { img.src = url(im.o); });
+      el.addEventListener("mouseleave", () => { img.src = url(im.t); });
+    }
+    return el;
+  }
+  function render() {
+    current = selection();
+    const size = parseInt(state.size, 10) || 60;
+    const pages = Math.max(1, Math.ceil(current.length / size));
+    const page = Math.min(Math.max(0, parseInt(state.page, 10) || 0), pages - 1);
+    state.page = String(page);
+    const start = page * size, end = Math.min(current.length, start + size);
+    const grid = $("grid");
+    grid.replaceChildren();
+    if (!current.length) grid.append(h("p", { class: "empty", text: "No image matches these filters." }));
+    // Each group is a section sized to its cards, so small groups sit side by side.
+    let group = null, box = null, section = null;
+    for (let i = start; i < end; i++) {
+      const g = groupOf(current[i]);
+      if (box === null || g !== group) {
+        section = h("section", { class: "group-box" + (state.group === "none" ? " wide" : "") });
+        if (state.group !== "none") section.append(groupHeader(g, i === start && i > 0 && groupOf(current[i - 1]) === g));
+        box = h("div", { class: "cards" });
+        section.append(box);
+        grid.append(section);
+        group = g;
+      }
+      box.append(card(current[i], i));
+      section.style.setProperty("--cols", box.childElementCount);
+    }
+    const text = current.length
+      ? `${(start + 1).toLocaleString()}–${end.toLocaleString()} of ${current.length.toLocaleString()} · page ${page + 1}/${pages}`
+      : "0 images";
+    $("count").textContent = $("count2").textContent = text;
+    for (const id of ["prev", "prev2"]) $(id).disabled = page === 0;
+    for (const id of ["next", "next2"]) $(id).disabled = page >= pages - 1;
+    writeHash();
+  }
+
+  // ---- detail view: the photo beside every explained class's full-size overlay ----
+  let open = -1;
+  function figure(src, caption, alt) {
+    return h("figure", {},
+      src ? h("img", { src: url(src), alt, loading: "lazy" }) : h("div", { class: "missing", text: "not available" }),
+      h("figcaption", {}, ...caption));
+  }
+  function openDetail(index) {
+    open = index;
+    const im = current[index];
+    $("d-title").textContent = `${im.p}${im.w ? `  ·  ${im.w}×${im.h}` : ""}  ·  ${index + 1} of ${current.length}`;
+    const body = $("d-body");
+    body.replaceChildren();
+    const truth = im.l != null ? [h("span", { class: "k", text: " · label " }), h("span", { class: im.ok ? "good" : "bad", text: D.labels[im.l] + (im.ok ? " ✓" : " ✗") })] : [];
+    body.append(figure(im.o, [h("b", { text: "photo" }), ...truth], im.p));
+    for (const [rank, c, pr, overlay, be, aa, en] of im.x) {
+      body.append(figure(overlay, [
+        h("b", { text: `top ${rank} · ${D.classes[c]}` }), ` ${pct(pr)}`, h("br"),
+        h("span", { class: "k", text: "border " }), num(be), h("span", { class: "k", text: " · area " }), num(aa),
+        h("span", { class: "k", text: " · entropy " }), num(en),
+        overlay ? h("span", {}, " · ", h("a", { href: url(overlay), target: "_blank", text: "full size" })) : null,
+      ], `${D.classes[c]}: ${im.p}`));
+    }
+    $("d-prev").disabled = index === 0;
+    $("d-next").disabled = index >= current.length - 1;
+    if (!$("detail").open) $("detail").showModal();
+  }
+  $("d-close").onclick = () => $("detail").close();
+  $("d-prev").onclick = () => open > 0 && openDetail(open - 1);
+  $("d-next").onclick = () => open < current.length - 1 && openDetail(open + 1);
+  $("detail").addEventListener("click", (e) => { if (e.target === $("detail")) $("detail").close(); });
+
+  // ---- controls ----
+  const controls = { "f-class": "cls", "f-label": "label", "f-correct": "correct", "f-text": "q", "f-prob": "minp", "f-sort": "sort", "f-group": "group", "f-size": "size" };
+  function syncControls() {
+    for (const [id, key] of Object.entries(controls)) if ($(id)) $(id).value = state[key];
+    $("f-prob-out").textContent = (parseFloat(state.minp) || 0).toFixed(2);
+  }
+  for (const [id, key] of Object.entries(controls)) {
+    if (!$(id)) continue;
+    $(id).addEventListener("input", () => {
+      state[key] = $(id).value;
+      state.page = "0";
+      $("f-prob-out").textContent = (parseFloat(state.minp) || 0).toFixed(2);
+      render();
+    });
+  }
+  const turn = (delta) => { state.page = String((parseInt(state.page, 10) || 0) + delta); render(); window.scrollTo(0, 0); };
+  $("prev").onclick = $("prev2").onclick = () => turn(-1);
+  $("next").onclick = $("next2").onclick = () => turn(1);
+  document.addEventListener("keydown", (e) => {
+    if (/^(INPUT|SELECT|TEXTAREA)$/.test(document.activeElement.tagName)) return;
+    const dialog = $("detail").open;
+    if (e.key === "ArrowLeft") dialog ? $("d-prev").click() : !$("prev").disabled && turn(-1);
+    if (e.key === "ArrowRight") dialog ? $("d-next").click() : !$("next").disabled && turn(1);
+  });
+  window.addEventListener("hashchange", () => { readHash(); syncControls(); render(); });
+
+  readHash();
+  syncControls();
+  render();
+})();

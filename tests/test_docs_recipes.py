@@ -1,0 +1,79 @@
+"""Every Python block of docs/inspecting.md runs, in order, on a real run, and gives the right answer."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from inspecting_support import add_labels, copy_run, swap_top2
+
+DOC = REPO / "docs" / "inspecting.md"
+# The doc's example folders ("cams", ...) are replaced by the test's runs.
+EXAMPLE_FOLDERS = re.compile(r"^\s*OUT(_A|_B)?(\s*,\s*OUT(_A|_B)?)*\s*=")
+
+
+def python_blocks() -> list[str]:
+    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
+    return ["\n".join(line for line in block.splitlines() if not EXAMPLE_FOLDERS.match(line)) for block in blocks]
+
+
+@pytest.fixture(scope="module")
+def recipes(sample_run, tmp_path_factory):
+    """Run all blocks; OUT has labels (rocket.jpg labelled wrongly), OUT_B changed camera.png's top-1."""
+    result, raw = sample_run
+    base = tmp_path_factory.mktemp("recipes")
+    labelled = copy_run(result.out, base / "labelled")
+    top1 = raw[raw["rank"] == 1].set_index("path").class_name
+    add_labels(labelled, {p: ("space shuttle" if p == "rocket.jpg" else str(c)) for p, c in top1.items()})
+    changed = copy_run(result.out, base / "changed")
+    swap_top2(changed, "camera.png")
+    namespace = {"OUT": str(labelled), "OUT_A": str(result.out), "OUT_B": str(changed)}
+    blocks = python_blocks()
+    for number, block in enumerate(blocks, start=1):
+        try:
+            exec(compile(block, f"{DOC.name} block {number}", "exec"), namespace)
+        except Exception as exc:  # noqa: BLE001 - say which block broke
+            pytest.fail(f"{DOC.name} block {number} failed: {type(exc).__name__}: {exc}\n{block}")
+    return namespace, raw, len(blocks)
+
+
+def test_every_block_ran(recipes):
+    namespace, _, count = recipes
+    assert count >= 10
+    assert namespace["df"].attrs["model"] == "efficientnet_lite0" and len(namespace["failed"]) == 0
+
+
+def test_border_and_tiny_box_recipes(recipes):
+    ns, raw, _ = recipes
+    top1 = raw[raw["rank"] == 1]
+    assert ns["border_by_class"].index[0] == top1.loc[top1.border_energy.idxmax(), "class_name"]
+    area = (top1.bbox_x1 - top1.bbox_x0) * (top1.bbox_y1 - top1.bbox_y0)
+    assert ns["tiny_boxes"]["path"].iloc[0] == top1.loc[area.idxmin(), "path"]
+    assert ns["overlay"].size == Image.open(ns["overlay"].filename).size and ns["overlay"].size[0] > 0
+
+
+def test_label_recipes(recipes):
+    ns, _, _ = recipes
+    per_label = ns["per_label"]
+    assert per_label.loc["space shuttle", "accuracy"] == 0.0 and per_label["images"].sum() == 7
+    assert (per_label.drop(index="space shuttle")["accuracy"] == 1.0).all()
+    assert set(ns["suspicious"]["path"]) <= {"rocket.jpg"}
+
+
+def test_comparison_recipes(recipes):
+    ns, _, _ = recipes
+    assert ns["disagree"]["path"].tolist() == ["camera.png"]
+    assert ns["changed"]["path"].tolist() == ["camera.png"]
+    assert ns["comparison"].classes.index[0] == "tripod"
+
+
+def test_summary_and_raw_map_recipes(recipes):
+    ns, raw, _ = recipes
+    assert ns["summary"].by == "label" and ns["by_class"].by == "class"
+    assert set(ns["summary"].flagged.index) <= set(ns["summary"].table.index)
+    row = ns["row"]
+    expected = raw[(raw.path == row["path"]) & (raw.class_index == row["class_index"])].iloc[0]
+    assert ns["raw_map"].mean() == pytest.approx(expected.cam_mean, rel=2e-3, abs=2e-2)

@@ -1,0 +1,245 @@
+"""`cambatch gallery`: the static page, its thumbnails, and the page itself in headless Chromium.
+
+The browser tier drives Debian's chromium through Playwright (never a downloaded browser). Where
+playwright or /usr/bin/chromium is missing it is skipped, except under CI, where it must run.
+Screenshots go to build/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import cambatch
+from cambatch.cli import app
+from cambatch.gallery import THUMB_SIDE
+
+from conftest import REPO, SAMPLES
+from inspecting_support import add_labels, copy_run, rewrite_report, synthesize_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]  # fmt: skip
+ARTIFACTS = REPO / "build" / "test-artifacts"
+runner = CliRunner()
+
+
+def page_data(index: Path) -> dict:
+    html = index.read_text(encoding="utf-8")
+    return json.loads(re.search(r'<script id="gallery-data" type="application/json">(.*?)</script>', html, re.S).group(1))
+
+
+@pytest.fixture(scope="module")
+def labelled_run(sample_run, tmp_path_factory):
+    """The real sample run with labels on four images (one of them wrong) and its gallery."""
+    result, raw = sample_run
+    out = copy_run(result.out, tmp_path_factory.mktemp("gallery") / "sample")
+    top1 = raw[raw["rank"] == 1].set_index("path").class_name
+    add_labels(out, {"coffee.png": "espresso", "camera.png": "tripod", "chelsea.png": str(top1["chelsea.png"]), "rocket.jpg": "space shuttle"})
+    made = cambatch.build_gallery(out)
+    return out, made, raw
+
+
+@pytest.fixture(scope="module")
+def big_run(tmp_path_factory):
+    """3,000 synthetic images (labels, 40 classes, 5 failures) and their gallery."""
+    out = synthesize_run(tmp_path_factory.mktemp("gallery-big") / "run", images=3000, classes=40, errors=5)
+    return out, cambatch.build_gallery(out)
+
+
+def test_gallery_files_thumbnails_and_embedded_data(labelled_run):
+    out, made, raw = labelled_run
+    assert made.index == out / "gallery" / "index.html" and made.images == 7 and made.errors == 0
+    assert made.thumbnails_written == 14 and not made.thumbnail_failures  # grid thumbnail + photo per image
+    data = page_data(made.index)
+    assert len(data["images"]) == 7 and data["meta"]["model"] == "efficientnet_lite0"
+    top1 = raw[raw["rank"] == 1].set_index("path")
+    for image in data["images"]:
+        assert data["classes"][image["c"]] == top1.loc[image["p"], "class_name"]
+        assert len(image["x"]) == 3 and [x[0] for x in image["x"]] == [1, 2, 3]
+        thumb = Image.open(made.index.parent / image["t"])
+        assert max(thumb.size) <= THUMB_SIDE  # the grid never loads full-size overlays
+        assert all((made.index.parent / x[3]).resolve().is_file() for x in image["x"])
+    wrong = [i for i in data["images"] if i["p"] == "rocket.jpg"][0]
+    assert data["labels"][wrong["l"]] == "space shuttle" and wrong["ok"] is False
+    html = made.index.read_text(encoding="utf-8")
+    # Self-contained: nothing fetched from a network (no CDN, no web fonts).
+    assert not re.search(r'(src|href)="(https?:)?//', html) and "@import" not in html
+
+
+def test_rebuild_reuses_fresh_thumbnails(labelled_run):
+    out, _, _ = labelled_run
+    again = cambatch.build_gallery(out)
+    assert (again.thumbnails_written, again.thumbnails_fresh) == (0, 14)
+
+
+def test_without_overlays_cards_show_the_photo(labelled_run, tmp_path):
+    out = copy_run(labelled_run[0], tmp_path / "no-overlays")
+    shutil.rmtree(out / "overlays")
+    made = cambatch.build_gallery(out)
+    data = page_data(made.index)
+    assert all(image["t"] and all(x[3] is None for x in image["x"]) for image in data["images"])
+
+
+def test_errors_are_listed_escaped_and_counted(tmp_path):
+    out = synthesize_run(tmp_path / "run", images=20, classes=4, errors=3)
+    hostile = "odd/</script><b>x.jpg"
+
+    def change(table):
+        rows = table.to_pylist()
+        for row in rows:
+            if row["path"] == "broken/bad_0.jpg":
+                row["error"] = "<script>alert(1)</script>"
+            if row["path"] == "class_01/img_00001.jpg":
+                row["path"] = hostile
+        return pa.Table.from_pylist(rows, schema=table.schema)
+
+    rewrite_report(out, change)
+    made = cambatch.build_gallery(out)
+    html = made.index.read_text(encoding="utf-8")
+    assert made.errors == 3 and html.count("not a readable image: unknown format") == 2
+    assert "broken/bad_2.jpg" in html
+    # Text from the report never becomes markup: escaped in the table, \u003c in the JSON.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+    assert "</script><b>" not in html and hostile in [i["p"] for i in page_data(made.index)["images"]]
+
+
+def test_cli_gallery_and_run_with_gallery(labelled_run, tmp_path):
+    made = runner.invoke(app, ["gallery", str(labelled_run[0]), "--group-by", "label", "--page-size", "30"])
+    assert made.exit_code == 0 and "gallery of 7 images" in made.output
+    assert 'value="label" selected' in (labelled_run[0] / "gallery" / "index.html").read_text(encoding="utf-8")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLES / "coffee.png", photos)
+    run = runner.invoke(app, ["run", str(photos), "--out", str(tmp_path / "out"), "--topk", "1", "--workers", "0", "--quiet", "--gallery"])
+    assert run.exit_code == 0, run.output
+    assert page_data(tmp_path / "out" / "gallery" / "index.html")["images"][0]["p"] == "coffee.png"
+
+
+def test_thousands_of_images_stay_one_page_of_data(big_run):
+    out, made = big_run
+    assert made.images == 3000 and made.errors == 5 and not made.thumbnail_failures
+    size = made.index.stat().st_size
+    # One page holds the data of all images but no <img> of its own: the grid is built a page at a time.
+    assert size < 3_000_000 and made.index.read_text(encoding="utf-8").count("<img") == 0
+
+
+# ---- the browser tier ----
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"the browser tests must run in CI: {reason} (.ci/run installs chromium and playwright)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install -e '.[dev]')")
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    opened = context.new_page()
+    opened.errors = []
+    opened.on("pageerror", lambda exc: opened.errors.append(str(exc)))
+    opened.on("console", lambda msg: opened.errors.append(msg.text) if msg.type == "error" else None)
+    yield opened
+    context.close()
+
+
+def visible_classes(page) -> list[str]:
+    return page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.class)")
+
+
+def all_card_images_loaded(page) -> bool:
+    """Every card image decoded with a real size (lazy images are scrolled into view first)."""
+    page.eval_on_selector_all(".card img", "imgs => imgs.forEach(i => { i.loading = 'eager'; })")
+    page.wait_for_function("Array.from(document.querySelectorAll('.card img')).every(i => i.complete)")
+    return page.eval_on_selector_all(".card img", "imgs => imgs.length > 0 && imgs.every(i => i.naturalWidth > 0)")
+
+
+@pytest.mark.browser
+def test_sample_gallery_in_chromium(labelled_run, page):
+    out, made, raw = labelled_run
+    page.goto(made.index.as_uri())
+    page.wait_for_selector(".card")
+    assert len(visible_classes(page)) == 7
+    assert all_card_images_loaded(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gallery-sample.png"), full_page=True)
+
+    # Filtering by a class leaves only that class.
+    page.select_option("#f-class", "espresso")
+    assert visible_classes(page) == ["espresso"]
+    assert "espresso" in page.url  # the view is kept in the URL hash
+    # Opening a card shows the photo beside each explained class's full-size overlay.
+    page.click(".card")
+    page.wait_for_selector("dialog[open] figure img")
+    page.wait_for_function("Array.from(document.querySelectorAll('dialog img')).every(i => i.complete)")
+    sizes = page.eval_on_selector_all("dialog img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert len(sizes) == 4 and min(sizes) > 0  # photo + top-3 overlays
+    page.screenshot(path=str(ARTIFACTS / "gallery-sample-detail.png"))
+    page.keyboard.press("Escape")
+    assert page.eval_on_selector("dialog", "d => d.open") is False
+
+    # Labels: the wrong prediction is marked, and the "wrong" filter finds it.
+    page.select_option("#f-class", "")
+    page.select_option("#f-correct", "wrong")
+    assert page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.path)") == ["rocket.jpg"]
+    assert page.errors == []
+
+
+@pytest.mark.browser
+def test_three_thousand_images_paginate_and_filter(big_run, page):
+    out, made = big_run
+    top = cambatch.load_report(out, status="ok", rank=1).astype({"class_name": str})
+    page.goto(made.index.as_uri())
+    page.wait_for_selector(".card")
+    assert page.locator(".card").count() == 60  # one page in the document, not 3,000 cards
+    assert page.locator("img").count() <= 60
+    assert "1–60 of 3,000" in page.inner_text("#count")
+    assert all_card_images_loaded(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gallery-3000.png"))
+
+    first = page.eval_on_selector(".card", "c => c.dataset.path")
+    page.click("#next")
+    assert "61–120 of 3,000" in page.inner_text("#count")
+    assert page.eval_on_selector(".card", "c => c.dataset.path") != first
+
+    page.select_option("#f-class", "class 07")
+    expected = int((top["class_name"] == "class 07").sum())
+    assert set(visible_classes(page)) == {"class 07"} and len(visible_classes(page)) == min(60, expected)
+    assert f"of {expected}" in page.inner_text("#count")
+
+    page.select_option("#f-class", "")
+    page.select_option("#f-correct", "wrong")
+    wrong = int((~top["correct"].astype(bool)).sum())
+    assert f"of {wrong:,}" in page.inner_text("#count")
+    assert page.eval_on_selector_all(".card", "cs => cs.every(c => c.classList.contains('wrong'))")
+
+    # The view survives a reload (state in the URL hash), and the errors section lists the failures.
+    page.reload()
+    page.wait_for_selector(".card")
+    assert page.input_value("#f-correct") == "wrong"
+    assert page.locator("#errors tbody tr").count() == 5
+    assert page.errors == []

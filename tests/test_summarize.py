@@ -1,0 +1,118 @@
+"""`cambatch summarize`: its numbers equal a pandas groupby done here; flags follow the documented rule."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import cambatch
+from cambatch.cli import app
+from cambatch.summarize import Thresholds, summarize
+
+from inspecting_support import add_labels, copy_run, synthesize_run
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """400 labelled images over 40 classes, 5 failures."""
+    return synthesize_run(tmp_path_factory.mktemp("summarize") / "run", images=400, classes=40, errors=5)
+
+
+def expected_by(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The same table computed the plain pandas way, from the rank-1 rows."""
+    top = df[(df.status == "ok") & (df["rank"] == 1)]
+    return top.groupby(key).agg(
+        images=("path", "size"),
+        mean_probability=("probability", "mean"),
+        active_area=("active_area", "mean"),
+        border_energy=("border_energy", "mean"),
+        entropy=("entropy", "mean"),
+    )
+
+
+def test_per_class_numbers_equal_a_pandas_groupby(sample_run):
+    result, raw = sample_run
+    summary = cambatch.summarize_run(result.out)
+    expected = expected_by(raw, "class_name")
+    table = summary.table.loc[expected.index]
+    assert summary.by == "class" and summary.images == 7 and summary.errors == 0
+    assert "accuracy" not in summary.table.columns  # no labels in this run
+    for column in expected.columns:
+        pd.testing.assert_series_equal(table[column], expected[column], check_names=False, check_dtype=False, rtol=1e-6)
+
+
+def test_flags_follow_the_median_rule_and_thresholds_are_adjustable(sample_run):
+    result, raw = sample_run
+    top = raw[raw["rank"] == 1]
+    median_border, median_area = top.border_energy.median(), top.active_area.median()
+    for ratio in (1.5, 1.2):
+        summary = cambatch.summarize_run(result.out, thresholds=Thresholds(border_ratio=ratio, spread_ratio=ratio))
+        assert summary.median_border_energy == pytest.approx(median_border)
+        border = set(top.loc[top.border_energy >= ratio * median_border, "class_name"])
+        spread = set(top.loc[top.active_area >= ratio * median_area, "class_name"])
+        assert set(summary.table.index[summary.table.border_flag]) == border
+        assert set(summary.table.index[summary.table.spread_flag]) == spread
+        assert set(summary.flagged.index) == border | spread
+    # Stricter thresholds flag no more classes than looser ones.
+    assert len(cambatch.summarize_run(result.out, thresholds=Thresholds(3, 3)).flagged) <= len(summary.flagged)
+
+
+def test_with_labels_groups_by_label_and_reports_accuracy(synthetic):
+    df = cambatch.load_report(synthetic)
+    summary = summarize(df)
+    assert summary.by == "label" and summary.errors == 5 and summary.images == 400
+    expected = expected_by(df.astype({"label": str}), "label")
+    top = df[(df.status == "ok") & (df["rank"] == 1)].astype({"label": str})
+    accuracy = top.groupby("label")["correct"].mean().astype(float)
+    pd.testing.assert_series_equal(summary.table.loc[expected.index, "images"], expected["images"], check_names=False, check_dtype=False)
+    pd.testing.assert_series_equal(summary.table.loc[accuracy.index, "accuracy"], accuracy, check_names=False, rtol=1e-9)
+    # Classes with a high index have high border energy by construction: those are flagged.
+    flagged = summary.flagged[summary.flagged.border_flag].index
+    assert len(flagged) > 0 and min(int(name.split()[1]) for name in flagged) >= 20
+    by_class = summarize(df, by="class")
+    assert "accuracy" in by_class.table.columns  # precision of each predicted class
+
+
+def test_labels_added_to_a_real_run_are_used(sample_run, tmp_path):
+    result, raw = sample_run
+    out = copy_run(result.out, tmp_path / "labelled")
+    add_labels(out, {"coffee.png": "espresso", "camera.png": "tripod", "chelsea.png": "tabby"})
+    summary = cambatch.summarize_run(out)
+    assert summary.by == "label"
+    assert summary.table.loc["espresso", "accuracy"] == 1.0
+    assert summary.table.loc["tabby", "accuracy"] == (raw.query("path == 'chelsea.png' and rank == 1").class_name.item() == "tabby")
+    assert summary.table["images"].sum() == 3  # unlabelled images have no label group
+
+
+def test_cli_formats_top_and_sort(sample_run):
+    result, raw = sample_run
+    out = str(result.out)
+    table = runner.invoke(app, ["summarize", out])
+    assert table.exit_code == 0, table.output
+    top1 = raw[raw["rank"] == 1]
+    assert all(name[:8] in table.output for name in top1.class_name)
+
+    as_json = runner.invoke(app, ["summarize", out, "--format", "json", "--top", "2", "--sort", "border_energy"])
+    payload = json.loads(as_json.output)
+    highest = top1.sort_values("border_energy", ascending=False).class_name.head(2).tolist()
+    assert [row["class"] for row in payload["rows"]] == highest
+    assert payload["meta"]["images"] == 7 and payload["meta"]["border_ratio"] == 1.5
+
+    as_csv = runner.invoke(app, ["summarize", out, "--format", "csv", "--border-ratio", "1.1"])
+    frame = pd.read_csv(__import__("io").StringIO(as_csv.output), index_col=0)
+    assert len(frame) == 7 and frame["images"].sum() == 7
+    assert set(frame.index[frame.border_flag]) == set(top1.loc[top1.border_energy >= 1.1 * top1.border_energy.median(), "class_name"])
+
+
+def test_cli_errors_are_one_line_with_exit_2(sample_run, tmp_path):
+    no_labels = runner.invoke(app, ["summarize", str(sample_run[0].out), "--by", "label"])
+    assert no_labels.exit_code == 2 and "has no labels" in no_labels.output
+    missing = runner.invoke(app, ["summarize", str(tmp_path)])
+    assert missing.exit_code == 2 and "no complete report part" in missing.output
+    bad = runner.invoke(app, ["summarize", str(sample_run[0].out), "--sort", "colour"])
+    assert bad.exit_code == 2 and "unknown sort key" in bad.output
