@@ -5,14 +5,14 @@
 # and where the time goes, stage by stage. Needs only the repository and its installed
 # dependencies (torchcam / grad-cam rows are skipped when those are missing); no network.
 #
-#   bash benchmarks/gpu_check.sh                 # about 3-4 minutes on an H100
+#   bash benchmarks/gpu_check.sh                 # about 4-5 minutes on an H100 machine
 #   GPU_CHECK_IMAGES=300 GPU_CHECK_ALLOW_CPU=1 bash benchmarks/gpu_check.sh   # its logic, on a CPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-IMAGES=${GPU_CHECK_IMAGES:-3000}
-PEER_IMAGES=${GPU_CHECK_PEER_IMAGES:-200}
+IMAGES=${GPU_CHECK_IMAGES:-2000}
+PEER_IMAGES=${GPU_CHECK_PEER_IMAGES:-100}
 WORK=${GPU_CHECK_WORK:-/tmp/cambatch-gpu-check}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # works without `pip install -e .` too
 export PYTHONUNBUFFERED=1
@@ -69,7 +69,7 @@ print(f"{sys.argv[2]} photos ready in {time.perf_counter() - start:.1f} s")
 PY
 
 COMMON=(--images "$IMAGES" --work "$WORK" --device "$DEVICE" --precision "$PRECISION" --peer-images "$PEER_IMAGES"
-        --skip-rss --breakdown --breakdown-images 500 --seconds "$SECONDS_PER_CONFIG" "${PEERS[@]}")
+        --skip-rss --breakdown --breakdown-images 300 --seconds "$SECONDS_PER_CONFIG" "${PEERS[@]}")
 
 line "1/2 resnet50 --weights none, $PRECISION"
 start=$(date +%s)
@@ -81,7 +81,7 @@ start=$(date +%s)
 "$PY" benchmarks/bench.py "${COMMON[@]}" --json "$WORK/lite0.json"
 echo "(lite0 section: $(( $(date +%s) - start )) s)"
 
-line "gpu decode vs cpu decode, resnet50 fp16, in-process, overlays on"
+line "gpu decode vs cpu decode: resnet50 $PRECISION, --no-overlays, in-process"
 "$PY" - "$WORK/photos$IMAGES" "$DEVICE" "$PRECISION" <<'PY'
 import shutil, sys, tempfile, time
 from pathlib import Path
@@ -90,9 +90,10 @@ folder, device, precision = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 for mode in ("off", "auto"):
     out = Path(tempfile.mkdtemp())
     start = time.perf_counter()
-    result = run(RunConfig(inputs=[folder], out=out, model="resnet50", weights="none", device=device, precision=precision, gpu_decode=mode))
+    result = run(RunConfig(inputs=[folder], out=out, model="resnet50", weights="none", device=device, precision=precision,
+                           gpu_decode=mode, overlays=False))
     wall = time.perf_counter() - start
     print(f"--gpu-decode {mode}: {result.ok} ok, {result.errors} errors, {result.ok / wall:.1f} img/s (whole run in-process, model load included)")
     shutil.rmtree(out)
 PY
-line "done"
+line "done in ${SECONDS} s"

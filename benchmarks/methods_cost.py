@@ -1,6 +1,6 @@
 """Relative cost of the map methods: one batch of the sample images, top-3 classes, on this machine.
 
-    python benchmarks/methods_cost.py [--models efficientnet_lite0 resnet18] [--repeats 5] [--device cpu]
+    python benchmarks/methods_cost.py [--models efficientnet_lite0 resnet18] [--methods gradcam ...] [--repeats 5] [--device cpu]
 
 Prints a Markdown table per model: the median seconds per batch of each method and its cost
 relative to one plain forward pass of the batch. The methods run round-robin, so that a shared
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, top-{args.topk}")
@@ -53,7 +54,7 @@ def main() -> None:
         model = load_model(name, weights, require_cam_head=False).to(device)
         images = images_for(model, device)
         runs = {"(plain forward)": (None, lambda: model.network(images))}
-        for method in METHODS:
+        for method in args.methods:
             if method == "cam" and model.head is None:
                 continue
             explain = build_method(method, model)

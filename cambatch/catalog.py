@@ -37,5 +37,6 @@ def print_catalog(console: Console) -> None:
     console.print(
         "Every model also runs offline with --weights PATH (a local checkpoint) or --weights none (random init).\n"
         "CAM needs a global-average-pool -> linear head (resnet, densenet, efficientnet, mobilenet_v2, regnet, ...);\n"
-        "other heads are refused with the reason when the run starts."
+        "other heads are refused with the reason when the run starts.\n"
+        "The other --method choices (gradcam, ..., auto) map any CNN or timm ViT."
     )

@@ -10,8 +10,8 @@ from ..cam import ClassMaps, class_activation_maps, select_classes
 from ..errors import UsageError
 from ..models import CamModel, _ForwardFeatures
 from .base import CamMethod, weighted_maps
-from .layers import TargetLayer
 from .hooks import forward_with_tap
+from .layers import TargetLayer
 
 
 class CAM(CamMethod):
