@@ -52,8 +52,8 @@ def main() -> None:
 
     import torch
 
-    from cambatch.inference import resolve_device
-    from cambatch.tuning import plan
+    from cambatch.runner.engine import resolve_device
+    from cambatch.runner.tuning import plan
 
     device = resolve_device(args.device)
     rows: list[tuple[str, str, str]] = []
@@ -163,8 +163,8 @@ def forward_limit(args, device) -> dict:
     (on a CPU) 1 or all threads."""
     import torch
 
-    from cambatch.accel import _DTYPES
-    from cambatch.models import load_model
+    from cambatch.model.accel import _DTYPES
+    from cambatch.model.build import load_model
 
     model = load_model(args.model, args.weights)
     network = model.network.eval().to(device)
@@ -217,11 +217,12 @@ class _Clock:
 
 
 def run_inprocess(folder: Path, out: Path, args, overlays: bool, **options) -> dict:
-    from cambatch.pipeline import RunConfig, run
+    from cambatch.config import RunConfig
+    from cambatch.runner.pipeline import run
 
     shutil.rmtree(out, ignore_errors=True)
     clock = _Clock()
-    config = RunConfig(inputs=[folder], out=out, model=args.model, weights=args.weights, topk=args.topk, overlays=overlays,
+    config = RunConfig.create(inputs=[folder], out=out, model=args.model, weights=args.weights, topk=args.topk, overlays=overlays,
                        precision=args.precision, device=args.device, **options)  # fmt: skip
     result = run(config, clock)
     end = time.perf_counter()
@@ -241,7 +242,7 @@ def steady_state(folder: Path, out: Path, args, overlays: bool) -> dict:
 
 def tune(folder: Path, args, device) -> None:
     """In-process steady state over torch threads x workers x batch size."""
-    from cambatch.tuning import cpu_cores
+    from cambatch.runner.tuning import cpu_cores
 
     cores = cpu_cores()
     grid = []
@@ -335,15 +336,15 @@ def breakdown(folder: Path, args, device) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from cambatch.accel import accelerate
-    from cambatch.discover import discover
-    from cambatch.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
-    from cambatch.inference import CamEngine
+    from cambatch.model.accel import accelerate
+    from cambatch.sources.discover import discover
+    from cambatch.data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
+    from cambatch.runner.engine import CamEngine
     from cambatch.layout import OutputLayout
-    from cambatch.models import load_model
-    from cambatch.outputs import ImageWriter
-    from cambatch.preprocess import ImageFiles, Preprocess, collate
-    from cambatch.tuning import plan, torch_threads
+    from cambatch.model.build import load_model
+    from cambatch.runner.writer import ImageWriter
+    from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+    from cambatch.runner.tuning import plan, torch_threads
 
     p = plan(device, True)
     sources = discover([folder])[: args.breakdown_images]
@@ -433,7 +434,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    from cambatch.tuning import cpu_cores
+    from cambatch.runner.tuning import cpu_cores
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {cpu_cores()} cores, {mem:.0f} GiB"

@@ -53,7 +53,7 @@ SECONDS_PER_CONFIG=1
 line "nvJPEG decode path"
 "$PY" - "$DEVICE" <<'PY'
 import sys, torch
-from cambatch.gpu_decode import cuda_jpeg_available
+from cambatch.data.gpu_decode import cuda_jpeg_available
 print("torchvision decode_jpeg(device='cuda') works:", cuda_jpeg_available(torch.device(sys.argv[1])))
 PY
 
@@ -85,12 +85,13 @@ line "gpu decode vs cpu decode: resnet50 $PRECISION, --no-overlays, in-process"
 "$PY" - "$WORK/photos$IMAGES" "$DEVICE" "$PRECISION" <<'PY'
 import shutil, sys, tempfile, time
 from pathlib import Path
-from cambatch.pipeline import RunConfig, run
+from cambatch.config import RunConfig
+from cambatch.runner.pipeline import run
 folder, device, precision = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 for mode in ("off", "auto"):
     out = Path(tempfile.mkdtemp())
     start = time.perf_counter()
-    result = run(RunConfig(inputs=[folder], out=out, model="resnet50", weights="none", device=device, precision=precision,
+    result = run(RunConfig.create(inputs=[folder], out=out, model="resnet50", weights="none", device=device, precision=precision,
                            gpu_decode=mode, overlays=False))
     wall = time.perf_counter() - start
     print(f"--gpu-decode {mode}: {result.ok} ok, {result.errors} errors, {result.ok / wall:.1f} img/s (whole run in-process, model load included)")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from cambatch.discover import discover
+from cambatch.sources.discover import discover
 from cambatch.methods import METHODS, build_method
-from cambatch.models import load_model
-from cambatch.preprocess import ImageFiles, Preprocess, collate
+from cambatch.model.build import load_model
+from cambatch.data.preprocess import ImageFiles, Preprocess, collate
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 

@@ -6,17 +6,18 @@ __version__ = "0.1.0"
 # and `cambatch --help` answers at once. Name -> (module, attribute).
 _LAZY = {
     "run": ("api", "run"),
-    "RunConfig": ("pipeline", "RunConfig"),
-    "load_report": ("load", "load_report"),
-    "load_map": ("load", "load_map"),
-    "read_settings": ("load", "read_settings"),
-    "per_image": ("load", "per_image"),
-    "summarize_report": ("summarize", "summarize"),
-    "summarize_run": ("summarize", "summarize_run"),
-    "Thresholds": ("summarize", "Thresholds"),
-    "compare_runs": ("compare", "compare_runs"),
-    "compare_reports": ("compare", "compare_reports"),
-    "build_gallery": ("gallery", "build_gallery"),
+    "RunConfig": ("config", "RunConfig"),
+    "load_report": ("report.reader", "load_report"),
+    "load_map": ("report.reader", "load_map"),
+    "map_stack": ("report.reader", "map_stack"),
+    "read_settings": ("report.parts", "read_settings"),
+    "per_image": ("report.reader", "per_image"),
+    "summarize_report": ("inspection.summarize", "summarize"),
+    "summarize_run": ("inspection.summarize", "summarize_run"),
+    "Thresholds": ("inspection.options", "Thresholds"),
+    "compare_runs": ("inspection.compare", "compare_runs"),
+    "compare_reports": ("inspection.compare", "compare_reports"),
+    "build_gallery": ("inspection.gallery", "build_gallery"),
 }
 
 

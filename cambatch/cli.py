@@ -1,4 +1,4 @@
-"""`cambatch` command line: a thin layer over `cambatch.pipeline.run`.
+"""`cambatch` command line: a thin layer over `cambatch.runner.pipeline.run` and the inspection commands.
 
 Heavy imports (torch, torchvision, timm) happen inside the commands that need them, so that
 `cambatch --help` and `--version` answer at once.
@@ -6,14 +6,19 @@ Heavy imports (torch, torchvision, timm) happen inside the commands that need th
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
 
 from . import __version__
+from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of
+from .inspection.options import COMPARE_TOP, DEFAULT_PAGE_SIZE, FORMATS, GROUP_BY, PAGE_SIZES, SORT_KEYS, Thresholds
 
 app = typer.Typer(
     help="Batched Class Activation Maps over image folders: overlays and a Parquet report.",
@@ -61,68 +66,88 @@ def _reported_errors(debug: bool):
         raise typer.Exit(1) from None
 
 
-@app.command()
-def run(
-    inputs: Optional[List[Path]] = typer.Argument(None, help="Image folders (searched recursively) or image files."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: overlays/, report/, maps/."),
-    model: str = typer.Option("efficientnet_lite0", help="Model name: efficientnet_lite0 (offline), a torchvision name, or timm:NAME."),
-    weights: Optional[str] = typer.Option(None, help="Local checkpoint (state_dict), or 'none' for random init. Default: pretrained."),
-    num_classes: Optional[int] = typer.Option(None, help="Classes of a fine-tuned checkpoint."),
-    class_names: Optional[Path] = typer.Option(None, help="Text file of class names, one a line."),
-    topk: int = typer.Option(3, help="Classes explained per image."),
-    classes: Optional[str] = typer.Option(None, help="Comma-separated class names or indices to explain instead of the top-k."),
-    image_size: Optional[int] = typer.Option(None, help="Model input side (default: the model's own, 224)."),
-    colormap: str = typer.Option("jet", help="jet, turbo, viridis or inferno."),
-    alpha: float = typer.Option(0.5, help="Heatmap opacity over the photo."),
-    max_side: int = typer.Option(1024, help="Cap on the overlay's longest side; 0 keeps the photo's size."),
-    no_overlays: bool = typer.Option(False, "--no-overlays", help="Write the report only."),
-    save_maps: bool = typer.Option(False, "--save-maps", help="Also write raw maps as float16 .npz under maps/."),
-    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: from the machine; 8 on CPU, 64 on GPU)."),
-    workers: Optional[int] = typer.Option(None, help="Decoding worker processes (default: from the machine)."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads for the model (default: from the machine: cores less decoding workers on a CPU)."),
-    precision: str = typer.Option("fp32", help="fp32, fp16 or bf16: autocast of the model's forward pass (fp16 needs a GPU)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (the first batches pay the compilation)."),
-    gpu_decode: str = typer.Option("auto", help="Decode JPEGs on the GPU with nvJPEG: auto (on a CUDA device), on, off."),
-    from_list: Optional[Path] = typer.Option(None, help="A .txt (a path a line), .csv or .parquet (column path, optional label) list of images."),
-    labels_from_dirs: bool = typer.Option(False, "--labels-from-dirs", help="Label each image with its parent folder's name."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
-    retry_errors: bool = typer.Option(False, "--retry-errors", help="Redo images whose earlier attempt failed."),
-    shard: Optional[str] = typer.Option(None, help="I/N: process shard I of N (default: SLURM_ARRAY_TASK_ID/COUNT or RANK/WORLD_SIZE)."),
-    images_per_part: int = typer.Option(1000, help="Publish a report part after this many images (or 60 s)."),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow a full unpickle of --weights (pickled model, TorchScript)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
-    fail_on_error: bool = typer.Option(False, "--fail-on-error", help="Exit 1 if any image failed."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-    gallery: bool = typer.Option(False, "--gallery", help="Also build the HTML gallery in OUT/gallery/ at the end."),
-    method: str = typer.Option("cam", help="cam (exact; GAP -> linear heads), gradcam, gradcampp, xgradcam, layercam, scorecam, eigencam, or auto (cam where the head allows, else gradcam)."),
-    layer: Optional[str] = typer.Option(None, help="Target layer of the non-cam methods, a dotted module path (default: the last one with a spatial output)."),
-    scorecam_batch: Optional[int] = typer.Option(None, help="Masked images per forward pass for scorecam (default: 32 on CPU, 256 on GPU)."),
-    faithfulness: bool = typer.Option(False, "--faithfulness", help="Score each map: masked_probability, confidence_drop, confidence_increase columns."),
-) -> None:
-    """Compute top-k CAMs for every image under INPUTS; write overlays and a Parquet report to OUT."""
-    with _reported_errors(debug):
-        from .pipeline import RunConfig, run as run_job
-        from .progress import make_progress
+# ---- `cambatch run`: its options are built from `cambatch.config` (declared there once) ----
 
-        config = RunConfig(
-            inputs=list(inputs), out=out, model=model, weights=weights, num_classes=num_classes,
-            class_names=class_names, topk=topk, classes=classes.split(",") if classes else None,
-            image_size=image_size, colormap=colormap, alpha=alpha, max_side=max_side,
-            overlays=not no_overlays, save_maps=save_maps, device=device, batch_size=batch_size, workers=workers,
-            from_list=from_list, labels_from_dirs=labels_from_dirs, overwrite=overwrite, retry_errors=retry_errors,
-            shard=shard, images_per_part=images_per_part, trust_checkpoint=trust_checkpoint,
-            method=method, layer=layer, scorecam_batch=scorecam_batch, faithfulness=faithfulness,
-            threads=threads, precision=precision, compile=compile, gpu_decode=gpu_decode,
-        )  # fmt: skip
+_PANELS = {group: cls.__doc__.splitlines()[0].rstrip(".") for group, cls in GROUPS.items()}
+
+
+def run_command(inputs: Optional[List[Path]], out: Path, quiet: bool, fail_on_error: bool, debug: bool, **cli_options: Any) -> None:
+    """Compute top-k maps for every image under INPUTS; write overlays and a Parquet report to OUT."""
+    with _reported_errors(debug):
+        from .config import RunConfig
+        from .runner.pipeline import run as run_job
+        from .runner.progress import make_progress
+
+        config = RunConfig.create(inputs, out, **config_options(cli_options))
         result = run_job(config, make_progress(quiet, err))
     _print_summary(result)
-    if gallery and not result.interrupted:
-        _build_gallery(result.out, None, 60, debug)
+    if config.output.gallery and not result.interrupted:
+        _build_gallery(result.out, None, DEFAULT_PAGE_SIZE, debug)
     if result.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     if fail_on_error and result.errors:
         raise typer.Exit(1)
+
+
+def config_options(cli_options: dict[str, Any]) -> dict[str, Any]:
+    """The CLI's parameter values as `RunConfig.create` options (a negated switch flips back)."""
+    options = {}
+    for name, (_, f) in option_fields().items():
+        spec = spec_of(f)
+        if spec.negated_flag:
+            options[name] = not cli_options[_parameter_name(spec.negated_flag)]
+        else:
+            options[name] = cli_options[name]
+    return options
+
+
+def _parameter_name(cli_flag: str) -> str:
+    return cli_flag.lstrip("-").replace("-", "_")
+
+
+def _option_parameter(name: str, group: str, f: dataclasses.Field) -> inspect.Parameter:
+    """One `RunConfig` option as a typer option: its flag, default and help come from its declaration."""
+    spec = spec_of(f)
+    kind = option_type(group, f)
+    base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+    cli_type = str if typing.get_origin(base) is tuple else base
+    help_text = spec.help + (f" One of: {', '.join(map(str, spec.choices))}." if spec.choices else "")
+    if cli_type is bool:
+        flag_name = spec.negated_flag or flag(name)
+        default = typer.Option(False if spec.negated_flag else default_of(f), flag_name, help=help_text, rich_help_panel=_PANELS[group])
+        return inspect.Parameter(_parameter_name(flag_name), inspect.Parameter.KEYWORD_ONLY, default=default, annotation=bool)
+    annotation = Optional[cli_type] if default_of(f) is None else cli_type
+    default = typer.Option(default_of(f), flag(name), help=help_text, rich_help_panel=_PANELS[group])
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _run_signature() -> inspect.Signature:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    inputs = typer.Argument(None, help="Image folders (searched recursively) or image files.")
+    out = typer.Option(..., "--out", "-o", help="Output folder: report/, overlays/, runs/.")
+    command_panel = "This command's output"
+    presentation = [
+        ("quiet", typer.Option(False, "--quiet", "-q", help="Print only the final summary.", rich_help_panel=command_panel)),
+        ("fail_on_error", typer.Option(False, "--fail-on-error", help="Exit 1 if any image failed.", rich_help_panel=command_panel)),
+        ("debug", typer.Option(False, "--debug", help="Show tracebacks.", rich_help_panel=command_panel)),
+    ]
+    parameters = [
+        inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=inputs, annotation=Optional[List[Path]]),
+        inspect.Parameter("out", keyword, default=out, annotation=Path),
+        *(_option_parameter(name, group, f) for name, (group, f) in option_fields().items()),
+        *(inspect.Parameter(name, keyword, default=default, annotation=bool) for name, default in presentation),
+    ]
+    return inspect.Signature(parameters)
+
+
+def _run(**values: Any) -> None:
+    run_command(values.pop("inputs"), values.pop("out"), values.pop("quiet"), values.pop("fail_on_error"), values.pop("debug"), **values)
+
+
+_run.__signature__ = _run_signature()  # type: ignore[attr-defined]
+_run.__annotations__ = {p.name: p.annotation for p in _run.__signature__.parameters.values()}  # type: ignore[attr-defined]
+_run.__doc__ = run_command.__doc__
+app.command("run")(_run)
 
 
 def _print_summary(result) -> None:
@@ -153,7 +178,7 @@ def _print_summary(result) -> None:
 @app.command()
 def runs(out: Path = typer.Argument(..., help="An output folder of `cambatch run`.")) -> None:
     """List the runs recorded in OUT/runs/ (settings, counts, speed)."""
-    from .manifest import print_runs
+    from .runner.manifest import print_runs
 
     if not print_runs(out, Console()):
         err.print(f"cambatch: no runs recorded in {out}")
@@ -162,7 +187,7 @@ def runs(out: Path = typer.Argument(..., help="An output folder of `cambatch run
 @app.command()
 def models() -> None:
     """List the model names `run --model` accepts and which work offline."""
-    from .catalog import print_catalog
+    from .model.catalog import print_catalog
 
     print_catalog(Console())
 
@@ -191,20 +216,20 @@ def _choice(value: Optional[str], allowed: tuple[str, ...], option: str) -> Opti
 @app.command()
 def summarize(
     out: Path = typer.Argument(..., help="A run's output folder (or its report/ folder)."),
-    by: Optional[str] = typer.Option(None, "--by", help="class or label (default: label when the run has labels)."),
+    by: Optional[str] = typer.Option(None, "--by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."),
     top: Optional[int] = typer.Option(None, "--top", help="Show only the first N rows."),
-    sort: str = typer.Option("images", "--sort", help="images, border_energy, active_area, entropy, mean_probability, accuracy or name."),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json (for scripts)."),
-    border_ratio: float = typer.Option(1.5, help="Flag 'border' when a class's mean border_energy >= this x the median."),
-    spread_ratio: float = typer.Option(1.5, help="Flag 'spread' when a class's mean active_area >= this x the median."),
+    sort: str = typer.Option(SORT_KEYS[0], "--sort", help=f"One of: {', '.join(SORT_KEYS)}."),
+    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
+    border_ratio: float = typer.Option(Thresholds.border_ratio, help="Flag 'border' when a class's mean border_energy >= this x the median."),
+    spread_ratio: float = typer.Option(Thresholds.spread_ratio, help="Flag 'spread' when a class's mean active_area >= this x the median."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Per predicted class (or label): images, probability, accuracy, map statistics, and flags."""
-    _choice(by, ("class", "label"), "--by")
-    _choice(fmt, ("table", "csv", "json"), "--format")
+    _choice(by, GROUP_BY, "--by")
+    _choice(fmt, FORMATS, "--format")
     with _inspect_errors(debug):
-        from .summarize import Thresholds, summarize_run
-        from .tables import emit
+        from .inspection.summarize import summarize_run
+        from .inspection.tables import emit
 
         summary = summarize_run(out, by, Thresholds(border_ratio, spread_ratio))  # type: ignore[arg-type]
         settings = summary.settings
@@ -226,16 +251,16 @@ def summarize(
 def compare(
     out_a: Path = typer.Argument(..., help="The earlier run's output folder (A)."),
     out_b: Path = typer.Argument(..., help="The later run's output folder (B)."),
-    top: Optional[int] = typer.Option(20, "--top", help="Classes shown in the summary table (0: all)."),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json (for scripts)."),
+    top: Optional[int] = typer.Option(COMPARE_TOP, "--top", help="Classes shown in the summary table (0: all)."),
+    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
     rows_out: Optional[Path] = typer.Option(None, "--out", help="Write the per-image rows to this Parquet file."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Two runs over the same images: changed top-1, peak shift and box IoU, classes that changed most."""
-    _choice(fmt, ("table", "csv", "json"), "--format")
+    _choice(fmt, FORMATS, "--format")
     with _inspect_errors(debug):
-        from .compare import compare_runs
-        from .tables import emit
+        from .inspection.compare import compare_runs
+        from .inspection.tables import emit
 
         result = compare_runs(out_a, out_b)
         figures = result.overview()
@@ -257,18 +282,18 @@ def compare(
 @app.command()
 def gallery(
     out: Path = typer.Argument(..., help="A run's output folder."),
-    group_by: Optional[str] = typer.Option(None, "--group-by", help="class or label (default: label when the run has labels)."),
-    page_size: int = typer.Option(60, "--page-size", help="Cards per page: 30, 60, 120 or 240."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."),
+    page_size: int = typer.Option(DEFAULT_PAGE_SIZE, "--page-size", help=f"Cards per page: {', '.join(map(str, PAGE_SIZES))}."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Build a static HTML gallery of the run in OUT/gallery/index.html (opens from disk, no server)."""
-    _choice(group_by, ("class", "label"), "--group-by")
+    _choice(group_by, GROUP_BY, "--group-by")
     _build_gallery(out, group_by, page_size, debug)
 
 
 def _build_gallery(out: Path, group_by: Optional[str], page_size: int, debug: bool) -> None:
     with _inspect_errors(debug):
-        from .gallery import build_gallery
+        from .inspection.gallery import build_gallery
 
         made = build_gallery(out, group_by=group_by, page_size=page_size)  # type: ignore[arg-type]
     err.print(

@@ -16,9 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from cambatch.load import name_key, report_parts
-from cambatch.report import METADATA_KEY, SCHEMA
-from cambatch.stats import STAT_COLUMNS
+from cambatch.report.parts import report_parts
+from cambatch.report.schema import METADATA_KEY, SCHEMA, STAT_NAMES, name_key
 
 
 def copy_run(src: Path, dst: Path) -> Path:
@@ -83,7 +82,7 @@ def synthesize_run(out: Path, images: int, classes: int = 40, topk: int = 3, err
             overlay = f"overlays/{path[:-4]}/top{rank}_{names[c].replace(' ', '_')}.jpg"
             (out / overlay).parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (48, 36), palette[c]).save(out / overlay, quality=70)
-            stats = {name: rng.random() for name in STAT_COLUMNS}
+            stats = {name: rng.random() for name in STAT_NAMES}
             x0, y0 = rng.uniform(0, 0.5), rng.uniform(0, 0.5)
             stats.update(bbox_x0=x0, bbox_y0=y0, bbox_x1=x0 + rng.uniform(0.1, 0.5), bbox_y1=y0 + rng.uniform(0.1, 0.5))
             stats["border_energy"] = min(1.0, c / classes * 0.6 + rng.uniform(0, 0.1))

@@ -13,8 +13,8 @@ import pyarrow.dataset as ds
 import pytest
 
 import cambatch
-from cambatch import load
-from cambatch.api import TqdmProgress, make_config
+from cambatch.api import TqdmProgress
+from cambatch.report import reader
 
 from conftest import SAMPLES
 
@@ -26,12 +26,6 @@ def test_import_cambatch_and_its_cli_load_neither_torch_nor_pandas():
     assert {"run", "load_report", "load_map", "summarize_report", "compare_runs", "build_gallery"} <= set(dir(cambatch))
     with pytest.raises(AttributeError):
         cambatch.no_such_thing  # noqa: B018
-
-
-def test_metadata_key_matches_the_writer():
-    from cambatch.report import METADATA_KEY
-
-    assert load.METADATA_KEY == METADATA_KEY
 
 
 def test_load_report_has_typed_columns_and_run_settings(sample_run):
@@ -73,8 +67,9 @@ def test_load_report_filters_and_columns_are_applied_by_pyarrow(sample_run):
         cambatch.load_report(result.out / "missing")
 
 
-def test_load_map_returns_the_saved_raw_map(sample_run):
+def test_load_map_returns_the_raw_map_kept_in_the_report(sample_run):
     result, raw = sample_run
+    assert not (result.out / "maps").exists()  # no other file: the report holds the maps
     for row in raw.itertuples():
         m = cambatch.load_map(result.out, row.path, row.class_index)
         assert m.dtype == np.float32 and m.ndim == 2
@@ -83,7 +78,7 @@ def test_load_map_returns_the_saved_raw_map(sample_run):
         assert m.mean() == pytest.approx(row.cam_mean, rel=2e-3, abs=2e-2)
     with pytest.raises(KeyError, match="has maps for classes"):
         cambatch.load_map(result.out, "coffee.png", 999_999)
-    with pytest.raises(FileNotFoundError, match="--save-maps"):
+    with pytest.raises(KeyError, match="no processed image"):
         cambatch.load_map(result.out, "nope.png", 1)
 
 
@@ -98,18 +93,10 @@ def test_per_image_takes_top1_and_the_newest_run_of_a_repeated_image():
             "label": ["New", "New", "New", "dog", None],
         }
     )
-    top = load.per_image(df)
+    top = reader.per_image(df)
     assert list(top["path"]) == ["a.jpg", "b.jpg"]
     assert list(top["class_name"]) == ["new", "cat"]
     assert list(top["correct"]) == [True, False]  # derived: names compared case-insensitively
-
-
-def test_make_config_maps_keyword_options_and_rejects_unknown_ones(tmp_path):
-    config = make_config("photos", tmp_path, topk=5, classes="tabby, tiger cat", save_maps=True)
-    assert config.inputs[0].name == "photos" and config.topk == 5 and config.save_maps
-    assert config.classes == ["tabby", " tiger cat"]  # stripped by the pipeline, as for the CLI
-    with pytest.raises(TypeError, match="unknown option.*top_k"):
-        make_config("photos", tmp_path, top_k=5)
 
 
 def test_run_returns_the_result_draws_a_tqdm_bar_and_builds_the_gallery(tmp_path):

@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from cambatch.errors import UsageError
-from cambatch.lock import OutputLock, OutputLocked
-from cambatch.pipeline import RunConfig, run
-from cambatch.resume import parts
-from cambatch.shard import Shard, parse_shard
+from cambatch.runner.lock import OutputLock, OutputLocked
+from cambatch.config import RunConfig
+from cambatch.runner.pipeline import run
+from cambatch.report.parts import published_parts as parts
+from cambatch.sources.shard import Shard, parse_shard
 from typer.testing import CliRunner
 
 from cambatch.cli import app
@@ -110,7 +111,7 @@ def test_incremental_rerun_processes_only_new_and_changed_images(tmp_path):
     photos = tmp_path / "photos"
     names = make_folder(photos, 4)
     out = tmp_path / "out"
-    config = RunConfig(inputs=[photos], out=out, workers=0, topk=2)
+    config = RunConfig.create(inputs=[photos], out=out, workers=0, topk=2)
     first = run(config)
     assert (first.ok, first.skipped) == (4, 0)
 
@@ -125,7 +126,7 @@ def test_incremental_rerun_processes_only_new_and_changed_images(tmp_path):
     assert set(df[df.path == names[0]].run_id) == {third.run_id}
     assert set(df[df.path == names[0]].width) == {90}
 
-    again = run(RunConfig(inputs=[photos], out=out, workers=0, topk=2, overwrite=True))
+    again = run(RunConfig.create(inputs=[photos], out=out, workers=0, topk=2, overwrite=True))
     assert (again.ok, again.skipped) == (5, 0)
     assert set(assert_exactly_once(out, names + ["new.jpg"], topk=2).run_id) == {again.run_id}
 
@@ -135,9 +136,9 @@ def test_errors_are_retried_only_when_asked(tmp_path):
     make_folder(photos, 2)
     (photos / "broken.jpg").write_bytes(b"garbage")
     out = tmp_path / "out"
-    assert run(RunConfig(inputs=[photos], out=out, workers=0, topk=1)).errors == 1
-    assert run(RunConfig(inputs=[photos], out=out, workers=0, topk=1)).skipped == 3
-    retried = run(RunConfig(inputs=[photos], out=out, workers=0, topk=1, retry_errors=True))
+    assert run(RunConfig.create(inputs=[photos], out=out, workers=0, topk=1)).errors == 1
+    assert run(RunConfig.create(inputs=[photos], out=out, workers=0, topk=1)).skipped == 3
+    retried = run(RunConfig.create(inputs=[photos], out=out, workers=0, topk=1, retry_errors=True))
     assert (retried.errors, retried.skipped) == (1, 2)
     df = pd.read_parquet(out / "report")
     assert (df.path == "broken.jpg").sum() == 1 and set(df[df.path == "broken.jpg"].run_id) == {retried.run_id}
@@ -157,7 +158,7 @@ def test_a_second_run_on_a_locked_output_is_refused_with_exit_3(tmp_path):
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     out = tmp_path / "out"
-    holder = subprocess.run([sys.executable, "-c", f"from cambatch.lock import OutputLock; from pathlib import Path; "
+    holder = subprocess.run([sys.executable, "-c", f"from cambatch.runner.lock import OutputLock; from pathlib import Path; "
                              f"OutputLock(Path({str(out / '.lock')!r})).acquire(); import os; os._exit(0)"], timeout=60)  # fmt: skip
     assert holder.returncode == 0 and '"pid"' in (out / ".lock").read_text()  # died holding it
     lock = OutputLock(out / ".lock").acquire()
@@ -169,8 +170,8 @@ def test_shards_union_equals_a_single_run(tmp_path):
     photos = tmp_path / "photos"
     make_folder(photos, 9, side=96)
     common = dict(inputs=[photos], workers=0, topk=2, overlays=False)
-    full = pd.read_parquet(run(RunConfig(out=tmp_path / "full", **common)).report)
-    results = [run(RunConfig(out=tmp_path / "sharded", shard=f"{i}/3", **common)) for i in range(3)]
+    full = pd.read_parquet(run(RunConfig.create(out=tmp_path / "full", **common)).report)
+    results = [run(RunConfig.create(out=tmp_path / "sharded", shard=f"{i}/3", **common)) for i in range(3)]
     assert sum(r.ok for r in results) == 9 and all(r.ok > 0 for r in results)
     sharded = pd.read_parquet(tmp_path / "sharded" / "report")
     key = ["path", "rank", "class_index"]
@@ -200,7 +201,7 @@ def test_list_inputs_labels_and_correct(tmp_path):
     listing.write_text("path,label\ndata/coffee.png,Espresso\ndata/chelsea.png,tabby\ndata/missing.jpg,cup\n../escape.png,\n")
     (tmp_path.parent / "escape.png").write_bytes((SAMPLES / "camera.png").read_bytes())
     out = tmp_path / "out"
-    result = run(RunConfig(inputs=[], from_list=listing, out=out, workers=0, topk=2))
+    result = run(RunConfig.create(inputs=[], from_list=listing, out=out, workers=0, topk=2))
     df = pd.read_parquet(out / "report")
     assert result.ok == 3 and result.errors == 1
     assert set(df.input_root) == {str(tmp_path)}
@@ -216,7 +217,7 @@ def test_list_inputs_labels_and_correct(tmp_path):
 
     txt = tmp_path / "list.txt"
     txt.write_text("# a comment\ndata/coffee.png\n\n")
-    assert run(RunConfig(inputs=[], from_list=txt, out=tmp_path / "out_txt", workers=0)).ok == 1
+    assert run(RunConfig.create(inputs=[], from_list=txt, out=tmp_path / "out_txt", workers=0)).ok == 1
 
 
 def test_labels_from_dirs(tmp_path):
@@ -224,7 +225,7 @@ def test_labels_from_dirs(tmp_path):
         (tmp_path / "train" / label).mkdir(parents=True)
         (tmp_path / "train" / label / name).write_bytes((SAMPLES / name).read_bytes())
     out = tmp_path / "out"
-    run(RunConfig(inputs=[tmp_path / "train"], out=out, workers=0, labels_from_dirs=True, overlays=False))
+    run(RunConfig.create(inputs=[tmp_path / "train"], out=out, workers=0, labels_from_dirs=True, overlays=False))
     df = pd.read_parquet(out / "report")
     per_image = df.groupby("path").agg(label=("label", "first"), correct=("correct", "all"))
     assert per_image.to_dict("index") == {
@@ -237,7 +238,7 @@ def test_labels_from_dirs(tmp_path):
 def test_runs_lists_manifests(tmp_path):
     make_folder(tmp_path / "photos", 2)
     out = tmp_path / "out"
-    first = run(RunConfig(inputs=[tmp_path / "photos"], out=out, workers=0, overlays=False))
+    first = run(RunConfig.create(inputs=[tmp_path / "photos"], out=out, workers=0, overlays=False))
     manifest = (out / "runs" / f"{first.run_id}.json").read_text()
     for field in ['"status": "completed"', '"ok": 2', '"torchvision"', '"weights_sha256"', '"images_per_s"']:
         assert field in manifest

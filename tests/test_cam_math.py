@@ -7,11 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cambatch.cam import class_activation_maps
-from cambatch.inference import CamEngine
-from cambatch.models import load_model
-from cambatch.stats import STAT_COLUMNS, largest_component_box, map_statistics
-from cambatch.render import display_maps
+from cambatch.methods.cam import class_activation_maps
+from cambatch.runner.engine import build_engine
+from cambatch.model.build import load_model
+from cambatch.methods.normalize import display_maps
+from cambatch.methods.statistics import largest_component_box, map_statistics
+from cambatch.report.schema import STAT_NAMES
 
 from conftest import SAMPLES
 
@@ -70,12 +71,13 @@ def test_engine_normalizes_uint8_on_the_device_like_the_reference(default_model)
     names = ["coffee.png", "camera.png"]
     size = default_model.input_size
     pixels = torch.stack([torch.from_numpy(np.array(Image.open(SAMPLES / n).convert("RGB").resize((size, size), Image.BILINEAR))).permute(2, 0, 1) for n in names])
-    result = CamEngine(default_model, torch.device("cpu"), topk=2, want_raw=True)(pixels)
+    result = build_engine(default_model, torch.device("cpu"), topk=2)(pixels)
     with torch.inference_mode():
         reference = class_activation_maps(default_model, normalized_batch(default_model, names), topk=2)
     np.testing.assert_array_equal(result.class_index, reference.class_index.numpy())
-    np.testing.assert_allclose(result.raw_maps, reference.maps.numpy(), atol=2e-2, rtol=1e-2)
-    assert result.stats.shape == (2, 2, len(STAT_COLUMNS)) and result.display.dtype == np.uint8
+    np.testing.assert_allclose(result.maps, reference.maps.numpy(), atol=2e-2, rtol=1e-2)
+    assert set(STAT_NAMES) <= set(result.columns) and result.columns["cam_max"].shape == (2, 2)
+    assert result.display.dtype == np.uint8
 
 
 def test_box_is_the_largest_component():
@@ -95,7 +97,7 @@ def test_box_follows_a_winding_component():
 
 def test_all_negative_map_gives_nulls_and_zeros_never_nan_overlays():
     maps = torch.full((1, 7, 7), -3.0)
-    stats = dict(zip(STAT_COLUMNS, map_statistics(maps)[0].tolist()))
+    stats = {name: float(value[0]) for name, value in map_statistics(maps).items()}
     assert stats["cam_max"] == -3.0 and stats["active_area"] == 0.0
     for undefined in ["centroid_x", "bbox_x0", "border_energy", "entropy"]:
         assert np.isnan(stats[undefined])
@@ -105,7 +107,7 @@ def test_all_negative_map_gives_nulls_and_zeros_never_nan_overlays():
 def test_statistics_of_a_centred_blob():
     maps = torch.zeros(1, 8, 8)
     maps[0, 3:5, 3:5] = 1.0
-    stats = dict(zip(STAT_COLUMNS, map_statistics(maps)[0].tolist()))
+    stats = {name: float(value[0]) for name, value in map_statistics(maps).items()}
     assert stats["centroid_x"] == pytest.approx(0.5) and stats["centroid_y"] == pytest.approx(0.5)
     assert stats["bbox_x0"] < 0.5 < stats["bbox_x1"] and stats["border_energy"] == pytest.approx(0.0, abs=1e-6)
     assert stats["entropy"] == pytest.approx(np.log(4) / np.log(64))

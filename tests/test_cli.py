@@ -59,7 +59,7 @@ def test_version_and_help_do_not_need_torch():
         (["run", "does/not/exist", "--out", "{out}"], "input not found"),
         (["run", "{photos}", "--out", "{out}", "--model", "resnet5O"], "unknown model"),
         (["run", "{photos}", "--out", "{out}", "--topk", "0"], "--topk"),
-        (["run", "{photos}", "--out", "{out}", "--colormap", "rainbow"], "unknown colormap"),
+        (["run", "{photos}", "--out", "{out}", "--colormap", "rainbow"], "colormap (--colormap) must be one of jet, turbo"),
         (["run", "{photos}", "--out", "{out}", "--classes", "unicorn"], "unknown class"),
         (["run", "{photos}", "--out", "{out}", "--model", "vgg11", "--weights", "none"], "head"),
         (["run", "{photos}", "--out", "{out}", "--weights", "{photos}/missing.pt"], "weights file not found"),

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
-from cambatch.compare import box_iou
+from cambatch.inspection.compare import box_iou
 
 from inspecting_support import add_labels, copy_run, rewrite_report, set_settings
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
-from cambatch.gallery import THUMB_SIDE
+from cambatch.inspection.gallery import THUMB_SIDE
 
 from conftest import REPO, SAMPLES
 from inspecting_support import add_labels, copy_run, rewrite_report, synthesize_run

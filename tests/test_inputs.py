@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cambatch.decode import DecodeError, decode, to_rgb
-from cambatch.discover import discover
-from cambatch.pipeline import RunConfig, run
+from cambatch.data.decode import DecodeError, decode, to_rgb
+from cambatch.sources.discover import discover
+from cambatch.config import RunConfig
+from cambatch.runner.pipeline import run
 
 from conftest import SAMPLES
 
@@ -29,7 +30,7 @@ def test_exif_rotation_gives_a_portrait_overlay_that_lines_up(tmp_path):
     photos.mkdir()
     cat_on_the_left(photos / "rotated.jpg", orientation=6)  # displayed turned 90 deg clockwise: left -> top
     out = tmp_path / "out"
-    result = run(RunConfig(inputs=[photos], out=out, workers=0, topk=1))
+    result = run(RunConfig.create(inputs=[photos], out=out, workers=0, topk=1))
     row = pd.read_parquet(out / "report").iloc[0]
     assert (row.width, row.height) == (200, 600)
     assert row.class_name in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
@@ -89,7 +90,7 @@ def test_broken_files_are_one_error_row_each_and_the_rest_succeed(tmp_path):
     (photos / "notes.JPG").write_text("this is text, not a picture")
     (photos / "README.txt").write_text("not an image extension: skipped silently")
     out = tmp_path / "out"
-    result = run(RunConfig(inputs=[photos], out=out, workers=1, batch_size=2))
+    result = run(RunConfig.create(inputs=[photos], out=out, workers=1, batch_size=2))
     df = pd.read_parquet(out / "report")
     assert result.ok == 2 and result.errors == 3
     errors = df[df.status == "error"].set_index("path")

@@ -14,12 +14,14 @@ import subprocess
 import sys
 
 import pandas as pd
+
+import cambatch
 import pytest
 from typer.testing import CliRunner
 
 from cambatch.cli import app
 from cambatch.methods import METHODS
-from cambatch.report import read_settings
+from cambatch.report.parts import read_settings
 
 from conftest import SAMPLES
 
@@ -98,9 +100,9 @@ def test_faithfulness_columns_summary_and_manifest(tmp_path, photos):
     [
         (["--method", "gradcam", "--layer", "layer9", "--model", "resnet18", "--weights", "none"], "unknown layer 'layer9'; did you mean layer4, layer3, layer2? (layers with a spatial output, last first: layer4 [512, 7, 7]"),
         (["--method", "gradcam", "--layer", "fc", "--model", "resnet18", "--weights", "none"], "no spatial grid"),
-        (["--layer", "layer4", "--model", "resnet18", "--weights", "none"], "--layer is for the other methods"),
-        (["--method", "gradcam++"], "unknown method 'gradcam++'"),
-        (["--method", "scorecam", "--scorecam-batch", "0"], "--scorecam-batch must be at least 1"),
+        (["--layer", "layer4", "--model", "resnet18", "--weights", "none"], "layer (--layer) is for the other methods"),
+        (["--method", "gradcam++"], "method (--method) must be one of cam, gradcam"),
+        (["--method", "scorecam", "--scorecam-batch", "0"], "scorecam_batch (--scorecam-batch) must be at least 1"),
     ],
 )
 def test_method_option_mistakes_exit_2_with_one_line(tmp_path, photos, args, message):
@@ -113,13 +115,11 @@ def test_method_option_mistakes_exit_2_with_one_line(tmp_path, photos, args, mes
 def test_layer_override_from_the_command_line(tmp_path, photos):
     out = tmp_path / "out"
     result = invoke("run", photos, "--out", out, "--model", "resnet18", "--weights", "none", "--method", "layercam",
-                    "--layer", "layer3.1", "--save-maps", "--no-overlays", "--topk", 1, "--workers", 0)  # fmt: skip
+                    "--layer", "layer3.1", "--no-overlays", "--topk", 1, "--workers", 0)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert read_settings(out / "report")["layer"] == "layer3.1"
-    import numpy as np
-
-    with np.load(out / "maps" / "chelsea.npz") as maps:
-        assert next(iter(maps.values())).shape == (14, 14)  # layer3's grid, not layer4's 7 x 7
+    row = pd.read_parquet(out / "report").query("path == 'chelsea.png'").iloc[0]
+    assert cambatch.load_map(out, "chelsea.png", row.class_index).shape == (14, 14)  # layer3's grid, not layer4's 7 x 7
 
 
 def test_the_installed_command_runs_a_gradient_method(tmp_path, photos):

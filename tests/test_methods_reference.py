@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from cambatch.methods import build_method
-from cambatch.models import load_model
+from cambatch.model.build import load_model
 
 from test_methods import sample_batch, tiny_model
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from cambatch.accel import AutocastFeatures, accelerate, check_precision
-from cambatch.cam import class_activation_maps
-from cambatch.discover import ImageSource
+from cambatch.methods.cam import class_activation_maps
+from cambatch.model.accel import Execution, check_precision, prepare_network
+from cambatch.sources.discover import ImageSource
 from cambatch.errors import UsageError
-from cambatch.gpu_decode import (
+from cambatch.data.gpu_decode import (
     EncodedBatch,
     EncodedImageFiles,
     EncodedSample,
@@ -25,9 +25,9 @@ from cambatch.gpu_decode import (
     resize_uint8,
     use_gpu_decode,
 )
-from cambatch.models import load_model
-from cambatch.preprocess import Failure, ImageFiles, Preprocess, Sample
-from cambatch.tuning import plan, torch_threads
+from cambatch.model.build import load_model
+from cambatch.data.preprocess import Failure, ImageFiles, Preprocess, Sample
+from cambatch.runner.tuning import plan, torch_threads
 
 from conftest import SAMPLES
 
@@ -52,17 +52,15 @@ def _jpeg(image: Image.Image, **options) -> bytes:
 def test_precision_checks():
     check_precision("fp32", CPU)
     check_precision("bf16", CPU)
-    with pytest.raises(UsageError, match="fp16 needs a GPU"):
+    with pytest.raises(UsageError, match="fp16 .*needs a GPU"):
         check_precision("fp16", CPU)
-    with pytest.raises(UsageError, match="unknown precision"):
-        check_precision("fp64", CPU)
 
 
 def test_channels_last_keeps_the_cam_identity(small_model):
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         before = class_activation_maps(small_model, images, 3)
-        accelerate(small_model, CPU, "fp32")
+        prepare_network(small_model.network, CPU)
         after = class_activation_maps(small_model, images, 3)
         bias = small_model.head.bias[after.class_index]
     assert small_model.network.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
@@ -77,20 +75,19 @@ def test_bf16_autocast_hands_float32_features_to_the_head():
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         reference = class_activation_maps(model, images, 1)
-        accelerate(model, CPU, "bf16")
-        assert isinstance(model.features, AutocastFeatures)
-        fast = class_activation_maps(model, images, 1)
+        fast = class_activation_maps(model, images, 1, execution=Execution("cpu", "bf16"))
     assert fast.maps.dtype == torch.float32 and fast.logit.dtype == torch.float32
     scale = reference.maps.abs().max()
     assert (fast.maps - reference.maps).abs().max() < 0.1 * scale
 
 
 def test_run_refuses_bad_speed_options_before_any_work(tmp_path):
-    from cambatch.pipeline import RunConfig, run
+    from cambatch.config import RunConfig
+    from cambatch.runner.pipeline import run
 
     for options, message in (({"precision": "fp64"}, "precision"), ({"gpu_decode": "always"}, "gpu-decode"), ({"threads": 0}, "threads")):
         with pytest.raises(UsageError, match=message):
-            run(RunConfig(inputs=[SAMPLES], out=tmp_path / "out", **options))
+            run(RunConfig.create(inputs=[SAMPLES], out=tmp_path / "out", **options))
     assert not (tmp_path / "out").exists()
 
 
@@ -100,16 +97,16 @@ def test_run_refuses_bad_speed_options_before_any_work(tmp_path):
 @pytest.mark.parametrize("cores", [1, 2, 4, 16, 64])
 def test_cpu_plan_never_oversubscribes(cores):
     for overlays in (True, False):
-        p = plan(CPU, overlays, cores=cores)
+        p = plan(CPU, overlays=overlays, cores=cores)
         assert p.threads >= 1 and p.workers >= 1 and p.batch_size >= 1 and p.writer_threads >= 1
         assert p.threads + p.workers <= max(cores, 2)
 
 
 def test_plan_keeps_given_values_and_fits_threads_around_workers():
-    p = plan(CPU, True, threads=3, workers=0, batch_size=5, cores=2)
+    p = plan(CPU, threads=3, workers=0, batch_size=5, cores=2)
     assert (p.threads, p.workers, p.batch_size) == (3, 0, 5)
-    assert plan(CPU, True, workers=0, cores=4).threads == 4
-    gpu = plan(torch.device("cuda"), True, cores=16)
+    assert plan(CPU, workers=0, cores=4).threads == 4
+    gpu = plan(torch.device("cuda"), cores=16)
     assert gpu.workers + gpu.writer_threads <= 16 and gpu.batch_size > plan(CPU, cores=16).batch_size
 
 
@@ -171,7 +168,7 @@ def jpeg_folder(tmp_path):
 
 
 def test_workers_hand_baseline_jpegs_over_undecoded(jpeg_folder):
-    files = EncodedImageFiles(jpeg_folder, Preprocess(64, 128))
+    files = EncodedImageFiles(jpeg_folder, Preprocess(image_size=64, overlays=True, max_side=128))
     items = [files[i] for i in range(len(jpeg_folder))]
     kinds = [type(item).__name__ for item in items]
     assert kinds == ["EncodedSample", "Sample", "EncodedSample", "EncodedSample", "Sample"]
@@ -197,7 +194,7 @@ def _fake_gpu():
 
 
 def test_gpu_decoder_falls_back_per_image_and_keeps_order(jpeg_folder):
-    prep = Preprocess(64, 128)
+    prep = Preprocess(image_size=64, overlays=True, max_side=128)
     items = [EncodedImageFiles(jpeg_folder, prep)[i] for i in range(len(jpeg_folder))]
     decode, calls = _fake_gpu()
     decoder = GpuDecoder(jpeg_folder, prep, CPU, decode_fn=decode)
@@ -219,13 +216,10 @@ def test_gpu_decode_modes_on_a_cpu():
     assert use_gpu_decode("off", CPU) is False
     with pytest.raises(UsageError, match="needs a CUDA device"):
         use_gpu_decode("on", CPU)
-    with pytest.raises(UsageError):
-        use_gpu_decode("sometimes", CPU)
 
 
 def test_plain_batches_pass_through_the_decoder(jpeg_folder):
-    from cambatch.preprocess import Batch
+    from cambatch.data.preprocess import Batch
 
     batch = Batch(torch.zeros(0, dtype=torch.uint8), [], [Failure(0, "x")])
-    assert GpuDecoder(jpeg_folder, Preprocess(64, None), CPU)(batch) is batch
-    assert Sample  # the CPU path's type stays the one the writers read
+    assert GpuDecoder(jpeg_folder, Preprocess(image_size=64), CPU)(batch) is batch

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
-from cambatch.summarize import Thresholds, summarize
+from cambatch.inspection.summarize import Thresholds, summarize
 
 from inspecting_support import add_labels, copy_run, synthesize_run
 

@@ -29,7 +29,7 @@ def image_files(folder: Path) -> list[Path]:
 
 def build(name: str, weights: str | None, device: str):
     """cambatch's own model (same weights), and the names of its feature layer and linear head."""
-    from cambatch.models import _ForwardFeatures, load_model
+    from cambatch.model.build import _ForwardFeatures, load_model
 
     model = load_model(name, weights)
     network = model.network.eval().to(device)

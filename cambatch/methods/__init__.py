@@ -5,54 +5,51 @@
     maps = method(images, topk=3)              # ClassMaps for the top-3 classes of every image
     maps.maps.shape                            # [B, 3, h, w], raw and signed
 
-`build_method` is what the engine uses: it maps a `--method` name (or `auto`) onto a method bound
-to a loaded `CamModel`.
+One module per method family (`cam`, `gradient`, `scorecam`, `eigencam`), each with the formula and
+the paper in its docstring; `base` (the interface and the class selection every method shares),
+`hooks` and `layers` (the target layer), `statistics`, `normalize` and `faithfulness` (what is
+computed from the maps). `registry` names them for `--method` and builds one for a loaded model.
+Nothing here imports from the run. Importing this package is cheap: names load on first use.
 """
 
 from __future__ import annotations
 
-import torch
+from importlib import import_module
 
-from ..errors import UsageError
-from ..models import CamModel
-from .activation import CAM, EigenCAM, ScoreCAM
-from .base import CamMethod
-from .faithfulness import FAITHFULNESS_COLUMNS, FaithfulnessTally, faithfulness_scores
-from .gradient import GradCAM, GradCAMpp, GradientMethod, LayerCAM, XGradCAM
-from .layers import TargetLayer, TokenGrid, locate_layer
-
-METHODS: dict[str, type[CamMethod]] = {
-    cls.name: cls for cls in (CAM, GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, EigenCAM)
+_LAZY = {
+    "CAM": "cam",
+    "class_activation_maps": "cam",
+    "GradCAM": "gradient",
+    "GradCAMpp": "gradient",
+    "XGradCAM": "gradient",
+    "LayerCAM": "gradient",
+    "GradientMethod": "gradient",
+    "ScoreCAM": "scorecam",
+    "EigenCAM": "eigencam",
+    "CamMethod": "base",
+    "ClassMaps": "base",
+    "select_classes": "base",
+    "TargetLayer": "layers",
+    "TokenGrid": "layers",
+    "locate_layer": "layers",
+    "FaithfulnessTally": "faithfulness",
+    "faithfulness_scores": "faithfulness",
+    "map_statistics": "statistics",
+    "METHODS": "registry",
+    "METHOD_CHOICES": "registry",
+    "build_method": "registry",
+    "resolve_method_name": "registry",
 }
-METHOD_CHOICES = (*METHODS, "auto")
-SCORECAM_BATCH = {"cuda": 256}  # masked images per forward pass, by device type; 32 elsewhere
+__all__ = sorted(_LAZY)
 
 
-def resolve_method_name(name: str, model: CamModel, layer: str | None = None) -> str:
-    """`auto` is `cam` where the model's head allows it (and no --layer is asked for), else `gradcam`."""
-    if name not in METHOD_CHOICES:
-        raise UsageError(f"unknown method {name!r}; choose from {', '.join(METHOD_CHOICES)}")
-    if name == "auto":
-        return "cam" if model.head is not None and layer is None else "gradcam"
-    return name
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_method(name: str, model: CamModel, layer: str | None = None, scorecam_batch: int | None = None) -> CamMethod:
-    """The method `name` bound to `model` (already on its device) and to `layer` (or the automatic one)."""
-    name = resolve_method_name(name, model, layer)
-    if name == "cam":
-        if layer is not None:
-            raise UsageError("--layer is for the other methods: cam weighs the layer that feeds the pooled linear head")
-        return CAM(model)
-    if name == "scorecam":
-        device = next((p.device for p in model.network.parameters()), torch.device("cpu"))
-        batch = scorecam_batch or SCORECAM_BATCH.get(device.type, 32)
-        return ScoreCAM(model.network, layer, model.input_size, batch_size=batch)
-    return METHODS[name](model.network, layer, model.input_size)
-
-
-__all__ = [
-    "CAM", "METHODS", "METHOD_CHOICES", "FAITHFULNESS_COLUMNS", "CamMethod", "EigenCAM", "FaithfulnessTally",
-    "GradCAM", "GradCAMpp", "GradientMethod", "LayerCAM", "ScoreCAM", "TargetLayer", "TokenGrid", "XGradCAM",
-    "build_method", "faithfulness_scores", "locate_layer", "resolve_method_name",
-]  # fmt: skip
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -1,38 +1,87 @@
-"""The interface every map method offers the engine.
+"""The interface every map method offers the engine, and the parts all of them share.
 
 A method is bound to one network and one target layer when it is built. Called on a batch of
 normalized images [B, 3, S, S] it returns a `ClassMaps`: for each image, the top-k classes (or
 the chosen ones), their ranks, probabilities and logits, and raw signed maps [B, K, h, w] at the
-layer's resolution. The maps are not ReLU'd nor normalized: `stats.map_statistics` and
-`render.display_maps` take them as they are. Everything happens for the whole batch and all K
+layer's resolution. The maps are not ReLU'd nor normalized: `statistics.map_statistics` and
+`normalize.display_maps` take them as they are. Everything happens for the whole batch and all K
 classes at once; the network's modes and hooks are as before when the call returns or raises.
+Forward passes run through an `Execution` (precision, compilation).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..cam import ClassMaps
+from ..errors import UsageError
+from ..model.accel import Execution
 from .hooks import network_as_is
 from .layers import TargetLayer, locate_layer
 
 
+@dataclass
+class ClassMaps:
+    """Maps and scores of K classes for each of B images (all tensors on the model's device)."""
+
+    class_index: torch.Tensor  # int64 [B, K]
+    rank: torch.Tensor  # int64 [B, K]; 1 = the image's top prediction
+    probability: torch.Tensor  # float32 [B, K], softmax over all classes
+    logit: torch.Tensor  # float32 [B, K]
+    maps: torch.Tensor  # float32 [B, K, h, w], raw (signed, not normalized)
+
+
+def select_classes(logits: Tensor, topk: int, classes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The classes to explain in each image, from logits [B, N]: (class_index, rank, probability, logit).
+
+    Each image's top-k classes, or `classes` (int64 [K]) for every image with their ranks among all
+    N classes. Every method picks its classes here, so all of them explain the same ones.
+    """
+    logits = logits.detach().float()
+    if classes is None:
+        logit, class_index = logits.topk(min(topk, logits.shape[1]), dim=1)
+        rank = torch.arange(1, class_index.shape[1] + 1, device=logits.device).expand_as(class_index)
+    else:
+        class_index = classes.to(logits.device).expand(logits.shape[0], -1)
+        logit = logits.gather(1, class_index)
+        rank = (logits[:, None, :] > logit[:, :, None]).sum(2) + 1
+    probability = logits.softmax(1).gather(1, class_index)
+    return class_index, rank, probability, logit
+
+
+def weighted_maps(weights: Tensor, activations: Tensor) -> Tensor:
+    """sum_c weights[b, k, c] * activations[b, c]: [B, K, C] x [B, C, h, w] -> [B, K, h, w], in float32."""
+    return torch.einsum("bkc,bchw->bkhw", weights.float(), activations.float())
+
+
 class CamMethod(ABC):
-    """Base class: subclasses set `name` and `passes` and implement `_explain`."""
+    """Base class: subclasses set `name` and `passes` and implement `_explain`.
+
+    `compile_refusal`: why `Execution.compile` cannot apply (None where it can); see `cambatch.model.accel`.
+    """
 
     name: ClassVar[str]
     passes: ClassVar[str]  # what one batch costs, for the README and `--help`
     class_specific: ClassVar[bool] = True  # False: one map per image, the same for all its K classes
+    compile_refusal: ClassVar[str | None] = "every forward pass hooks the target layer, and a compiled graph skips such hooks"
 
-    def __init__(self, network: nn.Module, layer: str | TargetLayer | None = None, input_size: int = 224):
+    def __init__(
+        self, network: nn.Module, layer: str | TargetLayer | None = None, input_size: int = 224, *, execution: Execution | None = None
+    ):
         """`layer`: a dotted module path, a located `TargetLayer`, or None to find one with a
-        dummy forward pass at `input_size`."""
+        dummy forward pass at `input_size`; `execution`: precision and compilation (default fp32, eager)."""
         self.network = network
+        self.execution = execution or Execution()
+        self._check_execution()
         self.target = layer if isinstance(layer, TargetLayer) else locate_layer(network, input_size, layer)
+
+    def _check_execution(self) -> None:
+        if self.execution.compile and self.compile_refusal:
+            raise UsageError(f"compile (--compile) does not apply to {self.name}: {self.compile_refusal}; run it without")
 
     @property
     def layer(self) -> str:
@@ -53,8 +102,3 @@ class CamMethod(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layer={self.layer!r})"
-
-
-def weighted_maps(weights: Tensor, activations: Tensor) -> Tensor:
-    """sum_c weights[b, k, c] * activations[b, c] for all images and classes: [B, K, C] x [B, C, h, w] -> [B, K, h, w]."""
-    return torch.einsum("bkc,bchw->bkhw", weights, activations)

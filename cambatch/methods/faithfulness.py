@@ -20,27 +20,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cam import ClassMaps
-from ..render import unit_maps
+from ..model.accel import Execution
+from .base import ClassMaps
 from .hooks import network_as_is
+from .normalize import unit_maps
 
-FAITHFULNESS_COLUMNS = ("masked_probability", "confidence_drop", "confidence_increase")
 
-
-def faithfulness_scores(network: nn.Module, images: Tensor, cams: ClassMaps) -> Tensor:
-    """float32 [B, K, 3]: masked_probability, confidence_drop, confidence_increase (0 or 1) per image and class."""
+def faithfulness_scores(network: nn.Module, images: Tensor, cams: ClassMaps, *, execution: Execution | None = None) -> dict[str, Tensor]:
+    """[B, K] per image and class: `masked_probability`, `confidence_drop` (float32), `confidence_increase` (bool)."""
+    execution = execution or Execution()
     with network_as_is(network), torch.inference_mode():
         masks = unit_maps(cams.maps)  # [B, K, h, w]; all-negative or flat maps mask everything out
         masked = []
         for k in range(masks.shape[1]):  # one forward per rank, each over the whole batch
             mask = F.interpolate(masks[:, k : k + 1], size=images.shape[-2:], mode="bilinear", align_corners=False)
-            probabilities = network(images * mask.to(images.dtype)).float().softmax(1)
+            probabilities = execution.forward(network, images * mask.to(images.dtype)).float().softmax(1)
             masked.append(probabilities.gather(1, cams.class_index[:, k : k + 1])[:, 0])
         masked_probability = torch.stack(masked, 1)
         p = cams.probability.float()
         drop = (p - masked_probability).clamp(min=0) / p.clamp(min=torch.finfo(torch.float32).tiny)
-        increase = (masked_probability > p).float()
-        return torch.stack([masked_probability, drop, increase], 2)
+        increase = masked_probability > p
+        return {"masked_probability": masked_probability, "confidence_drop": drop, "confidence_increase": increase}
+
+
+_ORDER = ("masked_probability", "confidence_drop", "confidence_increase")  # the tally's sums, in this order
 
 
 @dataclass
@@ -52,11 +55,11 @@ class FaithfulnessTally:
     sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
     top1_sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
-    def add(self, scores: np.ndarray | None, rank: np.ndarray) -> None:
-        """Add a batch: `scores` [B, K, 3] from `faithfulness_scores`, `rank` [B, K]."""
-        if scores is None or scores.size == 0:
+    def add(self, scores: dict[str, np.ndarray] | None, rank: np.ndarray) -> None:
+        """Add a batch: `faithfulness_scores` on the host ([B, K] arrays), `rank` [B, K]."""
+        if scores is None or rank.size == 0:
             return
-        flat = scores.reshape(-1, 3).astype(np.float64)
+        flat = np.stack([scores[name] for name in _ORDER], -1).reshape(-1, 3).astype(np.float64)
         top1 = flat[rank.reshape(-1) == 1]
         self.maps += flat.shape[0]
         self.top1_maps += top1.shape[0]

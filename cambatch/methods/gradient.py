@@ -4,7 +4,8 @@ One forward pass, then one backward pass per rank k (never one per image): the s
 rank-k class of every image is summed over the batch and differentiated once. In eval mode the
 images of a batch do not interact, so the gradient of that sum with respect to image b's
 activations is the gradient of image b's own score. The backward passes start at the logits and
-stop at the target layer (see `hooks.ActivationTap`), so they are short.
+stop at the target layer (see `hooks.ActivationTap`), so they are short. With `--precision`, the
+forward and backward passes run under autocast; A and G are combined in float32.
 
 Notation: A [B, C, h, w] the target layer's activations, G [B, K, C, h, w] the gradients of the
 K class scores (logits, before softmax) with respect to A. The formulas are pytorch-grad-cam's,
@@ -18,9 +19,8 @@ from abc import abstractmethod
 import torch
 from torch import Tensor
 
-from ..cam import ClassMaps, select_classes
 from ..errors import UsageError
-from .base import CamMethod, weighted_maps
+from .base import CamMethod, ClassMaps, select_classes, weighted_maps
 from .hooks import forward_with_tap
 
 
@@ -30,7 +30,7 @@ class GradientMethod(CamMethod):
     passes = "1 forward + k backward (from the logits to the target layer only)"
 
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None) -> ClassMaps:
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), self.execution.autocast():
             logits, leaf = forward_with_tap(self.network, images, self.target, grad_from_here=True)
             class_index, rank, probability, logit = select_classes(logits, topk, classes)
             if not logits.requires_grad:

@@ -1,0 +1,90 @@
+"""Decode one file into an upright RGB picture, or say clearly why not."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# EXIF orientations that swap width and height.
+_TRANSPOSED = {5, 6, 7, 8}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class DecodeError(Exception):
+    """The file could not be turned into a picture; the message is meant for a person."""
+
+
+@dataclass
+class Decoded:
+    image: Image.Image  # RGB, upright, possibly decoded at reduced scale
+    width: int  # displayed size of the full-resolution image (after EXIF orientation)
+    height: int
+
+
+def decode(path: Path, min_size: Callable[[int, int], tuple[int, int]] | None = None) -> Decoded:
+    """Open `path`, apply EXIF orientation and convert any PIL mode to RGB.
+
+    `min_size(width, height)` gives the least displayed size the caller needs; JPEGs then decode
+    at a reduced scale (PIL `draft`) that keeps at least that size: a 12 MP photo never decodes at full size to make
+    a 224 input and a 1024 overlay.
+    """
+    if os.path.getsize(path) == 0:
+        raise DecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Past MAX_IMAGE_PIXELS PIL only warns; a bomb must become an error row, not an OOM.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                orientation = img.getexif().get(0x0112, 1)
+                stored_w, stored_h = img.size
+                width, height = (stored_h, stored_w) if orientation in _TRANSPOSED else (stored_w, stored_h)
+                if min_size is not None and img.format == "JPEG":
+                    need_w, need_h = min_size(width, height)
+                    if orientation in _TRANSPOSED:
+                        need_w, need_h = need_h, need_w
+                    img.draft("RGB", (need_w, need_h))
+                img.load()
+                upright = ImageOps.exif_transpose(img)
+                return Decoded(image=to_rgb(upright), width=width, height=height)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"image too large (decompression-bomb guard): {exc}") from None
+    except UnidentifiedImageError:
+        raise DecodeError("not a readable image: unknown format or corrupt header") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DecodeError(f"corrupt or truncated image data: {exc}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: alpha composited on white, 16-bit and float gray rescaled."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _WIDE_GRAY_MODES:
+        return Image.fromarray(_gray_to_uint8(np.asarray(img), img.mode)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _gray_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    values = values.astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode != "F" and low >= 0 and high <= 65535:
+        scaled = values / 257.0  # 16-bit samples (PNG and TIFF open as I;16 or I)
+    elif mode == "F" and low >= 0 and high <= 1:
+        scaled = values * 255.0
+    else:
+        scaled = (values - low) / ((high - low) or 1.0) * 255.0
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,110 @@
+"""Turn decoded pictures into model inputs and overlay backgrounds, in loader workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .decode import DecodeError, decode
+from ..sources.discover import ImageSource
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preprocess:
+    """How a picture becomes a model input (the whole image, no crop) and, with `overlays`, an overlay background."""
+
+    image_size: int
+    overlays: bool = False
+    max_side: int = 0  # cap on the overlay background's longest side; 0 keeps the photo's size
+
+    def overlay_size(self, width: int, height: int) -> tuple[int, int]:
+        """The photo's own size, its longest side capped by `max_side`."""
+        cap = self.max_side
+        if not cap or max(width, height) <= cap:
+            return width, height
+        scale = cap / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """The least displayed size a reduced-scale decode must keep."""
+        ow, oh = self.overlay_size(width, height) if self.overlays else (0, 0)
+        return min(width, max(ow, self.image_size)), min(height, max(oh, self.image_size))
+
+
+@dataclass
+class Sample:
+    """A decoded image: its model input and, when overlays are wanted, its overlay background."""
+
+    index: int  # position in the run's list of sources
+    pixels: torch.Tensor  # uint8 [3, S, S], not normalized (normalization happens on the device)
+    photo: torch.Tensor | None  # uint8 [H, W, 3] at overlay size
+    width: int
+    height: int
+
+
+@dataclass
+class Failure:
+    """An image that could not be read; becomes one error row."""
+
+    index: int
+    error: str
+
+
+@dataclass
+class Batch:
+    """What the loader hands to the model: good images stacked, failures carried alongside."""
+
+    pixels: torch.Tensor  # uint8 [B, 3, S, S], B = len(samples)
+    samples: list[Sample]
+    failures: list[Failure]
+
+    def pin_memory(self) -> "Batch":
+        self.pixels = self.pixels.pin_memory()
+        return self
+
+
+class ImageFiles(Dataset):
+    """Decodes `sources[i]`; never raises for a bad file (the failure travels with the batch)."""
+
+    def __init__(self, sources: list[ImageSource], prep: Preprocess):
+        self.sources = sources
+        self.prep = prep
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> Sample | Failure:
+        try:
+            return self._load(index)
+        except DecodeError as exc:
+            return Failure(index, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any one file's failure must stay one row
+            return Failure(index, f"{type(exc).__name__}: {exc}")
+
+    def _load(self, index: int) -> Sample:
+        prep = self.prep
+        decoded = decode(self.sources[index].path, min_size=prep.decode_size)
+        image = decoded.image
+        size = prep.image_size
+        pixels = _as_tensor(image.resize((size, size), Image.BILINEAR)).permute(2, 0, 1).contiguous()
+        photo = None
+        if prep.overlays:
+            overlay_size = prep.overlay_size(decoded.width, decoded.height)
+            photo = _as_tensor(image if image.size == overlay_size else image.resize(overlay_size, Image.BILINEAR))
+        return Sample(index, pixels, photo, decoded.width, decoded.height)
+
+
+def _as_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB picture to uint8 [H, W, 3]; tensors travel from loader workers through shared memory."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8))
+
+
+def collate(items: list[Sample | Failure]) -> Batch:
+    samples = [item for item in items if isinstance(item, Sample)]
+    failures = [item for item in items if isinstance(item, Failure)]
+    pixels = torch.stack([s.pixels for s in samples]) if samples else torch.empty(0, dtype=torch.uint8)
+    return Batch(pixels, samples, failures)

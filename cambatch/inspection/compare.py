@@ -1,0 +1,169 @@
+"""`cambatch compare OUT_A OUT_B`: what changed between two runs over the same images.
+
+Images are matched by their report `path`. For each image processed in both runs: whether the
+top-1 class changed and, for A's top-1 class (the shared top-1 when nothing changed; when it did,
+still compared if B explained that class at another rank), how far the map's peak moved
+(`peak_shift`: sqrt(dx^2 + dy^2), x and y as fractions of the image's width and height) and how
+much the CAM boxes overlap (`box_iou`, intersection over union).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..report.reader import has_labels, load_report, per_image, report_columns
+
+_KEEP = ["path", "rank", "class_name", "probability", "peak_x", "peak_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+         "border_energy", "status", "run_id", "label", "correct"]  # fmt: skip
+_BOX = ["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
+
+
+@dataclass
+class Comparison:
+    """Per-image rows and a per-class summary of two runs A (before) and B (after)."""
+
+    images: pd.DataFrame  # one row per path seen in either run; see `compare_reports`
+    classes: pd.DataFrame  # per top-1 class of A; see `compare_reports`
+    settings_a: dict[str, Any] = field(default_factory=dict)
+    settings_b: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def compared(self) -> int:
+        """Images processed successfully by both runs."""
+        return int((self.images["status"] == "both").sum())
+
+    @property
+    def changed(self) -> int:
+        """Images whose top-1 class differs between the runs."""
+        return int(self.images["top1_changed"].fillna(False).sum())
+
+    def overview(self) -> dict[str, Any]:
+        """Dataset-wide figures: counts, the share changed, mean IoU, median peak shift."""
+        both = self.images[self.images["status"] == "both"]
+        figures: dict[str, Any] = {
+            "run_a": self.settings_a.get("run_id"),
+            "run_b": self.settings_b.get("run_id"),
+            "model_a": self.settings_a.get("model"),
+            "model_b": self.settings_b.get("model"),
+            "compared": self.compared,
+            "top1_changed": self.changed,
+            "changed_share": self.changed / self.compared if self.compared else 0.0,
+            "mean_box_iou": float(both["box_iou"].mean()),
+            "median_peak_shift": float(both["peak_shift"].median()),
+            **{status: int((self.images["status"] == status).sum()) for status in ("only_a", "only_b", "error_a", "error_b", "error_both")},
+        }
+        if "correct_a" in both.columns and "correct_b" in both.columns:
+            a, b = both["correct_a"].fillna(False), both["correct_b"].fillna(False)
+            figures["fixed"] = int((~a & b).sum())  # wrong in A, right in B
+            figures["broken"] = int((a & ~b).sum())  # right in A, wrong in B
+        return figures
+
+
+def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
+    """Compare two report DataFrames (from `load_report`).
+
+    `images` columns: `path`; `status` (`both`, `only_a`, `only_b`, `error_a`, `error_b`,
+    `error_both`); `class_a`, `class_b`, `probability_a`, `probability_b` (top-1 of each run);
+    `top1_changed`; `compared_class` (A's top-1); `probability_b_of_a` (B's probability for that
+    class, when B explained it); `peak_shift` and `box_iou` for that class; with labels, `label`,
+    `correct_a`, `correct_b`.
+
+    `classes`, per top-1 class of A (index), sorted by most changed first: `images`, `changed`,
+    `changed_share`, `mean_box_iou`, `mean_peak_shift`, `to` (B's most common top-1 for the
+    changed images). Classes are ordered most changed first, then by lowest box overlap.
+
+    >>> import cambatch
+    >>> c = cambatch.compare_runs("cams-monday", "cams-tuesday")  # doctest: +SKIP
+    >>> c.images[c.images.top1_changed]                        # doctest: +SKIP
+    """
+    top_a, top_b = per_image(a), per_image(b)
+    rows = pd.DataFrame({"path": sorted(set(a["path"]) | set(b["path"]))})
+    rows["status"] = _status(rows["path"], a, b, top_a, top_b)
+    labelled = has_labels(a) or has_labels(b)
+    rows = rows.merge(_top(top_a, "_a", labelled), on="path", how="left").merge(_top(top_b, "_b", labelled), on="path", how="left")
+    both = rows["status"] == "both"
+    rows["top1_changed"] = pd.array(np.where(both, rows["class_a"].astype(str) != rows["class_b"].astype(str), None), dtype="boolean")
+    rows["compared_class"] = rows["class_a"].where(both)
+
+    # The map of A's top-1 class in each run: B's row for that class, at whatever rank B put it.
+    ok_b = b[b["status"] == "ok"]
+    pairs = top_a[["path", "class_name", "peak_x", "peak_y", *_BOX]].merge(
+        ok_b[["path", "class_name", "probability", "peak_x", "peak_y", *_BOX]].astype({"class_name": str}),
+        on=["path", "class_name"], how="inner", suffixes=("_a", "_b"),
+    ).astype({"class_name": str})  # fmt: skip
+    pairs["peak_shift"] = np.hypot(pairs["peak_x_a"] - pairs["peak_x_b"], pairs["peak_y_a"] - pairs["peak_y_b"])
+    pairs["box_iou"] = box_iou(pairs[[c + "_a" for c in _BOX]].to_numpy(float), pairs[[c + "_b" for c in _BOX]].to_numpy(float))
+    pairs = pairs.rename(columns={"probability": "probability_b_of_a"})[["path", "probability_b_of_a", "peak_shift", "box_iou"]]
+    rows = rows.merge(pairs, on="path", how="left")
+    rows.loc[~both, ["probability_b_of_a", "peak_shift", "box_iou"]] = np.nan
+    if labelled:
+        rows["label"] = rows["label_a"].combine_first(rows["label_b"])
+    rows = rows.drop(columns=[c for c in ("label_a", "label_b") if c in rows.columns])
+    for column in ("status", "class_a", "class_b", "compared_class", *(["label"] if "label" in rows.columns else [])):
+        rows[column] = rows[column].astype("category")
+    return Comparison(rows, _by_class(rows), dict(a.attrs), dict(b.attrs))
+
+
+def compare_runs(out_a: Path | str, out_b: Path | str) -> Comparison:
+    """`compare_reports` on the reports in two output folders, reading only the columns it needs."""
+    frames = [load_report(out, columns=[c for c in _KEEP if c in set(report_columns(out))]) for out in (out_a, out_b)]
+    return compare_reports(*frames)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes [N, 4] (x0, y0, x1, y1); NaN where either box is missing."""
+    width = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    height = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = width * height
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def _top(top: pd.DataFrame, suffix: str, labelled: bool) -> pd.DataFrame:
+    """The top-1 columns of one run, suffixed; label and correctness only when there are labels."""
+    columns = {"class_name": "class", "probability": "probability", **({"label": "label", "correct": "correct"} if labelled else {})}
+    present = {k: v + suffix for k, v in columns.items() if k in top.columns}
+    frame = top[["path", *present]].rename(columns=present)
+    return frame.astype({"class" + suffix: str})
+
+
+def _status(paths: pd.Series, a: pd.DataFrame, b: pd.DataFrame, top_a: pd.DataFrame, top_b: pd.DataFrame) -> np.ndarray:
+    """Where each path stands: in both runs and processed by both, in one run only, or failed."""
+    in_a, in_b = paths.isin(a["path"]).to_numpy(), paths.isin(b["path"]).to_numpy()
+    ok_a, ok_b = paths.isin(top_a["path"]).to_numpy(), paths.isin(top_b["path"]).to_numpy()
+    return np.select(
+        [in_a & ~in_b, ~in_a & in_b, ok_a & ok_b, ~ok_a & ~ok_b, ~ok_a],
+        ["only_a", "only_b", "both", "error_both", "error_a"],
+        default="error_b",
+    )
+
+
+def _by_class(rows: pd.DataFrame) -> pd.DataFrame:
+    both = rows[rows["status"] == "both"].astype({"class_a": str, "class_b": str})
+    grouped = both.groupby("class_a")
+    changed = both[both["top1_changed"].fillna(False).astype(bool)]
+    table = pd.DataFrame(
+        {
+            "images": grouped.size(),
+            "changed": changed.groupby("class_a").size(),
+            "mean_box_iou": grouped["box_iou"].mean(),
+            "mean_peak_shift": grouped["peak_shift"].mean(),
+            "to": changed.groupby("class_a")["class_b"].agg(lambda s: s.value_counts().index[0]),
+        }
+    )
+    table["changed"] = table["changed"].fillna(0).astype(int)
+    table["changed_share"] = table["changed"] / table["images"]
+    table = table[["images", "changed", "changed_share", "mean_box_iou", "mean_peak_shift", "to"]]
+    table["to"] = table["to"].fillna("")
+    table.index.name = "class (A)"
+    # Most changed first; among equals, the maps that moved most (lowest box overlap).
+    order = table.assign(_name=table.index.str.lower()).sort_values(
+        ["changed", "changed_share", "mean_box_iou", "_name"], ascending=[False, False, True, True], na_position="last"
+    )
+    return order.drop(columns="_name")

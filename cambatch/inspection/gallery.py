@@ -1,0 +1,246 @@
+"""`cambatch gallery OUT`: a static HTML page to browse a run's overlays, in `OUT/gallery/`.
+
+The page is self-contained: CSS, JavaScript and the data are inlined in `index.html`, and images
+are relative files (thumbnails under `gallery/`, full-size overlays from `OUT/overlays/`), so it
+opens from a laptop's disk or a CI artifact with no server and no network. The grid is
+paginated in the browser (only one page of cards, with lazily loaded thumbnails, is in the
+document at a time), which keeps a 10,000-image run as quick to browse as a 10-image one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from ..layout import OutputLayout, out_folder
+from ..report.reader import has_labels, load_report, per_image
+from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
+from .summarize import summarize
+from .thumbnails import ThumbJob, make_thumbnails
+
+THUMB_SIDE = 320  # grid cards are about 240 CSS pixels wide: sharp on most screens
+PHOTO_SIDE = 720  # the original, shown beside the full-size overlays in the detail view
+MAX_ERRORS_LISTED = 1000  # the rest are counted, and are in the report
+_DIGITS = 4  # rounding of numbers in the embedded data: keeps a 10,000-image page a few MB
+
+
+@dataclass
+class GalleryResult:
+    """What `build_gallery` made."""
+
+    index: Path  # OUT/gallery/index.html
+    images: int  # images with cards
+    errors: int  # failed images listed in the errors section
+    thumbnails_written: int
+    thumbnails_fresh: int  # kept from an earlier build
+    thumbnail_failures: dict[str, str]
+    seconds: float
+
+
+def build_gallery(
+    out: Path | str,
+    *,
+    group_by: GroupBy | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    thresholds: Thresholds = Thresholds(),
+    workers: int | None = None,
+) -> GalleryResult:
+    """Write `OUT/gallery/index.html` and its thumbnails for the run in `out`; return what was made.
+
+    `group_by` (`class` or `label`; default label when the report has labels) sets the initial
+    grouping, which the page can change. Thumbnails newer than their sources are reused.
+
+    >>> import cambatch
+    >>> cambatch.build_gallery("cams").index       # doctest: +SKIP
+    PosixPath('cams/gallery/index.html')
+    """
+    if page_size not in PAGE_SIZES:
+        raise ValueError(f"page_size must be one of {', '.join(map(str, PAGE_SIZES))}")
+    started = time.monotonic()
+    root = out_folder(out)
+    layout = OutputLayout(root)
+    folder = layout.gallery_dir
+    df = load_report(root)
+    labelled = has_labels(df)
+    group_by = group_by or ("label" if labelled else "class")
+
+    top = per_image(df)
+    jobs: list[ThumbJob] = []
+    data = _page_data(df, top, layout, jobs, labelled, thresholds)
+    stats = make_thumbnails(jobs, workers)
+    missing = set(stats.failed)
+    for image in data["images"]:  # a thumbnail that could not be made: the card says so
+        for key in ("t", "o"):
+            if image[key] and str(folder / image[key]) in missing:
+                image[key] = None
+
+    errors = _errors(df)
+    env = _environment()
+    html = env.get_template("gallery.html.j2").render(
+        css=_asset(env, "gallery.css"),
+        script=_asset(env, "gallery.js"),
+        data=data,
+        meta=data["meta"],
+        errors=errors[:MAX_ERRORS_LISTED],
+        errors_total=len(errors),
+        group_by=group_by,
+        page_size=page_size,
+        page_sizes=PAGE_SIZES,
+        labelled=labelled,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    index = folder / "index.html"
+    temp = folder / ".index.html.tmp"
+    temp.write_text(html, encoding="utf-8")
+    temp.replace(index)  # a browser open on the old page never reads a half-written one
+    return GalleryResult(index, len(data["images"]), len(errors), stats.written, stats.fresh, stats.failed, time.monotonic() - started)
+
+
+def _environment() -> Environment:
+    return Environment(loader=PackageLoader("cambatch.inspection", "templates"), autoescape=select_autoescape(["html", "j2"]))
+
+
+def _asset(env: Environment, name: str) -> Markup:
+    """A CSS or JS file inlined verbatim (not parsed as a template: `{#` is valid JavaScript)."""
+    return Markup(env.loader.get_source(env, name)[0])
+
+
+def _page_data(
+    df: pd.DataFrame, top: pd.DataFrame, layout: OutputLayout, jobs: list[ThumbJob], labelled: bool, thresholds: Thresholds
+) -> dict[str, Any]:
+    """The JSON the page's script renders from; thumbnail jobs are appended to `jobs` on the way.
+
+    Classes and labels are listed once and referred to by index, and keys are short, because a
+    10,000-image run embeds 10,000 of these records.
+    """
+    root, folder = layout.root, layout.gallery_dir
+    ok = df[df["status"] == "ok"]
+    if "run_id" in ok.columns and ok["run_id"].nunique() > 1:  # the run that `per_image` chose for each image
+        chosen = set(zip(top["path"], top["run_id"].astype(str)))
+        ok = ok[[(p, str(r)) in chosen for p, r in zip(ok["path"], ok["run_id"])]]
+    classes = sorted(set(ok["class_name"].astype(str)), key=str.lower)
+    class_id = {name: i for i, name in enumerate(classes)}
+    labels = sorted(set(top["label"].dropna().astype(str)), key=str.lower) if labelled else []
+    label_id = {name: i for i, name in enumerate(labels)}
+
+    by_path: dict[str, list[list]] = {}
+    for row in ok.sort_values(["path", "rank"]).itertuples(index=False):
+        overlay = f"../{row.overlay_path}" if isinstance(row.overlay_path, str) and (root / row.overlay_path).is_file() else None
+        by_path.setdefault(row.path, []).append(
+            [int(row.rank), class_id[str(row.class_name)], _num(row.probability), overlay,
+             _num(row.border_energy), _num(row.active_area), _num(row.entropy)]  # fmt: skip
+        )
+
+    images = []
+    for row in top.itertuples(index=False):
+        explained = by_path.get(row.path, [])
+        first_overlay = next((x[3] for x in explained if x[3]), None)
+        photo_source = Path(row.input_root) / row.path if isinstance(getattr(row, "input_root", None), str) else None
+        has_photo = photo_source is not None and photo_source.is_file()
+        thumb = layout.gallery_rel("thumbs", row.path) if first_overlay or has_photo else None
+        if first_overlay:
+            jobs.append(ThumbJob(root / first_overlay[3:], folder / thumb, THUMB_SIDE, photo=False))
+        elif has_photo:
+            jobs.append(ThumbJob(photo_source, folder / thumb, THUMB_SIDE, photo=True))
+        photo = layout.gallery_rel("photos", row.path) if has_photo else None
+        if has_photo:
+            jobs.append(ThumbJob(photo_source, folder / photo, PHOTO_SIDE, photo=True))
+        label = getattr(row, "label", None) if labelled else None
+        correct = getattr(row, "correct", None) if labelled else None
+        images.append({
+            "p": row.path, "t": thumb, "o": photo,
+            "c": class_id[str(row.class_name)], "pr": _num(row.probability),
+            "be": _num(row.border_energy), "aa": _num(row.active_area), "en": _num(row.entropy),
+            "l": label_id.get(str(label)) if label is not None and not pd.isna(label) else None,
+            "ok": None if correct is None or pd.isna(correct) else bool(correct),
+            "w": _int(row.width), "h": _int(row.height),
+            "x": explained,
+        })  # fmt: skip
+
+    by_class = summarize(df, "class", thresholds) if len(top) else None
+    by_label = summarize(df, "label", thresholds) if len(top) and labelled else None
+    return {
+        "meta": _meta(df, top, labelled, by_class),
+        "classes": classes,
+        "labels": labels,
+        "groups": {"class": _group_stats(by_class), "label": _group_stats(by_label)},
+        "images": images,
+    }
+
+
+def _group_stats(summary) -> dict[str, dict[str, Any]]:
+    """Per class (or label): count, mean probability, accuracy and flags, for the group headers."""
+    if summary is None:
+        return {}
+    table = summary.table
+    return {
+        name: {
+            "n": int(row["images"]),
+            "pr": _num(row["mean_probability"]),
+            "acc": _num(row["accuracy"]) if "accuracy" in table.columns else None,
+            "be": _num(row["border_energy"]),
+            "flags": row["flags"],
+        }
+        for name, row in table.iterrows()
+    }
+
+
+def _meta(df: pd.DataFrame, top: pd.DataFrame, labelled: bool, by_class) -> dict[str, Any]:
+    settings = df.attrs
+    errors = int(df.loc[df["status"] == "error", "path"].nunique())
+    run_ids = settings.get("run_ids") or [settings.get("run_id")]
+    return {
+        "model": settings.get("model", "?"),
+        "method": settings.get("method", "cam"),
+        "weights": settings.get("weights"),
+        "topk": settings.get("topk"),
+        "input_size": settings.get("input_size"),
+        "device": settings.get("device"),
+        "version": settings.get("cambatch_version"),
+        "run_id": run_ids[-1],
+        "runs": len(run_ids),
+        "created": _run_time(run_ids[-1]),
+        "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "images": len(top) + errors,
+        "ok": len(top),
+        "errors": errors,
+        "classes": int(top["class_name"].nunique()),
+        "accuracy": _num(top["correct"].mean()) if labelled and "correct" in top.columns else None,
+        "median_border_energy": _num(by_class.median_border_energy) if by_class else None,
+        "median_active_area": _num(by_class.median_active_area) if by_class else None,
+        "border_ratio": by_class.thresholds.border_ratio if by_class else None,
+        "spread_ratio": by_class.thresholds.spread_ratio if by_class else None,
+    }
+
+
+def _errors(df: pd.DataFrame) -> list[dict[str, str]]:
+    """Failed images with their reasons, by path (an image retried and fixed is not listed)."""
+    failed = df[df["status"] == "error"]
+    failed = failed[~failed["path"].isin(df.loc[df["status"] == "ok", "path"])]
+    failed = failed.drop_duplicates("path").sort_values("path")
+    return [{"path": p, "error": e if isinstance(e, str) else ""} for p, e in zip(failed["path"], failed["error"])]
+
+
+def _run_time(run_id: str | None) -> str | None:
+    """Run ids start with their UTC start time (20250101T120000Z-...)."""
+    try:
+        return datetime.strptime(str(run_id)[:16], "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return None
+
+
+def _num(value: Any) -> float | None:
+    if value is None or pd.isna(value):
+        return None
+    return round(float(value), _DIGITS)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)

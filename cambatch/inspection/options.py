@@ -1,0 +1,26 @@
+"""The choices and defaults of the inspection commands (`summarize`, `compare`, `gallery`), declared once.
+
+Plain Python (no pandas), so the CLI lists them in `--help` without loading the readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+GroupBy = Literal["class", "label"]
+GROUP_BY = ("class", "label")
+Format = Literal["table", "csv", "json"]
+FORMATS = ("table", "csv", "json")
+SORT_KEYS = ("images", "mean_probability", "accuracy", "active_area", "border_energy", "entropy", "name")
+PAGE_SIZES = (30, 60, 120, 240)  # gallery cards per page
+DEFAULT_PAGE_SIZE = 60
+COMPARE_TOP = 20  # classes in `compare`'s table
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When `summarize` flags a class, as multiples of the dataset's median (see `cambatch.inspection.summarize`)."""
+
+    border_ratio: float = 1.5
+    spread_ratio: float = 1.5

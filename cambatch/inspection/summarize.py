@@ -1,0 +1,103 @@
+"""`cambatch summarize OUT`: per predicted class (or per label) audit numbers, with flags.
+
+A class is flagged when its maps, on average, lean on the image border or spread out far more
+than the dataset's typical map:
+
+- `border`: mean `border_energy` of the class >= `border_ratio` x the median `border_energy` of
+  all images (default 1.5). The frame is the outer 10% of each side, so a map spread evenly has
+  `border_energy` of about 0.36; a class at 1.5x the median keys on the edges (snow, watermarks,
+  frames).
+- `spread`: mean `active_area` >= `spread_ratio` x the median `active_area` (default 1.5): the
+  model looks everywhere rather than at an object.
+
+Every image counts once, through its top-1 row (see `cambatch.load.per_image`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..report.reader import has_labels, load_report, per_image, report_columns
+from .options import SORT_KEYS, GroupBy, Thresholds
+
+@dataclass
+class ClassSummary:
+    """The per-group table and the dataset-wide figures it was judged against."""
+
+    table: pd.DataFrame  # index: class or label name; see `summarize` for the columns
+    by: GroupBy
+    images: int  # images with a prediction
+    errors: int  # images that failed
+    median_border_energy: float
+    median_active_area: float
+    thresholds: Thresholds
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        """The rows with at least one flag."""
+        return self.table[self.table["flags"] != ""]
+
+    def sorted(self, key: str = "images", top: int | None = None) -> pd.DataFrame:
+        """The table sorted by `key` (largest first; `name` alphabetical), cut to `top` rows."""
+        if key not in SORT_KEYS:
+            raise ValueError(f"unknown sort key {key!r}; choose from {', '.join(SORT_KEYS)}")
+        if key == "name":
+            ordered = self.table.sort_index(key=lambda index: index.str.lower())
+        elif key not in self.table.columns:
+            raise ValueError(f"cannot sort by {key!r}: the table has no such column (accuracy needs labels)")
+        else:
+            # Ties broken by name so the order is stable from run to run.
+            ordered = self.table.assign(_name=self.table.index.str.lower()).sort_values([key, "_name"], ascending=[False, True]).drop(columns="_name")
+        return ordered.head(top) if top else ordered
+
+
+def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
+    """Summarize a report DataFrame (from `load_report`) per predicted class or per label.
+
+    `by=None` groups by label when the report has labels, else by predicted class. Columns:
+    `images`, `mean_probability`, `accuracy` (with labels: the share of the group's images whose
+    top-1 matches the label), mean `active_area`, `border_energy`, `entropy`, the booleans
+    `border_flag` and `spread_flag`, and `flags` (text, empty when none).
+
+    >>> import cambatch
+    >>> s = cambatch.summarize_report(cambatch.load_report("cams"))  # doctest: +SKIP
+    >>> s.flagged[["images", "border_energy"]]                       # doctest: +SKIP
+    """
+    labelled = has_labels(df)
+    by = by or ("label" if labelled else "class")
+    if by == "label" and not labelled:
+        raise ValueError("this report has no labels: summarize by class, or run with labels")
+    images = per_image(df)
+    errors = int(df.loc[df["status"] == "error", "path"].nunique())
+    key = "label" if by == "label" else "class_name"
+    grouped = images.dropna(subset=[key]).groupby(key, observed=True)
+    table = pd.DataFrame(
+        {
+            "images": grouped.size(),
+            "mean_probability": grouped["probability"].mean(),
+            **({"accuracy": grouped["correct"].mean().astype(float)} if labelled else {}),
+            "active_area": grouped["active_area"].mean(),
+            "border_energy": grouped["border_energy"].mean(),
+            "entropy": grouped["entropy"].mean(),
+        }
+    )
+    table.index = table.index.astype(str)
+    table.index.name = by
+    median_border = float(images["border_energy"].median())
+    median_area = float(images["active_area"].median())
+    table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * median_border
+    table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * median_area
+    table["flags"] = [", ".join(n for n, hit in (("border", b), ("spread", s)) if hit) for b, s in zip(table["border_flag"], table["spread_flag"])]
+    return ClassSummary(table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs))
+
+
+def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
+    """`summarize` on the report in `out`, reading only the columns it needs."""
+    wanted = ["path", "rank", "class_name", "probability", "active_area", "border_energy", "entropy", "status", "run_id", "label", "correct"]
+    present = set(report_columns(out))
+    return summarize(load_report(out, columns=[c for c in wanted if c in present]), by, thresholds)

@@ -1,0 +1,84 @@
+"""Printing a result table for people (rich) or for scripts (CSV, JSON) - shared by summarize and compare."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from .options import FORMATS, Format
+
+PIPE_WIDTH = 140
+
+
+def emit(
+    frame: pd.DataFrame,
+    fmt: Format,
+    *,
+    title: str,
+    caption: str = "",
+    meta: dict[str, Any] | None = None,
+    console: Console | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Write `frame` (its index becomes the first column) as a rich table, CSV or JSON.
+
+    JSON is `{"meta": {...}, "rows": [{column: value}, ...]}` with NaN as null, so a script
+    gets the dataset-wide figures (medians, thresholds, counts) next to the rows.
+    """
+    stream = stream or sys.stdout
+    if fmt == "csv":
+        frame.to_csv(stream, float_format="%.6g")
+    elif fmt == "json":
+        rows = json.loads(frame.reset_index().to_json(orient="records", double_precision=6))
+        json.dump({"meta": _plain(meta or {}), "rows": rows}, stream, indent=1)
+        stream.write("\n")
+    elif fmt == "table":
+        if console is None:
+            console = Console(file=stream)
+            if not console.is_terminal:
+                console.width = PIPE_WIDTH  # piped or captured: no terminal to fit, keep names whole
+        console.print(rich_table(frame, title, caption))
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def rich_table(frame: pd.DataFrame, title: str, caption: str = "") -> Table:
+    """Numbers right-aligned to 3 decimals, booleans as a mark, the `flags` column highlighted."""
+    table = Table(title=title, caption=caption or None, caption_justify="left")
+    table.add_column(str(frame.index.name or ""), style="bold")
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+        table.add_column(column.replace("_", " "), justify="right" if numeric else "left", style="yellow" if column == "flags" else None)
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *(_cell(value) for value in row))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    """Settings and figures as JSON-safe values (NaN -> None, numpy scalars -> Python)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

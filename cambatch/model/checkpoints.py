@@ -1,0 +1,78 @@
+"""Reading weights from local files: safe unpickling, usual wrappers, a fingerprint for the report."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError
+
+# Keys under which training scripts commonly nest the state_dict.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor] | torch.nn.Module:
+    """Load a state_dict (or a dict holding one) without ever executing pickled code.
+
+    With `trust` (the user owns the file) a full unpickle is allowed, and so are a whole pickled
+    `nn.Module` and a TorchScript archive, which are returned as modules.
+    """
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    if trust:
+        return _read_trusted(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"refusing to unpickle {path}: it holds objects beyond plain tensors, and unpickling them "
+            f"could run code ({first_line}). Save a plain state_dict, or pass --trust-checkpoint if you own this file"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise UsageError(f"cannot read weights file {path}: {exc}") from None
+    return unwrap_state_dict(loaded, path)
+
+
+def _read_trusted(path: Path) -> dict[str, torch.Tensor] | torch.nn.Module:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("constants.pkl") for name in archive.namelist()):  # TorchScript
+                return torch.jit.load(str(path), map_location="cpu")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"cannot read weights file {path}: {exc}") from None
+    return loaded if isinstance(loaded, torch.nn.Module) else unwrap_state_dict(loaded, path)
+
+
+def unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+    """Find the tensors in a checkpoint dict and drop DataParallel's `module.` prefix."""
+    while isinstance(loaded, dict) and not _is_state_dict(loaded):
+        inner = next((loaded[k] for k in _WRAPPER_KEYS if isinstance(loaded.get(k), dict)), None)
+        if inner is None:
+            break
+        loaded = inner
+    if not isinstance(loaded, dict) or not _is_state_dict(loaded):
+        raise UsageError(f"{path} holds no state_dict (a dict of tensors)")
+    return {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+
+
+def _is_state_dict(candidate: dict) -> bool:
+    return bool(candidate) and all(isinstance(v, torch.Tensor) for v in candidate.values())

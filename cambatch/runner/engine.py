@@ -1,0 +1,117 @@
+"""The device side of a run: normalize, maps, statistics; one copy back to the host per batch."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from ..methods.base import CamMethod
+from ..methods.faithfulness import FaithfulnessTally, faithfulness_scores
+from ..methods.normalize import display_maps
+from ..methods.registry import build_method
+from ..methods.statistics import map_statistics
+from ..model.accel import Execution, prepare_network
+from ..model.build import CamModel
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, else mps, else cpu. Under torchrun, `LOCAL_RANK` picks the GPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        else:
+            return torch.device("cpu")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name} (--device): no CUDA device is available here; use cpu or auto")
+    return device
+
+
+@dataclass
+class BatchResult:
+    """Everything the writers need about one batch's images, on the host.
+
+    `columns` holds the per-class report values by column name (`cambatch.report.schema`), each
+    an array [B, K]; adding a per-class column means computing it here under its schema name.
+    """
+
+    columns: dict[str, np.ndarray]
+    maps: np.ndarray  # float16 [B, K, h, w]: raw maps, kept in the report
+    display: np.ndarray | None  # uint8 [B, K, h, w], ReLU'd and min-max normalized, for overlays
+
+    @property
+    def class_index(self) -> np.ndarray:
+        return self.columns["class_index"]
+
+    @property
+    def rank(self) -> np.ndarray:
+        return self.columns["rank"]
+
+
+class CamEngine:
+    """Runs batches of uint8 images through `method` (bound to `model` on its device).
+
+    `faithfulness` adds the masked-input scores; `want_display` the uint8 maps overlays are drawn from.
+    """
+
+    def __init__(self, model: CamModel, method: CamMethod, *, topk: int, classes: list[int] | None = None,
+                 want_display: bool = True, faithfulness: bool = False):  # noqa: D107
+        self.model = model
+        self.method = method
+        self.execution: Execution = method.execution
+        self.device = next(model.network.parameters()).device
+        self.topk = topk
+        self.classes = torch.tensor(classes, dtype=torch.int64, device=self.device) if classes else None
+        self.want_display = want_display
+        self.faithfulness = faithfulness
+        self.tally = FaithfulnessTally()  # running averages of the faithfulness scores, for the run's summary
+        # Normalizing uint8 on the device: (x / 255 - mean) / std == (x - 255 mean) / (255 std).
+        self._shift = torch.tensor(model.mean, device=self.device).view(1, 3, 1, 1) * 255
+        self._scale = torch.tensor(model.std, device=self.device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, pixels: torch.Tensor) -> BatchResult:
+        with torch.no_grad():  # not inference mode: the gradient methods backpropagate from these images' logits
+            images = (pixels.to(self.device, non_blocking=True).float() - self._shift) / self._scale
+        cams = self.method(images, self.topk, self.classes)
+        with torch.inference_mode():
+            b, k, h, w = cams.maps.shape
+            columns = {"class_index": cams.class_index, "rank": cams.rank, "probability": cams.probability, "logit": cams.logit}
+            columns |= {name: value.reshape(b, k) for name, value in map_statistics(cams.maps.reshape(b * k, h, w)).items()}
+            if self.faithfulness:
+                columns |= faithfulness_scores(self.model.network, images, cams, execution=self.execution)
+            display = display_maps(cams.maps) if self.want_display else None
+            maps = cams.maps.half()
+        host = {name: value.cpu().numpy() for name, value in columns.items()}
+        result = BatchResult(host, maps.cpu().numpy(), display.cpu().numpy() if display is not None else None)
+        self.tally.add(host if self.faithfulness else None, result.rank)
+        return result
+
+
+def build_engine(
+    model: CamModel,
+    device: torch.device,
+    *,
+    method: str = "cam",
+    layer: str | None = None,
+    scorecam_batch: int | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+    topk: int = 3,
+    classes: list[int] | None = None,
+    want_display: bool = True,
+    faithfulness: bool = False,
+) -> CamEngine:
+    """`model` moved to `device` (channels_last), its method built for `precision`/`compile`, and the engine around it."""
+    model.to(device)
+    prepare_network(model.network, device)
+    execution = Execution(device.type, precision, compile)
+    bound = build_method(method, model, layer=layer, scorecam_batch=scorecam_batch, execution=execution)
+    return CamEngine(model, bound, topk=topk, classes=classes, want_display=want_display, faithfulness=faithfulness)

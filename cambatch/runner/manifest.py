@@ -1,0 +1,62 @@
+"""Run manifests: `OUT/runs/<run_id>.json`, one per run, and `cambatch runs OUT` to list them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..layout import OutputLayout
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("cambatch", "torch", "torchvision", "timm"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def write_manifest(target: Path, record: dict) -> Path:
+    """Write (or rewrite) a run's manifest (`OutputLayout.manifest_path`) atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.tmp")
+    temp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    os.replace(temp, target)
+    return target
+
+
+def read_manifests(out: Path) -> list[dict]:
+    folder = OutputLayout(Path(out)).runs_dir
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue  # a manifest being rewritten right now, or damaged: listing goes on
+    return sorted(records, key=lambda r: r.get("started", ""))
+
+
+def print_runs(out: Path, console: Console) -> int:
+    records = read_manifests(out)
+    table = Table(title=f"cambatch runs in {out}")
+    for column in ("run", "status", "started", "shard", "model", "method", "device", "ok", "error", "skipped", "img/s"):
+        table.add_column(column, justify="right" if column in ("ok", "error", "skipped", "img/s") else "left")
+    for r in records:
+        counts = r.get("counts", {})
+        rate = r.get("images_per_s")
+        table.add_row(
+            r.get("run_id", "?"), r.get("status", "?"), str(r.get("started", ""))[:19], str(r.get("shard", "")),
+            str(r.get("model", "")), str(r.get("method", "")), str(r.get("device", "")),
+            str(counts.get("ok", "")), str(counts.get("error", "")), str(counts.get("skipped", "")),
+            f"{rate:.1f}" if isinstance(rate, (int, float)) else "",
+        )  # fmt: skip
+    console.print(table)
+    return len(records)

@@ -1,0 +1,308 @@
+"""The whole job: sources -> decode/preprocess -> model -> maps -> statistics -> overlays -> report.
+
+`run(RunConfig.create(...))` is the Python API behind `cambatch run`. The loader's worker processes
+decode; the main thread keeps the device busy; a small thread pool renders overlays while the next
+batch runs, with a bounded number of images in flight so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader
+
+from .. import __version__
+from ..config import RunConfig
+from ..data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
+from ..data.preprocess import ImageFiles, Preprocess, collate
+from ..errors import UsageError
+from ..layout import OutputLayout
+from ..methods.base import CamMethod
+from ..model.accel import check_precision
+from ..model.build import CamModel, load_model
+from ..report.schema import name_key
+from ..report.writer import ReportWriter
+from ..sources.discover import ImageSource, discover
+from ..sources.lists import read_list
+from ..sources.shard import Shard, parse_shard
+from . import resume, tuning
+from .engine import CamEngine, build_engine, resolve_device
+from .interrupt import stop_on_signals
+from .lock import OutputLock
+from .manifest import versions, write_manifest
+from .progress import ProgressReporter, SilentProgress
+from .writer import ImageWriter, overlay_count
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    out: Path
+    report: Path
+    images: int
+    ok: int = 0
+    errors: int = 0
+    overlays: int = 0
+    elapsed_s: float = 0.0
+    skipped: int = 0  # already in the report from an earlier run
+    interrupted: str | None = None  # the signal that stopped the run early
+    shard: str = "0/1"
+    errors_by_path: dict[str, str] = field(default_factory=dict)
+    method: str = ""  # the method used (`auto` resolved)
+    layer: str | None = None  # the layer its maps come from
+    faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.errors
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class _Stages:
+    """What a run builds before its first batch, from its config."""
+
+    model: CamModel
+    device: torch.device
+    method: CamMethod
+    engine: CamEngine
+    plan: tuning.Plan
+    gpu_decode: bool
+    class_ids: list[int] | None
+
+
+def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResult:
+    """Run the whole job; raises `UsageError` before any work when a setting is wrong.
+
+    Resumes by default: images the report already holds (same size and mtime) are skipped.
+    """
+    started, started_at = time.monotonic(), datetime.now(timezone.utc)
+    progress = progress or SilentProgress()
+    layout = OutputLayout(config.out.expanduser().absolute())
+    shard = parse_shard(config.source.shard)
+    with OutputLock(layout.lock_path(shard.tag)):
+        sources = [s for s in find_sources(config, layout.root) if shard.owns(s.rel)]
+        stages = _build(config)
+        if config.job.overwrite:
+            _start_over(layout, shard)
+        todo = resume.plan(sources, layout.report_dir, config.job.retry_errors)
+        if todo.purge_keys:
+            resume.purge(layout, keys=todo.purge_keys)
+
+        run_id = new_run_id(started_at)
+        settings = _settings(config, stages, run_id, shard)
+        result = RunResult(run_id, layout.root, layout.report_dir, len(sources), skipped=todo.skipped, shard=str(shard))
+        result.method, result.layer = stages.method.name, stages.method.layer
+        manifest = _Manifest(layout, settings, started_at, result)
+        manifest.write("running")
+        report = ReportWriter(layout.report_dir, layout.part_name(run_id, shard.tag), settings,
+                              images_per_part=config.output.images_per_part)  # fmt: skip
+        writer = _writer(config, stages, layout, run_id)
+        progress.start(len(todo.todo))
+        try:
+            with stop_on_signals() as stop, tuning.torch_threads(stages.plan.threads):
+                loader = _loader(todo.todo, config, stages)
+                _process(todo.todo, loader, stages, writer, report, result, progress, stop)
+            report.close()
+        except BaseException:
+            report.abort()
+            manifest.write("failed")
+            raise
+        finally:
+            progress.stop()
+        result.elapsed_s = time.monotonic() - started
+        result.faithfulness = stages.engine.tally.summary()
+        manifest.write("interrupted" if result.interrupted else "completed")
+    return result
+
+
+def new_run_id(started_at: datetime) -> str:
+    """The UTC start time first, so that run ids sort by age (`report.schema.newest_run`)."""
+    return started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
+    """The images of the INPUTs (the output folder excluded) and of the list."""
+    source = config.source
+    found = discover(list(config.inputs), exclude=out, labels_from_dirs=source.labels_from_dirs) if config.inputs else []
+    if source.from_list is not None:
+        found += read_list(source.from_list)
+    return found
+
+
+def _build(config: RunConfig) -> _Stages:
+    """Model, device, method and engine, in the order their checks need; nothing runs yet."""
+    net, maps, speed = config.network, config.maps, config.speed
+    device = resolve_device(speed.device)
+    check_precision(speed.precision, device)
+    gpu_decode = use_gpu_decode(speed.gpu_decode, device)  # `on` without nvJPEG: refused before any work
+    model = load_model(net.model, net.weights, net.num_classes, net.class_names, net.image_size,
+                       trust_checkpoint=net.trust_checkpoint, require_cam_head=maps.method == "cam")  # fmt: skip
+    class_ids = resolve_classes(maps.classes, model.class_names) if maps.classes else None
+    engine = build_engine(
+        model,
+        device,
+        method=maps.method,
+        layer=maps.layer,
+        scorecam_batch=maps.scorecam_batch,
+        precision=speed.precision,
+        compile=speed.compile,
+        topk=maps.topk,
+        classes=class_ids,
+        want_display=config.output.overlays,
+        faithfulness=maps.faithfulness,
+    )
+    plan = tuning.plan(device, overlays=config.output.overlays, threads=speed.threads, workers=speed.workers,
+                       batch_size=speed.batch_size, writer_threads=speed.writer_threads)  # fmt: skip
+    return _Stages(model, device, engine.method, engine, plan, gpu_decode, class_ids)
+
+
+def _writer(config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: str) -> ImageWriter:
+    out = config.output
+    return ImageWriter(
+        layout=layout,
+        model_name=stages.model.name,
+        method=stages.method.name,
+        run_id=run_id,
+        class_names=stages.model.class_names,
+        colormap=out.colormap,
+        alpha=out.alpha,
+        overlays=out.overlays,
+        named_by_rank=stages.class_ids is None,
+    )
+
+
+def _process(sources, loader, stages: _Stages, writer: ImageWriter, report: ReportWriter, result: RunResult, progress, stop) -> None:
+    """The hot loop: the device works on one batch while writer threads finish earlier ones."""
+    with ThreadPoolExecutor(stages.plan.writer_threads, thread_name_prefix="cambatch-writer") as pool:
+        in_flight: deque[Future] = deque()
+        try:
+            for batch in loader:
+                for failure in batch.failures:
+                    _record_failure(sources[failure.index], failure.error, writer, report, result)
+                if batch.samples:
+                    outputs = stages.engine(batch.pixels)
+                    for i, sample in enumerate(batch.samples):
+                        in_flight.append(pool.submit(writer.ok_rows, sources[sample.index], sample, outputs, i))
+                # Bound the images waiting on the writers: memory stays flat however long the run.
+                while len(in_flight) > 4 * stages.plan.batch_size:
+                    _collect(in_flight.popleft(), report, result)
+                progress.advance(len(batch.samples) + len(batch.failures))
+                if stop:
+                    break
+        except Exception:
+            if not stop:  # loader workers may die of the same Ctrl-C; then finish what is in flight
+                raise
+        finally:
+            if stop:
+                result.interrupted = stop.signal_name
+        while in_flight:
+            _collect(in_flight.popleft(), report, result)
+
+
+def _record_failure(source: ImageSource, error: str, writer: ImageWriter, report: ReportWriter, result: RunResult) -> None:
+    report.add_image(writer.error_row(source, error))
+    result.errors += 1
+    result.errors_by_path[source.rel] = error
+
+
+def _collect(future: Future, report: ReportWriter, result: RunResult) -> None:
+    rows: pa.Table = future.result()
+    report.add_image(rows)
+    result.ok += 1
+    result.overlays += overlay_count(rows)
+
+
+class _Manifest:
+    """`OUT/runs/<run_id>.json`, rewritten as the run's status changes."""
+
+    def __init__(self, layout: OutputLayout, settings: dict, started_at: datetime, result: RunResult):
+        self.layout, self.settings, self.started_at, self.result = layout, settings, started_at, result
+
+    def write(self, status: str) -> None:
+        r, s = self.result, self.settings
+        ended = datetime.now(timezone.utc).isoformat() if status != "running" else None
+        write_manifest(self.layout.manifest_path(r.run_id), {
+            "run_id": r.run_id, "status": status, "argv": sys.argv, "shard": r.shard,
+            "started": self.started_at.isoformat(), "ended": ended,
+            "model": s["model"], "weights": s["weights"], "weights_sha256": s["weights_sha256"],
+            "method": s["method"], "device": s["device"], "versions": versions(),
+            "counts": {"images": r.images, "ok": r.ok, "error": r.errors, "skipped": r.skipped},
+            "elapsed_s": round(r.elapsed_s, 3), "images_per_s": round(r.images_per_s, 3),
+            "interrupted_by": r.interrupted, "faithfulness": r.faithfulness,
+            "settings": {k: v for k, v in s.items() if k != "class_names"},
+        })  # fmt: skip
+
+
+def _start_over(layout: OutputLayout, shard: Shard) -> None:
+    """--overwrite: drop this shard's rows; a whole-dataset run also clears the overlays."""
+    if layout.report_dir.is_dir():
+        resume.purge(layout, shard=shard)
+    if shard.count == 1:
+        shutil.rmtree(layout.overlays_dir, ignore_errors=True)
+
+
+def resolve_classes(requested: tuple[str, ...], class_names: list[str]) -> list[int]:
+    """Class names (compared by `name_key`) or indices to indices."""
+    by_name = {name_key(name): i for i, name in enumerate(class_names)}
+    resolved = []
+    for item in requested:
+        if item.isdigit() and int(item) < len(class_names):
+            resolved.append(int(item))
+        elif name_key(item) in by_name:
+            resolved.append(by_name[name_key(item)])
+        else:
+            raise UsageError(f"unknown class {item!r} (classes, --classes): give a class name or an index below {len(class_names)}")
+    return list(dict.fromkeys(resolved))
+
+
+def _loader(sources: list[ImageSource], config: RunConfig, stages: _Stages) -> DataLoader | DecodedBatches:
+    plan, device = stages.plan, stages.device
+    prep = Preprocess(image_size=stages.model.input_size, overlays=config.output.overlays, max_side=config.output.max_side)
+    loader = DataLoader(
+        EncodedImageFiles(sources, prep) if stages.gpu_decode else ImageFiles(sources, prep),
+        batch_size=plan.batch_size,
+        num_workers=plan.workers,
+        collate_fn=collate_encoded if stages.gpu_decode else collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=2 if plan.workers else None,
+    )
+    return DecodedBatches(loader, GpuDecoder(sources, prep, device)) if stages.gpu_decode else loader
+
+
+def _settings(config: RunConfig, stages: _Stages, run_id: str, shard: Shard) -> dict:
+    """What produced the report: stored in the Parquet schema metadata."""
+    model = stages.model
+    return {
+        "run_id": run_id,
+        "cambatch_version": __version__,
+        "torch_version": torch.__version__,
+        "model": model.name,
+        "weights": model.weights,
+        "weights_sha256": model.weights_sha256,
+        **stages.method.settings(),
+        "topk": config.maps.topk,
+        "classes": stages.class_ids,
+        "input_size": model.input_size,
+        "resize": "whole image to input_size x input_size, no crop",
+        "mean": list(model.mean),
+        "std": list(model.std),
+        "device": str(stages.device),
+        "shard": str(shard),
+        "class_names": model.class_names,
+        "options": config.options(),
+        "inputs": [str(Path(p).absolute()) for p in config.inputs],
+    }

@@ -1,0 +1,90 @@
+"""One image's overlays on disk, and its report rows (`cambatch.report.schema`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+from PIL import Image
+
+from ..data.preprocess import Sample
+from ..layout import OutputLayout
+from ..render.overlay import overlay
+from ..report.schema import is_correct, map_array, table
+from ..sources.discover import ImageSource
+from .engine import BatchResult
+
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageWriter:
+    """Writes what one image produced; safe to call from several threads at once."""
+
+    layout: OutputLayout
+    model_name: str
+    method: str
+    run_id: str
+    class_names: list[str]
+    colormap: str
+    alpha: float
+    overlays: bool
+    named_by_rank: bool  # top-k run: files are top<r>_<class>.jpg; --classes run: <class>.jpg
+
+    def ok_rows(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> pa.Table:
+        """Render and save the overlays of image `i` of `result`, then return its rows."""
+        classes = result.class_index[i]
+        names = [self.class_names[c] for c in classes]
+        ranks = [int(r) for r in result.rank[i]]
+        overlay_paths = self._overlays(source, sample, result, i, names, ranks) if self.overlays else [None] * len(names)
+        k = len(names)
+        columns = {name: values[i] for name, values in result.columns.items()}
+        columns.update(
+            self._base(source, sample.width, sample.height, k),
+            class_name=names,
+            overlay_path=overlay_paths,
+            status=["ok"] * k,
+            correct=[is_correct(source.label, dict(zip(ranks, names)))] * k,
+            map=map_array(result.maps[i]),
+            map_height=[result.maps.shape[2]] * k,
+            map_width=[result.maps.shape[3]] * k,
+        )
+        return table(columns, k)
+
+    def error_row(self, source: ImageSource, message: str) -> pa.Table:
+        return table({**self._base(source, None, None, 1), "status": ["error"], "error": [message]}, 1)
+
+    def _overlays(self, source: ImageSource, sample: Sample, result: BatchResult, i: int, names: list[str], ranks: list[int]) -> list[str | None]:
+        if sample.photo is None:
+            return [None] * len(names)
+        photo = Image.fromarray(sample.photo.numpy())
+        paths = []
+        for k, (name, rank) in enumerate(zip(names, ranks)):
+            rel = self.layout.overlay_rel(source.rel, name, rank if self.named_by_rank else None)
+            target = self.layout.root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            overlay(photo, result.display[i, k], self.colormap, self.alpha).save(target, quality=JPEG_QUALITY)
+            paths.append(rel)
+        return paths
+
+    def _base(self, source: ImageSource, width: int | None, height: int | None, rows: int) -> dict[str, list]:
+        """The columns every row of the image shares."""
+        values = {
+            "path": source.rel,
+            "input_root": str(source.input_root),
+            "file_size": source.size,
+            "mtime_ns": source.mtime_ns,
+            "label": source.label,
+            "width": width,
+            "height": height,
+            "model": self.model_name,
+            "method": self.method,
+            "run_id": self.run_id,
+        }
+        return {name: [value] * rows for name, value in values.items()}
+
+
+def overlay_count(rows: pa.Table) -> int:
+    """Overlays an image's rows point at."""
+    return rows.num_rows - rows.column("overlay_path").null_count
+

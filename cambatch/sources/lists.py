@@ -1,0 +1,53 @@
+"""`--from-list`: images named in a text, CSV or Parquet file, with optional ground-truth labels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .discover import ImageSource, image_source
+from ..errors import UsageError
+
+
+def read_list(list_file: Path) -> list[ImageSource]:
+    """Read `list_file`: a path a line (.txt), or a CSV/Parquet table with `path` and maybe `label`.
+
+    Relative paths are resolved against the list's folder, which is the images' `input_root`.
+    A listed file that does not exist becomes an error row, not a failed run.
+    """
+    list_file = Path(list_file).expanduser().absolute()
+    if not list_file.is_file():
+        raise UsageError(f"list not found: {list_file}")
+    entries = _entries(list_file)
+    root = list_file.parent
+    sources = []
+    for raw, label in entries:
+        given = Path(raw).expanduser()
+        path = given if given.is_absolute() else root / given
+        path = Path(os.path.normpath(path))
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix().lstrip("/")
+        sources.append(image_source(path, root, rel, label))
+    return sources
+
+
+def _entries(list_file: Path) -> list[tuple[str, str | None]]:
+    suffix = list_file.suffix.lower()
+    if suffix in (".csv", ".parquet", ".pq"):
+        import pandas as pd
+
+        try:
+            table = pd.read_parquet(list_file) if suffix != ".csv" else pd.read_csv(list_file, dtype=str, keep_default_na=False)
+        except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad file
+            raise UsageError(f"cannot read list {list_file}: {exc}") from None
+        if "path" not in table.columns:
+            raise UsageError(f"{list_file} has no 'path' column (columns: {', '.join(map(str, table.columns))})")
+        labels = table["label"] if "label" in table.columns else [None] * len(table)
+        return [(str(p), _label(lab)) for p, lab in zip(table["path"], labels)]
+    lines = list_file.read_text(encoding="utf-8").splitlines()
+    return [(line.strip(), None) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _label(value) -> str | None:
+    if value is None or (isinstance(value, float) and value != value) or str(value) == "":
+        return None
+    return str(value)
