@@ -50,15 +50,19 @@ def main() -> None:
     count = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     log(f"{count} images in {folder}; machine: {machine()}; load before: {load()}")
 
-    import torch
-
     from cambatch.runner.engine import resolve_device
     from cambatch.runner.tuning import plan
 
     device = resolve_device(args.device)
     rows: list[tuple[str, str, str]] = []
-    results: dict = {"images": count, "machine": machine(), "device": device_name(device), "model": args.model,
-                     "precision": args.precision, "load_before": load()}  # fmt: skip
+    results: dict = {
+        "images": count,
+        "machine": machine(),
+        "device": device_name(device),
+        "model": args.model,
+        "precision": args.precision,
+        "load_before": load(),
+    }
 
     if args.tune:
         tune(folder, args, device)
@@ -78,14 +82,26 @@ def main() -> None:
     L = limit["rate"]
     p = plan(device, True)
     rows.append(("L: model forward alone, random input (" + limit["config"] + ")", f"{L:.1f} img/s", "1.00x L"))
-    rows.append((f"cambatch in-process steady state, top-{args.topk}, overlays ({settings(p)})",
-                 f"{overlays['rate']:.1f} img/s", f"{overlays['rate'] / L:.2f}x L  (target >= 0.65x)"))  # fmt: skip
-    rows.append(("cambatch in-process steady state, --no-overlays", f"{plain['rate']:.1f} img/s",
-                 f"{plain['rate'] / L:.2f}x L  (target >= 0.75x)"))  # fmt: skip
+    rows.append(
+        (
+            f"cambatch in-process steady state, top-{args.topk}, overlays ({settings(p)})",
+            f"{overlays['rate']:.1f} img/s",
+            f"{overlays['rate'] / L:.2f}x L  (target >= 0.65x)",
+        )
+    )
+    rows.append(
+        (
+            "cambatch in-process steady state, --no-overlays",
+            f"{plain['rate']:.1f} img/s",
+            f"{plain['rate'] / L:.2f}x L  (target >= 0.75x)",
+        )
+    )
     results.update(L=limit, overlays=overlays, no_overlays=plain)
 
     if not args.skip_processes:
-        peer_folder = subset(folder, work / f"peers{args.peer_images}", args.peer_images) if args.peer_images else folder
+        peer_folder = (
+            subset(folder, work / f"peers{args.peer_images}", args.peer_images) if args.peer_images else folder
+        )
         peer_count = count if not args.peer_images else min(args.peer_images, count)
         whole = timed_process(cambatch_cmd(peer_folder, work / "proc_cambatch", args), sample_rss=True)
         cb_rate = peer_count / whole["wall_s"]
@@ -93,7 +109,10 @@ def main() -> None:
         rows.append((label + "`cambatch run`", f"{cb_rate:.1f} img/s", f"{whole['wall_s']:.1f} s wall"))
         results["process_cambatch"] = whole | {"rate": cb_rate}
         log(f"cambatch whole process: {cb_rate:.1f} img/s")
-        for name, script, target in (("torchcam CAM loop", "torchcam_loop.py", 2), ("pytorch-grad-cam GradCAM loop", "gradcam_loop.py", 8)):
+        for name, script, target in (
+            ("torchcam CAM loop", "torchcam_loop.py", 2),
+            ("pytorch-grad-cam GradCAM loop", "gradcam_loop.py", 8),
+        ):
             if args.skip_peers:
                 break
             cmd = [sys.executable, str(HERE / "peers" / script), str(peer_folder), str(work / f"proc_{script[:-3]}")]
@@ -103,7 +122,9 @@ def main() -> None:
                 rows.append((label + name, "failed", peer["stderr_tail"][-120:].replace("\n", " ")))
                 continue
             rate = peer_count / peer["wall_s"]
-            rows.append((label + name, f"{rate:.1f} img/s", f"cambatch {cb_rate / rate:.1f}x faster (target >= {target}x)"))
+            rows.append(
+                (label + name, f"{rate:.1f} img/s", f"cambatch {cb_rate / rate:.1f}x faster (target >= {target}x)")
+            )
             results[script[:-3]] = peer | {"rate": rate}
             log(f"{name}: {rate:.1f} img/s")
 
@@ -114,9 +135,20 @@ def main() -> None:
         many_folder = photos.replicate(folder, work / f"photos_x{args.rss_times}", args.rss_times)
         many = timed_process(cambatch_cmd(many_folder, work / "rss_many", args), sample_rss=True)
         ratio = many["peak_rss_mib"] / one["peak_rss_mib"]
-        rows.append((f"peak RSS of `cambatch run` (process + workers), 1x = {count} images", f"{one['peak_rss_mib']:.0f} MiB", ""))
-        rows.append((f"peak RSS, {args.rss_times}x = {count * args.rss_times} images", f"{many['peak_rss_mib']:.0f} MiB",
-                     f"{ratio:.2f}x the 1x run  (target <= 1.2x)"))  # fmt: skip
+        rows.append(
+            (
+                f"peak RSS of `cambatch run` (process + workers), 1x = {count} images",
+                f"{one['peak_rss_mib']:.0f} MiB",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"peak RSS, {args.rss_times}x = {count * args.rss_times} images",
+                f"{many['peak_rss_mib']:.0f} MiB",
+                f"{ratio:.2f}x the 1x run  (target <= 1.2x)",
+            )
+        )
         results.update(rss_1x=one, rss_many=many, rss_ratio=ratio)
 
     for flag in ("--help", "--version"):
@@ -134,14 +166,18 @@ def main() -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images_dir", nargs="?", type=Path, help="a folder of images (default: generate --images photos)")
+    parser.add_argument(
+        "images_dir", nargs="?", type=Path, help="a folder of images (default: generate --images photos)"
+    )
     parser.add_argument("--images", type=int, default=256, help="photos to generate when no folder is given")
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--weights", default=None, help="as `cambatch run --weights` (e.g. none)")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--topk", type=int, default=3)
-    parser.add_argument("--peer-images", type=int, default=0, help="run the whole-process comparison on the first M images only")
+    parser.add_argument(
+        "--peer-images", type=int, default=0, help="run the whole-process comparison on the first M images only"
+    )
     parser.add_argument("--rss-times", type=int, default=10)
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--skip-processes", action="store_true", help="no whole-process rows (cambatch or peers)")
@@ -182,7 +218,10 @@ def forward_limit(args, device) -> dict:
         x = torch.randn(bs, 3, size, size, device=device)
         if fmt == "channels_last":
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+        ):
             for _ in range(2):
                 network(x)
             sync(device)
@@ -222,15 +261,29 @@ def run_inprocess(folder: Path, out: Path, args, overlays: bool, **options) -> d
 
     shutil.rmtree(out, ignore_errors=True)
     clock = _Clock()
-    config = RunConfig.create(inputs=[folder], out=out, model=args.model, weights=args.weights, topk=args.topk, overlays=overlays,
-                       precision=args.precision, device=args.device, **options)  # fmt: skip
+    config = RunConfig.create(
+        inputs=[folder],
+        out=out,
+        model=args.model,
+        weights=args.weights,
+        topk=args.topk,
+        overlays=overlays,
+        precision=args.precision,
+        device=args.device,
+        **options,
+    )
     result = run(config, clock)
     end = time.perf_counter()
     # Steady state: from the end of the first batch (workers started, caches warm) to the end of
     # the run, the writers' last overlays and the report's last part included.
     t0, n0 = clock.marks[1] if len(clock.marks) > 1 else clock.marks[0]
-    return {"rate": (clock.done - n0) / max(end - t0, 1e-9), "images": clock.done, "ok": result.ok,
-            "errors": result.errors, "total_s": result.elapsed_s}  # fmt: skip
+    return {
+        "rate": (clock.done - n0) / max(end - t0, 1e-9),
+        "images": clock.done,
+        "ok": result.ok,
+        "errors": result.errors,
+        "total_s": result.elapsed_s,
+    }
 
 
 def steady_state(folder: Path, out: Path, args, overlays: bool) -> dict:
@@ -254,15 +307,35 @@ def tune(folder: Path, args, device) -> None:
     print("| threads | workers | batch | overlays img/s | --no-overlays img/s |\n|---|---|---|---|---|")
     run_inprocess(subset(folder, folder.parent / "warmup", 24), folder.parent / "tune_warm", args, True)
     for threads, workers, batch in grid:
-        rates = [run_inprocess(folder, folder.parent / "tune_out", args, ov, threads=threads, workers=workers, batch_size=batch)["rate"]
-                 for ov in (True, False)]  # fmt: skip
+        rates = [
+            run_inprocess(
+                folder, folder.parent / "tune_out", args, ov, threads=threads, workers=workers, batch_size=batch
+            )["rate"]
+            for ov in (True, False)
+        ]
         print(f"| {threads} | {workers} | {batch} | {rates[0]:.1f} | {rates[1]:.1f} |", flush=True)
 
 
 def cambatch_cmd(folder: Path, out: Path, args) -> list[str]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "cambatch", "run", str(folder), "--out", str(out), "--quiet", "--model", args.model,
-           "--topk", str(args.topk), "--precision", args.precision, "--device", args.device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cambatch",
+        "run",
+        str(folder),
+        "--out",
+        str(out),
+        "--quiet",
+        "--model",
+        args.model,
+        "--topk",
+        str(args.topk),
+        "--precision",
+        args.precision,
+        "--device",
+        args.device,
+    ]
     return cmd + (["--weights", args.weights] if args.weights else [])
 
 
@@ -333,18 +406,17 @@ def cli_wall(flag: str) -> float:
 
 def breakdown(folder: Path, args, device) -> None:
     """Where the time goes: each stage of the pipeline alone, on the same images and settings."""
-    import torch
     from torch.utils.data import DataLoader
 
-    from cambatch.model.accel import accelerate
-    from cambatch.sources.discover import discover
     from cambatch.data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
-    from cambatch.runner.engine import CamEngine
-    from cambatch.layout import OutputLayout
-    from cambatch.model.build import load_model
-    from cambatch.runner.writer import ImageWriter
     from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+    from cambatch.layout import OutputLayout
+    from cambatch.model.accel import accelerate
+    from cambatch.model.build import load_model
+    from cambatch.runner.engine import CamEngine
     from cambatch.runner.tuning import plan, torch_threads
+    from cambatch.runner.writer import ImageWriter
+    from cambatch.sources.discover import discover
 
     p = plan(device, True)
     sources = discover([folder])[: args.breakdown_images]
@@ -353,10 +425,17 @@ def breakdown(folder: Path, args, device) -> None:
     gpu = use_gpu_decode("auto", device)
     rows = []
     with torch_threads(p.threads):
-        for label, workers in ((f"decode + resize, {p.workers} workers", p.workers), ("decode + resize, main process only", 0)):
-            loader = DataLoader(EncodedImageFiles(sources, prep) if gpu else ImageFiles(sources, prep), batch_size=p.batch_size,
-                                num_workers=workers, collate_fn=collate_encoded if gpu else collate,
-                                pin_memory=device.type == "cuda")  # fmt: skip
+        for label, workers in (
+            (f"decode + resize, {p.workers} workers", p.workers),
+            ("decode + resize, main process only", 0),
+        ):
+            loader = DataLoader(
+                EncodedImageFiles(sources, prep) if gpu else ImageFiles(sources, prep),
+                batch_size=p.batch_size,
+                num_workers=workers,
+                collate_fn=collate_encoded if gpu else collate,
+                pin_memory=device.type == "cuda",
+            )
             if gpu:
                 loader = DecodedBatches(loader, GpuDecoder(sources, prep, device))
                 label += " + nvJPEG"
@@ -370,22 +449,38 @@ def breakdown(folder: Path, args, device) -> None:
         sync(device)
         start = time.perf_counter()
         results = [engine(b.pixels) for b in batches]
-        rows.append((f"model + maps + statistics, batch {p.batch_size} ({p.threads} torch threads)", len(sources) / (time.perf_counter() - start)))
+        rows.append(
+            (
+                f"model + maps + statistics, batch {p.batch_size} ({p.threads} torch threads)",
+                len(sources) / (time.perf_counter() - start),
+            )
+        )
         start = time.perf_counter()
         for b in batches:
-            engine.model.features(((b.pixels.to(device).float() - engine._shift) / engine._scale))
+            engine.model.features((b.pixels.to(device).float() - engine._shift) / engine._scale)
         sync(device)
         rows.append(("  of which the feature extractor alone", len(sources) / (time.perf_counter() - start)))
         with tempfile.TemporaryDirectory() as tmp:
-            writer = ImageWriter(OutputLayout(Path(tmp)), model.name, "cam", "bench", model.class_names, "jet", 0.5, True, False, True)
+            writer = ImageWriter(
+                OutputLayout(Path(tmp)), model.name, "cam", "bench", model.class_names, "jet", 0.5, True, False, True
+            )
             from concurrent.futures import ThreadPoolExecutor
 
             for threads in (1, 2):
                 start = time.perf_counter()
                 with ThreadPoolExecutor(threads) as pool:
-                    list(pool.map(lambda a: writer.ok_rows(sources[a[0].index], a[0], a[1], a[2]),
-                                  [(s, r, i) for b, r in zip(batches, results) for i, s in enumerate(b.samples)]))  # fmt: skip
-                rows.append((f"overlays ({args.topk} JPEGs per image) + rows, {threads} writer thread(s)", len(sources) / (time.perf_counter() - start)))
+                    list(
+                        pool.map(
+                            lambda a: writer.ok_rows(sources[a[0].index], a[0], a[1], a[2]),
+                            [(s, r, i) for b, r in zip(batches, results, strict=True) for i, s in enumerate(b.samples)],
+                        )
+                    )
+                rows.append(
+                    (
+                        f"overlays ({args.topk} JPEGs per image) + rows, {threads} writer thread(s)",
+                        len(sources) / (time.perf_counter() - start),
+                    )
+                )
     print(f"\nWhere the time goes ({device_name(device)}, each stage alone on the same {len(sources)} images):\n")
     print("| stage | images/s |\n|---|---|")
     for label, rate in rows:
@@ -453,9 +548,14 @@ def settings(p) -> str:
 def print_table(rows, results) -> None:
     import torch
 
-    print(f"\ncambatch benchmark: {results['images']} images, model {results['model']} ({results['precision']}), "
-          f"device {results['device']}, torch {torch.__version__}")  # fmt: skip
-    print(f"machine: {results['machine']}; load average (1/5/15 min) before {results['load_before']}, after {results['load_after']}\n")
+    print(
+        f"\ncambatch benchmark: {results['images']} images, model {results['model']} ({results['precision']}), "
+        f"device {results['device']}, torch {torch.__version__}"
+    )
+    print(
+        f"machine: {results['machine']}; load average (1/5/15 min) "
+        f"before {results['load_before']}, after {results['load_after']}\n"
+    )
     print("| measurement | result | ratio / target |\n|---|---|---|")
     for label, value, ratio in rows:
         print(f"| {label} | {value} | {ratio} |")

@@ -1,6 +1,7 @@
 """Relative cost of the map methods: one batch of the sample images, top-3 classes, on this machine.
 
-    python benchmarks/methods_cost.py [--models efficientnet_lite0 resnet18] [--methods gradcam ...] [--repeats 5] [--device cpu]
+    python benchmarks/methods_cost.py [--models efficientnet_lite0 resnet18] [--methods gradcam ...]
+                                      [--repeats 5] [--device cpu]
 
 Prints a Markdown table per model: the median seconds per batch of each method and its cost
 relative to one plain forward pass of the batch. The methods run round-robin, so that a shared
@@ -17,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from cambatch.sources.discover import discover
+from cambatch.data.preprocess import ImageFiles, Preprocess, collate
 from cambatch.methods import METHODS, build_method
 from cambatch.model.build import load_model
-from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+from cambatch.sources.discover import discover
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 
@@ -53,12 +54,12 @@ def main() -> None:
         weights = None if name == "efficientnet_lite0" else "none"
         model = load_model(name, weights, require_cam_head=False).to(device)
         images = images_for(model, device)
-        runs = {"(plain forward)": (None, lambda: model.network(images))}
+        runs = {"(plain forward)": (None, lambda network=model.network, images=images: network(images))}
         for method in args.methods:
             if method == "cam" and model.head is None:
                 continue
             explain = build_method(method, model)
-            runs[method] = (explain, lambda explain=explain: explain(images, args.topk))
+            runs[method] = (explain, lambda explain=explain, images=images: explain(images, args.topk))
         seconds: dict[str, list[float]] = {key: [] for key in runs}
         for repeat in range(args.repeats + 1):  # round-robin, so that load drift hits every method alike
             for key, (explain, fn) in runs.items():
@@ -71,7 +72,10 @@ def main() -> None:
                 if repeat:
                     seconds[key].append(time.perf_counter() - start)
         forward = statistics.median(seconds["(plain forward)"])
-        print(f"\n{name} ({'embedded ImageNet weights' if weights is None else 'random init'}), batch of {len(images)} images at {model.input_size} px")
+        print(
+            f"\n{name} ({'embedded ImageNet weights' if weights is None else 'random init'}), "
+            f"batch of {len(images)} images at {model.input_size} px"
+        )
         print("| method | layer | seconds per batch | relative to one forward |")
         print("| --- | --- | ---: | ---: |")
         for key, (explain, _) in runs.items():

@@ -11,7 +11,7 @@ import inspect
 import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -39,7 +39,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Batched Class Activation Maps over image folders: overlays and a Parquet report."""
 
@@ -62,7 +64,9 @@ def _reported_errors(debug: bool):
     except Exception as exc:  # noqa: BLE001 - unexpected: still one line, the traceback on request
         if debug:
             raise
-        err.print(f"[red]cambatch: internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        err.print(
+            f"[red]cambatch: internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        )
         raise typer.Exit(1) from None
 
 
@@ -71,7 +75,9 @@ def _reported_errors(debug: bool):
 _PANELS = {group: cls.__doc__.splitlines()[0].rstrip(".") for group, cls in GROUPS.items()}
 
 
-def run_command(inputs: Optional[List[Path]], out: Path, quiet: bool, fail_on_error: bool, debug: bool, **cli_options: Any) -> None:
+def run_command(
+    inputs: Optional[list[Path]], out: Path, quiet: bool, fail_on_error: bool, debug: bool, **cli_options: Any
+) -> None:
     """Compute top-k maps for every image under INPUTS; write overlays and a Parquet report to OUT."""
     with _reported_errors(debug):
         from .config import RunConfig
@@ -114,8 +120,12 @@ def _option_parameter(name: str, group: str, f: dataclasses.Field) -> inspect.Pa
     help_text = spec.help + (f" One of: {', '.join(map(str, spec.choices))}." if spec.choices else "")
     if cli_type is bool:
         flag_name = spec.negated_flag or flag(name)
-        default = typer.Option(False if spec.negated_flag else default_of(f), flag_name, help=help_text, rich_help_panel=_PANELS[group])
-        return inspect.Parameter(_parameter_name(flag_name), inspect.Parameter.KEYWORD_ONLY, default=default, annotation=bool)
+        default = typer.Option(
+            False if spec.negated_flag else default_of(f), flag_name, help=help_text, rich_help_panel=_PANELS[group]
+        )
+        return inspect.Parameter(
+            _parameter_name(flag_name), inspect.Parameter.KEYWORD_ONLY, default=default, annotation=bool
+        )
     annotation = Optional[cli_type] if default_of(f) is None else cli_type
     default = typer.Option(default_of(f), flag(name), help=help_text, rich_help_panel=_PANELS[group])
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
@@ -127,12 +137,20 @@ def _run_signature() -> inspect.Signature:
     out = typer.Option(..., "--out", "-o", help="Output folder: report/, overlays/, runs/.")
     command_panel = "This command's output"
     presentation = [
-        ("quiet", typer.Option(False, "--quiet", "-q", help="Print only the final summary.", rich_help_panel=command_panel)),
-        ("fail_on_error", typer.Option(False, "--fail-on-error", help="Exit 1 if any image failed.", rich_help_panel=command_panel)),
+        (
+            "quiet",
+            typer.Option(False, "--quiet", "-q", help="Print only the final summary.", rich_help_panel=command_panel),
+        ),
+        (
+            "fail_on_error",
+            typer.Option(False, "--fail-on-error", help="Exit 1 if any image failed.", rich_help_panel=command_panel),
+        ),
         ("debug", typer.Option(False, "--debug", help="Show tracebacks.", rich_help_panel=command_panel)),
     ]
     parameters = [
-        inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=inputs, annotation=Optional[List[Path]]),
+        inspect.Parameter(
+            "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=inputs, annotation=Optional[list[Path]]
+        ),
         inspect.Parameter("out", keyword, default=out, annotation=Path),
         *(_option_parameter(name, group, f) for name, (group, f) in option_fields().items()),
         *(inspect.Parameter(name, keyword, default=default, annotation=bool) for name, default in presentation),
@@ -141,7 +159,14 @@ def _run_signature() -> inspect.Signature:
 
 
 def _run(**values: Any) -> None:
-    run_command(values.pop("inputs"), values.pop("out"), values.pop("quiet"), values.pop("fail_on_error"), values.pop("debug"), **values)
+    run_command(
+        values.pop("inputs"),
+        values.pop("out"),
+        values.pop("quiet"),
+        values.pop("fail_on_error"),
+        values.pop("debug"),
+        **values,
+    )
 
 
 _run.__signature__ = _run_signature()  # type: ignore[attr-defined]
@@ -158,7 +183,9 @@ def _print_summary(result) -> None:
         f"in {result.elapsed_s:.1f}s ({result.images_per_s:.1f} img/s); run {result.run_id}"
     )
     if result.interrupted:
-        err.print(f"  interrupted by {result.interrupted}: what was done is in the report; rerun the same command to resume")
+        err.print(
+            f"  interrupted by {result.interrupted}: what was done is in the report; rerun the same command to resume"
+        )
     for path, message in list(result.errors_by_path.items())[:MAX_ERRORS_SHOWN]:
         err.print(f"  error: {path}: {message}", markup=False)
     if result.errors > MAX_ERRORS_SHOWN:
@@ -168,9 +195,16 @@ def _print_summary(result) -> None:
         err.print(f"  method:   {result.method} on layer {result.layer}", markup=False)
     if getattr(result, "faithfulness", None):
         f = result.faithfulness
-        top1 = f" (top-1: {f['top1_average_drop_pct']:.1f}% / {f['top1_increase_in_confidence_pct']:.1f}%)" if "top1_average_drop_pct" in f else ""
-        err.print(f"  faithfulness over {f['maps']} maps: average drop {f['average_drop_pct']:.1f}%, "
-                  f"increase in confidence {f['increase_in_confidence_pct']:.1f}%{top1}", markup=False)  # fmt: skip
+        top1 = (
+            f" (top-1: {f['top1_average_drop_pct']:.1f}% / {f['top1_increase_in_confidence_pct']:.1f}%)"
+            if "top1_average_drop_pct" in f
+            else ""
+        )
+        err.print(
+            f"  faithfulness over {f['maps']} maps: average drop {f['average_drop_pct']:.1f}%, "
+            f"increase in confidence {f['increase_in_confidence_pct']:.1f}%{top1}",
+            markup=False,
+        )
     if result.overlays:
         err.print(f"  overlays: {result.out / 'overlays'} ({result.overlays} images)", markup=False)
 
@@ -216,12 +250,18 @@ def _choice(value: Optional[str], allowed: tuple[str, ...], option: str) -> Opti
 @app.command()
 def summarize(
     out: Path = typer.Argument(..., help="A run's output folder (or its report/ folder)."),
-    by: Optional[str] = typer.Option(None, "--by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."),
+    by: Optional[str] = typer.Option(
+        None, "--by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."
+    ),
     top: Optional[int] = typer.Option(None, "--top", help="Show only the first N rows."),
     sort: str = typer.Option(SORT_KEYS[0], "--sort", help=f"One of: {', '.join(SORT_KEYS)}."),
     fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
-    border_ratio: float = typer.Option(Thresholds.border_ratio, help="Flag 'border' when a class's mean border_energy >= this x the median."),
-    spread_ratio: float = typer.Option(Thresholds.spread_ratio, help="Flag 'spread' when a class's mean active_area >= this x the median."),
+    border_ratio: float = typer.Option(
+        Thresholds.border_ratio, help="Flag 'border' when a class's mean border_energy >= this x the median."
+    ),
+    spread_ratio: float = typer.Option(
+        Thresholds.spread_ratio, help="Flag 'spread' when a class's mean active_area >= this x the median."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Per predicted class (or label): images, probability, accuracy, map statistics, and flags."""
@@ -234,16 +274,25 @@ def summarize(
         summary = summarize_run(out, by, Thresholds(border_ratio, spread_ratio))  # type: ignore[arg-type]
         settings = summary.settings
         caption = (
-            f"{summary.images:,} images ({summary.errors:,} failed) · median border_energy {summary.median_border_energy:.3f}, "
-            f"active_area {summary.median_active_area:.3f} · flags: border >= {border_ratio:g}x, spread >= {spread_ratio:g}x the median"
+            f"{summary.images:,} images ({summary.errors:,} failed) · "
+            f"median border_energy {summary.median_border_energy:.3f}, active_area {summary.median_active_area:.3f} · "
+            f"flags: border >= {border_ratio:g}x, spread >= {spread_ratio:g}x the median"
         )
         meta = {
-            "model": settings.get("model"), "run_id": settings.get("run_id"), "by": summary.by, "images": summary.images,
-            "errors": summary.errors, "median_border_energy": summary.median_border_energy,
-            "median_active_area": summary.median_active_area, "border_ratio": border_ratio, "spread_ratio": spread_ratio,
-        }  # fmt: skip
+            "model": settings.get("model"),
+            "run_id": settings.get("run_id"),
+            "by": summary.by,
+            "images": summary.images,
+            "errors": summary.errors,
+            "median_border_energy": summary.median_border_energy,
+            "median_active_area": summary.median_active_area,
+            "border_ratio": border_ratio,
+            "spread_ratio": spread_ratio,
+        }
         table = summary.sorted(sort, top).drop(columns=["border_flag", "spread_flag"] if fmt == "table" else [])
-        title = f"cambatch summarize · {settings.get('model', '?')} · run {settings.get('run_id', '?')} · per {summary.by}"
+        title = (
+            f"cambatch summarize · {settings.get('model', '?')} · run {settings.get('run_id', '?')} · per {summary.by}"
+        )
         emit(table, fmt, title=title, caption=caption, meta=meta)  # type: ignore[arg-type]
 
 
@@ -269,11 +318,18 @@ def compare(
             result.images.to_parquet(rows_out, index=False)
         caption = (
             f"{figures['compared']:,} images in both runs: top-1 changed for {figures['top1_changed']:,} "
-            f"({figures['changed_share']:.1%}); mean box IoU {figures['mean_box_iou']:.3f}, median peak shift {figures['median_peak_shift']:.3f}"
+            f"({figures['changed_share']:.1%}); mean box IoU {figures['mean_box_iou']:.3f}, "
+            f"median peak shift {figures['median_peak_shift']:.3f}"
             + (f"; fixed {figures['fixed']:,}, broken {figures['broken']:,}" if "fixed" in figures else "")
-            + "".join(f"; {figures[k]:,} {k.replace('_', ' ')}" for k in ("only_a", "only_b", "error_a", "error_b", "error_both") if figures[k])
+            + "".join(
+                f"; {figures[k]:,} {k.replace('_', ' ')}"
+                for k in ("only_a", "only_b", "error_a", "error_b", "error_both")
+                if figures[k]
+            )
         )
-        title = f"cambatch compare · A {figures['model_a']} {figures['run_a']} → B {figures['model_b']} {figures['run_b']}"
+        title = (
+            f"cambatch compare · A {figures['model_a']} {figures['run_a']} → B {figures['model_b']} {figures['run_b']}"
+        )
         emit(result.classes.head(top) if top else result.classes, fmt, title=title, caption=caption, meta=figures)  # type: ignore[arg-type]
         if rows_out is not None:
             err.print(f"cambatch: per-image rows: {rows_out}", markup=False)
@@ -282,8 +338,12 @@ def compare(
 @app.command()
 def gallery(
     out: Path = typer.Argument(..., help="A run's output folder."),
-    group_by: Optional[str] = typer.Option(None, "--group-by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."),
-    page_size: int = typer.Option(DEFAULT_PAGE_SIZE, "--page-size", help=f"Cards per page: {', '.join(map(str, PAGE_SIZES))}."),
+    group_by: Optional[str] = typer.Option(
+        None, "--group-by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."
+    ),
+    page_size: int = typer.Option(
+        DEFAULT_PAGE_SIZE, "--page-size", help=f"Cards per page: {', '.join(map(str, PAGE_SIZES))}."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Build a static HTML gallery of the run in OUT/gallery/index.html (opens from disk, no server)."""

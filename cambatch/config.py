@@ -126,8 +126,12 @@ class ModelOptions(_Group):
     )
     num_classes: int | None = option(None, "Classes of a fine-tuned checkpoint.", minimum=1)
     class_names: Path | None = option(None, "Text file of class names, one a line.", convert=_path)
-    image_size: int | None = option(None, "Model input side; the whole image is resized to it (default: the model's own).", minimum=32)
-    trust_checkpoint: bool = option(False, "Allow a full unpickle of --weights (pickled model, TorchScript): only for files you own.")
+    image_size: int | None = option(
+        None, "Model input side; the whole image is resized to it (default: the model's own).", minimum=32
+    )
+    trust_checkpoint: bool = option(
+        False, "Allow a full unpickle of --weights (pickled model, TorchScript): only for files you own."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,22 +139,32 @@ class MapOptions(_Group):
     """Which classes are explained, and how their maps are made."""
 
     method: str = option(
-        "cam", "How maps are made (README, Methods); auto: cam where the model's head allows it, else gradcam.", choices=METHOD_CHOICES
+        "cam",
+        "How maps are made (README, Methods); auto: cam where the model's head allows it, else gradcam.",
+        choices=METHOD_CHOICES,
     )
     topk: int = option(3, "Classes explained per image.", minimum=1)
     classes: tuple[str, ...] | None = option(
         None, "Comma-separated class names or indices to explain instead of the top-k.", convert=_names
     )
-    layer: str | None = option(None, "Target layer of the non-cam methods, a dotted module path (default: found automatically).")
-    scorecam_batch: int | None = option(None, "Masked images per forward pass for scorecam (default: 32 on CPU, 256 on GPU).", minimum=1)
-    faithfulness: bool = option(False, "Score each map: masked_probability, confidence_drop, confidence_increase columns.")
+    layer: str | None = option(
+        None, "Target layer of the non-cam methods, a dotted module path (default: found automatically)."
+    )
+    scorecam_batch: int | None = option(
+        None, "Masked images per forward pass for scorecam (default: 32 on CPU, 256 on GPU).", minimum=1
+    )
+    faithfulness: bool = option(
+        False, "Score each map: masked_probability, confidence_drop, confidence_increase columns."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class OutputOptions(_Group):
     """What is written besides the report."""
 
-    overlays: bool = option(True, "Write heatmap overlays; --no-overlays writes the report only.", negated_flag="--no-overlays")
+    overlays: bool = option(
+        True, "Write heatmap overlays; --no-overlays writes the report only.", negated_flag="--no-overlays"
+    )
     colormap: str = option("jet", "Overlay colormap.", choices=COLORMAPS)
     alpha: float = option(0.5, "Heatmap opacity over the photo, 0 to 1.", minimum=0.0, maximum=1.0)
     max_side: int = option(1024, "Cap on the overlay's longest side; 0 keeps the photo's size.", minimum=0)
@@ -162,14 +176,29 @@ class OutputOptions(_Group):
 class SpeedOptions(_Group):
     """Where and how fast: none of these changes a result beyond float rounding."""
 
-    device: str = option("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps.", pattern=_DEVICE, expect="auto, cpu, cuda, cuda:N or mps")
-    batch_size: int | None = option(None, "Images per batch (default: from the machine; 8 on CPU, 64 on GPU).", minimum=1)
-    workers: int | None = option(None, "Decoding worker processes; 0 decodes in the main process (default: from the machine).", minimum=0)
-    threads: int | None = option(None, "Torch threads for the model (default: from the machine; on a CPU, cores less workers).", minimum=1)
+    device: str = option(
+        "auto",
+        "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps.",
+        pattern=_DEVICE,
+        expect="auto, cpu, cuda, cuda:N or mps",
+    )
+    batch_size: int | None = option(
+        None, "Images per batch (default: from the machine; 8 on CPU, 64 on GPU).", minimum=1
+    )
+    workers: int | None = option(
+        None, "Decoding worker processes; 0 decodes in the main process (default: from the machine).", minimum=0
+    )
+    threads: int | None = option(
+        None, "Torch threads for the model (default: from the machine; on a CPU, cores less workers).", minimum=1
+    )
     writer_threads: int | None = option(None, "Threads rendering overlays (default: from the machine).", minimum=1)
-    precision: str = option("fp32", "Autocast of every forward pass (maps stay float32); fp16 needs a GPU.", choices=tuple(PRECISIONS))
+    precision: str = option(
+        "fp32", "Autocast of every forward pass (maps stay float32); fp16 needs a GPU.", choices=tuple(PRECISIONS)
+    )
     compile: bool = option(False, "torch.compile the passes that need no layer hook (cam, scorecam, faithfulness).")
-    gpu_decode: str = option("auto", "Decode JPEGs on the GPU with nvJPEG: auto (on a CUDA device), on, off.", choices=GPU_DECODE_MODES)
+    gpu_decode: str = option(
+        "auto", "Decode JPEGs on the GPU with nvJPEG: auto (on a CUDA device), on, off.", choices=GPU_DECODE_MODES
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,7 +243,10 @@ class RunConfig:
 
     @classmethod
     def create(cls, inputs: str | Path | Sequence[str | Path] | None, out: str | Path, **options: Any) -> RunConfig:
-        """A config from flat options (`topk=5`, `overlays=False`, ...); an unknown one is a `TypeError` naming the known ones."""
+        """A config from flat options (`topk=5`, `overlays=False`, ...).
+
+        An unknown option is a `TypeError` naming the known ones; a bad value a `UsageError`.
+        """
         known = option_fields()
         unknown = sorted(set(options) - set(known))
         if unknown:
@@ -223,7 +255,9 @@ class RunConfig:
         for name, value in options.items():
             grouped[known[name][0]][name] = value
         paths = [] if inputs is None else [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-        return cls(inputs=tuple(paths), out=out, **{group: GROUPS[group](**values) for group, values in grouped.items()})
+        return cls(
+            inputs=tuple(paths), out=out, **{group: GROUPS[group](**values) for group, values in grouped.items()}
+        )
 
     def options(self) -> dict[str, Any]:
         """Every option by its flat name (paths as text): what a report and a manifest record."""
@@ -232,7 +266,9 @@ class RunConfig:
             values = getattr(self, group)
             for f in fields(values):
                 value = getattr(values, f.name)
-                flat[f.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+                flat[f.name] = (
+                    str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+                )
         return flat
 
 

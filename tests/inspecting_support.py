@@ -41,7 +41,11 @@ def add_labels(out: Path, labels: dict[str, str]) -> None:
         top1 = {r["path"]: r["class_name"] for r in rows if r["rank"] == 1}
         for r in rows:
             r["label"] = labels.get(r["path"])
-            r["correct"] = None if r["label"] is None or r["path"] not in top1 else name_key(top1[r["path"]]) == name_key(r["label"])
+            r["correct"] = (
+                None
+                if r["label"] is None or r["path"] not in top1
+                else name_key(top1[r["path"]]) == name_key(r["label"])
+            )
         return pa.Table.from_pylist(rows, schema=table.schema)
 
     rewrite_report(out, change)
@@ -78,7 +82,7 @@ def synthesize_run(out: Path, images: int, classes: int = 40, topk: int = 3, err
             picked = [n % classes] + [c for c in picked if c != n % classes][: topk - 1]
         probs = sorted((rng.random() for _ in range(topk)), reverse=True)
         total = sum(probs) * 1.2
-        for rank, (c, p) in enumerate(zip(picked, probs), start=1):
+        for rank, (c, p) in enumerate(zip(picked, probs, strict=True), start=1):
             overlay = f"overlays/{path[:-4]}/top{rank}_{names[c].replace(' ', '_')}.jpg"
             (out / overlay).parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (48, 36), palette[c]).save(out / overlay, quality=70)
@@ -86,21 +90,58 @@ def synthesize_run(out: Path, images: int, classes: int = 40, topk: int = 3, err
             x0, y0 = rng.uniform(0, 0.5), rng.uniform(0, 0.5)
             stats.update(bbox_x0=x0, bbox_y0=y0, bbox_x1=x0 + rng.uniform(0.1, 0.5), bbox_y1=y0 + rng.uniform(0.1, 0.5))
             stats["border_energy"] = min(1.0, c / classes * 0.6 + rng.uniform(0, 0.1))
-            rows.append(dict(
-                path=path, input_root=str(photos), file_size=1000, mtime_ns=0, width=48, height=36, rank=rank,
-                class_index=c, class_name=names[c], probability=p / total, logit=p * 10, **stats,
-                overlay_path=overlay, status="ok", error=None, model="synthetic", method="cam", run_id="20250101T000000Z-000000",
-                label=label, correct=picked[0] == n % classes,
-            ))  # fmt: skip
+            rows.append(
+                dict(
+                    path=path,
+                    input_root=str(photos),
+                    file_size=1000,
+                    mtime_ns=0,
+                    width=48,
+                    height=36,
+                    rank=rank,
+                    class_index=c,
+                    class_name=names[c],
+                    probability=p / total,
+                    logit=p * 10,
+                    **stats,
+                    overlay_path=overlay,
+                    status="ok",
+                    error=None,
+                    model="synthetic",
+                    method="cam",
+                    run_id="20250101T000000Z-000000",
+                    label=label,
+                    correct=picked[0] == n % classes,
+                )
+            )
     for n in range(errors):
-        rows.append(dict(path=f"broken/bad_{n}.jpg", input_root=str(photos), status="error", error="not a readable image: unknown format or corrupt header",
-                         model="synthetic", method="cam", run_id="20250101T000000Z-000000"))  # fmt: skip
-    settings = {"run_id": "20250101T000000Z-000000", "model": "synthetic", "method": "cam", "topk": topk,
-                "class_names": names, "cambatch_version": "test", "device": "cpu", "input_size": 224}  # fmt: skip
+        rows.append(
+            dict(
+                path=f"broken/bad_{n}.jpg",
+                input_root=str(photos),
+                status="error",
+                error="not a readable image: unknown format or corrupt header",
+                model="synthetic",
+                method="cam",
+                run_id="20250101T000000Z-000000",
+            )
+        )
+    settings = {
+        "run_id": "20250101T000000Z-000000",
+        "model": "synthetic",
+        "method": "cam",
+        "topk": topk,
+        "class_names": names,
+        "cambatch_version": "test",
+        "device": "cpu",
+        "input_size": 224,
+    }
     (out / "report").mkdir(parents=True, exist_ok=True)
     schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(settings).encode()})
-    pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in SCHEMA.names} for r in rows], schema=schema),
-                   out / "report" / "part-20250101T000000Z-000000-00000.parquet")  # fmt: skip
+    pq.write_table(
+        pa.Table.from_pylist([{k: r.get(k) for k in SCHEMA.names} for r in rows], schema=schema),
+        out / "report" / "part-20250101T000000Z-000000-00000.parquet",
+    )
     return out
 
 

@@ -11,16 +11,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from conftest import SAMPLES
 
 import cambatch
 from cambatch.api import TqdmProgress
 from cambatch.report import reader
 
-from conftest import SAMPLES
-
 
 def test_import_cambatch_and_its_cli_load_neither_torch_nor_pandas():
-    code = "import sys, cambatch, cambatch.cli; print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))"
+    code = "import sys, cambatch, cambatch.cli; print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))"  # noqa: E501
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
     assert {"run", "load_report", "load_map", "summarize_report", "compare_runs", "build_gallery"} <= set(dir(cambatch))
@@ -54,7 +53,9 @@ def test_load_report_filters_and_columns_are_applied_by_pyarrow(sample_run):
     assert list(top.columns) == ["path", "class_name", "probability"]  # filter columns not added
     expected = raw[(raw.status == "ok") & (raw["rank"] == 1)]
     assert sorted(top["path"]) == sorted(expected["path"])
-    assert dict(zip(top["path"], top["class_name"].astype(str))) == dict(zip(expected["path"], expected["class_name"]))
+    assert dict(zip(top["path"], top["class_name"].astype(str), strict=True)) == dict(
+        zip(expected["path"], expected["class_name"], strict=True)
+    )
 
     two = cambatch.load_report(result.out, rank=[1, 2])
     assert len(two) == 14 and set(two["rank"]) == {1, 2}
@@ -89,7 +90,13 @@ def test_per_image_takes_top1_and_the_newest_run_of_a_repeated_image():
             "rank": [1, 2, 1, 1, None],
             "class_name": ["old", "x", "new", "cat", None],
             "status": ["ok", "ok", "ok", "ok", "error"],
-            "run_id": ["20250101T000000Z-a", "20250101T000000Z-a", "20250102T000000Z-b", "20250101T000000Z-a", "20250101T000000Z-a"],
+            "run_id": [
+                "20250101T000000Z-a",
+                "20250101T000000Z-a",
+                "20250102T000000Z-b",
+                "20250101T000000Z-a",
+                "20250101T000000Z-a",
+            ],
             "label": ["New", "New", "New", "dog", None],
         }
     )

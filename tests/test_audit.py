@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SAMPLES
 from PIL import Image
-
-from cambatch.errors import UsageError
-from cambatch.runner.lock import OutputLock, OutputLocked
-from cambatch.config import RunConfig
-from cambatch.runner.pipeline import run
-from cambatch.report.parts import published_parts as parts
-from cambatch.sources.shard import Shard, parse_shard
 from typer.testing import CliRunner
 
 from cambatch.cli import app
-from conftest import SAMPLES
+from cambatch.config import RunConfig
+from cambatch.errors import UsageError
+from cambatch.report.parts import published_parts as parts
+from cambatch.runner.lock import OutputLock, OutputLocked
+from cambatch.runner.pipeline import run
+from cambatch.sources.shard import Shard, parse_shard
 
 PHOTOS = sorted(p for p in SAMPLES.iterdir() if p.suffix in {".png", ".jpg"})
 
@@ -41,7 +40,13 @@ def make_folder(folder: Path, count: int, side: int = 160) -> list[str]:
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cambatch", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cambatch", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def wait_for_parts(report: Path, count: int, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -67,7 +72,19 @@ def assert_exactly_once(out: Path, names: list[str], topk: int) -> pd.DataFrame:
 def test_kill_9_then_rerun_gives_every_image_exactly_once(tmp_path):
     names = make_folder(tmp_path / "photos", 16)
     out = tmp_path / "out"
-    args = [str(tmp_path / "photos"), "--out", str(out), "--images-per-part", "2", "--batch-size", "2", "--workers", "0", "--topk", "2"]
+    args = [
+        str(tmp_path / "photos"),
+        "--out",
+        str(out),
+        "--images-per-part",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--topk",
+        "2",
+    ]
     proc = cli(*args)
     wait_for_parts(out / "report", 2, proc)
     proc.send_signal(signal.SIGKILL)
@@ -88,7 +105,19 @@ def test_kill_9_then_rerun_gives_every_image_exactly_once(tmp_path):
 def test_sigint_finishes_in_flight_work_exits_130_and_resumes(tmp_path):
     names = make_folder(tmp_path / "photos", 24)
     out = tmp_path / "out"
-    args = [str(tmp_path / "photos"), "--out", str(out), "--images-per-part", "2", "--batch-size", "2", "--workers", "1", "--topk", "1"]
+    args = [
+        str(tmp_path / "photos"),
+        "--out",
+        str(out),
+        "--images-per-part",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--topk",
+        "1",
+    ]
     proc = cli(*args)
     wait_for_parts(out / "report", 1, proc)
     proc.send_signal(signal.SIGINT)
@@ -158,8 +187,15 @@ def test_a_second_run_on_a_locked_output_is_refused_with_exit_3(tmp_path):
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     out = tmp_path / "out"
-    holder = subprocess.run([sys.executable, "-c", f"from cambatch.runner.lock import OutputLock; from pathlib import Path; "
-                             f"OutputLock(Path({str(out / '.lock')!r})).acquire(); import os; os._exit(0)"], timeout=60)  # fmt: skip
+    holder = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from cambatch.runner.lock import OutputLock; from pathlib import Path; "
+            f"OutputLock(Path({str(out / '.lock')!r})).acquire(); import os; os._exit(0)",
+        ],
+        timeout=60,
+    )
     assert holder.returncode == 0 and '"pid"' in (out / ".lock").read_text()  # died holding it
     lock = OutputLock(out / ".lock").acquire()
     assert lock.took_over and lock.took_over["pid"] != os.getpid()
@@ -176,13 +212,17 @@ def test_shards_union_equals_a_single_run(tmp_path):
     sharded = pd.read_parquet(tmp_path / "sharded" / "report")
     key = ["path", "rank", "class_index"]
     assert not sharded.duplicated(["path", "rank"]).any()
-    pd.testing.assert_frame_equal(sharded[key].sort_values(key).reset_index(drop=True), full[key].sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        sharded[key].sort_values(key).reset_index(drop=True), full[key].sort_values(key).reset_index(drop=True)
+    )
     assert len({p.name for p in parts(tmp_path / "sharded" / "report")}) == 3
 
 
 def test_shard_from_option_and_environment():
     assert parse_shard("2/8", {}) == Shard(2, 8)
-    assert parse_shard(None, {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}) == Shard(3, 4)
+    assert parse_shard(
+        None, {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}
+    ) == Shard(3, 4)
     assert parse_shard(None, {"RANK": "1", "WORLD_SIZE": "2"}) == Shard(1, 2)
     assert parse_shard(None, {}) == Shard(0, 1)
     for bad in ["8/8", "x/2", "1"]:
@@ -198,7 +238,9 @@ def test_list_inputs_labels_and_correct(tmp_path):
     for name in ["coffee.png", "chelsea.png"]:
         (photos / name).write_bytes((SAMPLES / name).read_bytes())
     listing = tmp_path / "list.csv"
-    listing.write_text("path,label\ndata/coffee.png,Espresso\ndata/chelsea.png,tabby\ndata/missing.jpg,cup\n../escape.png,\n")
+    listing.write_text(
+        "path,label\ndata/coffee.png,Espresso\ndata/chelsea.png,tabby\ndata/missing.jpg,cup\n../escape.png,\n"
+    )
     (tmp_path.parent / "escape.png").write_bytes((SAMPLES / "camera.png").read_bytes())
     out = tmp_path / "out"
     result = run(RunConfig.create(inputs=[], from_list=listing, out=out, workers=0, topk=2))

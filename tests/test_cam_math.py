@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLES
 from PIL import Image
 
 from cambatch.methods.cam import class_activation_maps
-from cambatch.runner.engine import build_engine
-from cambatch.model.build import load_model
 from cambatch.methods.normalize import display_maps
 from cambatch.methods.statistics import largest_component_box, map_statistics
+from cambatch.model.build import load_model
 from cambatch.report.schema import STAT_NAMES
-
-from conftest import SAMPLES
+from cambatch.runner.engine import build_engine
 
 
 def normalized_batch(model, names):
@@ -32,7 +31,9 @@ def test_map_mean_plus_bias_equals_the_networks_logit(default_model):
     cams = class_activation_maps(default_model, x, topk=5)
     assert cams.maps.shape == (3, 5, 7, 7)
     bias = default_model.head.bias[cams.class_index]
-    torch.testing.assert_close(cams.maps.mean((2, 3)) + bias, own_logits.gather(1, cams.class_index), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        cams.maps.mean((2, 3)) + bias, own_logits.gather(1, cams.class_index), atol=1e-4, rtol=1e-4
+    )
     torch.testing.assert_close(cams.logit, own_logits.gather(1, cams.class_index), atol=1e-4, rtol=1e-4)
     assert torch.equal(cams.class_index, own_logits.topk(5).indices)
     torch.testing.assert_close(cams.probability, own_logits.softmax(1).gather(1, cams.class_index))
@@ -70,7 +71,14 @@ def test_resnet18_random_init_identity():
 def test_engine_normalizes_uint8_on_the_device_like_the_reference(default_model):
     names = ["coffee.png", "camera.png"]
     size = default_model.input_size
-    pixels = torch.stack([torch.from_numpy(np.array(Image.open(SAMPLES / n).convert("RGB").resize((size, size), Image.BILINEAR))).permute(2, 0, 1) for n in names])
+    pixels = torch.stack(
+        [
+            torch.from_numpy(
+                np.array(Image.open(SAMPLES / n).convert("RGB").resize((size, size), Image.BILINEAR))
+            ).permute(2, 0, 1)
+            for n in names
+        ]
+    )
     result = build_engine(default_model, torch.device("cpu"), topk=2)(pixels)
     with torch.inference_mode():
         reference = class_activation_maps(default_model, normalized_batch(default_model, names), topk=2)

@@ -9,13 +9,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from inspecting_support import add_labels, copy_run, rewrite_report, set_settings
 from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
 from cambatch.inspection.compare import box_iou
-
-from inspecting_support import add_labels, copy_run, rewrite_report, set_settings
 
 runner = CliRunner()
 
@@ -39,8 +38,14 @@ def runs(sample_run, tmp_path_factory):
 
     def change(table: pa.Table) -> pa.Table:
         table = _edit(table, "camera.png", rank=lambda r: {1: 2, 2: 1}.get(r["rank"], r["rank"]))
-        table = _edit(table, "coffee.png", peak_x=lambda r: r["peak_x"] + 0.3, peak_y=lambda r: r["peak_y"] - 0.4,
-                      bbox_x0=lambda r: r["bbox_x0"] + 0.1, bbox_x1=lambda r: r["bbox_x1"] + 0.1)  # fmt: skip
+        table = _edit(
+            table,
+            "coffee.png",
+            peak_x=lambda r: r["peak_x"] + 0.3,
+            peak_y=lambda r: r["peak_y"] - 0.4,
+            bbox_x0=lambda r: r["bbox_x0"] + 0.1,
+            bbox_x1=lambda r: r["bbox_x1"] + 0.1,
+        )
         table = _edit(table, "rocket.jpg", status=lambda r: "error", error=lambda r: "corrupt or truncated image data")
         rows = table.filter(pc.invert(pc.equal(table["path"], "hubble_deep_field.jpg")))
         # An error row has no class: keep one row for rocket.jpg, as a real run writes.
@@ -76,7 +81,9 @@ def test_detects_the_changed_top1_the_moved_map_and_missing_images(runs, sample_
     second = raw.query("path == 'camera.png' and rank == 2").class_name.item()
     assert rows.loc["camera.png", "class_a"] == "tripod" and rows.loc["camera.png", "class_b"] == second
     # A's top-1 (tripod) is still explained by B at rank 2 with the same map: compared, unmoved.
-    assert rows.loc["camera.png", "box_iou"] == pytest.approx(1.0) and rows.loc["camera.png", "peak_shift"] == pytest.approx(0.0)
+    assert rows.loc["camera.png", "box_iou"] == pytest.approx(1.0) and rows.loc[
+        "camera.png", "peak_shift"
+    ] == pytest.approx(0.0)
 
     coffee = raw.query("path == 'coffee.png' and rank == 1").iloc[0]
     assert rows.loc["coffee.png", "peak_shift"] == pytest.approx(0.5, abs=1e-5)  # hypot(0.3, 0.4)

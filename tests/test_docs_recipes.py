@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from PIL import Image
-
 from conftest import REPO
 from inspecting_support import add_labels, copy_run, swap_top2
+from PIL import Image
 
 DOC = REPO / "docs" / "inspecting.md"
 # The doc's example folders ("cams", ...) are replaced by the test's runs.

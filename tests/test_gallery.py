@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from conftest import REPO, SAMPLES
+from inspecting_support import add_labels, copy_run, rewrite_report, synthesize_run
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -22,19 +24,24 @@ import cambatch
 from cambatch.cli import app
 from cambatch.inspection.gallery import THUMB_SIDE
 
-from conftest import REPO, SAMPLES
-from inspecting_support import add_labels, copy_run, rewrite_report, synthesize_run
-
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 ARTIFACTS = REPO / "build" / "test-artifacts"
 runner = CliRunner()
 
 
 def page_data(index: Path) -> dict:
     html = index.read_text(encoding="utf-8")
-    return json.loads(re.search(r'<script id="gallery-data" type="application/json">(.*?)</script>', html, re.S).group(1))
+    return json.loads(
+        re.search(r'<script id="gallery-data" type="application/json">(.*?)</script>', html, re.S).group(1)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,15 @@ def labelled_run(sample_run, tmp_path_factory):
     result, raw = sample_run
     out = copy_run(result.out, tmp_path_factory.mktemp("gallery") / "sample")
     top1 = raw[raw["rank"] == 1].set_index("path").class_name
-    add_labels(out, {"coffee.png": "espresso", "camera.png": "tripod", "chelsea.png": str(top1["chelsea.png"]), "rocket.jpg": "space shuttle"})
+    add_labels(
+        out,
+        {
+            "coffee.png": "espresso",
+            "camera.png": "tripod",
+            "chelsea.png": str(top1["chelsea.png"]),
+            "rocket.jpg": "space shuttle",
+        },
+    )
     made = cambatch.build_gallery(out)
     return out, made, raw
 
@@ -119,7 +134,10 @@ def test_cli_gallery_and_run_with_gallery(labelled_run, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(SAMPLES / "coffee.png", photos)
-    run = runner.invoke(app, ["run", str(photos), "--out", str(tmp_path / "out"), "--topk", "1", "--workers", "0", "--quiet", "--gallery"])
+    run = runner.invoke(
+        app,
+        ["run", str(photos), "--out", str(tmp_path / "out"), "--topk", "1", "--workers", "0", "--quiet", "--gallery"],
+    )
     assert run.exit_code == 0, run.output
     assert page_data(tmp_path / "out" / "gallery" / "index.html")["images"][0]["p"] == "coffee.png"
 

@@ -13,20 +13,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
+from conftest import SAMPLES
 from PIL import Image
 from typer.testing import CliRunner
 
 from cambatch.cli import app
 
-from conftest import SAMPLES
-
 GOOD = {
-    "cmyk.jpg", "gray16.png", "grayscale.png", "rgba.png", "palette.gif", "animated.gif",
-    "orient3.jpg", "orient6.jpg", "orient8.jpg", "tiny8.png", "wide4000x40.png",
-    "unicode café 猫.jpg", "name with  spaces.JPEG", "UPPER.PNG", "sub/deeper/nested.webp",
-}  # fmt: skip
+    "cmyk.jpg",
+    "gray16.png",
+    "grayscale.png",
+    "rgba.png",
+    "palette.gif",
+    "animated.gif",
+    "orient3.jpg",
+    "orient6.jpg",
+    "orient8.jpg",
+    "tiny8.png",
+    "wide4000x40.png",
+    "unicode café 猫.jpg",
+    "name with  spaces.JPEG",
+    "UPPER.PNG",
+    "sub/deeper/nested.webp",
+}
 PEAK_MEMORY_WRAPPER = """
 import re, sys
 from cambatch.cli import main
@@ -37,7 +47,12 @@ finally:
     status = open("/proc/self/status").read()
     print("VmHWM_kB=" + re.search(r"VmHWM:\\s+(\\d+)", status).group(1), file=sys.stderr)
 """
-BAD = {"truncated.jpg": "truncated", "zero.jpg": "empty file", "text.jpg": "not a readable image", "bomb.png": "decompression-bomb"}
+BAD = {
+    "truncated.jpg": "truncated",
+    "zero.jpg": "empty file",
+    "text.jpg": "not a readable image",
+    "bomb.png": "decompression-bomb",
+}
 
 
 def png_bomb(side: int) -> bytes:
@@ -57,7 +72,7 @@ def png_bomb(side: int) -> bytes:
 def build_corpus(root: Path) -> None:
     cat = Image.open(SAMPLES / "chelsea.png").convert("RGB").resize((200, 133))
     cat.convert("CMYK").save(root / "cmyk.jpg")
-    Image.fromarray((np.asarray(cat.convert("L"), dtype=np.uint16) * 257)).save(root / "gray16.png")
+    Image.fromarray(np.asarray(cat.convert("L"), dtype=np.uint16) * 257).save(root / "gray16.png")
     cat.convert("L").save(root / "grayscale.png")
     cat.convert("RGBA").save(root / "rgba.png")
     cat.convert("P").save(root / "palette.gif")
@@ -89,7 +104,21 @@ def test_hostile_corpus(tmp_path):
     build_corpus(corpus)
     out = corpus / "cams"  # --out inside the input
     # Decode in the process itself (--workers 0) and report its own peak memory (VmHWM) at exit.
-    command = [sys.executable, "-c", PEAK_MEMORY_WRAPPER, "run", str(corpus), "--out", str(out), "--topk", "2", "--workers", "0", "--batch-size", "4"]
+    command = [
+        sys.executable,
+        "-c",
+        PEAK_MEMORY_WRAPPER,
+        "run",
+        str(corpus),
+        "--out",
+        str(out),
+        "--topk",
+        "2",
+        "--workers",
+        "0",
+        "--batch-size",
+        "4",
+    ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     peak_mb = int(first.stderr.rsplit("VmHWM_kB=", 1)[1].split()[0]) / 1024
@@ -130,7 +159,19 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned.txt"
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": {"fc.weight": torch.zeros(1)}, "payload": _WritesAFile(marker)}, evil)
-    result = CliRunner().invoke(app, ["run", str(SAMPLES / "coffee.png"), "--out", str(tmp_path / "out"), "--model", "resnet18", "--weights", str(evil)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(SAMPLES / "coffee.png"),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            "resnet18",
+            "--weights",
+            str(evil),
+        ],
+    )
     assert result.exit_code == 2
     assert "refusing to unpickle" in result.output and "--trust-checkpoint" in result.output
     assert not marker.exists()
@@ -144,10 +185,31 @@ def test_trusted_whole_model_and_torchscript_checkpoints(tmp_path):
     torch.jit.script(network).save(str(tmp_path / "scripted.pt"))
     torch.save({"model": network.state_dict(), "epoch": 3}, tmp_path / "wrapped.pt")
     image = str(SAMPLES / "coffee.png")
-    for name, extra in [("whole.pt", ["--trust-checkpoint"]), ("scripted.pt", ["--trust-checkpoint"]), ("wrapped.pt", [])]:
+    for name, extra in [
+        ("whole.pt", ["--trust-checkpoint"]),
+        ("scripted.pt", ["--trust-checkpoint"]),
+        ("wrapped.pt", []),
+    ]:
         out = tmp_path / f"out_{name}"
-        result = CliRunner().invoke(app, ["run", image, "--out", str(out), "--model", "resnet18", "--weights", str(tmp_path / name),
-                                          "--num-classes", "5", "--no-overlays", "--workers", "0", *extra])  # fmt: skip
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                image,
+                "--out",
+                str(out),
+                "--model",
+                "resnet18",
+                "--weights",
+                str(tmp_path / name),
+                "--num-classes",
+                "5",
+                "--no-overlays",
+                "--workers",
+                "0",
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, (name, result.output)
         df = pd.read_parquet(out / "report")
         assert len(df) == 3 and set(df.class_name) <= {f"class_{i}" for i in range(5)}
@@ -156,7 +218,21 @@ def test_trusted_whole_model_and_torchscript_checkpoints(tmp_path):
         assert df.sort_values("rank").class_index.tolist() == expected, name
     settings = json.loads(next((tmp_path / "out_wrapped.pt" / "runs").glob("*.json")).read_text())
     assert len(settings["weights_sha256"]) == 64
-    refused = CliRunner().invoke(app, ["run", image, "--out", str(tmp_path / "o"), "--model", "resnet18", "--weights", str(tmp_path / "whole.pt"), "--num-classes", "5"])
+    refused = CliRunner().invoke(
+        app,
+        [
+            "run",
+            image,
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            "resnet18",
+            "--weights",
+            str(tmp_path / "whole.pt"),
+            "--num-classes",
+            "5",
+        ],
+    )
     assert refused.exit_code == 2 and "refusing to unpickle" in refused.output
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SAMPLES
 from PIL import Image
 
-from cambatch.data.decode import DecodeError, decode, to_rgb
-from cambatch.sources.discover import discover
 from cambatch.config import RunConfig
+from cambatch.data.decode import DecodeError, decode, to_rgb
 from cambatch.runner.pipeline import run
-
-from conftest import SAMPLES
+from cambatch.sources.discover import discover
 
 
 def cat_on_the_left(path, orientation):

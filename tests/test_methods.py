@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SAMPLES
 from torch import nn
 
 from cambatch.errors import UsageError
 from cambatch.methods import METHODS, FaithfulnessTally, TokenGrid, build_method, faithfulness_scores, locate_layer
-from cambatch.methods.registry import method_class
 from cambatch.methods.normalize import unit_maps
+from cambatch.methods.registry import method_class
 from cambatch.model.build import CamModel, load_model
 from cambatch.runner.engine import build_engine
-
-from conftest import SAMPLES
 
 ALL = tuple(METHODS)  # cam, gradcam, gradcampp, xgradcam, layercam, scorecam, eigencam
 GRADIENT = ("gradcam", "gradcampp", "xgradcam", "layercam")
@@ -23,8 +22,8 @@ GRADIENT = ("gradcam", "gradcampp", "xgradcam", "layercam")
 
 def sample_batch(model: CamModel, names=None) -> torch.Tensor:
     """The sample images as the pipeline feeds them (whole image resized, normalized), [B, 3, S, S]."""
-    from cambatch.sources.discover import discover
     from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+    from cambatch.sources.discover import discover
 
     sources = [s for s in discover([SAMPLES]) if names is None or s.rel in names]
     files = ImageFiles(sources, Preprocess(image_size=model.input_size))
@@ -38,7 +37,9 @@ class TinyNet(nn.Module):
 
     def __init__(self, classes: int = 5, negative_head: bool = False):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, classes)
         if negative_head:  # activations >= 0 and weights < 0: every CAM of every class is <= 0
@@ -52,7 +53,9 @@ class TinyNet(nn.Module):
 def tiny_model(seed: int = 0, negative_head: bool = False) -> CamModel:
     torch.manual_seed(seed)
     net = TinyNet(negative_head=negative_head).eval()
-    return CamModel("tiny", net, net.body, net.fc, (0.5,) * 3, (0.25,) * 3, 32, [f"c{i}" for i in range(5)], "none", None)
+    return CamModel(
+        "tiny", net, net.body, net.fc, (0.5,) * 3, (0.25,) * 3, 32, [f"c{i}" for i in range(5)], "none", None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,9 @@ def test_gradcam_is_relu_cam_up_to_a_positive_scale_on_a_gap_linear_model(which,
     h, w = cam.maps.shape[-2:]
     # d logit_c / dA = w_c / (h w) at every position, so Grad-CAM = CAM / (h w), and so are their ReLUs.
     scale = cam.maps.abs().amax()
-    torch.testing.assert_close(grad.maps.clamp(min=0) * (h * w), cam.maps.clamp(min=0), atol=1e-4 * float(scale), rtol=1e-4)
+    torch.testing.assert_close(
+        grad.maps.clamp(min=0) * (h * w), cam.maps.clamp(min=0), atol=1e-4 * float(scale), rtol=1e-4
+    )
     ratio = cam.maps.clamp(min=0).sum((2, 3)) / grad.maps.clamp(min=0).sum((2, 3))
     assert torch.all(ratio > 0)
     torch.testing.assert_close(ratio, torch.full_like(ratio, float(h * w)), rtol=1e-3, atol=0)
@@ -267,7 +272,9 @@ def test_vit_gradient_methods_give_patch_grid_maps(vit):
 
 def test_cam_refusal_stays_and_auto_falls_back_to_gradcam(resnet18, vit):
     torch.manual_seed(0)
-    with pytest.raises(UsageError, match="CAM needs a global-average-pool -> linear head, but its head is Linear -> Hardswish"):
+    with pytest.raises(
+        UsageError, match="CAM needs a global-average-pool -> linear head, but its head is Linear -> Hardswish"
+    ):
         load_model("mobilenet_v3_small", "none")
     mobilenet = load_model("mobilenet_v3_small", "none", require_cam_head=False)
     assert mobilenet.head is None and len(mobilenet.class_names) == 1000
@@ -291,7 +298,9 @@ def test_faithfulness_scores_follow_their_definition():
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     cams = build_method("gradcam", model)(images, 2)
     columns = faithfulness_scores(model.network, images, cams)
-    scores = torch.stack([columns["masked_probability"], columns["confidence_drop"], columns["confidence_increase"].float()], 2)
+    scores = torch.stack(
+        [columns["masked_probability"], columns["confidence_drop"], columns["confidence_increase"].float()], 2
+    )
     assert scores.shape == (3, 2, 3)
     for b in range(3):
         for k in range(2):
@@ -316,6 +325,8 @@ def test_faithfulness_tally_averages():
     tally.add(None, np.array([[1]]))
     summary = tally.summary()
     assert summary["maps"] == 2
-    assert summary["average_drop_pct"] == pytest.approx(25.0) and summary["increase_in_confidence_pct"] == pytest.approx(50.0)
+    assert summary["average_drop_pct"] == pytest.approx(25.0) and summary[
+        "increase_in_confidence_pct"
+    ] == pytest.approx(50.0)
     assert summary["top1_average_drop_pct"] == pytest.approx(50.0) and summary["top1_increase_in_confidence_pct"] == 0.0
     assert FaithfulnessTally().summary() is None

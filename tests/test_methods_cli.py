@@ -14,16 +14,14 @@ import subprocess
 import sys
 
 import pandas as pd
-
-import cambatch
 import pytest
+from conftest import SAMPLES
 from typer.testing import CliRunner
 
+import cambatch
 from cambatch.cli import app
 from cambatch.methods import METHODS
 from cambatch.report.parts import read_settings
-
-from conftest import SAMPLES
 
 runner = CliRunner()
 NON_CAM = tuple(m for m in METHODS if m != "cam")
@@ -54,16 +52,37 @@ def test_every_method_runs_end_to_end(tmp_path, photos, model, method):
     out = tmp_path / "out"
     extra = ["--image-size", 64] if method == "scorecam" and model != "vit_tiny" else []
     inputs = photos / "chelsea.png" if method == "scorecam" else photos
-    result = invoke("run", inputs, "--out", out, "--method", method, *options, *extra,
-                    "--topk", 2, "--max-side", 160, "--workers", 0, "--quiet")  # fmt: skip
+    result = invoke(
+        "run",
+        inputs,
+        "--out",
+        out,
+        "--method",
+        method,
+        *options,
+        *extra,
+        "--topk",
+        2,
+        "--max-side",
+        160,
+        "--workers",
+        0,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     resolved = ("cam" if model in ("default", "resnet18") else "gradcam") if method == "auto" else method
     expected_layer = {"default": "forward_features", "resnet18": "layer4"}.get(model) if resolved == "cam" else layer
     assert f"method:   {resolved} on layer {expected_layer}" in result.output
     df = pd.read_parquet(out / "report")
-    assert len(df) == (2 if method == "scorecam" else 4) and (df.status == "ok").all() and set(df["method"]) == {resolved}
+    assert (
+        len(df) == (2 if method == "scorecam" else 4) and (df.status == "ok").all() and set(df["method"]) == {resolved}
+    )
     settings = read_settings(out / "report")
-    assert settings["method"] == resolved and settings["layer"] == expected_layer and settings["options"]["method"] == method
+    assert (
+        settings["method"] == resolved
+        and settings["layer"] == expected_layer
+        and settings["options"]["method"] == method
+    )
     assert df.cam_max.notna().all() and (df.cam_max > 0).any()
     assert all((out / p).is_file() for p in df.overlay_path)
     assert df.masked_probability.isna().all()  # no --faithfulness
@@ -79,7 +98,20 @@ def test_cam_is_still_refused_where_the_head_is_not_gap_linear(tmp_path, photos,
 
 def test_faithfulness_columns_summary_and_manifest(tmp_path, photos):
     out = tmp_path / "out"
-    result = invoke("run", photos, "--out", out, "--method", "gradcampp", "--faithfulness", "--topk", 3, "--no-overlays", "--workers", 0)
+    result = invoke(
+        "run",
+        photos,
+        "--out",
+        out,
+        "--method",
+        "gradcampp",
+        "--faithfulness",
+        "--topk",
+        3,
+        "--no-overlays",
+        "--workers",
+        0,
+    )
     assert result.exit_code == 0, result.output
     df = pd.read_parquet(out / "report")
     assert df.masked_probability.between(0, 1).all() and df.confidence_drop.between(0, 1).all()
@@ -98,7 +130,11 @@ def test_faithfulness_columns_summary_and_manifest(tmp_path, photos):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--method", "gradcam", "--layer", "layer9", "--model", "resnet18", "--weights", "none"], "unknown layer 'layer9'; did you mean layer4, layer3, layer2? (layers with a spatial output, last first: layer4 [512, 7, 7]"),
+        (
+            ["--method", "gradcam", "--layer", "layer9", "--model", "resnet18", "--weights", "none"],
+            "unknown layer 'layer9'; did you mean layer4, layer3, layer2? "
+            "(layers with a spatial output, last first: layer4 [512, 7, 7]",
+        ),
         (["--method", "gradcam", "--layer", "fc", "--model", "resnet18", "--weights", "none"], "no spatial grid"),
         (["--layer", "layer4", "--model", "resnet18", "--weights", "none"], "layer (--layer) is for the other methods"),
         (["--method", "gradcam++"], "method (--method) must be one of cam, gradcam"),
@@ -114,8 +150,25 @@ def test_method_option_mistakes_exit_2_with_one_line(tmp_path, photos, args, mes
 
 def test_layer_override_from_the_command_line(tmp_path, photos):
     out = tmp_path / "out"
-    result = invoke("run", photos, "--out", out, "--model", "resnet18", "--weights", "none", "--method", "layercam",
-                    "--layer", "layer3.1", "--no-overlays", "--topk", 1, "--workers", 0)  # fmt: skip
+    result = invoke(
+        "run",
+        photos,
+        "--out",
+        out,
+        "--model",
+        "resnet18",
+        "--weights",
+        "none",
+        "--method",
+        "layercam",
+        "--layer",
+        "layer3.1",
+        "--no-overlays",
+        "--topk",
+        1,
+        "--workers",
+        0,
+    )
     assert result.exit_code == 0, result.output
     assert read_settings(out / "report")["layer"] == "layer3.1"
     row = pd.read_parquet(out / "report").query("path == 'chelsea.png'").iloc[0]
@@ -125,9 +178,26 @@ def test_layer_override_from_the_command_line(tmp_path, photos):
 def test_the_installed_command_runs_a_gradient_method(tmp_path, photos):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "cambatch", "run", str(photos), "--out", str(out), "--method", "xgradcam", "--topk", "1", "--workers", "1"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cambatch",
+            "run",
+            str(photos),
+            "--out",
+            str(out),
+            "--method",
+            "xgradcam",
+            "--topk",
+            "1",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "2 ok, 0 error(s) of 2 images" in proc.stderr and "method:   xgradcam on layer bn2" in proc.stderr
     assert set(pd.read_parquet(out / "report").method) == {"xgradcam"}

@@ -12,11 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_methods import sample_batch, tiny_model
 
 from cambatch.methods import build_method
 from cambatch.model.build import load_model
-
-from test_methods import sample_batch, tiny_model
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 torchcam_methods = pytest.importorskip("torchcam.methods")
@@ -81,7 +80,9 @@ def test_gradient_methods_equal_pytorch_grad_cam(case, method):
     target = dict(model.network.named_modules())[explain.layer]
     with REFERENCE[method](model.network, [target]) as reference:
         for k in range(TOPK):
-            theirs = torch.from_numpy(reference(images, [ClassifierOutputTarget(int(c)) for c in ours.class_index[:, k]]))
+            theirs = torch.from_numpy(
+                reference(images, [ClassifierOutputTarget(int(c)) for c in ours.class_index[:, k]])
+            )
             mine = as_grad_cam_does(ours.maps[:, k], images.shape[-1])
             assert (mine.flatten(1).amax(1) > 0).all()  # a non-empty map for every image: r is meaningful
             r = pearson(mine, theirs)

@@ -7,16 +7,12 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLES
 from PIL import Image, ImageOps
 
-from cambatch.methods.cam import class_activation_maps
-from cambatch.model.accel import Execution, check_precision, prepare_network
-from cambatch.sources.discover import ImageSource
-from cambatch.errors import UsageError
 from cambatch.data.gpu_decode import (
     EncodedBatch,
     EncodedImageFiles,
-    EncodedSample,
     GpuDecoder,
     collate_encoded,
     gpu_decodable,
@@ -25,11 +21,13 @@ from cambatch.data.gpu_decode import (
     resize_uint8,
     use_gpu_decode,
 )
+from cambatch.data.preprocess import Failure, ImageFiles, Preprocess
+from cambatch.errors import UsageError
+from cambatch.methods.cam import class_activation_maps
+from cambatch.model.accel import Execution, check_precision, prepare_network
 from cambatch.model.build import load_model
-from cambatch.data.preprocess import Failure, ImageFiles, Preprocess, Sample
 from cambatch.runner.tuning import plan, torch_threads
-
-from conftest import SAMPLES
+from cambatch.sources.discover import ImageSource
 
 CPU = torch.device("cpu")
 
@@ -85,7 +83,11 @@ def test_run_refuses_bad_speed_options_before_any_work(tmp_path):
     from cambatch.config import RunConfig
     from cambatch.runner.pipeline import run
 
-    for options, message in (({"precision": "fp64"}, "precision"), ({"gpu_decode": "always"}, "gpu-decode"), ({"threads": 0}, "threads")):
+    for options, message in (
+        ({"precision": "fp64"}, "precision"),
+        ({"gpu_decode": "always"}, "gpu-decode"),
+        ({"threads": 0}, "threads"),
+    ):
         with pytest.raises(UsageError, match=message):
             run(RunConfig.create(inputs=[SAMPLES], out=tmp_path / "out", **options))
     assert not (tmp_path / "out").exists()
@@ -147,7 +149,9 @@ def test_orient_matches_pil_exif_transpose(orientation):
 
 def test_resize_uint8_is_close_to_pil():
     photo = Image.open(SAMPLES / "chelsea.png").convert("RGB")
-    ours = resize_uint8(torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1), (224, 224)).permute(1, 2, 0).numpy()
+    ours = (
+        resize_uint8(torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1), (224, 224)).permute(1, 2, 0).numpy()
+    )
     pil = np.asarray(photo.resize((224, 224), Image.BILINEAR))
     assert np.abs(ours.astype(int) - pil.astype(int)).mean() < 2.0
 

@@ -7,26 +7,45 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from conftest import SAMPLES
 from PIL import Image
 
 from cambatch.report.parts import read_settings
-
-from conftest import SAMPLES
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
 # The column contract analysts rely on, with Arrow types.
 CONTRACT = {
-    "path": pa.string(), "input_root": pa.string(), "width": pa.int32(), "height": pa.int32(),
-    "rank": pa.int16(), "class_index": pa.int32(), "class_name": pa.string(),
-    "probability": pa.float32(), "logit": pa.float32(),
-    "cam_max": pa.float32(), "cam_mean": pa.float32(), "cam_std": pa.float32(),
-    "peak_x": pa.float32(), "peak_y": pa.float32(), "centroid_x": pa.float32(), "centroid_y": pa.float32(),
-    "active_area": pa.float32(), "bbox_x0": pa.float32(), "bbox_y0": pa.float32(),
-    "bbox_x1": pa.float32(), "bbox_y1": pa.float32(), "border_energy": pa.float32(), "entropy": pa.float32(),
-    "overlay_path": pa.string(), "status": pa.string(), "error": pa.string(),
-    "model": pa.string(), "method": pa.string(), "run_id": pa.string(),
-}  # fmt: skip
+    "path": pa.string(),
+    "input_root": pa.string(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "rank": pa.int16(),
+    "class_index": pa.int32(),
+    "class_name": pa.string(),
+    "probability": pa.float32(),
+    "logit": pa.float32(),
+    "cam_max": pa.float32(),
+    "cam_mean": pa.float32(),
+    "cam_std": pa.float32(),
+    "peak_x": pa.float32(),
+    "peak_y": pa.float32(),
+    "centroid_x": pa.float32(),
+    "centroid_y": pa.float32(),
+    "active_area": pa.float32(),
+    "bbox_x0": pa.float32(),
+    "bbox_y0": pa.float32(),
+    "bbox_x1": pa.float32(),
+    "bbox_y1": pa.float32(),
+    "border_energy": pa.float32(),
+    "entropy": pa.float32(),
+    "overlay_path": pa.string(),
+    "status": pa.string(),
+    "error": pa.string(),
+    "model": pa.string(),
+    "method": pa.string(),
+    "run_id": pa.string(),
+}
 
 
 def top1(df, path):
@@ -67,8 +86,19 @@ def test_column_contract_and_types(sample_run):
 
 def test_statistics_are_in_range(sample_run):
     _, df = sample_run
-    for col in ["peak_x", "peak_y", "centroid_x", "centroid_y", "active_area", "border_energy", "entropy",
-                "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]:  # fmt: skip
+    for col in [
+        "peak_x",
+        "peak_y",
+        "centroid_x",
+        "centroid_y",
+        "active_area",
+        "border_energy",
+        "entropy",
+        "bbox_x0",
+        "bbox_y0",
+        "bbox_x1",
+        "bbox_y1",
+    ]:
         assert df[col].between(0, 1).all(), col
     assert (df.bbox_x0 < df.bbox_x1).all() and (df.bbox_y0 < df.bbox_y1).all()
     assert (df.cam_max >= df.cam_mean).all()

@@ -6,13 +6,12 @@ import json
 
 import pandas as pd
 import pytest
+from inspecting_support import add_labels, copy_run, synthesize_run
 from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
 from cambatch.inspection.summarize import Thresholds, summarize
-
-from inspecting_support import add_labels, copy_run, synthesize_run
 
 runner = CliRunner()
 
@@ -69,8 +68,12 @@ def test_with_labels_groups_by_label_and_reports_accuracy(synthetic):
     expected = expected_by(df.astype({"label": str}), "label")
     top = df[(df.status == "ok") & (df["rank"] == 1)].astype({"label": str})
     accuracy = top.groupby("label")["correct"].mean().astype(float)
-    pd.testing.assert_series_equal(summary.table.loc[expected.index, "images"], expected["images"], check_names=False, check_dtype=False)
-    pd.testing.assert_series_equal(summary.table.loc[accuracy.index, "accuracy"], accuracy, check_names=False, rtol=1e-9)
+    pd.testing.assert_series_equal(
+        summary.table.loc[expected.index, "images"], expected["images"], check_names=False, check_dtype=False
+    )
+    pd.testing.assert_series_equal(
+        summary.table.loc[accuracy.index, "accuracy"], accuracy, check_names=False, rtol=1e-9
+    )
     # Classes with a high index have high border energy by construction: those are flagged.
     flagged = summary.flagged[summary.flagged.border_flag].index
     assert len(flagged) > 0 and min(int(name.split()[1]) for name in flagged) >= 20
@@ -85,7 +88,9 @@ def test_labels_added_to_a_real_run_are_used(sample_run, tmp_path):
     summary = cambatch.summarize_run(out)
     assert summary.by == "label"
     assert summary.table.loc["espresso", "accuracy"] == 1.0
-    assert summary.table.loc["tabby", "accuracy"] == (raw.query("path == 'chelsea.png' and rank == 1").class_name.item() == "tabby")
+    assert summary.table.loc["tabby", "accuracy"] == (
+        raw.query("path == 'chelsea.png' and rank == 1").class_name.item() == "tabby"
+    )
     assert summary.table["images"].sum() == 3  # unlabelled images have no label group
 
 
@@ -106,7 +111,9 @@ def test_cli_formats_top_and_sort(sample_run):
     as_csv = runner.invoke(app, ["summarize", out, "--format", "csv", "--border-ratio", "1.1"])
     frame = pd.read_csv(__import__("io").StringIO(as_csv.output), index_col=0)
     assert len(frame) == 7 and frame["images"].sum() == 7
-    assert set(frame.index[frame.border_flag]) == set(top1.loc[top1.border_energy >= 1.1 * top1.border_energy.median(), "class_name"])
+    assert set(frame.index[frame.border_flag]) == set(
+        top1.loc[top1.border_energy >= 1.1 * top1.border_energy.median(), "class_name"]
+    )
 
 
 def test_cli_errors_are_one_line_with_exit_2(sample_run, tmp_path):

@@ -37,7 +37,11 @@ def build(name: str, weights: str | None, device: str):
     features = model.features
     if isinstance(features, _ForwardFeatures):  # timm: the last child before pooling and head
         skip = (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Linear, nn.Identity)
-        children = [(n, m) for n, m in network.named_children() if not isinstance(m, skip) and "pool" not in type(m).__name__.lower()]
+        children = [
+            (n, m)
+            for n, m in network.named_children()
+            if not isinstance(m, skip) and "pool" not in type(m).__name__.lower()
+        ]
         target = children[-1][0]
     elif isinstance(features, nn.Sequential) and id(features) not in names:
         target = names[id(list(features)[-1])]

@@ -7,13 +7,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+from common import JPEG_QUALITY, arguments, build, image_files
 from PIL import Image, ImageOps
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torchvision.transforms.functional import normalize, to_tensor
-
-from common import JPEG_QUALITY, arguments, build, image_files
 
 
 def main() -> None:
@@ -25,7 +24,9 @@ def main() -> None:
     with GradCAM(model=network, target_layers=[layer]) as cam:
         for i, path in enumerate(image_files(args.images)):
             img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
-            x = normalize(to_tensor(img.resize((size, size), Image.BILINEAR)), model.mean, model.std)[None].to(args.device)
+            x = normalize(to_tensor(img.resize((size, size), Image.BILINEAR)), model.mean, model.std)[None].to(
+                args.device
+            )
             with torch.no_grad():
                 top = network(x)[0].topk(args.topk).indices.tolist()
             photo = np.asarray(img, dtype=np.float32) / 255

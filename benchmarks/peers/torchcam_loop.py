@@ -4,12 +4,11 @@ forward pass, `overlay_mask` over the photo at its own size, saved as JPEG."""
 from __future__ import annotations
 
 import torch
+from common import JPEG_QUALITY, arguments, build, image_files
 from PIL import Image, ImageOps
 from torchcam.methods import CAM
 from torchcam.utils import overlay_mask
 from torchvision.transforms.functional import normalize, to_pil_image, to_tensor
-
-from common import JPEG_QUALITY, arguments, build, image_files
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ class DecodeError(Exception):
 
 @dataclass
 class Decoded:
+    """An upright RGB picture and the displayed size of the full-resolution image."""
+
     image: Image.Image  # RGB, upright, possibly decoded at reduced scale
     width: int  # displayed size of the full-resolution image (after EXIF orientation)
     height: int

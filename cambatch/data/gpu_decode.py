@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .decode import _TRANSPOSED, DecodeError, decode
-from ..sources.discover import ImageSource
 from ..errors import UsageError
+from ..sources.discover import ImageSource
+from .decode import _TRANSPOSED, DecodeError, decode
 from .preprocess import Batch, Failure, ImageFiles, Preprocess, Sample, collate
 
 _BASELINE_SOF = (0xC0, 0xC1)  # baseline and extended sequential Huffman DCT: what nvJPEG's batched path takes
@@ -34,6 +34,8 @@ _HEADER_BYTES = 1 << 16
 
 @dataclass
 class JpegHeader:
+    """What the frame header of a JPEG says."""
+
     sof: int  # the frame marker's low byte (0xC0 = baseline)
     precision: int  # bits per sample
     width: int  # stored size
@@ -108,8 +110,15 @@ class EncodedImageFiles(ImageFiles):
         except Exception:  # noqa: BLE001 - let the CPU path produce its usual message
             return super()._load(index)
         width, height = (header.height, header.width) if orientation in _TRANSPOSED else (header.width, header.height)
-        return EncodedSample(index, None, None, width, height, data=torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                             orientation=orientation)  # fmt: skip
+        return EncodedSample(
+            index,
+            None,
+            None,
+            width,
+            height,
+            data=torch.frombuffer(bytearray(data), dtype=torch.uint8),
+            orientation=orientation,
+        )
 
 
 def collate_encoded(items: list[Sample | Failure]) -> EncodedBatch:
@@ -180,9 +189,13 @@ class GpuDecoder:
         if not isinstance(batch, EncodedBatch) or not batch.encoded:
             return batch
         decoded = self._decode_all(batch.encoded)
-        samples, inputs, failures = list(batch.samples), [batch.pixels.to(self.device)] if batch.samples else [], list(batch.failures)
+        samples, inputs, failures = (
+            list(batch.samples),
+            [batch.pixels.to(self.device)] if batch.samples else [],
+            list(batch.failures),
+        )
         size = self.prep.image_size
-        for sample, (picture, upright) in zip(batch.encoded, decoded):
+        for sample, (picture, upright) in zip(batch.encoded, decoded, strict=True):
             if isinstance(picture, str):
                 failures.append(Failure(sample.index, picture))
                 continue
@@ -229,12 +242,16 @@ class GpuDecoder:
 
 def use_gpu_decode(mode: str, device: torch.device) -> bool:
     """Whether a run decodes JPEGs on the GPU: `auto` where nvJPEG works, `on` insists, `off` never
-    (the modes of `cambatch.config.GPU_DECODE_MODES`)."""
+    (the modes of `cambatch.config.GPU_DECODE_MODES`).
+    """
     if mode == "off":
         return False
     available = cuda_jpeg_available(device)
     if mode == "on" and not available:
-        raise UsageError("gpu_decode on (--gpu-decode on) needs a CUDA device where torchvision's nvJPEG decoding works; use auto or off")
+        raise UsageError(
+            "gpu_decode on (--gpu-decode on) needs a CUDA device where torchvision's nvJPEG decoding works; "
+            "use auto or off"
+        )
     return available
 
 

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .decode import DecodeError, decode
 from ..sources.discover import ImageSource
+from .decode import DecodeError, decode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +62,7 @@ class Batch:
     samples: list[Sample]
     failures: list[Failure]
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         self.pixels = self.pixels.pin_memory()
         return self
 

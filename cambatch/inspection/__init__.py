@@ -1,1 +1,3 @@
-"""Reading a run back without torch: `summarize`, `compare`, `gallery` (with `thumbnails`), and `tables` for printing."""
+"""Reading a run back without torch: `summarize`, `compare`, `gallery` (with `thumbnails`), `tables` for printing,
+and the commands' choices (`options`).
+"""

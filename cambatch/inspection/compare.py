@@ -18,8 +18,23 @@ import pandas as pd
 
 from ..report.reader import has_labels, load_report, per_image, report_columns
 
-_KEEP = ["path", "rank", "class_name", "probability", "peak_x", "peak_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
-         "border_energy", "status", "run_id", "label", "correct"]  # fmt: skip
+_KEEP = [
+    "path",
+    "rank",
+    "class_name",
+    "probability",
+    "peak_x",
+    "peak_y",
+    "bbox_x0",
+    "bbox_y0",
+    "bbox_x1",
+    "bbox_y1",
+    "border_energy",
+    "status",
+    "run_id",
+    "label",
+    "correct",
+]
 _BOX = ["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
 
 
@@ -55,7 +70,10 @@ class Comparison:
             "changed_share": self.changed / self.compared if self.compared else 0.0,
             "mean_box_iou": float(both["box_iou"].mean()),
             "median_peak_shift": float(both["peak_shift"].median()),
-            **{status: int((self.images["status"] == status).sum()) for status in ("only_a", "only_b", "error_a", "error_b", "error_both")},
+            **{
+                status: int((self.images["status"] == status).sum())
+                for status in ("only_a", "only_b", "error_a", "error_b", "error_both")
+            },
         }
         if "correct_a" in both.columns and "correct_b" in both.columns:
             a, b = both["correct_a"].fillna(False), both["correct_b"].fillna(False)
@@ -85,20 +103,34 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     rows = pd.DataFrame({"path": sorted(set(a["path"]) | set(b["path"]))})
     rows["status"] = _status(rows["path"], a, b, top_a, top_b)
     labelled = has_labels(a) or has_labels(b)
-    rows = rows.merge(_top(top_a, "_a", labelled), on="path", how="left").merge(_top(top_b, "_b", labelled), on="path", how="left")
+    rows = rows.merge(_top(top_a, "_a", labelled), on="path", how="left").merge(
+        _top(top_b, "_b", labelled), on="path", how="left"
+    )
     both = rows["status"] == "both"
-    rows["top1_changed"] = pd.array(np.where(both, rows["class_a"].astype(str) != rows["class_b"].astype(str), None), dtype="boolean")
+    rows["top1_changed"] = pd.array(
+        np.where(both, rows["class_a"].astype(str) != rows["class_b"].astype(str), None), dtype="boolean"
+    )
     rows["compared_class"] = rows["class_a"].where(both)
 
     # The map of A's top-1 class in each run: B's row for that class, at whatever rank B put it.
     ok_b = b[b["status"] == "ok"]
-    pairs = top_a[["path", "class_name", "peak_x", "peak_y", *_BOX]].merge(
-        ok_b[["path", "class_name", "probability", "peak_x", "peak_y", *_BOX]].astype({"class_name": str}),
-        on=["path", "class_name"], how="inner", suffixes=("_a", "_b"),
-    ).astype({"class_name": str})  # fmt: skip
+    pairs = (
+        top_a[["path", "class_name", "peak_x", "peak_y", *_BOX]]
+        .merge(
+            ok_b[["path", "class_name", "probability", "peak_x", "peak_y", *_BOX]].astype({"class_name": str}),
+            on=["path", "class_name"],
+            how="inner",
+            suffixes=("_a", "_b"),
+        )
+        .astype({"class_name": str})
+    )
     pairs["peak_shift"] = np.hypot(pairs["peak_x_a"] - pairs["peak_x_b"], pairs["peak_y_a"] - pairs["peak_y_b"])
-    pairs["box_iou"] = box_iou(pairs[[c + "_a" for c in _BOX]].to_numpy(float), pairs[[c + "_b" for c in _BOX]].to_numpy(float))
-    pairs = pairs.rename(columns={"probability": "probability_b_of_a"})[["path", "probability_b_of_a", "peak_shift", "box_iou"]]
+    pairs["box_iou"] = box_iou(
+        pairs[[c + "_a" for c in _BOX]].to_numpy(float), pairs[[c + "_b" for c in _BOX]].to_numpy(float)
+    )
+    pairs = pairs.rename(columns={"probability": "probability_b_of_a"})[
+        ["path", "probability_b_of_a", "peak_shift", "box_iou"]
+    ]
     rows = rows.merge(pairs, on="path", how="left")
     rows.loc[~both, ["probability_b_of_a", "peak_shift", "box_iou"]] = np.nan
     if labelled:
@@ -127,7 +159,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _top(top: pd.DataFrame, suffix: str, labelled: bool) -> pd.DataFrame:
     """The top-1 columns of one run, suffixed; label and correctness only when there are labels."""
-    columns = {"class_name": "class", "probability": "probability", **({"label": "label", "correct": "correct"} if labelled else {})}
+    columns = {
+        "class_name": "class",
+        "probability": "probability",
+        **({"label": "label", "correct": "correct"} if labelled else {}),
+    }
     present = {k: v + suffix for k, v in columns.items() if k in top.columns}
     frame = top[["path", *present]].rename(columns=present)
     return frame.astype({"class" + suffix: str})

@@ -100,11 +100,15 @@ def build_gallery(
     temp = folder / ".index.html.tmp"
     temp.write_text(html, encoding="utf-8")
     temp.replace(index)  # a browser open on the old page never reads a half-written one
-    return GalleryResult(index, len(data["images"]), len(errors), stats.written, stats.fresh, stats.failed, time.monotonic() - started)
+    return GalleryResult(
+        index, len(data["images"]), len(errors), stats.written, stats.fresh, stats.failed, time.monotonic() - started
+    )
 
 
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("cambatch.inspection", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    return Environment(
+        loader=PackageLoader("cambatch.inspection", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
 
 
 def _asset(env: Environment, name: str) -> Markup:
@@ -113,7 +117,12 @@ def _asset(env: Environment, name: str) -> Markup:
 
 
 def _page_data(
-    df: pd.DataFrame, top: pd.DataFrame, layout: OutputLayout, jobs: list[ThumbJob], labelled: bool, thresholds: Thresholds
+    df: pd.DataFrame,
+    top: pd.DataFrame,
+    layout: OutputLayout,
+    jobs: list[ThumbJob],
+    labelled: bool,
+    thresholds: Thresholds,
 ) -> dict[str, Any]:
     """The JSON the page's script renders from; thumbnail jobs are appended to `jobs` on the way.
 
@@ -123,8 +132,8 @@ def _page_data(
     root, folder = layout.root, layout.gallery_dir
     ok = df[df["status"] == "ok"]
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:  # the run that `per_image` chose for each image
-        chosen = set(zip(top["path"], top["run_id"].astype(str)))
-        ok = ok[[(p, str(r)) in chosen for p, r in zip(ok["path"], ok["run_id"])]]
+        chosen = set(zip(top["path"], top["run_id"].astype(str), strict=True))
+        ok = ok[[(p, str(r)) in chosen for p, r in zip(ok["path"], ok["run_id"], strict=True)]]
     classes = sorted(set(ok["class_name"].astype(str)), key=str.lower)
     class_id = {name: i for i, name in enumerate(classes)}
     labels = sorted(set(top["label"].dropna().astype(str)), key=str.lower) if labelled else []
@@ -132,10 +141,21 @@ def _page_data(
 
     by_path: dict[str, list[list]] = {}
     for row in ok.sort_values(["path", "rank"]).itertuples(index=False):
-        overlay = f"../{row.overlay_path}" if isinstance(row.overlay_path, str) and (root / row.overlay_path).is_file() else None
+        overlay = (
+            f"../{row.overlay_path}"
+            if isinstance(row.overlay_path, str) and (root / row.overlay_path).is_file()
+            else None
+        )
         by_path.setdefault(row.path, []).append(
-            [int(row.rank), class_id[str(row.class_name)], _num(row.probability), overlay,
-             _num(row.border_energy), _num(row.active_area), _num(row.entropy)]  # fmt: skip
+            [
+                int(row.rank),
+                class_id[str(row.class_name)],
+                _num(row.probability),
+                overlay,
+                _num(row.border_energy),
+                _num(row.active_area),
+                _num(row.entropy),
+            ]
         )
 
     images = []
@@ -154,15 +174,23 @@ def _page_data(
             jobs.append(ThumbJob(photo_source, folder / photo, PHOTO_SIDE, photo=True))
         label = getattr(row, "label", None) if labelled else None
         correct = getattr(row, "correct", None) if labelled else None
-        images.append({
-            "p": row.path, "t": thumb, "o": photo,
-            "c": class_id[str(row.class_name)], "pr": _num(row.probability),
-            "be": _num(row.border_energy), "aa": _num(row.active_area), "en": _num(row.entropy),
-            "l": label_id.get(str(label)) if label is not None and not pd.isna(label) else None,
-            "ok": None if correct is None or pd.isna(correct) else bool(correct),
-            "w": _int(row.width), "h": _int(row.height),
-            "x": explained,
-        })  # fmt: skip
+        images.append(
+            {
+                "p": row.path,
+                "t": thumb,
+                "o": photo,
+                "c": class_id[str(row.class_name)],
+                "pr": _num(row.probability),
+                "be": _num(row.border_energy),
+                "aa": _num(row.active_area),
+                "en": _num(row.entropy),
+                "l": label_id.get(str(label)) if label is not None and not pd.isna(label) else None,
+                "ok": None if correct is None or pd.isna(correct) else bool(correct),
+                "w": _int(row.width),
+                "h": _int(row.height),
+                "x": explained,
+            }
+        )
 
     by_class = summarize(df, "class", thresholds) if len(top) else None
     by_label = summarize(df, "label", thresholds) if len(top) and labelled else None
@@ -225,7 +253,10 @@ def _errors(df: pd.DataFrame) -> list[dict[str, str]]:
     failed = df[df["status"] == "error"]
     failed = failed[~failed["path"].isin(df.loc[df["status"] == "ok", "path"])]
     failed = failed.drop_duplicates("path").sort_values("path")
-    return [{"path": p, "error": e if isinstance(e, str) else ""} for p, e in zip(failed["path"], failed["error"])]
+    return [
+        {"path": p, "error": e if isinstance(e, str) else ""}
+        for p, e in zip(failed["path"], failed["error"], strict=True)
+    ]
 
 
 def _run_time(run_id: str | None) -> str | None:

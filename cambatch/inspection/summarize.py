@@ -24,6 +24,7 @@ import pandas as pd
 from ..report.reader import has_labels, load_report, per_image, report_columns
 from .options import SORT_KEYS, GroupBy, Thresholds
 
+
 @dataclass
 class ClassSummary:
     """The per-group table and the dataset-wide figures it was judged against."""
@@ -52,7 +53,11 @@ class ClassSummary:
             raise ValueError(f"cannot sort by {key!r}: the table has no such column (accuracy needs labels)")
         else:
             # Ties broken by name so the order is stable from run to run.
-            ordered = self.table.assign(_name=self.table.index.str.lower()).sort_values([key, "_name"], ascending=[False, True]).drop(columns="_name")
+            ordered = (
+                self.table.assign(_name=self.table.index.str.lower())
+                .sort_values([key, "_name"], ascending=[False, True])
+                .drop(columns="_name")
+            )
         return ordered.head(top) if top else ordered
 
 
@@ -92,12 +97,27 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     median_area = float(images["active_area"].median())
     table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * median_border
     table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * median_area
-    table["flags"] = [", ".join(n for n, hit in (("border", b), ("spread", s)) if hit) for b, s in zip(table["border_flag"], table["spread_flag"])]
+    table["flags"] = [
+        ", ".join(n for n, hit in (("border", b), ("spread", s)) if hit)
+        for b, s in zip(table["border_flag"], table["spread_flag"], strict=True)
+    ]
     return ClassSummary(table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs))
 
 
 def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
     """`summarize` on the report in `out`, reading only the columns it needs."""
-    wanted = ["path", "rank", "class_name", "probability", "active_area", "border_energy", "entropy", "status", "run_id", "label", "correct"]
+    wanted = [
+        "path",
+        "rank",
+        "class_name",
+        "probability",
+        "active_area",
+        "border_energy",
+        "entropy",
+        "status",
+        "run_id",
+        "label",
+        "correct",
+    ]
     present = set(report_columns(out))
     return summarize(load_report(out, columns=[c for c in wanted if c in present]), by, thresholds)

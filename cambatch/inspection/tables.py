@@ -55,7 +55,11 @@ def rich_table(frame: pd.DataFrame, title: str, caption: str = "") -> Table:
     table.add_column(str(frame.index.name or ""), style="bold")
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
-        table.add_column(column.replace("_", " "), justify="right" if numeric else "left", style="yellow" if column == "flags" else None)
+        table.add_column(
+            column.replace("_", " "),
+            justify="right" if numeric else "left",
+            style="yellow" if column == "flags" else None,
+        )
     for name, row in frame.iterrows():
         table.add_row(str(name), *(_cell(value) for value in row))
     return table

@@ -31,6 +31,8 @@ class ThumbJob:
 
 @dataclass
 class ThumbStats:
+    """What `make_thumbnails` did."""
+
     written: int = 0
     fresh: int = 0  # already up to date: skipped
     failed: dict[str, str] = field(default_factory=dict)  # target -> reason
@@ -46,7 +48,7 @@ def make_thumbnails(jobs: list[ThumbJob], workers: int | None = None) -> ThumbSt
         else:
             pending.append(job)
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1), thread_name_prefix="cambatch-thumbs") as pool:
-        for job, error in zip(pending, pool.map(_make_one, pending)):
+        for job, error in zip(pending, pool.map(_make_one, pending), strict=True):
             if error is None:
                 stats.written += 1
             else:

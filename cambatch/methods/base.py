@@ -67,13 +67,21 @@ class CamMethod(ABC):
     name: ClassVar[str]
     passes: ClassVar[str]  # what one batch costs, for the README and `--help`
     class_specific: ClassVar[bool] = True  # False: one map per image, the same for all its K classes
-    compile_refusal: ClassVar[str | None] = "every forward pass hooks the target layer, and a compiled graph skips such hooks"
+    compile_refusal: ClassVar[str | None] = (
+        "every forward pass hooks the target layer, and a compiled graph skips such hooks"
+    )
 
     def __init__(
-        self, network: nn.Module, layer: str | TargetLayer | None = None, input_size: int = 224, *, execution: Execution | None = None
+        self,
+        network: nn.Module,
+        layer: str | TargetLayer | None = None,
+        input_size: int = 224,
+        *,
+        execution: Execution | None = None,
     ):
         """`layer`: a dotted module path, a located `TargetLayer`, or None to find one with a
-        dummy forward pass at `input_size`; `execution`: precision and compilation (default fp32, eager)."""
+        dummy forward pass at `input_size`; `execution`: precision and compilation (default fp32, eager).
+        """
         self.network = network
         self.execution = execution or Execution()
         self._check_execution()
@@ -81,7 +89,9 @@ class CamMethod(ABC):
 
     def _check_execution(self) -> None:
         if self.execution.compile and self.compile_refusal:
-            raise UsageError(f"compile (--compile) does not apply to {self.name}: {self.compile_refusal}; run it without")
+            raise UsageError(
+                f"compile (--compile) does not apply to {self.name}: {self.compile_refusal}; run it without"
+            )
 
     @property
     def layer(self) -> str:

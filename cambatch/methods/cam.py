@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 class CAM(CamMethod):
     """CAM, exactly. Bound to a `CamModel` whose head `load_model` has proven to be GAP -> linear;
-    the layer is the one that feeds that pooling, and cannot be chosen."""
+    the layer is the one that feeds that pooling, and cannot be chosen.
+    """
 
     name = "cam"
     passes = "1 forward"

@@ -26,7 +26,9 @@ from .hooks import network_as_is
 from .normalize import unit_maps
 
 
-def faithfulness_scores(network: nn.Module, images: Tensor, cams: ClassMaps, *, execution: Execution | None = None) -> dict[str, Tensor]:
+def faithfulness_scores(
+    network: nn.Module, images: Tensor, cams: ClassMaps, *, execution: Execution | None = None
+) -> dict[str, Tensor]:
     """[B, K] per image and class: `masked_probability`, `confidence_drop` (float32), `confidence_increase` (bool)."""
     execution = execution or Execution()
     with network_as_is(network), torch.inference_mode():
@@ -79,5 +81,7 @@ class FaithfulnessTally:
         }
         if self.top1_maps:
             top1 = self.top1_sums / self.top1_maps
-            result.update(top1_average_drop_pct=100 * float(top1[1]), top1_increase_in_confidence_pct=100 * float(top1[2]))
+            result.update(
+                top1_average_drop_pct=100 * float(top1[1]), top1_increase_in_confidence_pct=100 * float(top1[2])
+            )
         return result

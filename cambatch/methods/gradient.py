@@ -63,7 +63,8 @@ class GradCAM(GradientMethod):
 
 class GradCAMpp(GradientMethod):
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018), eq. 19 with the exponential's derivatives
-    approximated by powers of the gradient, as pytorch-grad-cam does."""
+    approximated by powers of the gradient, as pytorch-grad-cam does.
+    """
 
     name = "gradcampp"
     eps = 1e-6

@@ -44,13 +44,13 @@ class ActivationTap:
     passes are short, no parameter gradient is ever computed and no `.grad` is touched.
     """
 
-    def __init__(self, target: "TargetLayer", grad_from_here: bool = False):
+    def __init__(self, target: TargetLayer, grad_from_here: bool = False):
         self.target = target
         self.grad_from_here = grad_from_here
         self.output: Tensor | None = None
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
-    def __enter__(self) -> "ActivationTap":
+    def __enter__(self) -> ActivationTap:
         self._handle = self.target.module.register_forward_hook(self._hook)
         return self
 
@@ -71,7 +71,9 @@ class ActivationTap:
         return self.output
 
 
-def forward_with_tap(network: nn.Module, images: Tensor, target: "TargetLayer", grad_from_here: bool = False) -> tuple[Tensor, Tensor]:
+def forward_with_tap(
+    network: nn.Module, images: Tensor, target: TargetLayer, grad_from_here: bool = False
+) -> tuple[Tensor, Tensor]:
     """One forward pass of `network` (already in eval mode): its logits [B, N] and the target layer's raw output.
 
     The caller restores grad mode (see `network_as_is`): with `grad_from_here` it stays on after the pass.

@@ -24,7 +24,8 @@ CANDIDATES_SHOWN = 12
 @dataclass(frozen=True)
 class TokenGrid:
     """How a ViT's tokens map onto its patch grid: drop `prefix` tokens (class, distillation,
-    registers), lay the remaining `height * width` tokens out row by row."""
+    registers), lay the remaining `height * width` tokens out row by row.
+    """
 
     prefix: int
     height: int
@@ -54,6 +55,8 @@ class TargetLayer:
 
 @dataclass(frozen=True)
 class LayerOutput:
+    """A module and the shape of its output in the dummy forward pass."""
+
     name: str
     shape: torch.Size
 
@@ -61,7 +64,8 @@ class LayerOutput:
 def probe_layers(network: nn.Module, input_size: int) -> list[LayerOutput]:
     """Every submodule's output shape from one dummy forward pass at the real input size, in the
     order the modules finished (a module called twice keeps its last place). Hooks are removed
-    and the network's modes restored, even on error."""
+    and the network's modes restored, even on error.
+    """
     finished: dict[str, torch.Size] = {}
 
     def record(_module: nn.Module, _inputs: tuple, output: object, name: str) -> None:
@@ -78,7 +82,9 @@ def probe_layers(network: nn.Module, input_size: int) -> list[LayerOutput]:
                     handles.append(module.register_forward_hook(partial(record, name=name)))
             network(torch.zeros(1, 3, input_size, input_size, device=device))
     except Exception as exc:  # noqa: BLE001 - the user's model: any failure means we cannot inspect it
-        raise UsageError(f"a dummy forward pass at {input_size}x{input_size} failed ({type(exc).__name__}: {exc})") from None
+        raise UsageError(
+            f"a dummy forward pass at {input_size}x{input_size} failed ({type(exc).__name__}: {exc})"
+        ) from None
     finally:
         for handle in handles:
             handle.remove()
@@ -120,12 +126,16 @@ def locate_layer(network: nn.Module, input_size: int, name: str | None = None) -
     elif name not in modules or not name:
         close = difflib.get_close_matches(name, [n for n in modules if n], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"unknown layer {name!r}{hint} (layers with a spatial output, last first: {_listing(candidates)})")
+        raise UsageError(
+            f"unknown layer {name!r}{hint} (layers with a spatial output, last first: {_listing(candidates)})"
+        )
     else:
         shape = next((out.shape for out in outputs if out.name == name), None)
         if shape is None or not has_grid(shape, tokens):
             what = f"outputs shape {tuple(shape)}" if shape is not None else "returns no tensor (or never runs)"
-            raise UsageError(f"layer {name!r} {what}: no spatial grid (layers with one, last first: {_listing(candidates)})")
+            raise UsageError(
+                f"layer {name!r} {what}: no spatial grid (layers with one, last first: {_listing(candidates)})"
+            )
     shape = next(out.shape for out in outputs if out.name == name)
     return TargetLayer(name, modules[name], tokens if len(shape) == 3 else None)
 

@@ -1,6 +1,7 @@
 """The map methods by name: what `--method` accepts, without importing torch.
 
-Each entry names the class that implements it (loaded on first use by `build_method`). Adding a method: a module in this package with a `CamMethod` subclass, and one entry here.
+Each entry names the class that implements it (loaded on first use by `build_method`). Adding a
+method: a module in this package with a `CamMethod` subclass, and one entry here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from importlib import import_module
 
 @dataclass(frozen=True)
 class MethodEntry:
+    """Where a method's class lives."""
+
     module: str  # in cambatch.methods
     cls: str
 
@@ -55,7 +58,9 @@ def build_method(name: str, model, *, layer: str | None = None, scorecam_batch: 
         if layer is not None:
             from ..errors import UsageError
 
-            raise UsageError("layer (--layer) is for the other methods: cam weighs the layer that feeds the pooled linear head")
+            raise UsageError(
+                "layer (--layer) is for the other methods: cam weighs the layer that feeds the pooled linear head"
+            )
         return cls(model, execution=execution)
     options = {"execution": execution}
     if name == "scorecam":

@@ -50,12 +50,16 @@ class ScoreCAM(CamMethod):
         b, c = activations.shape[:2]
         low = activations.amin((2, 3))
         span = activations.amax((2, 3)) - low  # [B, C]
-        blank = self.execution.forward(self.network, torch.zeros_like(images[:1])).float()[0]  # scores of the all-zero input
+        blank = self.execution.forward(self.network, torch.zeros_like(images[:1])).float()[
+            0
+        ]  # scores of the all-zero input
         scores = blank[class_index][:, :, None].repeat(1, 1, c)  # [B, K, C]
         pairs = (span > 0).nonzero()  # (image, channel) pairs worth a forward pass
         for start in range(0, pairs.shape[0], self.batch_size):
             image_ids, channel_ids = pairs[start : start + self.batch_size].unbind(1)
-            masks = (activations[image_ids, channel_ids] - low[image_ids, channel_ids, None, None]) / span[image_ids, channel_ids, None, None]
+            masks = (activations[image_ids, channel_ids] - low[image_ids, channel_ids, None, None]) / span[
+                image_ids, channel_ids, None, None
+            ]
             masks = F.interpolate(masks[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
             out = self.execution.forward(self.network, images[image_ids] * masks.to(images.dtype)).float()
             scores[image_ids, :, channel_ids] = out.gather(1, class_index[image_ids])

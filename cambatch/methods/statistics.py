@@ -17,6 +17,7 @@ BOX_THRESHOLD = 0.2  # of the map's max, as in the CAM paper's localization
 ACTIVE_THRESHOLD = 0.5  # of the ReLU'd, min-max normalized map
 BORDER = 0.1  # outer frame, as a fraction of each side
 
+
 def map_statistics(maps: torch.Tensor) -> dict[str, torch.Tensor]:
     """Statistics of raw maps [N, h, w]: float32 [N] per report column (`cambatch.report.schema`); NaN where undefined.
 
@@ -28,7 +29,11 @@ def map_statistics(maps: torch.Tensor) -> dict[str, torch.Tensor]:
     positive = flat.clamp(min=0)
     mass = positive.sum(1)
     share = positive / mass[:, None]
-    entropy = -(share * share.clamp(min=1e-30).log()).sum(1) / math.log(h * w) if h * w > 1 else torch.zeros(n, device=maps.device)
+    entropy = (
+        -(share * share.clamp(min=1e-30).log()).sum(1) / math.log(h * w)
+        if h * w > 1
+        else torch.zeros(n, device=maps.device)
+    )
 
     grid = F.interpolate(maps[:, None], size=(GRID, GRID), mode="bilinear", align_corners=False)[:, 0]
     centers = (torch.arange(GRID, device=maps.device, dtype=maps.dtype) + 0.5) / GRID
@@ -54,10 +59,20 @@ def map_statistics(maps: torch.Tensor) -> dict[str, torch.Tensor]:
 
     box_x0, box_y0, box_x1, box_y1 = box.unbind(1)
     columns = {
-        "cam_max": flat.amax(1), "cam_mean": flat.mean(1), "cam_std": flat.std(1, unbiased=False),
-        "peak_x": peak_x, "peak_y": peak_y, "centroid_x": centroid_x, "centroid_y": centroid_y, "active_area": active_area,
-        "bbox_x0": box_x0, "bbox_y0": box_y0, "bbox_x1": box_x1, "bbox_y1": box_y1,
-        "border_energy": border_energy, "entropy": entropy,
+        "cam_max": flat.amax(1),
+        "cam_mean": flat.mean(1),
+        "cam_std": flat.std(1, unbiased=False),
+        "peak_x": peak_x,
+        "peak_y": peak_y,
+        "centroid_x": centroid_x,
+        "centroid_y": centroid_y,
+        "active_area": active_area,
+        "bbox_x0": box_x0,
+        "bbox_y0": box_y0,
+        "bbox_x1": box_x1,
+        "bbox_y1": box_y1,
+        "border_energy": border_energy,
+        "entropy": entropy,
     }
     return {name: value.float() for name, value in columns.items()}
 

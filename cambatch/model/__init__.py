@@ -1,1 +1,3 @@
-"""The classifier: building and splitting it (`build`), weights files (`checkpoints`), names (`catalog`), precision and compilation (`accel`)."""
+"""The classifier: building and splitting it (`build`), weights files (`checkpoints`), names (`catalog`),
+precision and compilation (`accel`).
+"""

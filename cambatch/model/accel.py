@@ -53,7 +53,7 @@ class Execution:
         return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """`module(x)` under autocast, through its compiled graph with `compile` (never with hooks: see the module doc)."""
+        """`module(x)` under autocast; with `compile`, through its compiled graph (never hooked: see the module doc)."""
         with self.autocast():
             return self._module(module)(x)
 

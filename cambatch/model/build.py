@@ -43,8 +43,7 @@ class CamModel:
     cam_refusal: str | None = None  # why CAM does not apply, when features/head are None
     feature_layer: str = ""  # a name for the layer whose output CAM weighs
 
-
-    def to(self, device: torch.device) -> "CamModel":
+    def to(self, device: torch.device) -> CamModel:
         self.network.to(device)
         if self.features is not None:
             self.features.to(device)
@@ -115,7 +114,9 @@ def load_model(
         mean=mean,
         std=std,
         input_size=input_size,
-        class_names=_class_names(head.out_features if head is not None else _output_classes(name, network, input_size), class_names_file),
+        class_names=_class_names(
+            head.out_features if head is not None else _output_classes(name, network, input_size), class_names_file
+        ),
         weights=str(weights_file) if weights_file else ("none" if weights == "none" else "pretrained"),
         weights_sha256=sha256_of(weights_file) if weights_file else None,
         cam_refusal=cam_refusal,
@@ -157,7 +158,7 @@ def _embedded_lite0_state(network: nn.Module) -> dict[str, torch.Tensor]:
     if len(source) != len(target):
         raise RuntimeError("embedded EfficientNet-Lite0 weights do not match timm's tf_efficientnet_lite0")
     mapped = {}
-    for (key, expected), value in zip(target.items(), source.values()):
+    for (key, expected), value in zip(target.items(), source.values(), strict=True):
         if expected.shape != value.shape:
             raise RuntimeError(f"embedded weights: shape mismatch at {key}")
         mapped[key] = value
@@ -179,7 +180,12 @@ def _build_timm(arch: str, weights: str | None, num_classes: int | None):
     except (OSError, RuntimeError) as exc:
         raise _offline_error(f"timm:{arch}", exc) from None
     cfg = network.pretrained_cfg
-    return network, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), cfg.get("input_size", (3, 224, 224))[-1]
+    return (
+        network,
+        tuple(cfg.get("mean", IMAGENET_MEAN)),
+        tuple(cfg.get("std", IMAGENET_STD)),
+        cfg.get("input_size", (3, 224, 224))[-1],
+    )
 
 
 def _hf_cache_only() -> None:
@@ -198,10 +204,15 @@ def _build_torchvision(name: str, weights: str | None, num_classes: int | None):
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UsageError(f"unknown model {name!r}{hint} (`cambatch models` lists them; timm models as timm:NAME)")
     default_weights = torchvision.models.get_model_weights(name).DEFAULT
-    network = torchvision.models.get_model(name, weights=None, num_classes=num_classes or len(default_weights.meta["categories"]))
+    network = torchvision.models.get_model(
+        name, weights=None, num_classes=num_classes or len(default_weights.meta["categories"])
+    )
     if weights is None:
         if num_classes not in (None, len(default_weights.meta["categories"])):
-            raise UsageError(f"pretrained {name} has {len(default_weights.meta['categories'])} classes; give --weights for --num-classes")
+            raise UsageError(
+                f"pretrained {name} has {len(default_weights.meta['categories'])} classes; "
+                "give --weights for --num-classes"
+            )
         try:
             network.load_state_dict(default_weights.get_state_dict(progress=False, check_hash=True))
         except (URLError, OSError) as exc:
@@ -267,11 +278,17 @@ def _check_cam_head(name: str, network: nn.Module, features: nn.Module, head: nn
     except Exception as exc:  # noqa: BLE001 - any failure here means we cannot split this model
         raise UsageError(f"{name}: cannot extract its feature map ({type(exc).__name__}: {exc})") from None
     if feature_map.ndim != 4:
-        raise UsageError(f"{name}: its features are not a spatial map (shape {tuple(feature_map.shape)}); CAM needs a CNN")
+        raise UsageError(
+            f"{name}: its features are not a spatial map (shape {tuple(feature_map.shape)}); CAM needs a CNN"
+        )
     if feature_map.shape[2] * feature_map.shape[3] < 2:
-        raise UsageError(f"{name}: its feature map is 1x1 at input size {size}; CAM needs a spatial grid (raise --image-size)")
+        raise UsageError(
+            f"{name}: its feature map is 1x1 at input size {size}; CAM needs a spatial grid (raise --image-size)"
+        )
     got = head(feature_map.mean((2, 3)))
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
+    if got.shape != expected.shape or not torch.allclose(
+        got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())
+    ):
         raise UsageError(f"{name}: its logits are not a linear function of the pooled feature map; CAM does not apply")
 
 

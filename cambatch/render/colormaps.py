@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 COLORMAPS = ("jet", "turbo", "viridis", "inferno")
 
@@ -19,7 +19,7 @@ _TURBO = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def palette(name: str) -> tuple[int, ...]:
     """A 256-entry RGB palette (flat, as PIL's `putpalette` takes it) for `name`."""
     import numpy as np  # here, not at the top: `--help` lists the names without loading numpy

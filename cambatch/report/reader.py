@@ -71,11 +71,15 @@ def load_report(
     if columns is not None:
         missing = [c for c in columns if c not in schema.names]
         if missing:
-            raise KeyError(f"no column {', '.join(map(repr, missing))} in the report; it has: {', '.join(schema.names)}")
+            raise KeyError(
+                f"no column {', '.join(map(repr, missing))} in the report; it has: {', '.join(schema.names)}"
+            )
     if columns is None and not maps:
         columns = [name for name in schema.names if name != "map"]
     dataset = ds.dataset([str(p) for p in parts], schema=schema, format="parquet")
-    table = dataset.to_table(columns=list(columns) if columns is not None else None, filter=_filter(status, rank, where))
+    table = dataset.to_table(
+        columns=list(columns) if columns is not None else None, filter=_filter(status, rank, where)
+    )
     categories = [c for c in CATEGORICAL_COLUMNS if c in table.column_names]
     frame = table.to_pandas(categories=categories, types_mapper=_NULLABLE.get)
     for column in categories:
@@ -105,7 +109,7 @@ def _member(field: ds.Expression, values: list) -> ds.Expression:
 
 
 def load_map(out: Path | str, path: str, class_index: int) -> np.ndarray:
-    """The raw map (signed, not normalized, at the model's feature resolution) of one image and class, as float32 [h, w].
+    """The raw map of one image and class: signed, not normalized, at the model's feature resolution, float32 [h, w].
 
     `path` is the image's `path` column in the report, `class_index` its `class_index`. Maps are
     kept in the report (float16), so no model and no other file is needed.
@@ -124,13 +128,15 @@ def load_map(out: Path | str, path: str, class_index: int) -> np.ndarray:
         raise KeyError(f"{path!r} has maps for classes {explained}, not {int(class_index)}")
     newest = chosen.sort_values("run_id").tail(1)  # an image under several runs: the newest (`schema.newest_run`)
     if newest["map_height"].isna().any():
-        raise KeyError(f"the report's row for {path!r}, class {int(class_index)} holds no map (written before maps were kept)")
+        raise KeyError(
+            f"the report's row for {path!r}, class {int(class_index)} holds no map (written before maps were kept)"
+        )
     return map_stack(newest)[0]
 
 
 def map_stack(frame: pd.DataFrame) -> np.ndarray:
     """The `map` column of report rows (read with `maps=True`) as one float32 array [rows, h, w]."""
-    sizes = set(zip(frame["map_height"], frame["map_width"]))
+    sizes = set(zip(frame["map_height"], frame["map_width"], strict=True))
     if len(sizes) > 1:
         raise ValueError(f"the rows hold maps of several sizes {sorted(sizes)}; stack one size at a time")
     height, width = next(iter(sizes)) if sizes else (0, 0)
@@ -161,6 +167,9 @@ def per_image(df: pd.DataFrame) -> pd.DataFrame:
     else:
         top = ok.sort_values(["path", "rank"], kind="stable").drop_duplicates("path", keep="first")
     if "label" in top.columns and "correct" not in top.columns:
-        correct = [is_correct(None if pd.isna(l) else l, {1: c}) for c, l in zip(top["class_name"], top["label"])]
+        correct = [
+            is_correct(None if pd.isna(label) else label, {1: c})
+            for c, label in zip(top["class_name"], top["label"], strict=True)
+        ]
         top = top.assign(correct=pd.array(correct, dtype="boolean"))
     return top.reset_index(drop=True)

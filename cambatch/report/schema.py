@@ -19,6 +19,8 @@ METADATA_KEY = b"cambatch"
 
 @dataclass(frozen=True)
 class Column:
+    """One report column: its name, Arrow type and meaning (README's table says the same)."""
+
     name: str
     type: pa.DataType
     doc: str

@@ -1,2 +1,3 @@
 """A run as a job: the loop (`pipeline`), the device side (`engine`), the per-image writer (`writer`),
-resume, locks, signals, manifests, progress and the machine's defaults (`tuning`)."""
+resume, locks, signals, manifests, progress and the machine's defaults (`tuning`).
+"""

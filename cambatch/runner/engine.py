@@ -62,8 +62,16 @@ class CamEngine:
     `faithfulness` adds the masked-input scores; `want_display` the uint8 maps overlays are drawn from.
     """
 
-    def __init__(self, model: CamModel, method: CamMethod, *, topk: int, classes: list[int] | None = None,
-                 want_display: bool = True, faithfulness: bool = False):  # noqa: D107
+    def __init__(
+        self,
+        model: CamModel,
+        method: CamMethod,
+        *,
+        topk: int,
+        classes: list[int] | None = None,
+        want_display: bool = True,
+        faithfulness: bool = False,
+    ):  # noqa: D107
         self.model = model
         self.method = method
         self.execution: Execution = method.execution
@@ -83,8 +91,15 @@ class CamEngine:
         cams = self.method(images, self.topk, self.classes)
         with torch.inference_mode():
             b, k, h, w = cams.maps.shape
-            columns = {"class_index": cams.class_index, "rank": cams.rank, "probability": cams.probability, "logit": cams.logit}
-            columns |= {name: value.reshape(b, k) for name, value in map_statistics(cams.maps.reshape(b * k, h, w)).items()}
+            columns = {
+                "class_index": cams.class_index,
+                "rank": cams.rank,
+                "probability": cams.probability,
+                "logit": cams.logit,
+            }
+            columns |= {
+                name: value.reshape(b, k) for name, value in map_statistics(cams.maps.reshape(b * k, h, w)).items()
+            }
             if self.faithfulness:
                 columns |= faithfulness_scores(self.model.network, images, cams, execution=self.execution)
             display = display_maps(cams.maps) if self.want_display else None
@@ -109,7 +124,7 @@ def build_engine(
     want_display: bool = True,
     faithfulness: bool = False,
 ) -> CamEngine:
-    """`model` moved to `device` (channels_last), its method built for `precision`/`compile`, and the engine around it."""
+    """`model` moved to `device` (channels_last), its method built for `precision` and `compile`, and an engine."""
     model.to(device)
     prepare_network(model.network, device)
     execution = Execution(device.type, precision, compile)

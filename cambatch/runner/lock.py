@@ -24,14 +24,16 @@ class OutputLocked(CambatchError):
 
 
 class OutputLock:
+    """The lock file of one output folder and shard, held with `flock` for the duration of a `with` block."""
+
     def __init__(self, path: Path):
         self.path = path
         self._handle = None
         self.took_over: dict | None = None  # the dead holder's record, when its lock was left behind
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -45,7 +47,12 @@ class OutputLock:
         self.took_over = _read(handle) or None
         handle.seek(0)
         handle.truncate()
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": sys.argv,
+        }
         handle.write(json.dumps(record))
         handle.flush()
         self._handle = handle
@@ -59,7 +66,7 @@ class OutputLock:
             self._handle.close()
             self._handle = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -53,10 +53,17 @@ def print_runs(out: Path, console: Console) -> int:
         counts = r.get("counts", {})
         rate = r.get("images_per_s")
         table.add_row(
-            r.get("run_id", "?"), r.get("status", "?"), str(r.get("started", ""))[:19], str(r.get("shard", "")),
-            str(r.get("model", "")), str(r.get("method", "")), str(r.get("device", "")),
-            str(counts.get("ok", "")), str(counts.get("error", "")), str(counts.get("skipped", "")),
+            r.get("run_id", "?"),
+            r.get("status", "?"),
+            str(r.get("started", ""))[:19],
+            str(r.get("shard", "")),
+            str(r.get("model", "")),
+            str(r.get("method", "")),
+            str(r.get("device", "")),
+            str(counts.get("ok", "")),
+            str(counts.get("error", "")),
+            str(counts.get("skipped", "")),
             f"{rate:.1f}" if isinstance(rate, (int, float)) else "",
-        )  # fmt: skip
+        )
     console.print(table)
     return len(records)

@@ -46,6 +46,8 @@ from .writer import ImageWriter, overlay_count
 
 @dataclass
 class RunResult:
+    """What a run did: counts, speed, where its report is, and why it stopped early, if it did."""
+
     run_id: str
     out: Path
     report: Path
@@ -108,8 +110,12 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
         result.method, result.layer = stages.method.name, stages.method.layer
         manifest = _Manifest(layout, settings, started_at, result)
         manifest.write("running")
-        report = ReportWriter(layout.report_dir, layout.part_name(run_id, shard.tag), settings,
-                              images_per_part=config.output.images_per_part)  # fmt: skip
+        report = ReportWriter(
+            layout.report_dir,
+            layout.part_name(run_id, shard.tag),
+            settings,
+            images_per_part=config.output.images_per_part,
+        )
         writer = _writer(config, stages, layout, run_id)
         progress.start(len(todo.todo))
         try:
@@ -137,7 +143,9 @@ def new_run_id(started_at: datetime) -> str:
 def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
     """The images of the INPUTs (the output folder excluded) and of the list."""
     source = config.source
-    found = discover(list(config.inputs), exclude=out, labels_from_dirs=source.labels_from_dirs) if config.inputs else []
+    found = (
+        discover(list(config.inputs), exclude=out, labels_from_dirs=source.labels_from_dirs) if config.inputs else []
+    )
     if source.from_list is not None:
         found += read_list(source.from_list)
     return found
@@ -149,8 +157,15 @@ def _build(config: RunConfig) -> _Stages:
     device = resolve_device(speed.device)
     check_precision(speed.precision, device)
     gpu_decode = use_gpu_decode(speed.gpu_decode, device)  # `on` without nvJPEG: refused before any work
-    model = load_model(net.model, net.weights, net.num_classes, net.class_names, net.image_size,
-                       trust_checkpoint=net.trust_checkpoint, require_cam_head=maps.method == "cam")  # fmt: skip
+    model = load_model(
+        net.model,
+        net.weights,
+        net.num_classes,
+        net.class_names,
+        net.image_size,
+        trust_checkpoint=net.trust_checkpoint,
+        require_cam_head=maps.method == "cam",
+    )
     class_ids = resolve_classes(maps.classes, model.class_names) if maps.classes else None
     engine = build_engine(
         model,
@@ -165,8 +180,14 @@ def _build(config: RunConfig) -> _Stages:
         want_display=config.output.overlays,
         faithfulness=maps.faithfulness,
     )
-    plan = tuning.plan(device, overlays=config.output.overlays, threads=speed.threads, workers=speed.workers,
-                       batch_size=speed.batch_size, writer_threads=speed.writer_threads)  # fmt: skip
+    plan = tuning.plan(
+        device,
+        overlays=config.output.overlays,
+        threads=speed.threads,
+        workers=speed.workers,
+        batch_size=speed.batch_size,
+        writer_threads=speed.writer_threads,
+    )
     return _Stages(model, device, engine.method, engine, plan, gpu_decode, class_ids)
 
 
@@ -185,7 +206,9 @@ def _writer(config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: st
     )
 
 
-def _process(sources, loader, stages: _Stages, writer: ImageWriter, report: ReportWriter, result: RunResult, progress, stop) -> None:
+def _process(
+    sources, loader, stages: _Stages, writer: ImageWriter, report: ReportWriter, result: RunResult, progress, stop
+) -> None:
     """The hot loop: the device works on one batch while writer threads finish earlier ones."""
     with ThreadPoolExecutor(stages.plan.writer_threads, thread_name_prefix="cambatch-writer") as pool:
         in_flight: deque[Future] = deque()
@@ -213,7 +236,9 @@ def _process(sources, loader, stages: _Stages, writer: ImageWriter, report: Repo
             _collect(in_flight.popleft(), report, result)
 
 
-def _record_failure(source: ImageSource, error: str, writer: ImageWriter, report: ReportWriter, result: RunResult) -> None:
+def _record_failure(
+    source: ImageSource, error: str, writer: ImageWriter, report: ReportWriter, result: RunResult
+) -> None:
     report.add_image(writer.error_row(source, error))
     result.errors += 1
     result.errors_by_path[source.rel] = error
@@ -235,16 +260,29 @@ class _Manifest:
     def write(self, status: str) -> None:
         r, s = self.result, self.settings
         ended = datetime.now(timezone.utc).isoformat() if status != "running" else None
-        write_manifest(self.layout.manifest_path(r.run_id), {
-            "run_id": r.run_id, "status": status, "argv": sys.argv, "shard": r.shard,
-            "started": self.started_at.isoformat(), "ended": ended,
-            "model": s["model"], "weights": s["weights"], "weights_sha256": s["weights_sha256"],
-            "method": s["method"], "device": s["device"], "versions": versions(),
-            "counts": {"images": r.images, "ok": r.ok, "error": r.errors, "skipped": r.skipped},
-            "elapsed_s": round(r.elapsed_s, 3), "images_per_s": round(r.images_per_s, 3),
-            "interrupted_by": r.interrupted, "faithfulness": r.faithfulness,
-            "settings": {k: v for k, v in s.items() if k != "class_names"},
-        })  # fmt: skip
+        write_manifest(
+            self.layout.manifest_path(r.run_id),
+            {
+                "run_id": r.run_id,
+                "status": status,
+                "argv": sys.argv,
+                "shard": r.shard,
+                "started": self.started_at.isoformat(),
+                "ended": ended,
+                "model": s["model"],
+                "weights": s["weights"],
+                "weights_sha256": s["weights_sha256"],
+                "method": s["method"],
+                "device": s["device"],
+                "versions": versions(),
+                "counts": {"images": r.images, "ok": r.ok, "error": r.errors, "skipped": r.skipped},
+                "elapsed_s": round(r.elapsed_s, 3),
+                "images_per_s": round(r.images_per_s, 3),
+                "interrupted_by": r.interrupted,
+                "faithfulness": r.faithfulness,
+                "settings": {k: v for k, v in s.items() if k != "class_names"},
+            },
+        )
 
 
 def _start_over(layout: OutputLayout, shard: Shard) -> None:
@@ -265,13 +303,17 @@ def resolve_classes(requested: tuple[str, ...], class_names: list[str]) -> list[
         elif name_key(item) in by_name:
             resolved.append(by_name[name_key(item)])
         else:
-            raise UsageError(f"unknown class {item!r} (classes, --classes): give a class name or an index below {len(class_names)}")
+            raise UsageError(
+                f"unknown class {item!r} (classes, --classes): give a class name or an index below {len(class_names)}"
+            )
     return list(dict.fromkeys(resolved))
 
 
 def _loader(sources: list[ImageSource], config: RunConfig, stages: _Stages) -> DataLoader | DecodedBatches:
     plan, device = stages.plan, stages.device
-    prep = Preprocess(image_size=stages.model.input_size, overlays=config.output.overlays, max_side=config.output.max_side)
+    prep = Preprocess(
+        image_size=stages.model.input_size, overlays=config.output.overlays, max_side=config.output.max_side
+    )
     loader = DataLoader(
         EncodedImageFiles(sources, prep) if stages.gpu_decode else ImageFiles(sources, prep),
         batch_size=plan.batch_size,

@@ -13,12 +13,16 @@ PLAIN_INTERVAL_S = 5.0
 
 
 class ProgressReporter(Protocol):
+    """What the pipeline tells about progress: a total, then counts as images finish."""
+
     def start(self, total: int) -> None: ...
     def advance(self, count: int) -> None: ...
     def stop(self) -> None: ...
 
 
 class SilentProgress:
+    """Reports nothing (`--quiet`, `progress=False`)."""
+
     def start(self, total: int) -> None:
         pass
 
@@ -91,7 +95,11 @@ class PlainProgress:
         rate = self._done / elapsed
         eta = (self._total - self._done) / rate if rate else float("inf")
         percent = 100.0 * self._done / self._total if self._total else 100.0
-        print(f"cambatch: {self._done}/{self._total} images ({percent:.1f}%), {rate:.1f} img/s, eta {eta:.0f}s", file=self._stream, flush=True)
+        print(
+            f"cambatch: {self._done}/{self._total} images ({percent:.1f}%), {rate:.1f} img/s, eta {eta:.0f}s",
+            file=self._stream,
+            flush=True,
+        )
 
 
 def make_progress(quiet: bool, console: Console | None = None) -> ProgressReporter:

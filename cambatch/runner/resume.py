@@ -28,6 +28,8 @@ _SEP = "\x00"
 
 @dataclass
 class Plan:
+    """What a run has to do, given what the report already holds."""
+
     todo: list[ImageSource]
     skipped: int  # already in the report, unchanged
     purge_keys: set[str] = field(default_factory=set)  # rows to drop before redoing their images
@@ -91,9 +93,8 @@ def _index(report_dir: Path) -> dict[str, tuple[int, int, str]]:
         return {}
     table = ds.dataset(files, format="parquet").to_table(columns=_KEY_COLUMNS)
     columns = [table.column(c).to_pylist() for c in _KEY_COLUMNS]
-    return {_key(root, path): (size, mtime, status) for root, path, size, mtime, status in zip(*columns)}
+    return {_key(root, path): (size, mtime, status) for root, path, size, mtime, status in zip(*columns, strict=True)}
 
 
 def _key(input_root: str, path: str) -> str:
     return f"{input_root}{_SEP}{path}"
-

@@ -27,6 +27,8 @@ def cpu_cores() -> int:
 
 @dataclass(frozen=True)
 class Plan:
+    """Threads, workers and batch size for one run."""
+
     threads: int  # torch intra-op threads in the main process
     workers: int  # decoding worker processes
     batch_size: int

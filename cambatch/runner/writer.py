@@ -36,7 +36,9 @@ class ImageWriter:
         classes = result.class_index[i]
         names = [self.class_names[c] for c in classes]
         ranks = [int(r) for r in result.rank[i]]
-        overlay_paths = self._overlays(source, sample, result, i, names, ranks) if self.overlays else [None] * len(names)
+        overlay_paths = (
+            self._overlays(source, sample, result, i, names, ranks) if self.overlays else [None] * len(names)
+        )
         k = len(names)
         columns = {name: values[i] for name, values in result.columns.items()}
         columns.update(
@@ -44,7 +46,7 @@ class ImageWriter:
             class_name=names,
             overlay_path=overlay_paths,
             status=["ok"] * k,
-            correct=[is_correct(source.label, dict(zip(ranks, names)))] * k,
+            correct=[is_correct(source.label, dict(zip(ranks, names, strict=True)))] * k,
             map=map_array(result.maps[i]),
             map_height=[result.maps.shape[2]] * k,
             map_width=[result.maps.shape[3]] * k,
@@ -54,12 +56,14 @@ class ImageWriter:
     def error_row(self, source: ImageSource, message: str) -> pa.Table:
         return table({**self._base(source, None, None, 1), "status": ["error"], "error": [message]}, 1)
 
-    def _overlays(self, source: ImageSource, sample: Sample, result: BatchResult, i: int, names: list[str], ranks: list[int]) -> list[str | None]:
+    def _overlays(
+        self, source: ImageSource, sample: Sample, result: BatchResult, i: int, names: list[str], ranks: list[int]
+    ) -> list[str | None]:
         if sample.photo is None:
             return [None] * len(names)
         photo = Image.fromarray(sample.photo.numpy())
         paths = []
-        for k, (name, rank) in enumerate(zip(names, ranks)):
+        for k, (name, rank) in enumerate(zip(names, ranks, strict=True)):
             rel = self.layout.overlay_rel(source.rel, name, rank if self.named_by_rank else None)
             target = self.layout.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -87,4 +91,3 @@ class ImageWriter:
 def overlay_count(rows: pa.Table) -> int:
     """Overlays an image's rows point at."""
     return rows.num_rows - rows.column("overlay_path").null_count
-

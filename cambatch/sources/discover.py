@@ -37,7 +37,9 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def discover(inputs: list[Path | str], exclude: Path | None = None, labels_from_dirs: bool = False) -> list[ImageSource]:
+def discover(
+    inputs: list[Path | str], exclude: Path | None = None, labels_from_dirs: bool = False
+) -> list[ImageSource]:
     """List the images under `inputs` (folders searched recursively, or image files).
 
     Anything under `exclude` (the output folder) is skipped so that a run never reads its own

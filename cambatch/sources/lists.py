@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .discover import ImageSource, image_source
 from ..errors import UsageError
+from .discover import ImageSource, image_source
 
 
 def read_list(list_file: Path) -> list[ImageSource]:
@@ -36,13 +36,17 @@ def _entries(list_file: Path) -> list[tuple[str, str | None]]:
         import pandas as pd
 
         try:
-            table = pd.read_parquet(list_file) if suffix != ".csv" else pd.read_csv(list_file, dtype=str, keep_default_na=False)
+            table = (
+                pd.read_parquet(list_file)
+                if suffix != ".csv"
+                else pd.read_csv(list_file, dtype=str, keep_default_na=False)
+            )
         except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad file
             raise UsageError(f"cannot read list {list_file}: {exc}") from None
         if "path" not in table.columns:
             raise UsageError(f"{list_file} has no 'path' column (columns: {', '.join(map(str, table.columns))})")
         labels = table["label"] if "label" in table.columns else [None] * len(table)
-        return [(str(p), _label(lab)) for p, lab in zip(table["path"], labels)]
+        return [(str(p), _label(lab)) for p, lab in zip(table["path"], labels, strict=True)]
     lines = list_file.read_text(encoding="utf-8").splitlines()
     return [(line.strip(), None) for line in lines if line.strip() and not line.lstrip().startswith("#")]
 

@@ -15,6 +15,8 @@ from ..errors import UsageError
 
 @dataclass(frozen=True)
 class Shard:
+    """Shard `index` of `count`: the images whose path hashes to `index` modulo `count`."""
+
     index: int
     count: int
 
