@@ -1,21 +1,50 @@
-"""The command line: options, exit codes and one-line messages."""
+"""The command line: options, exit codes and one-line messages; whole runs through the CLI, every map method
+end to end on the default model, resnet18, mobilenet_v3_small (both random init) and a random-init timm
+ViT-tiny, plus the options that go with the methods.
+
+To keep the suite quick the method runs use two sample images, and Score-CAM (one forward pass per
+channel and image) one image, at 64 px on the CNNs; the full-size runs over all sample images are
+behind the README's method table.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+import torch
 from conftest import SAMPLES
 from PIL import Image
 from typer.testing import CliRunner
 
+import cambatch
 from cambatch import __version__
 from cambatch.cli import app
+from cambatch.methods import METHODS
+from cambatch.report.parts import read_settings
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def seeded_random_init():
+    """Runs on random-init models (`--weights none`) draw their weights from torch's global generator:
+    seeded here, they are the same whichever tests ran before."""
+    torch.manual_seed(0)
+
+
+NON_CAM = tuple(m for m in METHODS if m != "cam")
+MODELS = {  # name: (options, methods that apply, layer of the non-cam methods)
+    "default": ([], (*METHODS, "auto"), "bn2"),
+    "resnet18": (["--model", "resnet18", "--weights", "none"], (*METHODS, "auto"), "layer4"),
+    "mobilenet_v3_small": (["--model", "mobilenet_v3_small", "--weights", "none"], (*NON_CAM, "auto"), "features"),
+    "vit_tiny": (["--model", "timm:vit_tiny_patch16_224", "--weights", "none"], (*NON_CAM, "auto"), "blocks.11.norm1"),
+}
+CASES = [(model, method) for model, (_, methods, _) in MODELS.items() for method in methods]
 
 
 def invoke(*args):
@@ -159,7 +188,169 @@ def test_torchvision_model_with_random_weights(tmp_path, two_photos):
     assert not (out / "overlays").exists()
 
 
-def test_models_lists_the_default_and_torchvision_names():
-    result = invoke("models")
-    assert result.exit_code == 0
-    assert "efficientnet_lite0" in result.output and "resnet50" in result.output and "timm:NAME" in result.output
+# ---- the map methods from the command line ----
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("chelsea.png", "coffee.png"):
+        (folder / name).write_bytes((SAMPLES / name).read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("model, method", CASES)
+def test_every_method_runs_end_to_end(tmp_path, photos, model, method):
+    options, _, layer = MODELS[model]
+    out = tmp_path / "out"
+    extra = ["--image-size", 64] if method == "scorecam" and model != "vit_tiny" else []
+    inputs = photos / "chelsea.png" if method == "scorecam" else photos
+    result = invoke(
+        "run",
+        inputs,
+        "--out",
+        out,
+        "--method",
+        method,
+        *options,
+        *extra,
+        "--topk",
+        2,
+        "--max-side",
+        160,
+        "--workers",
+        0,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    resolved = ("cam" if model in ("default", "resnet18") else "gradcam") if method == "auto" else method
+    expected_layer = {"default": "forward_features", "resnet18": "layer4"}.get(model) if resolved == "cam" else layer
+    assert f"method:   {resolved} on layer {expected_layer}" in result.output
+    df = pd.read_parquet(out / "report")
+    assert (
+        len(df) == (2 if method == "scorecam" else 4) and (df.status == "ok").all() and set(df["method"]) == {resolved}
+    )
+    settings = read_settings(out / "report")
+    assert (
+        settings["method"] == resolved
+        and settings["layer"] == expected_layer
+        and settings["options"]["method"] == method
+    )
+    assert df.cam_max.notna().all() and (df.cam_max > 0).any()
+    assert all((out / p).is_file() for p in df.overlay_path)
+    assert df.masked_probability.isna().all()  # no --faithfulness
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v3_small", "vit_tiny"])
+def test_cam_is_still_refused_where_the_head_is_not_gap_linear(tmp_path, photos, model):
+    result = invoke("run", photos, "--out", tmp_path / "out", *MODELS[model][0], "--workers", 0)
+    assert result.exit_code == 2
+    expected = "CAM needs a global-average-pool -> linear head" if model == "mobilenet_v3_small" else "CAM needs a CNN"
+    assert expected in result.output and result.output.count("\n") == 1
+
+
+def test_faithfulness_columns_summary_and_manifest(tmp_path, photos):
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        photos,
+        "--out",
+        out,
+        "--method",
+        "gradcampp",
+        "--faithfulness",
+        "--topk",
+        3,
+        "--no-overlays",
+        "--workers",
+        0,
+    )
+    assert result.exit_code == 0, result.output
+    df = pd.read_parquet(out / "report")
+    assert df.masked_probability.between(0, 1).all() and df.confidence_drop.between(0, 1).all()
+    assert df.confidence_increase.dtype == bool
+    assert (df.confidence_increase == (df.masked_probability > df.probability)).all()
+    drop = ((df.probability - df.masked_probability).clip(lower=0) / df.probability).astype("float32")
+    pd.testing.assert_series_equal(df.confidence_drop, drop, check_names=False, atol=1e-6, rtol=1e-5)
+    line = next(line for line in result.output.splitlines() if "faithfulness over 6 maps" in line)
+    assert f"average drop {100 * df.confidence_drop.mean():.1f}%" in line
+    assert f"increase in confidence {100 * df.confidence_increase.mean():.1f}%" in line
+    manifest = json.loads(next((out / "runs").glob("*.json")).read_text())
+    assert manifest["faithfulness"]["maps"] == 6 and manifest["method"] == "gradcampp"
+    assert manifest["faithfulness"]["average_drop_pct"] == pytest.approx(100 * df.confidence_drop.mean(), abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--method", "gradcam", "--layer", "layer9", "--model", "resnet18", "--weights", "none"],
+            "unknown layer 'layer9'; did you mean layer4, layer3, layer2? "
+            "(layers with a spatial output, last first: layer4 [512, 7, 7]",
+        ),
+        (["--method", "gradcam", "--layer", "fc", "--model", "resnet18", "--weights", "none"], "no spatial grid"),
+        (["--layer", "layer4", "--model", "resnet18", "--weights", "none"], "layer (--layer) is for the other methods"),
+        (["--method", "gradcam++"], "method (--method) must be one of cam, gradcam"),
+        (["--method", "scorecam", "--scorecam-batch", "0"], "scorecam_batch (--scorecam-batch) must be at least 1"),
+    ],
+)
+def test_method_option_mistakes_exit_2_with_one_line(tmp_path, photos, args, message):
+    result = invoke("run", photos, "--out", tmp_path / "out", *args, "--workers", 0)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cambatch: error:") and message in lines[0]
+
+
+def test_layer_override_from_the_command_line(tmp_path, photos):
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        photos,
+        "--out",
+        out,
+        "--model",
+        "resnet18",
+        "--weights",
+        "none",
+        "--method",
+        "layercam",
+        "--layer",
+        "layer3.1",
+        "--no-overlays",
+        "--topk",
+        1,
+        "--workers",
+        0,
+    )
+    assert result.exit_code == 0, result.output
+    assert read_settings(out / "report")["layer"] == "layer3.1"
+    row = pd.read_parquet(out / "report").query("path == 'chelsea.png'").iloc[0]
+    assert cambatch.load_map(out, "chelsea.png", row.class_index).shape == (14, 14)  # layer3's grid, not layer4's 7 x 7
+
+
+def test_the_installed_command_runs_a_gradient_method(tmp_path, photos):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cambatch",
+            "run",
+            str(photos),
+            "--out",
+            str(out),
+            "--method",
+            "xgradcam",
+            "--topk",
+            "1",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 ok, 0 error(s) of 2 images" in proc.stderr and "method:   xgradcam on layer bn2" in proc.stderr
+    assert set(pd.read_parquet(out / "report").method) == {"xgradcam"}

@@ -124,3 +124,57 @@ def test_cli_table_json_and_parquet_rows(runs, tmp_path):
     rows = pd.read_parquet(target)
     assert len(rows) == 7 and rows.loc[rows.top1_changed.fillna(False), "path"].tolist() == ["camera.png"]
     assert {"peak_shift", "box_iou", "class_a", "class_b", "status"} <= set(rows.columns)
+
+
+def _report(rows: list[tuple]) -> pd.DataFrame:
+    """(path, status, class_name) rows, rank 1, with fixed map statistics."""
+    return pd.DataFrame(
+        {
+            "path": [r[0] for r in rows],
+            "status": [r[1] for r in rows],
+            "rank": [1 if r[1] == "ok" else None for r in rows],
+            "class_name": [r[2] for r in rows],
+            "probability": [0.5] * len(rows),
+            "peak_x": [0.5] * len(rows),
+            "peak_y": [0.5] * len(rows),
+            "bbox_x0": [0.0] * len(rows),
+            "bbox_y0": [0.0] * len(rows),
+            "bbox_x1": [1.0] * len(rows),
+            "bbox_y1": [1.0] * len(rows),
+        }
+    )
+
+
+def test_every_status_an_image_can_have():
+    a = _report(
+        [
+            ("same.jpg", "ok", "cat"),
+            ("gone.jpg", "ok", "cat"),
+            ("fixed.jpg", "error", None),
+            ("broke.jpg", "ok", "dog"),
+            ("never.jpg", "error", None),
+        ]
+    )
+    b = _report(
+        [
+            ("same.jpg", "ok", "cat"),
+            ("new.jpg", "ok", "dog"),
+            ("fixed.jpg", "ok", "dog"),
+            ("broke.jpg", "error", None),
+            ("never.jpg", "error", None),
+        ]
+    )
+    result = cambatch.compare_reports(a, b)
+    status = result.images.set_index("path")["status"].astype(str).to_dict()
+    assert status == {
+        "broke.jpg": "error_b",
+        "fixed.jpg": "error_a",
+        "gone.jpg": "only_a",
+        "never.jpg": "error_both",
+        "new.jpg": "only_b",
+        "same.jpg": "both",
+    }
+    overview = result.overview()
+    assert (overview["compared"], overview["top1_changed"], overview["changed_share"]) == (1, 0, 0.0)
+    assert overview["mean_box_iou"] == 1.0 and overview["median_peak_shift"] == 0.0
+    assert pd.isna(result.images.set_index("path").loc["new.jpg", "box_iou"])  # compared only when in both

@@ -1,4 +1,4 @@
-"""The speed options: precision, channels_last, thread/worker defaults, GPU JPEG decoding (its logic, on a CPU)."""
+"""`cambatch.data.gpu_decode`: GPU JPEG decoding, its logic checked on a CPU (a stand-in for nvJPEG)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from conftest import SAMPLES
 from PIL import Image, ImageOps
 
 from cambatch.data.gpu_decode import (
+    DecodedBatches,
     EncodedBatch,
     EncodedImageFiles,
     GpuDecoder,
@@ -23,103 +24,15 @@ from cambatch.data.gpu_decode import (
 )
 from cambatch.data.preprocess import Failure, ImageFiles, Preprocess
 from cambatch.errors import UsageError
-from cambatch.methods.cam import class_activation_maps
-from cambatch.model.accel import Execution, check_precision, prepare_network
-from cambatch.model.build import load_model
-from cambatch.runner.tuning import plan, torch_threads
 from cambatch.sources.discover import ImageSource
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def small_model():
-    torch.manual_seed(0)
-    return load_model("mobilenet_v2", "none")
 
 
 def _jpeg(image: Image.Image, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", **options)
     return buffer.getvalue()
-
-
-# ---------------------------------------------------------------- precision, memory format
-
-
-def test_precision_checks():
-    check_precision("fp32", CPU)
-    check_precision("bf16", CPU)
-    with pytest.raises(UsageError, match="fp16 .*needs a GPU"):
-        check_precision("fp16", CPU)
-
-
-def test_channels_last_keeps_the_cam_identity(small_model):
-    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        before = class_activation_maps(small_model, images, 3)
-        prepare_network(small_model.network, CPU)
-        after = class_activation_maps(small_model, images, 3)
-        bias = small_model.head.bias[after.class_index]
-    assert small_model.network.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(before.class_index, after.class_index)
-    torch.testing.assert_close(after.maps, before.maps, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(after.maps.mean((2, 3)) + bias, after.logit, rtol=1e-4, atol=1e-4)
-
-
-def test_bf16_autocast_hands_float32_features_to_the_head():
-    torch.manual_seed(0)
-    model = load_model("resnet18", "none")
-    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    with torch.inference_mode():
-        reference = class_activation_maps(model, images, 1)
-        fast = class_activation_maps(model, images, 1, execution=Execution("cpu", "bf16"))
-    assert fast.maps.dtype == torch.float32 and fast.logit.dtype == torch.float32
-    scale = reference.maps.abs().max()
-    assert (fast.maps - reference.maps).abs().max() < 0.1 * scale
-
-
-def test_run_refuses_bad_speed_options_before_any_work(tmp_path):
-    from cambatch.config import RunConfig
-    from cambatch.runner.pipeline import run
-
-    for options, message in (
-        ({"precision": "fp64"}, "precision"),
-        ({"gpu_decode": "always"}, "gpu-decode"),
-        ({"threads": 0}, "threads"),
-    ):
-        with pytest.raises(UsageError, match=message):
-            run(RunConfig.create(inputs=[SAMPLES], out=tmp_path / "out", **options))
-    assert not (tmp_path / "out").exists()
-
-
-# ---------------------------------------------------------------- defaults from the machine
-
-
-@pytest.mark.parametrize("cores", [1, 2, 4, 16, 64])
-def test_cpu_plan_never_oversubscribes(cores):
-    for overlays in (True, False):
-        p = plan(CPU, overlays=overlays, cores=cores)
-        assert p.threads >= 1 and p.workers >= 1 and p.batch_size >= 1 and p.writer_threads >= 1
-        assert p.threads + p.workers <= max(cores, 2)
-
-
-def test_plan_keeps_given_values_and_fits_threads_around_workers():
-    p = plan(CPU, threads=3, workers=0, batch_size=5, cores=2)
-    assert (p.threads, p.workers, p.batch_size) == (3, 0, 5)
-    assert plan(CPU, workers=0, cores=4).threads == 4
-    gpu = plan(torch.device("cuda"), cores=16)
-    assert gpu.workers + gpu.writer_threads <= 16 and gpu.batch_size > plan(CPU, cores=16).batch_size
-
-
-def test_torch_threads_is_restored():
-    before = torch.get_num_threads()
-    with torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-
-
-# ---------------------------------------------------------------- GPU decoding: its logic, on a CPU
 
 
 def test_jpeg_headers_tell_baseline_from_the_rest():
@@ -227,3 +140,34 @@ def test_plain_batches_pass_through_the_decoder(jpeg_folder):
 
     batch = Batch(torch.zeros(0, dtype=torch.uint8), [], [Failure(0, "x")])
     assert GpuDecoder(jpeg_folder, Preprocess(image_size=64), CPU)(batch) is batch
+
+
+def test_headers_behind_other_segments_and_fill_bytes_are_found():
+    data = _jpeg(Image.new("RGB", (33, 17)), exif=Image.Exif().tobytes())
+    assert data.index(b"\xff\xc0") > 20  # APP segments (JFIF, EXIF) come before the frame header
+    header = read_jpeg_header(data)
+    assert (header.width, header.height, header.sof) == (33, 17, 0xC0)
+    filled = data[:2] + b"\xff\xff" + data[2:]  # fill bytes between markers are allowed
+    assert read_jpeg_header(filled).width == 33
+    assert read_jpeg_header(data[:12]) is None  # the frame header out of reach
+
+
+def test_resize_uint8_keeps_a_picture_already_at_size():
+    picture = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    assert resize_uint8(picture, (7, 5)) is picture
+    out = resize_uint8(picture, (14, 10))
+    assert out.shape == (3, 10, 14) and out.dtype == torch.uint8
+
+
+def test_decoded_batches_finish_every_batch_through_the_decoder(jpeg_folder):
+    prep = Preprocess(image_size=32)
+    loader = torch.utils.data.DataLoader(
+        EncodedImageFiles(jpeg_folder, prep), batch_size=2, collate_fn=collate_encoded, num_workers=0
+    )
+    decode, calls = _fake_gpu()
+    batches = DecodedBatches(loader, GpuDecoder(jpeg_folder, prep, CPU, decode_fn=decode))
+    assert len(batches) == 3 and batches.batch_size == 2
+    seen = list(batches)
+    assert all(not getattr(b, "encoded", None) and b.pixels.shape[0] == len(b.samples) for b in seen)  # complete
+    assert sorted(s.index for b in seen for s in b.samples) == [0, 1, 2, 4]
+    assert [f.index for b in seen for f in b.failures] == [3]

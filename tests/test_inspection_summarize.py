@@ -123,3 +123,48 @@ def test_cli_errors_are_one_line_with_exit_2(sample_run, tmp_path):
     assert missing.exit_code == 2 and "no complete report part" in missing.output
     bad = runner.invoke(app, ["summarize", str(sample_run[0].out), "--sort", "colour"])
     assert bad.exit_code == 2 and "unknown sort key" in bad.output
+
+
+def small_report(labels: bool) -> pd.DataFrame:
+    """Four images, three predicted classes (one image failed), made by hand."""
+    df = pd.DataFrame(
+        {
+            "path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "bad.jpg"],
+            "rank": [1, 1, 1, 1, None],
+            "class_name": ["Zebra", "apple", "apple", "mango", None],
+            "probability": [0.9, 0.5, 0.7, 0.4, None],
+            "active_area": [0.1, 0.2, 0.2, 0.9, None],
+            "border_energy": [0.9, 0.1, 0.1, 0.2, None],
+            "entropy": [0.5, 0.5, 0.5, 0.5, None],
+            "status": ["ok", "ok", "ok", "ok", "error"],
+        }
+    )
+    if labels:
+        df["label"] = ["zebra", "apple", "pear", None, None]
+    return df
+
+
+def test_sorting_is_stable_and_by_name_case_blind():
+    summary = summarize(small_report(labels=False))
+    assert (summary.images, summary.errors, summary.by) == (4, 1, "class")
+    assert list(summary.sorted("images").index) == ["apple", "mango", "Zebra"]  # ties by name, case-blind
+    assert list(summary.sorted("name").index) == ["apple", "mango", "Zebra"]
+    assert list(summary.sorted("border_energy", top=1).index) == ["Zebra"]
+    assert summary.table.loc["apple", "mean_probability"] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="accuracy needs labels"):
+        summary.sorted("accuracy")
+    with pytest.raises(ValueError, match="unknown sort key 'colour'"):
+        summary.sorted("colour")
+    with pytest.raises(ValueError, match="has no labels"):
+        summarize(small_report(labels=False), by="label")
+
+
+def test_flags_name_both_reasons_and_labels_give_accuracy():
+    summary = summarize(small_report(labels=False), thresholds=Thresholds(border_ratio=2.0, spread_ratio=2.0))
+    # medians over the four images: border_energy 0.15, active_area 0.2
+    assert summary.table.loc["Zebra", "flags"] == "border" and summary.table.loc["mango", "flags"] == "spread"
+    assert set(summary.flagged.index) == {"mango", "Zebra"}
+    assert summary.table.loc["apple", "flags"] == ""
+    labelled = summarize(small_report(labels=True))
+    assert labelled.by == "label" and labelled.table["images"].to_dict() == {"apple": 1, "pear": 1, "zebra": 1}
+    assert labelled.table["accuracy"].to_dict() == {"apple": 1.0, "pear": 0.0, "zebra": 1.0}  # case-blind

@@ -1,0 +1,77 @@
+"""`cambatch.data.preprocess`: model inputs and overlay backgrounds, failures carried as values, batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cambatch.data.preprocess import Batch, Failure, ImageFiles, Preprocess, Sample, collate
+from cambatch.sources.discover import ImageSource
+
+
+@pytest.mark.parametrize(
+    "max_side, size, expected",
+    [
+        (0, (4000, 3000), (4000, 3000)),  # 0: the photo's own size
+        (1024, (800, 600), (800, 600)),  # already under the cap
+        (1024, (4000, 3000), (1024, 768)),
+        (300, (400, 600), (200, 300)),  # portrait: the longest side is the height
+        (1024, (4000, 40), (1024, 10)),
+        (100, (5000, 10), (100, 1)),  # never 0 pixels
+    ],
+)
+def test_overlay_size_caps_the_longest_side(max_side, size, expected):
+    assert Preprocess(image_size=224, overlays=True, max_side=max_side).overlay_size(*size) == expected
+
+
+def test_decode_size_is_what_the_input_and_the_overlay_need():
+    without = Preprocess(image_size=224)
+    assert without.decode_size(4000, 3000) == (224, 224)  # only the model input
+    assert without.decode_size(100, 80) == (100, 80)  # never more than the photo
+    with_overlays = Preprocess(image_size=224, overlays=True, max_side=1024)
+    assert with_overlays.decode_size(4000, 3000) == (1024, 768)
+    assert with_overlays.decode_size(4000, 200) == (1024, 200)
+
+
+def source(tmp_path, name: str) -> ImageSource:
+    return ImageSource(tmp_path / name, tmp_path, name)
+
+
+def test_image_files_give_inputs_and_overlay_backgrounds(tmp_path):
+    pixels = np.zeros((40, 100, 3), np.uint8)
+    pixels[:, :50] = (255, 0, 0)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    sample = ImageFiles([source(tmp_path, "wide.png")], Preprocess(image_size=32, overlays=True, max_side=50))[0]
+    assert isinstance(sample, Sample) and sample.index == 0
+    assert sample.pixels.shape == (3, 32, 32) and sample.pixels.dtype == torch.uint8  # the whole image, squashed
+    assert sample.pixels[0, :, :10].float().mean() > 250 and sample.pixels[0, :, -10:].float().mean() < 5
+    assert sample.photo.shape == (20, 50, 3) and sample.photo.dtype == torch.uint8  # [H, W, 3], capped
+    assert (sample.width, sample.height) == (100, 40)
+    no_overlay = ImageFiles([source(tmp_path, "wide.png")], Preprocess(image_size=32))[0]
+    assert no_overlay.photo is None
+
+
+def test_a_bad_file_becomes_a_failure_never_an_exception(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("no picture")
+    files = ImageFiles(
+        [source(tmp_path, "empty.jpg"), source(tmp_path, "text.png"), source(tmp_path, "missing.png")],
+        Preprocess(image_size=32),
+    )
+    failures = [files[i] for i in range(3)]
+    assert all(isinstance(f, Failure) for f in failures) and [f.index for f in failures] == [0, 1, 2]
+    assert failures[0].error == "empty file (0 bytes)"
+    assert "not a readable image" in failures[1].error
+    assert failures[2].error.startswith("FileNotFoundError: ")  # any other failure: its type and message
+
+
+def test_collate_stacks_samples_and_carries_failures():
+    samples = [Sample(i, torch.full((3, 4, 4), i, dtype=torch.uint8), None, 4, 4) for i in (0, 2)]
+    batch = collate([samples[0], Failure(1, "bad"), samples[1]])
+    assert isinstance(batch, Batch) and batch.pixels.shape == (2, 3, 4, 4)
+    assert [s.index for s in batch.samples] == [0, 2] and batch.pixels[1].unique().tolist() == [2]
+    assert [f.index for f in batch.failures] == [1]
+    empty = collate([Failure(0, "bad")])
+    assert empty.pixels.shape == (0,) and empty.pixels.dtype == torch.uint8 and not empty.samples

@@ -1,0 +1,94 @@
+"""`cambatch.runner.engine`: uint8 batches normalized on the device, maps, statistics, one copy to the host."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLES
+from methods_support import normalized_batch, tiny_model
+from PIL import Image
+
+from cambatch.errors import UsageError
+from cambatch.methods.cam import class_activation_maps
+from cambatch.methods.statistics import map_statistics
+from cambatch.report.schema import FAITHFULNESS_NAMES, STAT_NAMES
+from cambatch.runner.engine import build_engine, resolve_device
+
+
+def test_engine_normalizes_uint8_on_the_device_like_the_reference(default_model):
+    names = ["coffee.png", "camera.png"]
+    size = default_model.input_size
+    pixels = torch.stack(
+        [
+            torch.from_numpy(
+                np.array(Image.open(SAMPLES / n).convert("RGB").resize((size, size), Image.BILINEAR))
+            ).permute(2, 0, 1)
+            for n in names
+        ]
+    )
+    result = build_engine(default_model, torch.device("cpu"), topk=2)(pixels)
+    with torch.inference_mode():
+        reference = class_activation_maps(default_model, normalized_batch(default_model, names), topk=2)
+    np.testing.assert_array_equal(result.class_index, reference.class_index.numpy())
+    np.testing.assert_allclose(result.maps, reference.maps.numpy(), atol=2e-2, rtol=1e-2)
+    assert set(STAT_NAMES) <= set(result.columns) and result.columns["cam_max"].shape == (2, 2)
+    assert result.display.dtype == np.uint8
+
+
+def pixels(count: int = 3, side: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randint(
+        0, 256, (count, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_batch_result_holds_report_columns_raw_maps_and_display_maps():
+    model = tiny_model(seed=1)
+    result = build_engine(model, torch.device("cpu"), topk=2)(pixels())
+    assert set(result.columns) == {"class_index", "rank", "probability", "logit", *STAT_NAMES}
+    assert all(value.shape == (3, 2) and isinstance(value, np.ndarray) for value in result.columns.values())
+    assert result.maps.shape == (3, 2, 16, 16) and result.maps.dtype == np.float16
+    assert result.display.shape == (3, 2, 16, 16) and result.display.dtype == np.uint8
+    np.testing.assert_array_equal(result.class_index, result.columns["class_index"])
+    assert result.rank.tolist() == [[1, 2]] * 3
+    # The statistics are those of the raw maps, before they were stored as float16.
+    images = (pixels().float() - 0.5 * 255) / (0.25 * 255)
+    with torch.inference_mode():
+        maps = class_activation_maps(model, images, 2).maps
+    expected = map_statistics(maps.reshape(6, 16, 16))["cam_max"].reshape(3, 2).numpy()
+    np.testing.assert_allclose(result.columns["cam_max"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_without_overlays_no_display_maps_and_chosen_classes_for_every_image():
+    engine = build_engine(tiny_model(seed=1), torch.device("cpu"), topk=3, classes=[4, 0], want_display=False)
+    result = engine(pixels())
+    assert result.display is None
+    assert result.class_index.tolist() == [[4, 0]] * 3 and result.maps.shape[1] == 2
+
+
+def test_faithfulness_adds_its_columns_and_feeds_the_tally():
+    engine = build_engine(tiny_model(seed=1), torch.device("cpu"), topk=2, faithfulness=True)
+    engine(pixels(3))
+    result = engine(pixels(2, seed=1))
+    assert set(FAITHFULNESS_NAMES) <= set(result.columns) and result.columns["confidence_increase"].dtype == bool
+    assert engine.tally.summary()["maps"] == 10 and engine.tally.top1_maps == 5
+    plain = build_engine(tiny_model(seed=1), torch.device("cpu"), topk=2)
+    plain(pixels())
+    assert plain.tally.summary() is None and not set(FAITHFULNESS_NAMES) & set(plain(pixels()).columns)
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UsageError, match="device cuda:1 \\(--device\\): no CUDA device is available here"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setenv("LOCAL_RANK", "3")  # torchrun: one GPU per local rank
+    assert resolve_device("cuda") == torch.device("cuda:3") and resolve_device("auto") == torch.device("cuda:3")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")  # named explicitly: kept
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")

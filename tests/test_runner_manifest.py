@@ -1,0 +1,81 @@
+"""`cambatch.runner.manifest`: run records written atomically, listed oldest first, damaged ones skipped."""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+
+from rich.console import Console
+
+import cambatch
+from cambatch.layout import OutputLayout
+from cambatch.runner.manifest import print_runs, read_manifests, versions, write_manifest
+
+
+def record(run_id: str, started: str, **extra) -> dict:
+    return {
+        "run_id": run_id,
+        "status": "completed",
+        "started": started,
+        "shard": "0/1",
+        "model": "efficientnet_lite0",
+        "counts": {"images": 3, "ok": 2, "error": 1, "skipped": 0},
+        "images_per_s": 12.345,
+        **extra,
+    }
+
+
+def test_write_then_read_round_trips(tmp_path):
+    layout = OutputLayout(tmp_path / "out")
+    first = record("20250101T000000Z-aaaaaa", "2025-01-01T00:00:00+00:00", versions={"torch": "2.4"})
+    target = write_manifest(layout.manifest_path(first["run_id"]), first)
+    assert target == layout.runs_dir / "20250101T000000Z-aaaaaa.json"
+    assert read_manifests(layout.root) == [first]
+    assert [p.name for p in layout.runs_dir.iterdir()] == [target.name]  # no temporary file left
+
+
+def test_rewriting_a_manifest_replaces_it(tmp_path):
+    layout = OutputLayout(tmp_path)
+    path = layout.manifest_path("20250101T000000Z-aaaaaa")
+    write_manifest(path, record("20250101T000000Z-aaaaaa", "2025-01-01", status="running"))
+    write_manifest(path, record("20250101T000000Z-aaaaaa", "2025-01-01", status="interrupted"))
+    assert [r["status"] for r in read_manifests(tmp_path)] == ["interrupted"]
+
+
+def test_manifests_are_listed_by_start_time_and_damaged_ones_skipped(tmp_path):
+    layout = OutputLayout(tmp_path)
+    # File names sort the other way round from the start times.
+    write_manifest(layout.manifest_path("b"), record("b", "2025-01-01T00:00:00"))
+    write_manifest(layout.manifest_path("a"), record("a", "2025-02-01T00:00:00"))
+    (layout.runs_dir / "c.json").write_text('{"run_id": "c", "sta', encoding="utf-8")  # torn or damaged
+    (layout.runs_dir / "d.json").write_bytes(b"\xff\xfe not utf-8")
+    assert [r["run_id"] for r in read_manifests(tmp_path)] == ["b", "a"]
+    assert read_manifests(tmp_path / "never-ran") == []
+
+
+def test_values_json_cannot_hold_are_written_as_text(tmp_path):
+    path = write_manifest(tmp_path / "runs" / "x.json", {"out": tmp_path, "started": "now"})
+    assert json.loads(path.read_text())["out"] == str(tmp_path)
+
+
+def test_print_runs_lists_each_run_and_counts_them(tmp_path):
+    layout = OutputLayout(tmp_path)
+    write_manifest(layout.manifest_path("20250101T000000Z-aaaaaa"), record("20250101T000000Z-aaaaaa", "2025-01-01"))
+    write_manifest(
+        layout.manifest_path("20250102T000000Z-bbbbbb"),
+        record("20250102T000000Z-bbbbbb", "2025-01-02", status="interrupted", images_per_s=None),
+    )
+    stream = io.StringIO()
+    assert print_runs(tmp_path, Console(file=stream, width=250)) == 2
+    text = stream.getvalue()
+    assert "20250101T000000Z-aaaaaa" in text and "20250102T000000Z-bbbbbb" in text
+    assert "interrupted" in text and "12.3" in text
+    assert print_runs(tmp_path / "none", Console(file=io.StringIO())) == 0
+
+
+def test_versions_name_python_and_the_packages():
+    found = versions()
+    assert found["python"] == platform.python_version()
+    assert found["cambatch"] == cambatch.__version__
+    assert found["torch"] and set(found) == {"python", "cambatch", "torch", "torchvision", "timm"}

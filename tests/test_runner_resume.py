@@ -1,0 +1,98 @@
+"""`cambatch.runner.resume`: what the report already holds, what is left to do, and the purge of redone images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from cambatch.layout import OutputLayout
+from cambatch.report.parts import published_parts
+from cambatch.report.schema import table
+from cambatch.runner.resume import plan, purge
+from cambatch.sources.discover import ImageSource
+from cambatch.sources.shard import Shard
+
+ROOT = Path("/data/photos")
+
+
+def src(rel: str, size: int = 100, mtime: int = 5, root: Path = ROOT) -> ImageSource:
+    return ImageSource(root / rel, root, rel, size, mtime)
+
+
+def write_part(report: Path, name: str, rows: list[tuple]) -> Path:
+    """rows: (input_root, path, file_size, mtime_ns, status), two report rows for an ok image."""
+    expanded = [r for r in rows for _ in range(2 if r[4] == "ok" else 1)]
+    columns = dict(
+        zip(("input_root", "path", "file_size", "mtime_ns", "status"), zip(*expanded, strict=True), strict=True)
+    )
+    report.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table({k: list(v) for k, v in columns.items()}, len(expanded)), report / name)
+    return report / name
+
+
+def test_plan_with_no_report_does_everything(tmp_path):
+    todo = plan([src("a.jpg"), src("b.jpg")], tmp_path / "report")
+    assert [s.rel for s in todo.todo] == ["a.jpg", "b.jpg"] and todo.skipped == 0 and not todo.purge_keys
+
+
+def test_plan_skips_unchanged_images_and_redoes_new_changed_and_retried_ones(tmp_path):
+    report = tmp_path / "report"
+    root = str(ROOT)
+    write_part(report, "part-1-00000.parquet", [(root, "same.jpg", 100, 5, "ok"), (root, "bigger.jpg", 100, 5, "ok")])
+    write_part(report, "part-2-00000.parquet", [(root, "touched.jpg", 100, 5, "ok"), (root, "bad.jpg", 7, 5, "error")])
+    (report / ".part-3-00000.parquet.tmp").write_bytes(b"torn")  # a part being written: not read
+    sources = [
+        src("same.jpg"),
+        src("bigger.jpg", size=101),
+        src("touched.jpg", mtime=6),
+        src("bad.jpg", size=7),
+        src("new.jpg"),
+        src("same.jpg", root=Path("/other/root")),  # the same name under another input: another image
+    ]
+    done = plan(sources, report)
+    assert [(str(s.input_root), s.rel) for s in done.todo] == [
+        (root, "bigger.jpg"),
+        (root, "touched.jpg"),
+        (root, "new.jpg"),
+        ("/other/root", "same.jpg"),
+    ]
+    assert done.skipped == 2  # same.jpg, and bad.jpg: a failure is not retried unless asked
+    assert done.purge_keys == {f"{root}\x00bigger.jpg", f"{root}\x00touched.jpg"}  # their old rows go first
+    retried = plan(sources, report, retry_errors=True)
+    assert "bad.jpg" in [s.rel for s in retried.todo] and f"{root}\x00bad.jpg" in retried.purge_keys
+    assert retried.skipped == 1
+
+
+def test_purge_drops_only_the_keys_rows_and_rewrites_parts_in_place(tmp_path):
+    layout = OutputLayout(tmp_path)
+    root = str(ROOT)
+    mixed = write_part(
+        layout.report_dir, "part-1-00000.parquet", [(root, "a.jpg", 1, 1, "ok"), (root, "b.jpg", 1, 1, "ok")]
+    )
+    only_a = write_part(layout.report_dir, "part-2-00000.parquet", [(root, "a.jpg", 1, 1, "ok")])
+    untouched = write_part(layout.report_dir, "part-3-00000.parquet", [("/elsewhere", "a.jpg", 1, 1, "ok")])
+    before = untouched.stat().st_mtime_ns
+    assert purge(layout, keys={f"{root}\x00a.jpg"}) == 4
+    assert published_parts(layout.report_dir) == [mixed, untouched]  # a part left empty is removed
+    assert pq.read_table(mixed).column("path").to_pylist() == ["b.jpg", "b.jpg"]
+    assert pq.read_table(untouched).column("input_root").to_pylist() == ["/elsewhere"] * 2
+    assert untouched.stat().st_mtime_ns == before  # nothing to drop: not rewritten
+    assert not only_a.exists()
+    assert sorted(p.name for p in layout.report_dir.iterdir()) == [  # no temporary file left
+        ".purge.lock",
+        "part-1-00000.parquet",
+        "part-3-00000.parquet",
+    ]
+    assert purge(layout, keys={"nothing\x00here.jpg"}) == 0
+
+
+def test_purge_of_a_shard_drops_every_row_it_owns(tmp_path):
+    layout = OutputLayout(tmp_path)
+    names = [f"img_{n:02d}.jpg" for n in range(20)]
+    part = write_part(layout.report_dir, "part-1-00000.parquet", [(str(ROOT), n, 1, 1, "ok") for n in names])
+    shard = Shard(1, 3)
+    owned = [n for n in names if shard.owns(n)]
+    assert 0 < len(owned) < len(names)
+    assert purge(layout, shard=shard) == 2 * len(owned)
+    assert sorted(set(pq.read_table(part).column("path").to_pylist())) == [n for n in names if not shard.owns(n)]

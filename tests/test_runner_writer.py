@@ -1,0 +1,125 @@
+"""`cambatch.runner.writer`: one image's overlays on disk and its report rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cambatch.data.preprocess import Sample
+from cambatch.layout import OutputLayout
+from cambatch.report.schema import SCHEMA
+from cambatch.runner.engine import BatchResult
+from cambatch.runner.writer import ImageWriter, overlay_count
+from cambatch.sources.discover import ImageSource
+
+NAMES = ["tabby", "tiger cat", "jack-o'-lantern", "espresso"]
+
+
+def batch_result() -> BatchResult:
+    """Two images x two classes: image 1 explains classes 2 and 0, its maps hot on the left."""
+    maps = np.zeros((2, 2, 2, 3), np.float16)
+    maps[1, :, :, 0] = 4.0
+    display = np.zeros((2, 2, 2, 3), np.uint8)
+    display[1, :, :, 0] = 255
+    columns = {
+        "class_index": np.array([[0, 1], [2, 0]]),
+        "rank": np.array([[1, 2], [1, 2]]),
+        "probability": np.array([[0.6, 0.3], [0.7, 0.2]], np.float32),
+        "logit": np.array([[2.0, 1.0], [3.0, 0.5]], np.float32),
+        "cam_max": np.array([[0.0, 0.0], [4.0, 4.0]], np.float32),
+        "centroid_x": np.array([[np.nan, np.nan], [0.1, 0.1]], np.float32),
+    }
+    return BatchResult(columns=columns, maps=maps, display=display)
+
+
+def writer(tmp_path, **changes) -> ImageWriter:
+    options = dict(
+        layout=OutputLayout(tmp_path / "out"),
+        model_name="tiny",
+        method="gradcam",
+        run_id="20250101T000000Z-abcdef",
+        class_names=NAMES,
+        colormap="jet",
+        alpha=1.0,
+        overlays=True,
+        named_by_rank=True,
+    )
+    return ImageWriter(**{**options, **changes})
+
+
+def source(tmp_path, label=None) -> ImageSource:
+    return ImageSource(tmp_path / "in" / "pumpkins/p1.jpg", tmp_path / "in", "pumpkins/p1.jpg", 1234, 99, label)
+
+
+def sample(width=60, height=40) -> Sample:
+    return Sample(
+        1, torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(height, width, 3, dtype=torch.uint8), 600, 400
+    )
+
+
+def test_ok_rows_have_the_images_columns_and_classes(tmp_path):
+    rows = writer(tmp_path).ok_rows(source(tmp_path, label="Jack-O'-Lantern"), sample(), batch_result(), 1)
+    assert rows.schema == SCHEMA and rows.num_rows == 2
+    got = rows.to_pylist()
+    assert [r["class_name"] for r in got] == ["jack-o'-lantern", "tabby"] and [r["rank"] for r in got] == [1, 2]
+    assert [r["class_index"] for r in got] == [2, 0] and got[0]["probability"] == pytest.approx(0.7)
+    for r in got:
+        assert (r["path"], r["input_root"], r["file_size"], r["mtime_ns"]) == (
+            "pumpkins/p1.jpg",
+            str(tmp_path / "in"),
+            1234,
+            99,
+        )
+        assert (r["width"], r["height"], r["status"], r["error"]) == (600, 400, "ok", None)
+        assert (r["model"], r["method"], r["run_id"]) == ("tiny", "gradcam", "20250101T000000Z-abcdef")
+        assert r["label"] == "Jack-O'-Lantern" and r["correct"] is True  # top-1 matches, case-blind
+        assert (r["map_height"], r["map_width"]) == (2, 3)
+        assert r["bbox_x0"] is None and r["masked_probability"] is None  # columns not given: null
+    assert got[0]["centroid_x"] == pytest.approx(0.1) and got[0]["cam_max"] == 4.0
+    assert np.array(got[0]["map"], np.float32).reshape(2, 3)[:, 0].tolist() == [4.0, 4.0]
+
+
+def test_overlays_are_saved_at_the_photos_size_under_their_names(tmp_path):
+    rows = writer(tmp_path).ok_rows(source(tmp_path), sample(60, 40), batch_result(), 1)
+    paths = rows.column("overlay_path").to_pylist()
+    assert paths == ["overlays/pumpkins/p1/top1_jack_o_lantern.jpg", "overlays/pumpkins/p1/top2_tabby.jpg"]
+    assert overlay_count(rows) == 2
+    with Image.open(tmp_path / "out" / paths[0]) as image:
+        assert image.size == (60, 40)
+        pixels = np.asarray(image.convert("RGB"), dtype=int)
+    assert pixels[:, :5, 0].mean() > 100 > pixels[:, -5:, 0].mean()  # the map's hot column is on the left
+    assert rows.column("correct").to_pylist() == [None, None]  # no label
+
+
+def test_chosen_classes_are_named_without_rank_and_correct_follows_rank_one(tmp_path):
+    rows = writer(tmp_path, named_by_rank=False).ok_rows(source(tmp_path, label="tabby"), sample(), batch_result(), 1)
+    assert rows.column("overlay_path").to_pylist() == [
+        "overlays/pumpkins/p1/jack_o_lantern.jpg",
+        "overlays/pumpkins/p1/tabby.jpg",
+    ]
+    assert rows.column("correct").to_pylist() == [False, False]  # tabby explained at rank 2: wrong
+
+
+def test_no_overlays_no_files(tmp_path):
+    rows = writer(tmp_path, overlays=False).ok_rows(source(tmp_path), sample(), batch_result(), 0)
+    assert rows.column("overlay_path").null_count == 2 and overlay_count(rows) == 0
+    assert not (tmp_path / "out").exists()
+    no_photo = Sample(0, torch.zeros(3, 8, 8, dtype=torch.uint8), None, 600, 400)
+    rows = writer(tmp_path).ok_rows(source(tmp_path), no_photo, batch_result(), 0)
+    assert rows.column("overlay_path").null_count == 2
+
+
+def test_error_row(tmp_path):
+    row = writer(tmp_path).error_row(source(tmp_path, label="cat"), "corrupt or truncated image data").to_pylist()
+    assert len(row) == 1
+    (r,) = row
+    assert (r["status"], r["error"], r["path"], r["label"]) == (
+        "error",
+        "corrupt or truncated image data",
+        "pumpkins/p1.jpg",
+        "cat",
+    )
+    assert r["class_name"] is None and r["rank"] is None and r["width"] is None and r["overlay_path"] is None
+    assert r["correct"] is None and r["run_id"] == "20250101T000000Z-abcdef"
