@@ -80,7 +80,7 @@ def main() -> None:
     if limit2["rate"] > limit["rate"]:
         limit = limit2
     L = limit["rate"]
-    p = plan(device, True)
+    p = plan(device)
     rows.append(("L: model forward alone, random input (" + limit["config"] + ")", f"{L:.1f} img/s", "1.00x L"))
     rows.append(
         (
@@ -199,14 +199,14 @@ def forward_limit(args, device) -> dict:
     (on a CPU) 1 or all threads."""
     import torch
 
-    from cambatch.model.accel import _DTYPES
+    from cambatch.model.accel import Execution
     from cambatch.model.build import load_model
 
     model = load_model(args.model, args.weights)
     network = model.network.eval().to(device)
     size = model.input_size
     batches = (32, 64, 128, 256) if device.type == "cuda" else (1, 4, 8, 16, 32)
-    dtype = _DTYPES.get(args.precision)
+    dtype = Execution(device.type, args.precision).dtype
     best = {"rate": 0.0, "config": ""}
     cores = torch.get_num_threads()
     thread_counts = sorted({1, cores}) if device.type == "cpu" else [cores]
@@ -411,17 +411,16 @@ def breakdown(folder: Path, args, device) -> None:
     from cambatch.data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
     from cambatch.data.preprocess import ImageFiles, Preprocess, collate
     from cambatch.layout import OutputLayout
-    from cambatch.model.accel import accelerate
     from cambatch.model.build import load_model
-    from cambatch.runner.engine import CamEngine
+    from cambatch.runner.engine import build_engine
     from cambatch.runner.tuning import plan, torch_threads
     from cambatch.runner.writer import ImageWriter
     from cambatch.sources.discover import discover
 
-    p = plan(device, True)
+    p = plan(device)
     sources = discover([folder])[: args.breakdown_images]
     model = load_model(args.model, args.weights)
-    prep = Preprocess(model.input_size, 1024)
+    prep = Preprocess(image_size=model.input_size, overlays=True, max_side=1024)
     gpu = use_gpu_decode("auto", device)
     rows = []
     with torch_threads(p.threads):
@@ -443,8 +442,7 @@ def breakdown(folder: Path, args, device) -> None:
             batches = [b for b in loader]
             sync(device)
             rows.append((label, len(sources) / (time.perf_counter() - start)))
-        engine = CamEngine(model, device, args.topk)
-        accelerate(model, device, args.precision)
+        engine = build_engine(model, device, topk=args.topk, precision=args.precision)
         engine(batches[0].pixels)
         sync(device)
         start = time.perf_counter()
@@ -457,12 +455,20 @@ def breakdown(folder: Path, args, device) -> None:
         )
         start = time.perf_counter()
         for b in batches:
-            engine.model.features((b.pixels.to(device).float() - engine._shift) / engine._scale)
+            engine.execution.forward(model.features, (b.pixels.to(device).float() - engine._shift) / engine._scale)
         sync(device)
         rows.append(("  of which the feature extractor alone", len(sources) / (time.perf_counter() - start)))
         with tempfile.TemporaryDirectory() as tmp:
             writer = ImageWriter(
-                OutputLayout(Path(tmp)), model.name, "cam", "bench", model.class_names, "jet", 0.5, True, False, True
+                layout=OutputLayout(Path(tmp)),
+                model_name=model.name,
+                method="cam",
+                run_id="bench",
+                class_names=model.class_names,
+                colormap="jet",
+                alpha=0.5,
+                overlays=True,
+                named_by_rank=True,
             )
             from concurrent.futures import ThreadPoolExecutor
 

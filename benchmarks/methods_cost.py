@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from cambatch.data.preprocess import ImageFiles, Preprocess, collate
-from cambatch.methods import METHODS, build_method
+from cambatch.methods.registry import METHODS, build_method
 from cambatch.model.build import load_model
 from cambatch.sources.discover import discover
 
@@ -28,7 +28,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 
 def images_for(model, device: torch.device) -> torch.Tensor:
     sources = discover([SAMPLES])
-    files = ImageFiles(sources, Preprocess(model.input_size, None))
+    files = ImageFiles(sources, Preprocess(image_size=model.input_size))
     pixels = collate([files[i] for i in range(len(sources))]).pixels.float() / 255
     mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
     return ((pixels - mean) / std).to(device)

@@ -30,7 +30,7 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _SHARD = re.compile(r"\d+/\d+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Spec:
     """What the CLI and the validation need to know about one option."""
 
@@ -46,7 +46,7 @@ class Spec:
 
 def option(default: Any, help: str, **spec: Any) -> Any:
     """A field of a `RunConfig` group: its default and its `Spec`."""
-    return field(default=default, metadata={"spec": Spec(help, **spec)})
+    return field(default=default, metadata={"spec": Spec(help=help, **spec)})
 
 
 def spec_of(f: Field) -> Spec:

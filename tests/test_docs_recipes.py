@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 from conftest import REPO
 from inspecting_support import add_labels, copy_run, swap_top2
@@ -76,3 +77,6 @@ def test_summary_and_raw_map_recipes(recipes):
     row = ns["row"]
     expected = raw[(raw.path == row["path"]) & (raw.class_index == row["class_index"])].iloc[0]
     assert ns["raw_map"].mean() == pytest.approx(expected.cam_mean, rel=2e-3, abs=2e-2)
+    assert ns["all_maps"].shape == (7, 7, 7) and ns["mean_top1_map"].shape == (7, 7)
+    first = ns["with_maps"].iloc[0]
+    np.testing.assert_array_equal(ns["all_maps"][0], first["map"].astype(np.float32).reshape(7, 7))

@@ -93,6 +93,9 @@ def test_per_image_takes_top1_and_the_newest_run_of_a_repeated_image():
     assert list(top["path"]) == ["a.jpg", "b.jpg"]
     assert list(top["class_name"]) == ["new", "cat"]
     assert list(top["correct"]) == [True, False]  # derived: names compared case-insensitively
+    # As `load_report` returns them, run ids are an unordered categorical (summarize of a resumed report crashed).
+    categorical = reader.per_image(df.assign(run_id=df["run_id"].astype("category")))
+    assert list(categorical["class_name"]) == ["new", "cat"]
 
 
 def write_part(path, rows: dict, count: int, run_id: str, schema: pa.Schema = SCHEMA):

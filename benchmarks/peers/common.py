@@ -29,13 +29,13 @@ def image_files(folder: Path) -> list[Path]:
 
 def build(name: str, weights: str | None, device: str):
     """cambatch's own model (same weights), and the names of its feature layer and linear head."""
-    from cambatch.model.build import _ForwardFeatures, load_model
+    from cambatch.model.build import ForwardFeatures, load_model
 
     model = load_model(name, weights)
     network = model.network.eval().to(device)
     names = {id(m): n for n, m in network.named_modules() if n}
     features = model.features
-    if isinstance(features, _ForwardFeatures):  # timm: the last child before pooling and head
+    if isinstance(features, ForwardFeatures):  # timm: the last child before pooling and head
         skip = (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Linear, nn.Identity)
         children = [
             (n, m)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from ..model.accel import Execution
-from .hooks import network_as_is
+from .hooks import forward_with_tap, network_as_is
 from .layers import TargetLayer, locate_layer
 
 
@@ -105,6 +105,14 @@ class CamMethod(ABC):
     @abstractmethod
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None) -> ClassMaps:
         """The method proper; runs with the network in eval mode."""
+
+    def _tapped_forward(self, images: Tensor, topk: int, classes: Tensor | None) -> tuple[tuple[Tensor, ...], Tensor]:
+        """One forward pass (no gradient) with the target layer tapped: `select_classes`' four tensors,
+        and the layer's activations as float32 [B, C, h, w].
+        """
+        with self.execution.autocast():
+            logits, raw = forward_with_tap(self.network, images, self.target)
+        return select_classes(logits, topk, classes), self.target.to_grid(raw).float()
 
     def settings(self) -> dict:
         """What a report needs to say about how its maps were made."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import CamMethod, ClassMaps, select_classes
-from .hooks import forward_with_tap
+from .base import CamMethod, ClassMaps
 
 
 class EigenCAM(CamMethod):
@@ -29,10 +28,7 @@ class EigenCAM(CamMethod):
 
     @torch.inference_mode()
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None) -> ClassMaps:
-        with self.execution.autocast():
-            logits, raw = forward_with_tap(self.network, images, self.target)
-        class_index, rank, probability, logit = select_classes(logits, topk, classes)
-        activations = self.target.to_grid(raw).float()
+        (class_index, rank, probability, logit), activations = self._tapped_forward(images, topk, classes)
         b, _, h, w = activations.shape
         points = activations.flatten(2).transpose(1, 2).double()  # [B, h*w, C]
         points = points - points.mean(1, keepdim=True)

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model.accel import Execution
-from .base import CamMethod, ClassMaps, select_classes, weighted_maps
-from .hooks import forward_with_tap
+from .base import CamMethod, ClassMaps, weighted_maps
 from .layers import TargetLayer
 
 
@@ -43,10 +42,7 @@ class ScoreCAM(CamMethod):
 
     @torch.inference_mode()
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None) -> ClassMaps:
-        with self.execution.autocast():
-            logits, raw = forward_with_tap(self.network, images, self.target)
-        class_index, rank, probability, logit = select_classes(logits, topk, classes)
-        activations = self.target.to_grid(raw).float()
+        (class_index, rank, probability, logit), activations = self._tapped_forward(images, topk, classes)
         b, c = activations.shape[:2]
         low = activations.amin((2, 3))
         span = activations.amax((2, 3)) - low  # [B, C]

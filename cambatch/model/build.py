@@ -64,6 +64,7 @@ class ForwardFeatures(nn.Module):
 def load_model(
     name: str = DEFAULT_MODEL,
     weights: str | None = None,
+    *,
     num_classes: int | None = None,
     class_names_file: Path | None = None,
     image_size: int | None = None,

@@ -159,8 +159,9 @@ def per_image(df: pd.DataFrame) -> pd.DataFrame:
     """
     ok = df[df["status"] == "ok"]
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:
-        newest = ok.groupby("path", observed=True)["run_id"].transform("max")  # `schema.newest_run`, vectorized
-        ok = ok[ok["run_id"] == newest]
+        # `schema.newest_run`, vectorized; as text: `load_report`'s categorical run ids have no order.
+        run_ids = ok["run_id"].astype(str)
+        ok = ok[run_ids == run_ids.groupby(ok["path"].astype(str)).transform("max")]
     first = ok[ok["rank"] == 1]
     if first["path"].is_unique and len(first) == ok["path"].nunique():
         top = first  # a top-k run: every image has its rank-1 row (no sort of a large frame needed)

@@ -44,7 +44,7 @@ from .progress import ProgressReporter, SilentProgress
 from .writer import ImageWriter, overlay_count
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunResult:
     """What a run did: counts, speed, where its report is, and why it stopped early, if it did."""
 
@@ -73,7 +73,7 @@ class RunResult:
         return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Stages:
     """What a run builds before its first batch, from its config."""
 
@@ -106,9 +106,17 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
 
         run_id = new_run_id(started_at)
         settings = _settings(config, stages, run_id, shard)
-        result = RunResult(run_id, layout.root, layout.report_dir, len(sources), skipped=todo.skipped, shard=str(shard))
-        result.method, result.layer = stages.method.name, stages.method.layer
-        manifest = _Manifest(layout, settings, started_at, result)
+        result = RunResult(
+            run_id=run_id,
+            out=layout.root,
+            report=layout.report_dir,
+            images=len(sources),
+            skipped=todo.skipped,
+            shard=str(shard),
+            method=stages.method.name,
+            layer=stages.method.layer,
+        )
+        manifest = _Manifest(layout=layout, settings=settings, started_at=started_at, result=result)
         manifest.write("running")
         report = ReportWriter(
             layout.report_dir,
@@ -121,7 +129,9 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
         try:
             with stop_on_signals() as stop, tuning.torch_threads(stages.plan.threads):
                 loader = _loader(todo.todo, config, stages)
-                _process(todo.todo, loader, stages, writer, report, result, progress, stop)
+                _process(
+                    todo.todo, loader, stages, writer=writer, report=report, result=result, progress=progress, stop=stop
+                )
             report.close()
         except BaseException:
             report.abort()
@@ -160,9 +170,9 @@ def _build(config: RunConfig) -> _Stages:
     model = load_model(
         net.model,
         net.weights,
-        net.num_classes,
-        net.class_names,
-        net.image_size,
+        num_classes=net.num_classes,
+        class_names_file=net.class_names,
+        image_size=net.image_size,
         trust_checkpoint=net.trust_checkpoint,
         require_cam_head=maps.method == "cam",
     )
@@ -188,7 +198,15 @@ def _build(config: RunConfig) -> _Stages:
         batch_size=speed.batch_size,
         writer_threads=speed.writer_threads,
     )
-    return _Stages(model, device, engine.method, engine, plan, gpu_decode, class_ids)
+    return _Stages(
+        model=model,
+        device=device,
+        method=engine.method,
+        engine=engine,
+        plan=plan,
+        gpu_decode=gpu_decode,
+        class_ids=class_ids,
+    )
 
 
 def _writer(config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: str) -> ImageWriter:
@@ -207,7 +225,15 @@ def _writer(config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: st
 
 
 def _process(
-    sources, loader, stages: _Stages, writer: ImageWriter, report: ReportWriter, result: RunResult, progress, stop
+    sources: list[ImageSource],
+    loader,
+    stages: _Stages,
+    *,
+    writer: ImageWriter,
+    report: ReportWriter,
+    result: RunResult,
+    progress: ProgressReporter,
+    stop,
 ) -> None:
     """The hot loop: the device works on one batch while writer threads finish earlier ones."""
     with ThreadPoolExecutor(stages.plan.writer_threads, thread_name_prefix="cambatch-writer") as pool:
@@ -254,7 +280,7 @@ def _collect(future: Future, report: ReportWriter, result: RunResult) -> None:
 class _Manifest:
     """`OUT/runs/<run_id>.json`, rewritten as the run's status changes."""
 
-    def __init__(self, layout: OutputLayout, settings: dict, started_at: datetime, result: RunResult):
+    def __init__(self, *, layout: OutputLayout, settings: dict, started_at: datetime, result: RunResult):
         self.layout, self.settings, self.started_at, self.result = layout, settings, started_at, result
 
     def write(self, status: str) -> None:

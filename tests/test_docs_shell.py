@@ -1,0 +1,97 @@
+"""Every shell example of README.md and docs/ runs, as written, with only its paths substituted.
+
+The commands run in document order in one scratch folder, as a reader would type them, through
+bash and the installed `cambatch` (and `torchrun`) commands. A new shell line that is neither run
+here nor listed in NOT_RUN with its reason fails the test, so the documentation cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, SAMPLES
+
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# Lines that are not commands of this tool, each with the reason it does not run here.
+NOT_RUN = {
+    'pip install -e ".[dev]"': "the install step: the test runs inside that installation",
+    "pytest": "the test suite itself",
+}
+# The examples' placeholders for a user's data, and what stands in for them here.
+PATHS = {
+    "/data/imagenet/val": "imagenet_val",  # one folder per class (ImageFolder layout)
+    "/data/images": "photos",
+    "/data/cams": "cams_cluster",
+}
+
+
+def shell_lines() -> list[tuple[str, str]]:
+    """(document, command) for every command line of every ```bash block, in document order."""
+    found = []
+    for document in DOCUMENTS:
+        for block in re.findall(r"^```bash\n(.*?)^```", document.read_text(encoding="utf-8"), re.S | re.M):
+            for line in block.splitlines():
+                command = re.sub(r"\s+#.*$", "", line).strip()  # trailing comments
+                if command and not command.startswith("#"):
+                    found.append((document.name, command))
+    return found
+
+
+def substituted(command: str) -> str:
+    for placeholder, stand_in in PATHS.items():
+        command = command.replace(placeholder, stand_in)
+    return command
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder holding what the examples name: sample_images, photos, a labelled tree, val.csv,
+    and two runs to compare (cams-monday with the default model, cams-tuesday with resnet18)."""
+    work = tmp_path_factory.mktemp("docs_shell")
+    shutil.copytree(SAMPLES, work / "sample_images")
+    shutil.copytree(SAMPLES, work / "photos", ignore=shutil.ignore_patterns("*.md"))
+    for name, label in (("chelsea.png", "tabby"), ("coffee.png", "espresso")):
+        (work / "imagenet_val" / label).mkdir(parents=True)
+        shutil.copy(SAMPLES / name, work / "imagenet_val" / label / name)
+    shutil.copy(SAMPLES / "coffee.png", work / "coffee.png")
+    (work / "val.csv").write_text("path,label\ncoffee.png,espresso\nphotos/chelsea.png,tabby\n", encoding="utf-8")
+    for out, extra in (("cams-monday", []), ("cams-tuesday", ["--model", "resnet18", "--weights", "none"])):
+        prepare = ["cambatch", "run", "photos", "--out", out, "--no-overlays", "--quiet", *extra]
+        subprocess.run(prepare, cwd=work, check=True, capture_output=True, timeout=600)
+    return work
+
+
+def test_every_shell_example_runs_as_written(workdir):
+    lines = shell_lines()
+    assert len(lines) >= 12  # quick start, audit jobs, sharding, lists, inspecting
+    unknown = [c for _, c in lines if c not in NOT_RUN and not c.startswith(("cambatch ", "torchrun "))]
+    assert not unknown, f"shell lines neither run nor listed in NOT_RUN: {unknown}"
+    env = {**os.environ, "COLUMNS": "160"}
+    for document, command in lines:
+        if command in NOT_RUN:
+            continue
+        proc = subprocess.run(
+            ["bash", "-c", substituted(command)], cwd=workdir, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, f"{document}: `{command}` exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_the_examples_left_what_they_promise(workdir):
+    """Run after the test above (same module, in order): what the commands wrote is there and sound."""
+    report = pd.read_parquet(workdir / "cams" / "report")
+    assert {"coffee.png", "chelsea.png"} <= set(report["path"]) and (report["status"] == "ok").all()
+    assert (workdir / "cams" / "gallery" / "index.html").is_file()
+    assert len(pd.read_csv(workdir / "classes.csv")) >= 1
+    assert len(pd.read_parquet(workdir / "changes.parquet")) == 7  # the seven photos, in both runs
+    labelled = report[report["label"].notna()]
+    assert set(labelled["label"]) >= {"espresso", "tabby"}
+    # The cluster examples (a Slurm task, then torchrun with 8 processes on this CPU): one report, every photo once.
+    cluster = pd.read_parquet(workdir / "cams_cluster" / "report")
+    top1 = cluster[cluster["rank"] == 1]
+    assert sorted(top1["path"]) == sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg"))

@@ -1,0 +1,79 @@
+"""The sample run against the main branch before the restructure, and the maps the report keeps.
+
+`tests/golden/` was written by `tests/golden_support.py` from `cambatch run sample_images` as made
+by commit be3e84d (before the package restructure); every column that existed then, and every
+overlay, must come out the same.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SAMPLES
+from golden_support import GOLDEN, overlay_prints, thumbs
+
+import cambatch
+from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+from cambatch.methods.cam import class_activation_maps
+from cambatch.runner.engine import build_engine
+from cambatch.sources.discover import discover
+
+KEY = ["path", "rank"]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """`cambatch run sample_images` with every default, as the golden run was made (the thread count
+    follows the worker count, and float32 sums follow the thread count)."""
+    return cambatch.run(SAMPLES, tmp_path_factory.mktemp("golden_run"), progress=False)
+
+
+def test_report_rows_equal_those_of_the_main_branch_before_the_restructure(default_run):
+    result = default_run
+    golden = pd.read_parquet(GOLDEN / "sample_images_report.parquet").sort_values(KEY).reset_index(drop=True)
+    now = pd.read_parquet(result.out / "report").sort_values(KEY).reset_index(drop=True)
+    assert len(now) == len(golden) == 21
+    for column in golden.columns:
+        old, new = golden[column], now[column]
+        assert (old.isna() == new.isna()).all(), column
+        if pd.api.types.is_float_dtype(old):
+            np.testing.assert_allclose(new.to_numpy(float), old.to_numpy(float), rtol=0, atol=1e-6, err_msg=column)
+        else:
+            assert old[old.notna()].tolist() == new[new.notna()].tolist(), column
+
+
+def test_overlays_equal_those_of_the_main_branch_before_the_restructure(default_run):
+    result = default_run
+    golden = pd.read_parquet(GOLDEN / "sample_images_overlays.parquet")
+    now = overlay_prints(result.out)
+    assert now["overlay"].tolist() == golden["overlay"].tolist()
+    assert (now[["width", "height"]].to_numpy() == golden[["width", "height"]].to_numpy()).all()
+    # Thumbnails of the decoded JPEGs: equal up to a JPEG codec's rounding, far from any other map.
+    difference = np.abs(thumbs(now) - thumbs(golden))
+    assert difference.max() <= 2 and difference.mean() < 0.1
+
+
+def test_load_map_reads_the_map_the_run_computed_from_the_report_alone(sample_run, default_model):
+    result, raw = sample_run
+    sources = discover([SAMPLES])
+    prep = Preprocess(image_size=default_model.input_size, overlays=True, max_side=1024)  # the run's defaults
+    files = ImageFiles(sources, prep)
+    batch = collate([files[i] for i in range(len(sources))])
+    computed = build_engine(default_model, torch.device("cpu"), topk=3, want_display=False)(batch.pixels)
+    for i, sample in enumerate(batch.samples):
+        path = sources[sample.index].rel
+        for k, class_index in enumerate(computed.class_index[i]):
+            kept = cambatch.load_map(result.out, path, int(class_index))
+            assert kept.shape == (7, 7) and kept.dtype == np.float32
+            expected = computed.maps[i, k].astype(np.float32)  # float16, as the report stores them
+            np.testing.assert_allclose(kept, expected, rtol=2e-3, atol=2e-3 * float(np.abs(expected).max()))
+    # ... and those maps are CAM's: the model's own logit is the map's mean plus the bias.
+    with torch.inference_mode():
+        normalized = (batch.pixels.float() / 255 - 0.5) / 0.5  # EfficientNet-Lite0's mean and std
+        cams = class_activation_maps(default_model, normalized, 3)
+    row = raw[(raw.path == sources[batch.samples[0].index].rel) & (raw["rank"] == 1)].iloc[0]
+    kept = cambatch.load_map(result.out, row.path, row.class_index)
+    bias = float(default_model.head.bias.detach()[row.class_index])
+    assert kept.mean() + bias == pytest.approx(float(cams.logit[0, 0]), abs=2e-2)

@@ -1,0 +1,44 @@
+"""The inspection side and the CLI never import torch: reading a report is quick and needs no model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from inspecting_support import synthesize_run
+
+HEAVY = ("torch", "torchvision", "timm")
+
+
+def fresh_interpreter(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_reading_summarizing_comparing_and_the_gallery_run_without_torch(tmp_path):
+    out = synthesize_run(tmp_path / "run", images=12, classes=3, errors=1)
+    code = f"""
+import sys, cambatch
+out = {str(out)!r}
+df = cambatch.load_report(out)
+cambatch.summarize_run(out)
+cambatch.compare_runs(out, out)
+cambatch.build_gallery(out)
+cambatch.read_settings(out), cambatch.per_image(df)
+print(len(df), sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    assert fresh_interpreter(code) == "37 []"  # 12 images x top-3 + 1 error row; no torch, torchvision or timm
+
+
+def test_the_cli_and_the_run_options_load_without_torch_or_pandas():
+    code = (
+        "import sys, cambatch, cambatch.cli, cambatch.config, cambatch.methods, cambatch.layout;"
+        "cambatch.config.RunConfig.create('photos', 'out', topk=5);"
+        "print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))"
+    )
+    assert fresh_interpreter(code) == "[]"
+
+
+def test_importing_the_model_side_does_load_torch():
+    """The check above can fail: a run does import torch."""
+    code = "import sys, cambatch.runner.pipeline; print('torch' in sys.modules)"
+    assert fresh_interpreter(code) == "True"
