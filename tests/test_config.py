@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import fields
 from pathlib import Path
@@ -109,3 +110,10 @@ def test_run_from_a_list_alone_as_the_readme_shows(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "1 ok, 0 error(s) of 1 images" in result.output
+
+
+def test_readme_documents_every_option():
+    readme = (SAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    table = "\n".join(line for line in readme.splitlines() if line.startswith("| `--"))
+    for name, (_, f) in option_fields().items():
+        assert re.search(rf"`{re.escape(spec_of(f).negated_flag or flag(name))}[` ]", table), name
