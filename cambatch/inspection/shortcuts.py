@@ -123,7 +123,7 @@ def _standardized(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _peak_regions(means: np.ndarray) -> pd.DataFrame:
     """Peak cell and the box of the cells >= half the maximum, per mean map [g, grid, grid], as fractions."""
     g, grid, _ = means.shape
-    flat = means.reshape(g, -1)
+    flat = means.reshape(g, grid * grid)
     peak = flat.argmax(axis=1)
     hot = means >= 0.5 * flat.max(axis=1)[:, None, None]
     rows_hot, cols_hot = hot.any(axis=2), hot.any(axis=1)
@@ -154,7 +154,7 @@ def class_patterns(
     names = images[key].astype(object)
     codes_index, uniques = pd.factorize(names, sort=True)
     codes = np.asarray(codes_index)
-    z, valid = _standardized(grids.reshape(len(grids), -1))
+    z, valid = _standardized(grids.reshape(len(grids), GRID * GRID))
     keep = valid & (codes >= 0)
     groups = len(uniques)
     counts = np.bincount(codes[keep], minlength=groups).astype(float)
@@ -162,7 +162,7 @@ def class_patterns(
     coherence = _pair_mean((sums**2).sum(axis=1), counts)
     baseline = _cross_pair_mean(z[keep].sum(axis=0), sums, counts)
     grouped = codes >= 0
-    means = _group_sums(grids[grouped].reshape(int(grouped.sum()), -1), codes[grouped], groups)
+    means = _group_sums(grids[grouped].reshape(int(grouped.sum()), GRID * GRID), codes[grouped], groups)
     means /= np.maximum(np.bincount(codes[grouped], minlength=groups), 1)[:, None]
     table = pd.DataFrame(
         {"images": np.bincount(codes[grouped], minlength=groups), "coherence": coherence},
