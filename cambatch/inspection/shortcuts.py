@@ -47,6 +47,7 @@ SPECTRAL_SAMPLE = 500  # images per group that the affinity matrix is built from
 EXAMPLES = 6  # example image paths kept per cluster
 MIN_CLUSTER_IMAGES = 4  # smaller groups are one cluster
 LOCAL_NEIGHBOUR = 7  # the neighbour whose distance sets a map's affinity width
+KMEANS_INITS = 4  # k-means restarts on the spectral embedding (k <= 8 dimensions: they agree)
 MIN_SCALE = 1e-2  # floor on that width (maps that are all alike have distance 0)
 COLUMNS = ("path", "rank", "class_name", "status", "run_id", "label", "correct", "map", "map_height", "map_width")
 
@@ -82,10 +83,8 @@ def grid_maps(rows: pd.DataFrame, grid: int = GRID) -> np.ndarray:
     sizes = pd.Series(list(zip(rows["map_height"], rows["map_width"], strict=True)), dtype=object)
     for (height, width), positions in sizes.groupby(sizes).indices.items():
         unit = unit_maps(map_stack(rows.iloc[positions]))
-        # Separable: rows then columns, one einsum over the whole stack.
-        out[positions] = np.einsum(
-            "yh,nhw,xw->nyx", resample_matrix(int(height), grid), unit, resample_matrix(int(width), grid)
-        )
+        # Separable, as two matrix products over the whole stack (columns, then rows).
+        out[positions] = resample_matrix(int(height), grid) @ (unit @ resample_matrix(int(width), grid).T)
     return out
 
 
@@ -201,6 +200,7 @@ def cluster_maps(grids: np.ndarray, *, max_clusters: int = MAX_CLUSTERS, sample:
 
 def _spectral(flat: np.ndarray, max_clusters: int) -> np.ndarray:
     """Ng-Jordan-Weiss spectral clustering of unit rows, k by the eigengap of the normalized Laplacian."""
+    import scipy.linalg  # scikit-learn's own dependency
     from sklearn.cluster import KMeans  # here: summarize and mean maps work without scikit-learn
 
     distance = np.sqrt(np.maximum(2 - 2 * (flat @ flat.T), 0))
@@ -212,15 +212,28 @@ def _spectral(flat: np.ndarray, max_clusters: int) -> np.ndarray:
     affinity = np.exp(-(distance**2) / np.outer(scale, scale))
     degree = affinity.sum(axis=1)
     normalized = affinity / np.sqrt(np.outer(degree, degree))
-    eigenvalues, eigenvectors = np.linalg.eigh(normalized)  # ascending; Laplacian eigenvalues are 1 - these
-    laplacian = 1 - eigenvalues[::-1]
     top = min(max_clusters, len(flat) - 1)
-    k = int(np.argmax(np.diff(laplacian[: top + 1]))) + 1
+    # Only the top + 1 largest eigenpairs (the Laplacian's smallest, 1 - these): LAPACK computes just those.
+    eigenvalues, eigenvectors = scipy.linalg.eigh(normalized, subset_by_index=[len(flat) - top - 1, len(flat) - 1])
+    laplacian = 1 - eigenvalues[::-1]
+    k = int(np.argmax(np.diff(laplacian))) + 1
     if k == 1:
         return np.zeros(len(flat), np.int64)
     embedding = eigenvectors[:, ::-1][:, :k]
     embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
-    return KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(embedding).astype(np.int64)
+    return KMeans(n_clusters=k, n_init=KMEANS_INITS, random_state=0).fit_predict(embedding).astype(np.int64)
+
+
+def _single_threaded(function, *args):
+    """Run `function` with BLAS and OpenMP on one thread: on matrices this small (500 x 500, k-means in
+    k <= 8 dimensions), threads cost more in start-up and spinning than they save, above all on a
+    shared machine; threadpoolctl comes with scikit-learn."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return function(*args)
+    with threadpool_limits(1):
+        return function(*args)
 
 
 def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> Shortcuts:
@@ -242,7 +255,7 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
     cluster_rows, cluster_means = [], {}
     for code, name in enumerate(names):
         members = np.flatnonzero(codes == code)
-        labels = cluster_maps(grids[members])
+        labels = _single_threaded(cluster_maps, grids[members])
         cluster[members] = labels
         for c in range(int(labels.max()) + 1 if len(labels) else 0):
             inside = members[labels == c]
