@@ -185,17 +185,15 @@ def cluster_maps(grids: np.ndarray, *, max_clusters: int = MAX_CLUSTERS, sample:
     flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
     chosen = np.unique(np.linspace(0, n - 1, min(n, sample)).round().astype(int))
     labels = _spectral(flat[chosen], max_clusters)
-    k = int(labels.max()) + 1
-    centres = np.stack([flat[chosen][labels == c].mean(axis=0) for c in range(k)])
-    # Every image (the sample too) goes to its nearest cluster mean, so large groups need no n x n matrix.
-    assigned = ((flat[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1) if n > len(chosen) else None
-    result = np.empty(n, np.int64)
-    if assigned is None:
-        result[chosen] = labels
-    else:
-        result = assigned
-    by_size = np.argsort(-np.bincount(result, minlength=k), kind="stable")
-    return np.argsort(by_size)[result]
+    if len(chosen) < n:
+        # The rest join their nearest cluster mean (by |x - c|^2 = |c|^2 - 2 x.c + const): no n x n matrix,
+        # no n x k x cells array either.
+        centres = np.stack([flat[chosen][labels == c].mean(axis=0) for c in range(int(labels.max()) + 1)])
+        labels = ((centres**2).sum(axis=1)[None] - 2 * flat @ centres.T).argmin(axis=1)
+    # Consecutive numbers (a cluster can lose every image to its neighbours), largest first.
+    _, labels = np.unique(labels, return_inverse=True)
+    by_size = np.argsort(-np.bincount(labels), kind="stable")
+    return np.argsort(by_size)[labels].astype(np.int64)
 
 
 def _spectral(flat: np.ndarray, max_clusters: int) -> np.ndarray:
@@ -227,7 +225,8 @@ def _spectral(flat: np.ndarray, max_clusters: int) -> np.ndarray:
 def _single_threaded(function, *args):
     """Run `function` with BLAS and OpenMP on one thread: on matrices this small (500 x 500, k-means in
     k <= 8 dimensions), threads cost more in start-up and spinning than they save, above all on a
-    shared machine; threadpoolctl comes with scikit-learn."""
+    shared machine; threadpoolctl comes with scikit-learn.
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
