@@ -18,6 +18,9 @@ _LAZY = {
     "compare_runs": ("inspection.compare", "compare_runs"),
     "compare_reports": ("inspection.compare", "compare_reports"),
     "build_gallery": ("inspection.gallery", "build_gallery"),
+    "find_shortcuts": ("inspection.shortcuts", "find_shortcuts"),
+    "shortcuts_run": ("inspection.shortcuts", "shortcuts_run"),
+    "render_overlays": ("inspection.overlays", "render_overlays"),
 }
 
 

@@ -262,6 +262,10 @@ def summarize(
     spread_ratio: float = typer.Option(
         Thresholds.spread_ratio, help="Flag 'spread' when a class's mean active_area >= this x the median."
     ),
+    lock_score: float = typer.Option(
+        Thresholds.lock_score,
+        help="Flag 'fixed-location' when a class's position_lock >= this (and it has enough images).",
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Per predicted class (or label): images, probability, accuracy, map statistics, and flags."""
@@ -271,12 +275,14 @@ def summarize(
         from .inspection.summarize import summarize_run
         from .inspection.tables import emit
 
-        summary = summarize_run(out, by, Thresholds(border_ratio, spread_ratio))  # type: ignore[arg-type]
+        thresholds = Thresholds(border_ratio, spread_ratio, lock_score=lock_score)
+        summary = summarize_run(out, by, thresholds)  # type: ignore[arg-type]
         settings = summary.settings
         caption = (
             f"{summary.images:,} images ({summary.errors:,} failed) · "
             f"median border_energy {summary.median_border_energy:.3f}, active_area {summary.median_active_area:.3f} · "
-            f"flags: border >= {border_ratio:g}x, spread >= {spread_ratio:g}x the median"
+            f"flags: border >= {border_ratio:g}x, spread >= {spread_ratio:g}x the median, "
+            f"fixed-location: position_lock >= {lock_score:g} (baseline {summary.lock_baseline:.3f})"
         )
         meta = {
             "model": settings.get("model"),
@@ -288,8 +294,13 @@ def summarize(
             "median_active_area": summary.median_active_area,
             "border_ratio": border_ratio,
             "spread_ratio": spread_ratio,
+            "lock_score": lock_score,
+            "min_lock_images": thresholds.min_lock_images,
+            "lock_baseline": summary.lock_baseline,
         }
-        table = summary.sorted(sort, top).drop(columns=["border_flag", "spread_flag"] if fmt == "table" else [])
+        hidden = ["border_flag", "spread_flag", "fixed_location_flag", "peak_x0", "peak_y0", "peak_x1", "peak_y1"]
+        table = summary.sorted(sort, top)
+        table = table.drop(columns=[c for c in hidden if c in table.columns] if fmt == "table" else [])
         title = (
             f"cambatch summarize · {settings.get('model', '?')} · run {settings.get('run_id', '?')} · per {summary.by}"
         )
@@ -349,6 +360,31 @@ def gallery(
     """Build a static HTML gallery of the run in OUT/gallery/index.html (opens from disk, no server)."""
     _choice(group_by, GROUP_BY, "--group-by")
     _build_gallery(out, group_by, page_size, debug)
+
+
+@app.command()
+def overlays(
+    out: Path = typer.Argument(..., help="A run's output folder (e.g. of a --no-overlays run)."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="Only rows of this explained class."),
+    where: Optional[str] = typer.Option(
+        None, "--where", help="A pandas query over the report's columns, e.g. 'rank == 1 and probability > 0.5'."
+    ),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N selected images (by path)."),
+    colormap: Optional[str] = typer.Option(
+        None, "--colormap", help="jet, turbo, viridis or inferno (default: the run's)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Render the overlays of any subset of a run later, from the report's maps, as `cambatch run` writes them."""
+    with _inspect_errors(debug):
+        from .inspection.overlays import render_overlays
+
+        made = render_overlays(out, class_name=class_name, where=where, limit=limit, colormap=colormap)
+    err.print(
+        f"cambatch: {made.overlays:,} overlays of {made.images:,} images in {made.seconds:.1f}s under "
+        f"{Path(out) / 'overlays'}",
+        markup=False,
+    )
 
 
 def _build_gallery(out: Path, group_by: Optional[str], page_size: int, debug: bool) -> None:

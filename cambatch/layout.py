@@ -4,7 +4,7 @@
     OUT/overlays/<image key>/top1_<class>.jpg       overlays (cambatch.runner.writer)
     OUT/runs/<run_id>.json                          run manifests (cambatch.runner.manifest)
     OUT/.lock<shard>                                one live run per folder and shard (cambatch.runner.lock)
-    OUT/gallery/index.html, thumbs/, photos/        the HTML gallery (cambatch.inspection.gallery)
+    OUT/gallery/index.html, thumbs/, photos/, maps/ the HTML gallery (cambatch.inspection.gallery)
 
 Torch-free: the writers and the readers both use it.
 """
@@ -69,6 +69,13 @@ class OutputLayout:
         """`overlays/<key>/top<rank>_<slug>.jpg`, or `<slug>.jpg` for explicitly chosen classes; relative to OUT."""
         name = f"top{rank}_{slug(class_name)}.jpg" if rank is not None else f"{slug(class_name)}.jpg"
         return (PurePosixPath(self.overlays_dir.name) / image_key(rel) / name).as_posix()
+
+    def gallery_map_rel(self, by: str, number: int, name: str, cluster: int | None = None) -> str:
+        """A mean-map picture of group `number` (`name`) grouped `by` class or label, or of one of its clusters;
+        relative to the gallery folder (the number keeps names that slug alike apart).
+        """
+        tail = f"-c{cluster}" if cluster is not None else ""
+        return f"maps/{by}/{number:05d}_{slug(name)}{tail}.png"
 
     def gallery_rel(self, kind: str, rel: str) -> str:
         """A gallery picture of the image `rel` (`kind`: thumbs or photos), relative to the gallery folder."""

@@ -42,3 +42,19 @@ def test_importing_the_model_side_does_load_torch():
     """The check above can fail: a run does import torch."""
     code = "import sys, cambatch.runner.pipeline; print('torch' in sys.modules)"
     assert fresh_interpreter(code) == "True"
+
+
+def test_shortcuts_overlays_and_the_gallery_with_maps_run_without_torch(tmp_path):
+    """On a real report with maps: mean maps, clusters, re-rendered overlays and the mean-map gallery."""
+    from shortcut_support import stamp_run
+
+    out, _ = stamp_run(tmp_path, overlays=False)
+    code = f"""
+import sys, cambatch
+out = {str(out)!r}
+found = cambatch.shortcuts_run(out)
+made = cambatch.render_overlays(out, limit=2)
+cambatch.build_gallery(out)
+print(int(found.classes.fixed_location.sum()), made.overlays, sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    assert fresh_interpreter(code) == "1 4 []"  # the stamp class flagged; 2 images x top-2; no torch

@@ -261,3 +261,55 @@ def test_three_thousand_images_paginate_and_filter(big_run, page):
     assert page.input_value("#f-correct") == "wrong"
     assert page.locator("#errors tbody tr").count() == 5
     assert page.errors == []
+
+
+# ---- mean maps and cluster strips (a shortcut made on purpose: tests/shortcut_support.py) ----
+
+
+@pytest.fixture(scope="module")
+def stamp_gallery(tmp_path_factory):
+    from shortcut_support import stamp_run
+
+    out, kinds = stamp_run(tmp_path_factory.mktemp("stamp-gallery"))
+    return out, kinds, cambatch.build_gallery(out)
+
+
+def test_groups_carry_mean_maps_cluster_strips_and_images_their_cluster(stamp_gallery):
+    out, kinds, made = stamp_gallery
+    data = page_data(made.index)
+    stamp = data["groups"]["class"]["stamp_bird"]
+    assert "fixed-location" in stamp["flags"] and stamp["pl"] > 0.3
+    for rel in [stamp["mm"], *(c["mm"] for c in stamp["cl"])]:
+        with Image.open(out / "gallery" / rel) as picture:
+            assert picture.size[0] > 0
+    assert [c["n"] for c in stamp["cl"]] == [10, 5]
+    assert all(kinds[p] == "stamped" for p in stamp["cl"][0]["ex"])
+    green = data["groups"]["class"]["green_ball"]
+    assert "mm" in green and "cl" not in green and "fixed-location" not in green["flags"]
+    clusters = {image["p"]: image["kc"] for image in data["images"]}
+    assert {clusters[p] for p, k in kinds.items() if k == "stamped"} == {0}
+
+
+@pytest.mark.browser
+def test_mean_maps_and_cluster_strips_in_chromium(stamp_gallery, page):
+    out, kinds, made = stamp_gallery
+    page.goto(made.index.as_uri())
+    page.wait_for_selector(".card")
+    page.wait_for_function("Array.from(document.querySelectorAll('.group-head img')).every(i => i.complete)")
+    loaded = page.eval_on_selector_all(".mean-map img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert len(loaded) == 2 and min(loaded) > 0  # one mean map per class group
+    head = page.locator(".group-head", has=page.locator('[data-group="stamp_bird"]'))
+    assert "fixed-location" in head.inner_text()
+    assert head.locator(".strip").count() == 2
+    strip_images = head.locator(".strip img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
+    assert len(strip_images) >= 3 and min(strip_images) > 0  # each strip's mean map and its examples
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gallery-shortcut-clusters.png"), full_page=True)
+
+    # Filtering by cluster 1 of stamp_bird leaves exactly the stamped photos.
+    page.select_option("#f-class", "stamp_bird")
+    page.select_option("#f-cluster", "0")
+    paths = page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.path)")
+    assert sorted(paths) == sorted(p for p, k in kinds.items() if k == "stamped")
+    assert "cluster=0" in page.url
+    assert page.errors == []

@@ -30,6 +30,16 @@ class Decoded:
     height: int
 
 
+def needed_size(width: int, height: int, *, image_size: int, max_side: int | None) -> tuple[int, int]:
+    """The least displayed size a reduced-scale decode must keep: the model input, and the overlay unless `max_side`
+    is None (no overlays; 0: overlays at the photo's own size).
+    """
+    from ..render.overlay import overlay_size  # torch-free, as this module is
+
+    ow, oh = overlay_size(width, height, max_side) if max_side is not None else (0, 0)
+    return min(width, max(ow, image_size)), min(height, max(oh, image_size))
+
+
 def decode(path: Path, min_size: Callable[[int, int], tuple[int, int]] | None = None) -> Decoded:
     """Open `path`, apply EXIF orientation and convert any PIL mode to RGB.
 

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..render.overlay import overlay_size
 from ..sources.discover import ImageSource
-from .decode import DecodeError, decode
+from .decode import DecodeError, decode, needed_size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,16 +24,11 @@ class Preprocess:
 
     def overlay_size(self, width: int, height: int) -> tuple[int, int]:
         """The photo's own size, its longest side capped by `max_side`."""
-        cap = self.max_side
-        if not cap or max(width, height) <= cap:
-            return width, height
-        scale = cap / max(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
+        return overlay_size(width, height, self.max_side)
 
     def decode_size(self, width: int, height: int) -> tuple[int, int]:
         """The least displayed size a reduced-scale decode must keep."""
-        ow, oh = self.overlay_size(width, height) if self.overlays else (0, 0)
-        return min(width, max(ow, self.image_size)), min(height, max(oh, self.image_size))
+        return needed_size(width, height, image_size=self.image_size, max_side=self.max_side if self.overlays else None)
 
 
 @dataclass

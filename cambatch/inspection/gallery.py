@@ -20,8 +20,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from ..layout import OutputLayout, out_folder
-from ..report.reader import has_labels, load_report, per_image
+from ..render.colormaps import COLORMAPS
+from ..report.reader import has_labels, load_report, per_image, report_columns
 from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
+from .shortcut_pictures import shortcut_pictures
 from .summarize import summarize
 from .thumbnails import ThumbJob, make_thumbnails
 
@@ -67,13 +69,15 @@ def build_gallery(
     root = out_folder(out)
     layout = OutputLayout(root)
     folder = layout.gallery_dir
-    df = load_report(root)
+    df = load_report(root, maps="map" in report_columns(root))  # the maps give mean maps, clusters, position lock
     labelled = has_labels(df)
     group_by = group_by or ("label" if labelled else "class")
 
     top = per_image(df)
     jobs: list[ThumbJob] = []
     data = _page_data(df, top, layout, jobs, labelled, thresholds)
+    colormap = df.attrs.get("options", {}).get("colormap", COLORMAPS[0])
+    shortcut_pictures(df, data, layout, colormap=colormap, labelled=labelled, thresholds=thresholds)
     stats = make_thumbnails(jobs, workers)
     missing = set(stats.failed)
     for image in data["images"]:  # a thumbnail that could not be made: the card says so
@@ -214,6 +218,7 @@ def _group_stats(summary) -> dict[str, dict[str, Any]]:
             "pr": _num(row["mean_probability"]),
             "acc": _num(row["accuracy"]) if "accuracy" in table.columns else None,
             "be": _num(row["border_energy"]),
+            "pl": _num(row["position_lock"]) if "position_lock" in table.columns else None,
             "flags": row["flags"],
         }
         for name, row in table.iterrows()
@@ -245,6 +250,7 @@ def _meta(df: pd.DataFrame, top: pd.DataFrame, labelled: bool, by_class) -> dict
         "median_active_area": _num(by_class.median_active_area) if by_class else None,
         "border_ratio": by_class.thresholds.border_ratio if by_class else None,
         "spread_ratio": by_class.thresholds.spread_ratio if by_class else None,
+        "lock_score": by_class.thresholds.lock_score if by_class else None,
     }
 
 

@@ -5,14 +5,23 @@ Plain Python (no pandas), so the CLI lists them in `--help` without loading the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal
 
 GroupBy = Literal["class", "label"]
 GROUP_BY = ("class", "label")
 Format = Literal["table", "csv", "json"]
 FORMATS = ("table", "csv", "json")
-SORT_KEYS = ("images", "mean_probability", "accuracy", "active_area", "border_energy", "entropy", "name")
+SORT_KEYS = (
+    "images",
+    "mean_probability",
+    "accuracy",
+    "active_area",
+    "border_energy",
+    "entropy",
+    "position_lock",
+    "name",
+)
 PAGE_SIZES = (30, 60, 120, 240)  # gallery cards per page
 DEFAULT_PAGE_SIZE = 60
 COMPARE_TOP = 20  # classes in `compare`'s table
@@ -24,3 +33,6 @@ class Thresholds:
 
     border_ratio: float = 1.5
     spread_ratio: float = 1.5
+    _: KW_ONLY
+    lock_score: float = 0.25  # `fixed-location`: position lock at or above this (see `cambatch.inspection.shortcuts`)
+    min_lock_images: int = 5  # ... in a group of at least this many images

@@ -9,6 +9,10 @@ than the dataset's typical map:
   frames).
 - `spread`: mean `active_area` >= `spread_ratio` x the median `active_area` (default 1.5): the
   model looks everywhere rather than at an object.
+- `fixed-location`: the class's maps sit at the same place in every image, far more than two maps
+  of the run do anyway: `position_lock` >= `lock_score` (default 0.25) with at least
+  `min_lock_images` (5) images (`cambatch.inspection.shortcuts`). Needs the report's maps; the
+  class mean map's peak (`peak_x`, `peak_y`) and peak region (`peak_x0` ... `peak_y1`) come with it.
 
 Every image counts once, through its top-1 row (see `cambatch.load.per_image`).
 """
@@ -23,6 +27,7 @@ import pandas as pd
 
 from ..report.reader import has_labels, load_report, per_image, report_columns
 from .options import SORT_KEYS, GroupBy, Thresholds
+from .shortcuts import class_patterns
 
 
 @dataclass
@@ -37,6 +42,7 @@ class ClassSummary:
     median_active_area: float
     thresholds: Thresholds
     settings: dict[str, Any] = field(default_factory=dict)
+    lock_baseline: float = float("nan")  # the run's mean map correlation across groups (`shortcuts`)
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -66,8 +72,10 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
 
     `by=None` groups by label when the report has labels, else by predicted class. Columns:
     `images`, `mean_probability`, `accuracy` (with labels: the share of the group's images whose
-    top-1 matches the label), mean `active_area`, `border_energy`, `entropy`, the booleans
-    `border_flag` and `spread_flag`, and `flags` (text, empty when none).
+    top-1 matches the label), mean `active_area`, `border_energy`, `entropy`; when `df` holds the
+    maps (`load_report(..., maps=True)`), `position_lock`, `peak_x`, `peak_y` and the peak region
+    `peak_x0`, `peak_y0`, `peak_x1`, `peak_y1` of the class mean map; the booleans `border_flag`,
+    `spread_flag` (and `fixed_location_flag` with maps), and `flags` (text, empty when none).
 
     >>> import cambatch
     >>> s = cambatch.summarize_report(cambatch.load_report("cams"))  # doctest: +SKIP
@@ -97,11 +105,32 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     median_area = float(images["active_area"].median())
     table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * median_border
     table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * median_area
+    table["fixed_location_flag"] = False
+    baseline = float("nan")
+    if "map" in images.columns:
+        table, baseline = _with_position_lock(table, images, key, thresholds)
     table["flags"] = [
-        ", ".join(n for n, hit in (("border", b), ("spread", s)) if hit)
-        for b, s in zip(table["border_flag"], table["spread_flag"], strict=True)
+        ", ".join(n for n, hit in (("border", b), ("spread", s), ("fixed-location", f)) if hit)
+        for b, s, f in zip(table["border_flag"], table["spread_flag"], table["fixed_location_flag"], strict=True)
     ]
-    return ClassSummary(table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs))
+    return ClassSummary(
+        table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs), baseline
+    )
+
+
+def _with_position_lock(
+    table: pd.DataFrame, images: pd.DataFrame, key: str, thresholds: Thresholds
+) -> tuple[pd.DataFrame, float]:
+    """The position lock, flag and mean-map peak of each group (images whose rows hold no map take no part)."""
+    mapped = images[images["map_height"].notna()].dropna(subset=[key]).reset_index(drop=True)
+    if mapped.empty:
+        return table, float("nan")
+    patterns, baseline = class_patterns(mapped, key, thresholds)[:2]
+    patterns.index = patterns.index.astype(str)
+    wanted = ["position_lock", "peak_x", "peak_y", "peak_x0", "peak_y0", "peak_x1", "peak_y1"]
+    joined = table.join(patterns[wanted])
+    joined["fixed_location_flag"] = patterns["fixed_location"].reindex(joined.index, fill_value=False).astype(bool)
+    return joined, baseline
 
 
 def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
@@ -118,6 +147,9 @@ def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresh
         "run_id",
         "label",
         "correct",
+        "map",
+        "map_height",
+        "map_width",
     ]
     present = set(report_columns(out))
     return summarize(load_report(out, columns=[c for c in wanted if c in present]), by, thresholds)

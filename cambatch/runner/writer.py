@@ -9,12 +9,10 @@ from PIL import Image
 
 from ..data.preprocess import Sample
 from ..layout import OutputLayout
-from ..render.overlay import overlay
+from ..render.overlay import JPEG_QUALITY, overlay
 from ..report.schema import is_correct, map_array, table
 from ..sources.discover import ImageSource
 from .engine import BatchResult
-
-JPEG_QUALITY = 90
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@
   }
 
   // ---- state, kept in the URL's hash so a filtered view can be bookmarked or shared ----
-  const defaults = { cls: "", label: "", correct: "", q: "", minp: "0",
+  const defaults = { cls: "", cluster: "", label: "", correct: "", q: "", minp: "0",
     sort: "pr-desc", group: $("f-group").value, size: $("f-size").value, page: "0" };
   const state = Object.assign({}, defaults);
   function readHash() {
@@ -52,6 +52,11 @@
     const flag = classFlags(name) ? "  ⚠ " + classFlags(name) : "";
     $("f-class").append(h("option", { value: name, text: `${name} (${topCount.get(c)})${flag}` }));
   }
+  // Map clusters (per class or label, cluster 0 the largest): as many choices as the most split group has.
+  const byPath = new Map(IMAGES.map((im) => [im.p, im]));
+  const clusterCount = Math.max(0, ...IMAGES.map((im) => Math.max(im.kc ?? -1, im.kl ?? -1) + 1));
+  for (let k = 0; k < clusterCount; k++) $("f-cluster").append(h("option", { value: String(k), text: `cluster ${k + 1}` }));
+  const clusterOf = (im) => (state.group === "label" ? im.kl : im.kc);
   if (labelled) {
     for (const [l] of [...labelCount].sort((a, b) => D.labels[a[0]].localeCompare(D.labels[b[0]]))) {
       $("f-label").append(h("option", { value: D.labels[l], text: `${D.labels[l]} (${labelCount.get(l)})` }));
@@ -78,6 +83,7 @@
     const list = IMAGES.filter((im) => {
       const cls = D.classes[im.c];
       if (state.cls === "!flagged" ? !classFlags(cls) : state.cls && cls !== state.cls) return false;
+      if (state.cluster !== "" && clusterOf(im) !== parseInt(state.cluster, 10)) return false;
       if (state.label && (im.l == null || D.labels[im.l] !== state.label)) return false;
       if (state.correct === "correct" && im.ok !== true) return false;
       if (state.correct === "wrong" && im.ok !== false) return false;
@@ -110,15 +116,28 @@
       parts.push(shown === stats.n ? count : `${shown.toLocaleString()} shown of ${count}`, `avg ${pct(stats.pr)}`);
       if (stats.acc != null) parts.push(`acc ${pct(stats.acc)}`);
       parts.push(`border ${num(stats.be, 2)}`);
+      if (stats.pl != null) parts.push(`position lock ${num(stats.pl, 2)}`);
     }
     const title = name + (continued ? " (continued)" : "");
-    return h("div", { class: "group", "data-group": name },
+    const head = h("div", { class: "group", "data-group": name },
       h("h2", { title, text: title },
         ...(stats && stats.flags ? stats.flags.split(", ").map((f) => h("span", { class: "flag", title: flagHelp(f), text: "⚠ " + f })) : [])),
       h("div", { class: "stats", title: parts.join(" · "), text: parts.join(" · ") }));
+    if (!stats || !stats.mm || continued) return head;
+    // The group opens with its mean map and, where its maps form clusters, one strip per cluster.
+    const mean = h("figure", { class: "mean-map", "data-testid": "mean-map" },
+      h("img", { src: url(stats.mm), alt: `mean map of ${name}`, width: 96, height: 96 }),
+      h("figcaption", { text: "mean map" }));
+    const strips = (stats.cl || []).map((c, k) => h("div", { class: "strip", "data-cluster": k },
+      h("img", { class: "strip-map", src: url(c.mm), alt: `cluster ${k + 1} mean map`, width: 48, height: 48 }),
+      h("span", { class: "strip-label", text: `cluster ${k + 1} · ${c.n} image${c.n === 1 ? "" : "s"}` }),
+      ...c.ex.map((p) => byPath.get(p)).filter((im) => im && im.t)
+        .map((im) => h("img", { class: "strip-example", src: url(im.t), alt: im.p, title: im.p, loading: "lazy", width: 64, height: 48 }))));
+    return h("div", { class: "group-head" }, mean, h("div", { class: "group-text" }, head, ...strips));
   }
   function flagHelp(flag) {
     const m = D.meta;
+    if (flag === "fixed-location") return `position lock ≥ ${m.lock_score}: its maps sit at the same place in every image`;
     return flag === "border"
       ? `mean border energy ≥ ${m.border_ratio}× the median (${num(m.median_border_energy)})`
       : `mean active area ≥ ${m.spread_ratio}× the median (${num(m.median_active_area)})`;
@@ -217,7 +236,7 @@
   $("detail").addEventListener("click", (e) => { if (e.target === $("detail")) $("detail").close(); });
 
   // ---- controls ----
-  const controls = { "f-class": "cls", "f-label": "label", "f-correct": "correct", "f-text": "q", "f-prob": "minp", "f-sort": "sort", "f-group": "group", "f-size": "size" };
+  const controls = { "f-class": "cls", "f-cluster": "cluster", "f-label": "label", "f-correct": "correct", "f-text": "q", "f-prob": "minp", "f-sort": "sort", "f-group": "group", "f-size": "size" };
   function syncControls() {
     for (const [id, key] of Object.entries(controls)) if ($(id)) $(id).value = state[key];
     $("f-prob-out").textContent = (parseFloat(state.minp) || 0).toFixed(2);

@@ -1,0 +1,164 @@
+"""`cambatch overlays OUT`: render the overlays of any subset of a run later, from the report's maps. Torch-free.
+
+A million-image audit can run with `--no-overlays` and render only what a reviewer needs: each
+selected row's map (kept in the report) is normalized as `run` does it, upsampled over the photo,
+re-read from where the run found it and decoded the same way (EXIF orientation, reduced-scale JPEG
+decode, the overlay size capped by the run's `--max-side`), and saved under the same name
+(`layout.OutputLayout.overlay_rel`) with the same colormap, opacity and JPEG quality. The only
+difference from `run`'s files: the report keeps maps as float16, so a display value can differ by
+one step of 255 (PSNR well above 40 dB; the tests measure it).
+
+Before anything is written, every selected photo's size and modification time are checked against
+the report's `file_size` and `mtime_ns`; a photo that moved or changed refuses the whole command
+with one line (its overlay would no longer show what the report says).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..data.decode import decode, needed_size
+from ..layout import OutputLayout, out_folder
+from ..render.colormaps import COLORMAPS
+from ..render.overlay import JPEG_QUALITY, display_map, overlay, overlay_size
+from ..report.reader import load_report, map_stack
+from ..report.schema import name_key
+
+THREADS = 4  # PIL's resize, blend and JPEG encode free the GIL
+
+
+@dataclass(frozen=True)
+class RenderedOverlays:
+    """What `render_overlays` wrote."""
+
+    images: int
+    overlays: int
+    paths: list[str]  # relative to OUT, in the report's order
+    seconds: float
+
+
+def select_rows(
+    df: pd.DataFrame, *, class_name: str | None = None, where: str | None = None, limit: int | None = None
+) -> pd.DataFrame:
+    """The `ok` rows (with maps) of the newest run per image that match `class_name` and the pandas `where` query,
+    cut to the first `limit` images by path.
+    """
+    rows = df[(df["status"] == "ok") & df["map_height"].notna()]
+    run_ids = rows["run_id"].astype(str)
+    rows = rows[run_ids == run_ids.groupby(rows["path"].astype(str)).transform("max")]
+    if class_name is not None:
+        rows = rows[rows["class_name"].astype(str).map(name_key) == name_key(class_name)]
+    if where:
+        try:
+            rows = rows.query(where)
+        except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad expression
+            raise ValueError(f"cannot apply --where {where!r}: {type(exc).__name__}: {exc}") from None
+    rows = rows.sort_values(["path", "rank"], kind="stable")
+    if limit is not None:
+        rows = rows[rows["path"].isin(rows["path"].drop_duplicates().head(limit))]
+    return rows
+
+
+def check_photos(rows: pd.DataFrame) -> None:
+    """Refuse (ValueError, one line) when any selected photo moved or changed since the run."""
+    images = rows.drop_duplicates("path")
+    problems = []
+    for root, rel, size, mtime in zip(
+        images["input_root"], images["path"], images["file_size"], images["mtime_ns"], strict=True
+    ):
+        photo = Path(root) / rel
+        try:
+            stat = os.stat(photo)
+        except OSError:
+            problems.append(f"{photo} is gone")
+            continue
+        if stat.st_size != size or stat.st_mtime_ns != mtime:
+            problems.append(f"{photo} changed (size {size} -> {stat.st_size}, mtime differs)")
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise ValueError(
+            f"{len(problems)} of {len(images)} photos moved or changed since the run: {problems[0]}{more}; "
+            "rerun `cambatch run` on them first"
+        )
+
+
+def render_overlays(
+    out: Path | str,
+    *,
+    class_name: str | None = None,
+    where: str | None = None,
+    limit: int | None = None,
+    colormap: str | None = None,
+    alpha: float | None = None,
+) -> RenderedOverlays:
+    """Write the overlays of the selected rows of the run in `out`, as `cambatch run` would have.
+
+    `class_name` keeps one explained class (case-insensitive, `_` and space alike); `where` is a
+    pandas `DataFrame.query` expression over the report's columns (e.g. `"rank == 1 and probability
+    > 0.5"`); `limit` keeps the first N images (by path). Colormap and opacity default to the run's.
+
+    >>> import cambatch
+    >>> made = cambatch.render_overlays("cams", class_name="espresso", limit=20)  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    root = out_folder(out)
+    df = load_report(root, maps=True)
+    options = df.attrs.get("options", {})
+    colormap = colormap or options.get("colormap", COLORMAPS[0])
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colormap {colormap!r}; choose from {', '.join(COLORMAPS)}")
+    rows = select_rows(df, class_name=class_name, where=where, limit=limit)
+    check_photos(rows)
+    style = _Style(
+        layout=OutputLayout(root),
+        colormap=colormap,
+        alpha=float(options.get("alpha", 0.5) if alpha is None else alpha),
+        max_side=int(options.get("max_side", 1024)),
+        image_size=int(df.attrs.get("input_size", 224)),
+        named_by_rank=not options.get("classes"),
+    )
+    groups = [group for _, group in rows.groupby("path", sort=True, observed=True)]
+    with ThreadPoolExecutor(THREADS) as pool:
+        written = [path for paths in pool.map(style.render, groups) for path in paths]
+    return RenderedOverlays(len(groups), len(written), written, time.perf_counter() - started)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Style:
+    """How one run drew its overlays, and where they go."""
+
+    layout: OutputLayout
+    colormap: str
+    alpha: float
+    max_side: int
+    image_size: int
+    named_by_rank: bool
+
+    def render(self, rows: pd.DataFrame) -> list[str]:
+        """The overlays of one image (all its selected rows), decoded once."""
+        first = rows.iloc[0]
+        decoded = decode(
+            Path(first["input_root"]) / first["path"],
+            min_size=lambda w, h: needed_size(w, h, image_size=self.image_size, max_side=self.max_side),
+        )
+        size = overlay_size(decoded.width, decoded.height, self.max_side)
+        photo = decoded.image if decoded.image.size == size else decoded.image.resize(size, Image.BILINEAR)
+        # Through an array, as the run's loader hands photos over: the file's ICC profile, EXIF and
+        # Adobe markers must not ride along into the saved overlay (PIL copies `info` into the blend).
+        photo = Image.fromarray(np.asarray(photo))
+        paths = []
+        for raw, name, rank in zip(map_stack(rows), rows["class_name"], rows["rank"], strict=True):
+            rel = self.layout.overlay_rel(str(first["path"]), str(name), int(rank) if self.named_by_rank else None)
+            target = self.layout.root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            overlay(photo, display_map(raw), self.colormap, self.alpha).save(target, quality=JPEG_QUALITY)
+            paths.append(rel)
+        return paths

@@ -1,0 +1,52 @@
+"""Every Python block of docs/shortcuts.md runs, in order, on a run holding a shortcut made on purpose, and is right."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import REPO
+from shortcut_support import stamp_run
+
+DOC = REPO / "docs" / "shortcuts.md"
+EXAMPLE_FOLDER = re.compile(r"^\s*OUT\s*=")  # the doc's "cams" is replaced by the test's run
+
+
+def python_blocks() -> list[str]:
+    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
+    return ["\n".join(line for line in block.splitlines() if not EXAMPLE_FOLDER.match(line)) for block in blocks]
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory):
+    out, kinds = stamp_run(tmp_path_factory.mktemp("shortcut_doc"), overlays=False)
+    namespace = {"OUT": str(out)}
+    blocks = python_blocks()
+    for number, block in enumerate(blocks, start=1):
+        try:
+            exec(compile(block, f"{DOC.name} block {number}", "exec"), namespace)
+        except Exception as exc:  # noqa: BLE001 - say which block broke
+            pytest.fail(f"{DOC.name} block {number} failed: {type(exc).__name__}: {exc}\n{block}")
+    return namespace, kinds, out, len(blocks)
+
+
+def test_every_block_ran_and_found_the_stamp(recipes):
+    ns, kinds, _, count = recipes
+    assert count == 4
+    assert list(ns["locked"].index) == ["stamp_bird"]
+    assert ns["locked"].loc["stamp_bird", "peak_x1"] <= 0.25 and ns["locked"].loc["stamp_bird", "peak_y1"] <= 0.25
+    assert ns["peak"][0] < 0.25 and ns["peak"][1] < 0.25
+    assert abs(ns["baseline"]) < 0.1
+
+
+def test_the_cluster_recipe_separates_stamped_photos(recipes):
+    ns, kinds, _, _ = recipes
+    assert list(ns["clusters"].images) == [10, 5]
+    assert ns["by_cluster"].loc[0] == sorted(p for p, k in kinds.items() if k == "stamped")
+
+
+def test_the_overlay_recipe_renders_the_suspects_only(recipes):
+    ns, kinds, out, _ = recipes
+    stamped = sorted(p for p, k in kinds.items() if k == "stamped")
+    assert ns["rendered"] == [f"overlays/{p[:-4]}/top1_stamp_bird.jpg" for p in stamped]
+    assert sorted(p.parent.name for p in (out / "overlays").rglob("*.jpg")) == [p[:-4] for p in stamped]
