@@ -18,6 +18,8 @@ _LAZY = {
     "compare_runs": ("inspection.compare", "compare_runs"),
     "compare_reports": ("inspection.compare", "compare_reports"),
     "build_gallery": ("inspection.gallery", "build_gallery"),
+    "evaluate": ("evaluation.run", "evaluate"),
+    "load_annotations": ("annotations.readers", "load_annotations"),
 }
 
 

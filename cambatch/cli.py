@@ -18,7 +18,16 @@ from rich.console import Console
 
 from . import __version__
 from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of
-from .inspection.options import COMPARE_TOP, DEFAULT_PAGE_SIZE, FORMATS, GROUP_BY, PAGE_SIZES, SORT_KEYS, Thresholds
+from .inspection.options import (
+    COMPARE_TOP,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_THRESHOLDS,
+    FORMATS,
+    GROUP_BY,
+    PAGE_SIZES,
+    SORT_KEYS,
+    Thresholds,
+)
 
 app = typer.Typer(
     help="Batched Class Activation Maps over image folders: overlays and a Parquet report.",
@@ -333,6 +342,48 @@ def compare(
         emit(result.classes.head(top) if top else result.classes, fmt, title=title, caption=caption, meta=figures)  # type: ignore[arg-type]
         if rows_out is not None:
             err.print(f"cambatch: per-image rows: {rows_out}", markup=False)
+
+
+@app.command()
+def evaluate(
+    out: Path = typer.Argument(..., help="A run's output folder."),
+    annotations: Optional[Path] = typer.Option(
+        None, "--annotations", help="Ground truth (default: the run's --annotations); see README, Ground truth."
+    ),
+    thresholds: int = typer.Option(
+        DEFAULT_THRESHOLDS, "--thresholds", min=2, help="CAM thresholds swept: 0, 1/N, ..., 1 - 1/N."
+    ),
+    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
+    rows_out: Optional[Path] = typer.Option(None, "--out", help="Write the per-row columns to this Parquet file."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """The run's maps against ground truth: MaxBoxAcc, MaxBoxAccV2, GT-known/top-1 loc, pointing, energy."""
+    _choice(fmt, FORMATS, "--format")
+    with _inspect_errors(debug):
+        import pandas as pd
+
+        from .evaluation.run import evaluate as evaluate_run
+        from .inspection.tables import emit
+
+        result = evaluate_run(out, annotations, thresholds=thresholds)
+        for line in result.problems[:MAX_ERRORS_SHOWN]:
+            err.print(f"cambatch: annotation: {line}", markup=False)
+        if rows_out is not None:
+            rows_out.parent.mkdir(parents=True, exist_ok=True)
+            result.rows.to_parquet(rows_out, index=False)
+        m = result.metrics
+        caption = (
+            f"{m['images']:,} images with boxes · {m['thresholds']} thresholds · best {m['best_threshold']:.2f}"
+            + (
+                f" · {m['label_not_explained']:,} label classes not explained (count as misses)"
+                if m["label_not_explained"]
+                else ""
+            )
+        )
+        if fmt == "table":
+            figures = pd.DataFrame({"value": pd.Series(m, dtype=object)}).rename_axis("metric")
+            emit(figures, fmt, title=f"cambatch evaluate · {out}", caption=caption)  # type: ignore[arg-type]
+        emit(result.per_class, fmt, title="per class", meta=m)  # type: ignore[arg-type]
 
 
 @app.command()

@@ -16,6 +16,7 @@ SORT_KEYS = ("images", "mean_probability", "accuracy", "active_area", "border_en
 PAGE_SIZES = (30, 60, 120, 240)  # gallery cards per page
 DEFAULT_PAGE_SIZE = 60
 COMPARE_TOP = 20  # classes in `compare`'s table
+DEFAULT_THRESHOLDS = 100  # CAM thresholds `evaluate` sweeps (the protocol's interval 0.01)
 
 
 @dataclass(frozen=True)
