@@ -80,31 +80,38 @@ class Components:
     pixels: np.ndarray  # [R] int64
 
 
-def components(maps: np.ndarray, thresholds: np.ndarray) -> Components:
-    """Regions of normalized maps [N, H, W] at each threshold, in chunks (see CHUNK_PIXELS)."""
+def components(maps: np.ndarray, thresholds: np.ndarray, *, outline: bool = True) -> Components:
+    """Regions of normalized maps [N, H, W] at each threshold, in chunks (see CHUNK_PIXELS).
+
+    `outline=False` skips the outline areas (`area` is then the pixel count): only `largest` needs them.
+    """
     scores = quantize(maps)
     n, h, w = scores.shape
     per_chunk = max(1, CHUNK_PIXELS // max(1, (h + 1) * w * len(thresholds)))
-    parts = [_chunk(scores[i : i + per_chunk], np.asarray(thresholds), i) for i in range(0, n, per_chunk)]
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    parts = [_chunk(scores[i : i + per_chunk], thresholds, i, outline) for i in range(0, n, per_chunk)]
     if not parts:
         empty = np.zeros((0,), np.int64)
         return Components(empty, np.zeros((0, 4), np.int64), empty.astype(np.float64), empty)
     return Components(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
 
 
-def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int) -> tuple[np.ndarray, ...]:
+def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool) -> tuple[np.ndarray, ...]:
+    cv2 = _cv2()
     n, h, w = scores.shape
     t = len(thresholds)
     cut = (thresholds[None, :] * scores.reshape(n, -1).max(1)[:, None].astype(np.float64)).astype(np.int64)
-    keep = scores[:, None] > cut[:, :, None, None]  # [n, t, h, w]
-    tall = np.zeros((n * t, h + 1, w), np.uint8)  # the extra zero row keeps tiles apart
-    tall[:, :h] = keep.reshape(n * t, h, w)
-    count, labels, stats, _ = _cv2().connectedComponentsWithStats(tall.reshape(-1, w), connectivity=8)
+    tall = np.zeros((n, t, h + 1, w), np.uint8)  # the extra zero row keeps tiles apart
+    np.greater(scores[:, None], cut[:, :, None, None], out=tall[:, :, :h].view(bool))
+    # Grana's block-based labelling: the fastest of OpenCV's on these smooth masks.
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        tall.reshape(-1, w), 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
     stats = stats[1:].astype(np.int64)
     tile = stats[:, 1] // (h + 1)
     x0, y0 = stats[:, 0], stats[:, 1] % (h + 1)
     boxes = np.stack([x0, y0, np.minimum(x0 + stats[:, 2], w - 1), np.minimum(y0 + stats[:, 3], h - 1)], 1)
-    area = _outline_area(labels.reshape(n * t, h + 1, w), count)[1:]
+    area = _outline_area(tall, labels, count)[1:] if outline else stats[:, 4].astype(np.float64)
     empty = np.setdiff1d(np.arange(n * t), tile)
     tile = np.concatenate([tile, empty])
     boxes = np.concatenate([boxes, np.zeros((len(empty), 4), np.int64)])
@@ -113,17 +120,20 @@ def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int) -> tuple[np.n
     return tile + first * t, boxes, area, pixels
 
 
-def _outline_area(labels: np.ndarray, count: int) -> np.ndarray:
+def _outline_area(mask: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
     """Per label, the area of the polygon through its outer boundary's pixel centres (what `cv2.contourArea`
     gives the protocol's contour): each 2x2 cell of pixel centres adds 1 when all four belong to the region
     and 1/2 when three do (the 8-connected outline cuts the cell's diagonal). Unlike `contourArea`, a hole's
     area is left out: holes are rare in upsampled CAMs and matter only between regions of nearly equal area.
     """
-    corners = np.stack([labels[:, :-1, :-1], labels[:, :-1, 1:], labels[:, 1:, :-1], labels[:, 1:, 1:]])
-    inside = (corners > 0).sum(0)
-    weight = np.where(inside == 4, 1.0, np.where(inside == 3, 0.5, 0.0))
-    owner = corners.max(0)  # any two pixels of a 2x2 cell touch, so a cell holds at most one region
-    return np.bincount(owner.ravel(), weights=weight.ravel(), minlength=count)
+    flat = mask.reshape(-1, mask.shape[-1])
+    inside = flat[:-1, :-1] + flat[:-1, 1:] + flat[1:, :-1] + flat[1:, 1:]  # uint8 sums of 0/1
+    cells = inside >= 3
+    # With three or four corners in, one of the two diagonals is whole; any two pixels of a cell touch,
+    # so every corner in belongs to the same region.
+    owner = np.maximum(labels[:-1, :-1][cells], labels[1:, 1:][cells])
+    weight = np.where(inside[cells] == 4, 1.0, 0.5)
+    return np.bincount(owner, weights=weight, minlength=count)
 
 
 def largest(found: Components, tiles: int) -> np.ndarray:

@@ -51,13 +51,18 @@ class BoxSweep:
         return int(np.abs(self.thresholds - threshold).argmin())
 
 
-def sweep_boxes(scores: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray, thresholds: np.ndarray) -> BoxSweep:
-    """Score maps [N, S, S] (normalized) against ground-truth boxes gt [N, G, 4] (same S x S pixel grid)."""
-    found = components(scores, thresholds)
+def sweep_boxes(
+    scores: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray, thresholds: np.ndarray, *, largest: bool = True
+) -> BoxSweep:
+    """Score maps [N, S, S] (normalized) against ground-truth boxes gt [N, G, 4] (same S x S pixel grid).
+
+    `largest=False` scores all regions only (MaxBoxAccV2), skipping the outline areas; `largest` is then NaN.
+    """
+    found = components(scores, thresholds, outline=largest)
     t = len(thresholds)
     return BoxSweep(
         thresholds=np.asarray(thresholds),
-        largest=best_iou(found, gt, gt_valid, t, all_regions=False),
+        largest=best_iou(found, gt, gt_valid, t, all_regions=False) if largest else np.full((len(gt), t), np.nan),
         all_regions=best_iou(found, gt, gt_valid, t, all_regions=True),
     )
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .boxes import resize_boxes
+from .maps import EVAL_SIZE, resize
+
 POINTING_TOLERANCE = 15.0  # pixels of the displayed image (TorchRay's pointing-game benchmark)
 
 
@@ -57,3 +60,23 @@ def pointing_hits(points: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray, tole
     dy = np.maximum(np.maximum(gt[..., 1] - y, 0), y - (gt[..., 3] + 1))
     near = np.hypot(dx, dy) <= tolerance
     return (near & gt_valid).any(1)
+
+
+def ground_truth_columns(
+    maps: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray, sizes: np.ndarray, cam_boxes: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The report's ground-truth columns (`report.schema.GROUND_TRUTH_COLUMNS`) of R rows.
+
+    maps [R, h, w] raw; gt [R, G, 4] boxes in displayed pixels (inclusive indices), gt_valid [R, G];
+    sizes [R, 2] displayed (width, height); cam_boxes [R, 4] the CAM-paper box as fractions (bbox_*).
+    The map is resized to the protocol's 224 x 224 grid (`evaluation.maps`) for energy and peak.
+    """
+    grid = resize(maps, EVAL_SIZE)
+    grid_boxes = resize_boxes(gt, sizes[:, None, :], (EVAL_SIZE, EVAL_SIZE))
+    has_box = gt_valid.any(1)
+    return {
+        "gt_boxes": gt_valid.sum(1),
+        "gt_box_iou": np.where(has_box, continuous_iou(cam_boxes * np.tile(sizes, 2), gt, gt_valid), np.nan),
+        "energy_in_gt": np.where(has_box, energy_in(grid, box_masks(grid_boxes, gt_valid, EVAL_SIZE)), np.nan),
+        "pointing_hit": np.where(has_box, pointing_hits(peak_points(grid, sizes), gt, gt_valid), False),
+    }

@@ -19,10 +19,10 @@ from ..annotations.readers import load_annotations
 from ..errors import UsageError
 from ..inspection.options import DEFAULT_THRESHOLDS
 from ..report.reader import load_report, map_stack
-from ..report.schema import name_key
+from ..report.schema import GROUND_TRUTH_NAMES, name_key
 from . import rows as per_row
 from .boxes import resize_boxes
-from .maps import EVAL_SIZE, resize, score_maps
+from .maps import EVAL_SIZE, score_maps
 from .protocol import CAM_PAPER_THRESHOLD, BoxSweep, sweep_boxes, threshold_grid
 
 ROW_CHUNK = 256  # rows resized to EVAL_SIZE at a time: bounds memory on large runs
@@ -103,35 +103,34 @@ def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
 
 
 def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
+    """The report's ground-truth columns for every row (the same code `cambatch run --annotations` uses)."""
     sizes = frame[["width", "height"]].to_numpy(np.float64)
-    cam = frame[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(np.float64) * np.tile(sizes, 2)
-    energy = np.full(len(frame), np.nan)
-    points = np.zeros((len(frame), 2))
+    cam = frame[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(np.float64)
+    values = {name: np.zeros(len(frame)) for name in GROUND_TRUTH_NAMES}
     for group in _size_groups(frame):
         for start in range(0, len(group), ROW_CHUNK):
             idx = group[start : start + ROW_CHUNK]
-            maps = resize(map_stack(frame.iloc[idx]), EVAL_SIZE)
-            grid_boxes = _to_grid(images.gt[idx], sizes[idx])
-            energy[idx] = per_row.energy_in(maps, per_row.box_masks(grid_boxes, images.valid[idx], EVAL_SIZE))
-            points[idx] = per_row.peak_points(maps, sizes[idx])
+            part = per_row.ground_truth_columns(
+                map_stack(frame.iloc[idx]), images.gt[idx], images.valid[idx], sizes[idx], cam[idx]
+            )
+            for name in GROUND_TRUTH_NAMES:
+                values[name][idx] = part[name]
     has_box = images.valid.any(1)
-    columns = {
-        "path": frame["path"].astype(str),
-        "rank": frame["rank"],
-        "class_index": frame["class_index"],
-        "class_name": frame["class_name"].astype(str),
-        "label": images.label,
-        "gt_boxes": np.where(images.annotated, images.valid.sum(1), -1),
-        "gt_box_iou": np.where(has_box, per_row.continuous_iou(cam, images.gt, images.valid), np.nan),
-        "energy_in_gt": np.where(has_box, energy, np.nan),
-        "pointing_hit": pd.array(
-            np.where(has_box, per_row.pointing_hits(points, images.gt, images.valid), False), dtype="boolean"
-        ),
-        "annotation_error": images.error,
-    }
-    rows = pd.DataFrame(columns)
+    rows = pd.DataFrame(
+        {
+            "path": frame["path"].astype(str),
+            "rank": frame["rank"],
+            "class_index": frame["class_index"],
+            "class_name": frame["class_name"].astype(str),
+            "label": images.label,
+            "gt_boxes": pd.array(np.where(images.annotated, values["gt_boxes"], np.nan), dtype="Int16"),
+            "gt_box_iou": values["gt_box_iou"],
+            "energy_in_gt": values["energy_in_gt"],
+            "pointing_hit": pd.array(values["pointing_hit"].astype(bool), dtype="boolean"),
+            "annotation_error": images.error,
+        }
+    )
     rows.loc[~has_box, "pointing_hit"] = pd.NA
-    rows["gt_boxes"] = rows["gt_boxes"].where(rows["gt_boxes"] >= 0)
     return rows
 
 
