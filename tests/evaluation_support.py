@@ -57,7 +57,8 @@ def write_formats(folder: Path, boxes: dict[str, list[tuple]], labels: dict[str,
             for b in bs
         )
         w, h = sizes[name]
-        xml = f"<annotation><filename>{name}</filename><size><width>{w}</width><height>{h}</height></size>{objects}</annotation>"
+        size = f"<size><width>{w}</width><height>{h}</height></size>"
+        xml = f"<annotation><filename>{name}</filename>{size}{objects}</annotation>"
         (voc / f"{Path(name).stem}.xml").write_text(xml)
     paths["voc"] = voc
     categories = sorted(set(labels.values()))

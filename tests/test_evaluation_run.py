@@ -185,8 +185,9 @@ def test_moving_every_box_to_a_wrong_place_lowers_energy_pointing_and_maxboxaccv
 
 
 def test_run_with_annotations_fills_labels_and_writes_what_evaluate_computes(tmp_path):
-    import cambatch
     from conftest import make_folder
+
+    import cambatch
 
     names = make_folder(tmp_path / "photos", 2)
     csv = tmp_path / "boxes.csv"
