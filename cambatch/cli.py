@@ -271,6 +271,10 @@ def summarize(
     spread_ratio: float = typer.Option(
         Thresholds.spread_ratio, help="Flag 'spread' when a class's mean active_area >= this x the median."
     ),
+    off_object_ratio: float = typer.Option(
+        Thresholds.off_object_ratio,
+        help="With --annotations: flag 'off-object' when a class's mean energy_in_gt <= this x the median.",
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Per predicted class (or label): images, probability, accuracy, map statistics, and flags."""
@@ -280,12 +284,17 @@ def summarize(
         from .inspection.summarize import summarize_run
         from .inspection.tables import emit
 
-        summary = summarize_run(out, by, Thresholds(border_ratio, spread_ratio))  # type: ignore[arg-type]
+        summary = summarize_run(out, by, Thresholds(border_ratio, spread_ratio, off_object_ratio))  # type: ignore[arg-type]
         settings = summary.settings
         caption = (
             f"{summary.images:,} images ({summary.errors:,} failed) · "
             f"median border_energy {summary.median_border_energy:.3f}, active_area {summary.median_active_area:.3f} · "
             f"flags: border >= {border_ratio:g}x, spread >= {spread_ratio:g}x the median"
+            + (
+                f"; off-object: energy_in_gt <= {off_object_ratio:g}x its median {summary.median_energy_in_gt:.3f}"
+                if "energy_in_gt" in summary.table.columns
+                else ""
+            )
         )
         meta = {
             "model": settings.get("model"),
@@ -297,8 +306,11 @@ def summarize(
             "median_active_area": summary.median_active_area,
             "border_ratio": border_ratio,
             "spread_ratio": spread_ratio,
+            "median_energy_in_gt": summary.median_energy_in_gt,
+            "off_object_ratio": off_object_ratio,
         }
-        table = summary.sorted(sort, top).drop(columns=["border_flag", "spread_flag"] if fmt == "table" else [])
+        flags = [c for c in ("border_flag", "spread_flag", "off_object_flag") if c in summary.table.columns]
+        table = summary.sorted(sort, top).drop(columns=flags if fmt == "table" else [])
         title = (
             f"cambatch summarize · {settings.get('model', '?')} · run {settings.get('run_id', '?')} · per {summary.by}"
         )

@@ -12,7 +12,17 @@ GroupBy = Literal["class", "label"]
 GROUP_BY = ("class", "label")
 Format = Literal["table", "csv", "json"]
 FORMATS = ("table", "csv", "json")
-SORT_KEYS = ("images", "mean_probability", "accuracy", "active_area", "border_energy", "entropy", "name")
+SORT_KEYS = (
+    "images",
+    "mean_probability",
+    "accuracy",
+    "active_area",
+    "border_energy",
+    "entropy",
+    "energy_in_gt",
+    "pointing_acc",
+    "name",
+)
 PAGE_SIZES = (30, 60, 120, 240)  # gallery cards per page
 DEFAULT_PAGE_SIZE = 60
 COMPARE_TOP = 20  # classes in `compare`'s table
@@ -25,3 +35,4 @@ class Thresholds:
 
     border_ratio: float = 1.5
     spread_ratio: float = 1.5
+    off_object_ratio: float = 0.5  # flag 'off-object' at or below this x the median energy_in_gt

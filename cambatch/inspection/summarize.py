@@ -9,6 +9,8 @@ than the dataset's typical map:
   frames).
 - `spread`: mean `active_area` >= `spread_ratio` x the median `active_area` (default 1.5): the
   model looks everywhere rather than at an object.
+- `off-object` (runs with `--annotations`): mean `energy_in_gt` <= `off_object_ratio` x the median
+  `energy_in_gt` of the annotated images (default 0.5): the class's maps miss the ground truth.
 
 Every image counts once, through its top-1 row (see `cambatch.load.per_image`).
 """
@@ -37,6 +39,7 @@ class ClassSummary:
     median_active_area: float
     thresholds: Thresholds
     settings: dict[str, Any] = field(default_factory=dict)
+    median_energy_in_gt: float = float("nan")  # of the annotated images (`--annotations`); NaN without
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -66,8 +69,9 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
 
     `by=None` groups by label when the report has labels, else by predicted class. Columns:
     `images`, `mean_probability`, `accuracy` (with labels: the share of the group's images whose
-    top-1 matches the label), mean `active_area`, `border_energy`, `entropy`, the booleans
-    `border_flag` and `spread_flag`, and `flags` (text, empty when none).
+    top-1 matches the label), mean `active_area`, `border_energy`, `entropy`, with `--annotations`
+    mean `energy_in_gt` and `pointing_acc` (the share of `pointing_hit`), the booleans `border_flag`,
+    `spread_flag` (and `off_object_flag`), and `flags` (text, empty when none).
 
     >>> import cambatch
     >>> s = cambatch.summarize_report(cambatch.load_report("cams"))  # doctest: +SKIP
@@ -91,17 +95,27 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
             "entropy": grouped["entropy"].mean(),
         }
     )
+    annotated = "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
+    if annotated:
+        table["energy_in_gt"] = grouped["energy_in_gt"].mean()
+        table["pointing_acc"] = grouped["pointing_hit"].mean().astype(float)
     table.index = table.index.astype(str)
     table.index.name = by
     median_border = float(images["border_energy"].median())
     median_area = float(images["active_area"].median())
     table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * median_border
     table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * median_area
+    median_energy = float(images["energy_in_gt"].median()) if annotated else float("nan")
+    if annotated:
+        table["off_object_flag"] = table["energy_in_gt"] <= thresholds.off_object_ratio * median_energy
+    off_object = table["off_object_flag"] if annotated else [False] * len(table)
     table["flags"] = [
-        ", ".join(n for n, hit in (("border", b), ("spread", s)) if hit)
-        for b, s in zip(table["border_flag"], table["spread_flag"], strict=True)
+        ", ".join(n for n, hit in (("border", b), ("spread", s), ("off-object", o)) if hit)
+        for b, s, o in zip(table["border_flag"], table["spread_flag"], off_object, strict=True)
     ]
-    return ClassSummary(table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs))
+    summary = ClassSummary(table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs))
+    summary.median_energy_in_gt = median_energy
+    return summary
 
 
 def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
@@ -118,6 +132,8 @@ def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresh
         "run_id",
         "label",
         "correct",
+        "energy_in_gt",
+        "pointing_hit",
     ]
     present = set(report_columns(out))
     return summarize(load_report(out, columns=[c for c in wanted if c in present]), by, thresholds)
