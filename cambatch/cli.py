@@ -199,6 +199,11 @@ def _print_summary(result) -> None:
         err.print(f"  error: {path}: {message}", markup=False)
     if result.errors > MAX_ERRORS_SHOWN:
         err.print(f"  ... {result.errors - MAX_ERRORS_SHOWN} more in the report (status == 'error')")
+    problems = getattr(result, "annotation_problems", [])
+    for line in problems[:MAX_ERRORS_SHOWN]:
+        err.print(f"  annotation: {line} (no ground truth for that image)", markup=False)
+    if len(problems) > MAX_ERRORS_SHOWN:
+        err.print(f"  ... {len(problems) - MAX_ERRORS_SHOWN} more annotation problems (`cambatch evaluate` lists them)")
     err.print(f"  report:   {result.report}", markup=False)
     if getattr(result, "layer", None):
         err.print(f"  method:   {result.method} on layer {result.layer}", markup=False)

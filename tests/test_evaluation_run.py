@@ -191,9 +191,10 @@ def test_run_with_annotations_fills_labels_and_writes_what_evaluate_computes(tmp
 
     names = make_folder(tmp_path / "photos", 2)
     csv = tmp_path / "boxes.csv"
-    csv.write_text(f"path,x0,y0,x1,y1,label\n{names[0]},10,10,80,60,tabby\n")
+    csv.write_text(f"path,x0,y0,x1,y1,label\n{names[0]},10,10,80,60,tabby\n{names[1]},1,2,3\n")
     out = tmp_path / "out"
-    cambatch.run(tmp_path / "photos", out, annotations=csv, topk=2, overlays=False, progress=False, workers=0)
+    done = cambatch.run(tmp_path / "photos", out, annotations=csv, topk=2, overlays=False, progress=False, workers=0)
+    assert done.annotation_problems == ["boxes.csv:3: missing coordinates (need path,x0,y0,x1,y1)"] and done.errors == 0
     report = cambatch.load_report(out).sort_values(["path", "rank"]).reset_index(drop=True)
     first = report[report["path"] == names[0]]
     assert (first["label"] == "tabby").all() and (first["gt_boxes"] == 1).all()

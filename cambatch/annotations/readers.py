@@ -67,10 +67,12 @@ def read_csv(path: Path) -> Annotations:
             if not key:
                 found.problem(where, "no path")
                 continue
+            values = [row.get(c) for c in ("x0", "y0", "x1", "y1")]
+            if any(v is None or not str(v).strip() for v in values):
+                found.problem(where, "missing coordinates (need path,x0,y0,x1,y1)", key)
+                continue
             try:
-                found.add(
-                    key, _box([row[c] for c in ("x0", "y0", "x1", "y1")], where, (row.get("label") or "").strip())
-                )
+                found.add(key, _box(values, where, (row.get("label") or "").strip()))
             except (TypeError, ValueError) as exc:
                 found.problem(where, str(exc) or "bad number", key)
     return found

@@ -76,7 +76,7 @@ class Components:
 
     tile: np.ndarray  # [R] int64
     boxes: np.ndarray  # [R, 4] int64
-    area: np.ndarray  # [R] float64: the area of the region's outline through its pixel centres
+    area: np.ndarray  # [R] float64: the region's outline area (pixel centres); 0 for a tile's only region
     pixels: np.ndarray  # [R] int64
 
 
@@ -111,13 +111,29 @@ def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool
     tile = stats[:, 1] // (h + 1)
     x0, y0 = stats[:, 0], stats[:, 1] % (h + 1)
     boxes = np.stack([x0, y0, np.minimum(x0 + stats[:, 2], w - 1), np.minimum(y0 + stats[:, 3], h - 1)], 1)
-    area = _outline_area(tall, labels, count)[1:] if outline else stats[:, 4].astype(np.float64)
+    area = _outline_areas(tall, labels, count, tile, n * t) if outline else stats[:, 4].astype(np.float64)
     empty = np.setdiff1d(np.arange(n * t), tile)
     tile = np.concatenate([tile, empty])
     boxes = np.concatenate([boxes, np.zeros((len(empty), 4), np.int64)])
     area = np.concatenate([area, np.full(len(empty), -1.0)])
     pixels = np.concatenate([stats[:, 4], np.zeros(len(empty), np.int64)])
     return tile + first * t, boxes, area, pixels
+
+
+def _outline_areas(tall: np.ndarray, labels: np.ndarray, count: int, tile: np.ndarray, tiles: int) -> np.ndarray:
+    """Outline areas of the regions (labels 1..count-1), measured only in tiles holding several regions:
+    a tile's only region is its largest whatever its area (it gets its pixel count).
+    """
+    per_tile = np.bincount(tile, minlength=tiles)
+    crowded = np.flatnonzero(per_tile > 1)
+    area = np.zeros(count - 1)
+    if len(crowded):
+        h1, w = tall.shape[2], tall.shape[3]
+        sub_mask = tall.reshape(tiles, h1, w)[crowded]
+        sub_labels = labels.reshape(tiles, h1, w)[crowded]
+        area = _outline_area(sub_mask, sub_labels.reshape(-1, w), count)[1:]
+    single = per_tile[tile] == 1
+    return np.where(single, 0.0, area)
 
 
 def _outline_area(mask: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:

@@ -66,6 +66,7 @@ class RunResult:
     method: str = ""  # the method used (`auto` resolved)
     layer: str | None = None  # the layer its maps come from
     faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
+    annotation_problems: list[str] = field(default_factory=list)  # malformed --annotations entries, file:line
 
     @property
     def processed(self) -> int:
@@ -121,6 +122,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
             method=stages.method.name,
             layer=stages.method.layer,
         )
+        result.annotation_problems = list(truth.problems) if truth is not None else []
         manifest = _Manifest(layout=layout, settings=settings, started_at=started_at, result=result)
         manifest.write("running")
         report = ReportWriter(
