@@ -21,6 +21,8 @@ _LAZY = {
     "find_shortcuts": ("inspection.shortcuts", "find_shortcuts"),
     "shortcuts_run": ("inspection.shortcuts", "shortcuts_run"),
     "render_overlays": ("inspection.overlays", "render_overlays"),
+    "evaluate": ("evaluation.run", "evaluate"),
+    "load_annotations": ("annotations.readers", "load_annotations"),
 }
 
 

@@ -18,7 +18,16 @@ from rich.console import Console
 
 from . import __version__
 from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of
-from .inspection.options import COMPARE_TOP, DEFAULT_PAGE_SIZE, FORMATS, GROUP_BY, PAGE_SIZES, SORT_KEYS, Thresholds
+from .inspection.options import (
+    COMPARE_TOP,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_THRESHOLDS,
+    FORMATS,
+    GROUP_BY,
+    PAGE_SIZES,
+    SORT_KEYS,
+    Thresholds,
+)
 
 app = typer.Typer(
     help="Batched Class Activation Maps over image folders: overlays and a Parquet report.",
@@ -190,6 +199,11 @@ def _print_summary(result) -> None:
         err.print(f"  error: {path}: {message}", markup=False)
     if result.errors > MAX_ERRORS_SHOWN:
         err.print(f"  ... {result.errors - MAX_ERRORS_SHOWN} more in the report (status == 'error')")
+    problems = getattr(result, "annotation_problems", [])
+    for line in problems[:MAX_ERRORS_SHOWN]:
+        err.print(f"  annotation: {line} (no ground truth for that image)", markup=False)
+    if len(problems) > MAX_ERRORS_SHOWN:
+        err.print(f"  ... {len(problems) - MAX_ERRORS_SHOWN} more annotation problems (`cambatch evaluate` lists them)")
     err.print(f"  report:   {result.report}", markup=False)
     if getattr(result, "layer", None):
         err.print(f"  method:   {result.method} on layer {result.layer}", markup=False)
@@ -266,6 +280,10 @@ def summarize(
         Thresholds.lock_score,
         help="Flag 'fixed-location' when a class's position_lock >= this (and it has enough images).",
     ),
+    off_object_ratio: float = typer.Option(
+        Thresholds.off_object_ratio,
+        help="With --annotations: flag 'off-object' when a class's mean energy_in_gt <= this x the median.",
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Per predicted class (or label): images, probability, accuracy, map statistics, and flags."""
@@ -275,7 +293,7 @@ def summarize(
         from .inspection.summarize import summarize_run
         from .inspection.tables import emit
 
-        thresholds = Thresholds(border_ratio, spread_ratio, lock_score=lock_score)
+        thresholds = Thresholds(border_ratio, spread_ratio, off_object_ratio, lock_score=lock_score)
         summary = summarize_run(out, by, thresholds)  # type: ignore[arg-type]
         settings = summary.settings
         caption = (
@@ -283,6 +301,11 @@ def summarize(
             f"median border_energy {summary.median_border_energy:.3f}, active_area {summary.median_active_area:.3f} · "
             f"flags: border >= {border_ratio:g}x, spread >= {spread_ratio:g}x the median, "
             f"fixed-location: position_lock >= {lock_score:g} (baseline {summary.lock_baseline:.3f})"
+            + (
+                f"; off-object: energy_in_gt <= {off_object_ratio:g}x its median {summary.median_energy_in_gt:.3f}"
+                if "energy_in_gt" in summary.table.columns
+                else ""
+            )
         )
         meta = {
             "model": settings.get("model"),
@@ -297,8 +320,19 @@ def summarize(
             "lock_score": lock_score,
             "min_lock_images": thresholds.min_lock_images,
             "lock_baseline": summary.lock_baseline,
+            "median_energy_in_gt": summary.median_energy_in_gt,
+            "off_object_ratio": off_object_ratio,
         }
-        hidden = ["border_flag", "spread_flag", "fixed_location_flag", "peak_x0", "peak_y0", "peak_x1", "peak_y1"]
+        hidden = [
+            "border_flag",
+            "spread_flag",
+            "fixed_location_flag",
+            "off_object_flag",
+            "peak_x0",
+            "peak_y0",
+            "peak_x1",
+            "peak_y1",
+        ]
         table = summary.sorted(sort, top)
         table = table.drop(columns=[c for c in hidden if c in table.columns] if fmt == "table" else [])
         title = (
@@ -344,6 +378,48 @@ def compare(
         emit(result.classes.head(top) if top else result.classes, fmt, title=title, caption=caption, meta=figures)  # type: ignore[arg-type]
         if rows_out is not None:
             err.print(f"cambatch: per-image rows: {rows_out}", markup=False)
+
+
+@app.command()
+def evaluate(
+    out: Path = typer.Argument(..., help="A run's output folder."),
+    annotations: Optional[Path] = typer.Option(
+        None, "--annotations", help="Ground truth (default: the run's --annotations); see README, Ground truth."
+    ),
+    thresholds: int = typer.Option(
+        DEFAULT_THRESHOLDS, "--thresholds", min=2, help="CAM thresholds swept: 0, 1/N, ..., 1 - 1/N."
+    ),
+    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
+    rows_out: Optional[Path] = typer.Option(None, "--out", help="Write the per-row columns to this Parquet file."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """The run's maps against ground truth: MaxBoxAcc, MaxBoxAccV2, GT-known/top-1 loc, pointing, energy."""
+    _choice(fmt, FORMATS, "--format")
+    with _inspect_errors(debug):
+        import pandas as pd
+
+        from .evaluation.run import evaluate as evaluate_run
+        from .inspection.tables import emit
+
+        result = evaluate_run(out, annotations, thresholds=thresholds)
+        for line in result.problems[:MAX_ERRORS_SHOWN]:
+            err.print(f"cambatch: annotation: {line}", markup=False)
+        if rows_out is not None:
+            rows_out.parent.mkdir(parents=True, exist_ok=True)
+            result.rows.to_parquet(rows_out, index=False)
+        m = result.metrics
+        caption = (
+            f"{m['images']:,} images with boxes · {m['thresholds']} thresholds · best {m['best_threshold']:.2f}"
+            + (
+                f" · {m['label_not_explained']:,} label classes not explained (count as misses)"
+                if m["label_not_explained"]
+                else ""
+            )
+        )
+        if fmt == "table":
+            figures = pd.DataFrame({"value": pd.Series(m, dtype=object)}).rename_axis("metric")
+            emit(figures, fmt, title=f"cambatch evaluate · {out}", caption=caption)  # type: ignore[arg-type]
+        emit(result.per_class, fmt, title="per class", meta=m)  # type: ignore[arg-type]
 
 
 @app.command()

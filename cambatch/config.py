@@ -62,6 +62,11 @@ def _path(value: Any) -> Path | None:
     return None if value is None else Path(value)
 
 
+def _absolute_path(value: Any) -> Path | None:
+    """A path kept absolute: the run's settings record it for `cambatch evaluate`, run from anywhere."""
+    return None if value is None else Path(value).expanduser().absolute()
+
+
 def _names(value: Any) -> tuple[str, ...] | None:
     """A list of class names or indices, or one comma-separated string of them."""
     if value is None:
@@ -108,6 +113,12 @@ class SourceOptions(_Group):
         convert=_path,
     )
     labels_from_dirs: bool = option(False, "Label each image with its parent folder's name (ImageFolder layout).")
+    annotations: Path | None = option(
+        None,
+        "Ground truth: a VOC/ImageNet XML folder, COCO JSON, CSV (path,x0,y0,x1,y1[,label]), mask PNG folder or "
+        "WSOL metadata folder. Fills labels; adds gt_boxes, gt_box_iou, energy_in_gt, pointing_hit.",
+        convert=_absolute_path,
+    )
     shard: str | None = option(
         None,
         "I/N: process shard I of N (default: SLURM_ARRAY_TASK_ID/COUNT, else RANK/WORLD_SIZE, else 0/1).",

@@ -12,12 +12,21 @@ from PIL import Image
 
 DOC = REPO / "docs" / "inspecting.md"
 # The doc's example folders ("cams", ...) are replaced by the test's runs.
-EXAMPLE_FOLDERS = re.compile(r"^\s*OUT(_A|_B)?(\s*,\s*OUT(_A|_B)?)*\s*=")
+EXAMPLE_FOLDERS = re.compile(r"^\s*(OUT(_A|_B)?(\s*,\s*OUT(_A|_B)?)*|ANNOTATIONS)\s*=")
 
 
 def python_blocks() -> list[str]:
     blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
     return ["\n".join(line for line in block.splitlines() if not EXAMPLE_FOLDERS.match(line)) for block in blocks]
+
+
+GT_BOXES = {
+    "astronaut.png": (100, 20, 400, 511),
+    "camera.png": (100, 50, 400, 450),
+    "chelsea.png": (60, 10, 420, 299),
+    "coffee.png": (100, 20, 500, 380),
+    "rocket.jpg": (0, 0, 60, 40),
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +39,9 @@ def recipes(sample_run, tmp_path_factory):
     add_labels(labelled, {p: ("space shuttle" if p == "rocket.jpg" else str(c)) for p, c in top1.items()})
     changed = copy_run(result.out, base / "changed")
     swap_top2(changed, "camera.png")
-    namespace = {"OUT": str(labelled), "OUT_A": str(result.out), "OUT_B": str(changed)}
+    boxes = base / "boxes.csv"  # the photos' objects by eye, rocket.jpg's box moved to a corner it misses
+    boxes.write_text("path,x0,y0,x1,y1\n" + "".join(f"{p},{','.join(map(str, b))}\n" for p, b in GT_BOXES.items()))
+    namespace = {"OUT": str(labelled), "OUT_A": str(result.out), "OUT_B": str(changed), "ANNOTATIONS": str(boxes)}
     blocks = python_blocks()
     for number, block in enumerate(blocks, start=1):
         try:
@@ -80,3 +91,11 @@ def test_summary_and_raw_map_recipes(recipes):
     assert ns["all_maps"].shape == (7, 7, 7) and ns["mean_top1_map"].shape == (7, 7)
     first = ns["with_maps"].iloc[0]
     np.testing.assert_array_equal(ns["all_maps"][0], first["map"].astype(np.float32).reshape(7, 7))
+
+
+def test_classes_missing_the_object_recipe(recipes):
+    ns, raw, _ = recipes
+    top1 = raw[raw["rank"] == 1].set_index("path").class_name
+    assert ns["missing"].index[0] == top1["rocket.jpg"]  # its box is where the rocket is not
+    assert ns["missing"].iloc[0] < 0.1 < ns["missing"].dropna().iloc[-1]
+    assert ns["result"].metrics["images"] == len(GT_BOXES)

@@ -61,6 +61,11 @@ def workdir(tmp_path_factory) -> Path:
         shutil.copy(SAMPLES / name, work / "imagenet_val" / label / name)
     shutil.copy(SAMPLES / "coffee.png", work / "coffee.png")
     (work / "val.csv").write_text("path,label\ncoffee.png,espresso\nphotos/chelsea.png,tabby\n", encoding="utf-8")
+    # Ground-truth boxes of two photos for the --annotations / evaluate examples (README, Ground truth).
+    (work / "boxes.csv").write_text(
+        "path,x0,y0,x1,y1,label\nchelsea.png,60,10,420,299,tabby\ncoffee.png,100,20,500,380,espresso\n",
+        encoding="utf-8",
+    )
     for out, extra in (("cams-monday", []), ("cams-tuesday", ["--model", "resnet18", "--weights", "none"])):
         prepare = ["cambatch", "run", "photos", "--out", out, "--no-overlays", "--quiet", *extra]
         subprocess.run(prepare, cwd=work, check=True, capture_output=True, timeout=600)
@@ -89,6 +94,8 @@ def test_the_examples_left_what_they_promise(workdir):
     assert (workdir / "cams" / "gallery" / "index.html").is_file()
     assert len(pd.read_csv(workdir / "classes.csv")) >= 1
     assert len(pd.read_parquet(workdir / "changes.parquet")) == 7  # the seven photos, in both runs
+    evaluated = pd.read_parquet(workdir / "cams-gt" / "report")
+    assert evaluated.loc[evaluated["path"] == "chelsea.png", "gt_boxes"].eq(1).all()
     labelled = report[report["label"].notna()]
     assert set(labelled["label"]) >= {"espresso", "tabby"}
     # The cluster examples (a Slurm task, then torchrun with 8 processes on this CPU): one report, every photo once.

@@ -58,3 +58,20 @@ cambatch.build_gallery(out)
 print(int(found.classes.fixed_location.sum()), made.overlays, sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
     assert fresh_interpreter(code) == "1 4 []"  # the stamp class flagged; 2 images x top-2; no torch
+
+
+def test_evaluate_runs_without_torch(tmp_path):
+    import numpy as np
+    from evaluation_support import write_report
+
+    maps = np.zeros((7, 7), np.float32)
+    maps[2:4, 2:4] = 1
+    row = {"path": "a.jpg", "width": 70, "height": 70, "class_index": 0, "class_name": "cat", "map": maps}
+    out = write_report(tmp_path / "out", [row])
+    (tmp_path / "b.csv").write_text("path,x0,y0,x1,y1\na.jpg,20,20,39,39\n")
+    code = f"""
+import sys, cambatch
+result = cambatch.evaluate({str(out)!r}, {str(tmp_path / "b.csv")!r})
+print(result.metrics["images"], sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    assert fresh_interpreter(code) == "1 []"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from inspecting_support import add_labels, copy_run, synthesize_run
@@ -168,3 +169,23 @@ def test_flags_name_both_reasons_and_labels_give_accuracy():
     labelled = summarize(small_report(labels=True))
     assert labelled.by == "label" and labelled.table["images"].to_dict() == {"apple": 1, "pear": 1, "zebra": 1}
     assert labelled.table["accuracy"].to_dict() == {"apple": 1.0, "pear": 0.0, "zebra": 1.0}  # case-blind
+
+
+def test_off_object_flag_and_ground_truth_columns():
+    df = small_report(labels=False)
+    df["energy_in_gt"] = [0.1, 0.8, 0.6, np.nan, np.nan]  # d.jpg not annotated
+    df["pointing_hit"] = pd.array([False, True, False, None, None], dtype="boolean")
+    summary = summarize(df)
+    table = summary.table
+    assert summary.median_energy_in_gt == pytest.approx(0.6)  # of the annotated images: 0.1, 0.6, 0.8
+    assert table.loc["apple", "energy_in_gt"] == pytest.approx(0.7) and table.loc["apple", "pointing_acc"] == 0.5
+    assert table.loc["Zebra", "flags"] == "border, off-object"  # 0.1 <= 0.5 x 0.6
+    assert not table.loc["apple", "off_object_flag"] and np.isnan(table.loc["mango", "energy_in_gt"])
+    assert list(summary.sorted("energy_in_gt").index[:2]) == ["apple", "Zebra"]
+    strict = summarize(df, thresholds=Thresholds(off_object_ratio=0.1))
+    assert strict.table.loc["Zebra", "flags"] == "border"
+
+
+def test_no_ground_truth_columns_without_annotations():
+    table = summarize(small_report(labels=False)).table
+    assert "energy_in_gt" not in table.columns and "off_object_flag" not in table.columns

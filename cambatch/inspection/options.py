@@ -20,11 +20,14 @@ SORT_KEYS = (
     "border_energy",
     "entropy",
     "position_lock",
+    "energy_in_gt",
+    "pointing_acc",
     "name",
 )
 PAGE_SIZES = (30, 60, 120, 240)  # gallery cards per page
 DEFAULT_PAGE_SIZE = 60
 COMPARE_TOP = 20  # classes in `compare`'s table
+DEFAULT_THRESHOLDS = 100  # CAM thresholds `evaluate` sweeps (the protocol's interval 0.01)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Thresholds:
 
     border_ratio: float = 1.5
     spread_ratio: float = 1.5
+    off_object_ratio: float = 0.5  # flag 'off-object' at or below this x the median energy_in_gt
     _: KW_ONLY
     lock_score: float = 0.25  # `fixed-location`: position lock at or above this (see `cambatch.inspection.shortcuts`)
     min_lock_images: int = 5  # ... in a group of at least this many images

@@ -13,6 +13,8 @@ than the dataset's typical map:
   of the run do anyway: `position_lock` >= `lock_score` (default 0.25) with at least
   `min_lock_images` (5) images (`cambatch.inspection.shortcuts`). Needs the report's maps; the
   class mean map's peak (`peak_x`, `peak_y`) and peak region (`peak_x0` ... `peak_y1`) come with it.
+- `off-object` (runs with `--annotations`): mean `energy_in_gt` <= `off_object_ratio` x the median
+  `energy_in_gt` of the annotated images (default 0.5): the class's maps miss the ground truth.
 
 Every image counts once, through its top-1 row (see `cambatch.load.per_image`).
 """
@@ -43,6 +45,7 @@ class ClassSummary:
     thresholds: Thresholds
     settings: dict[str, Any] = field(default_factory=dict)
     lock_baseline: float = float("nan")  # the run's mean map correlation across groups (`shortcuts`)
+    median_energy_in_gt: float = float("nan")  # of the annotated images (`--annotations`); NaN without
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -72,10 +75,12 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
 
     `by=None` groups by label when the report has labels, else by predicted class. Columns:
     `images`, `mean_probability`, `accuracy` (with labels: the share of the group's images whose
-    top-1 matches the label), mean `active_area`, `border_energy`, `entropy`; when `df` holds the
+    top-1 matches the label), mean `active_area`, `border_energy`, `entropy`; with `--annotations`
+    mean `energy_in_gt` and `pointing_acc` (the share of `pointing_hit`); when `df` holds the
     maps (`load_report(..., maps=True)`), `position_lock`, `peak_x`, `peak_y` and the peak region
     `peak_x0`, `peak_y0`, `peak_x1`, `peak_y1` of the class mean map; the booleans `border_flag`,
-    `spread_flag` (and `fixed_location_flag` with maps), and `flags` (text, empty when none).
+    `spread_flag` (`off_object_flag` with annotations, `fixed_location_flag` with maps), and `flags`
+    (text, empty when none).
 
     >>> import cambatch
     >>> s = cambatch.summarize_report(cambatch.load_report("cams"))  # doctest: +SKIP
@@ -99,6 +104,10 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
             "entropy": grouped["entropy"].mean(),
         }
     )
+    annotated = "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
+    if annotated:
+        table["energy_in_gt"] = grouped["energy_in_gt"].mean()
+        table["pointing_acc"] = grouped["pointing_hit"].mean().astype(float)
     table.index = table.index.astype(str)
     table.index.name = by
     median_border = float(images["border_energy"].median())
@@ -109,13 +118,21 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     baseline = float("nan")
     if "map" in images.columns:
         table, baseline = _with_position_lock(table, images, key, thresholds)
+    median_energy = float(images["energy_in_gt"].median()) if annotated else float("nan")
+    if annotated:
+        table["off_object_flag"] = table["energy_in_gt"] <= thresholds.off_object_ratio * median_energy
+    off_object = table["off_object_flag"] if annotated else [False] * len(table)
+    flags = {"border": table["border_flag"], "spread": table["spread_flag"]}
+    flags |= {"off-object": off_object, "fixed-location": table["fixed_location_flag"]}
     table["flags"] = [
-        ", ".join(n for n, hit in (("border", b), ("spread", s), ("fixed-location", f)) if hit)
-        for b, s, f in zip(table["border_flag"], table["spread_flag"], table["fixed_location_flag"], strict=True)
+        ", ".join(name for name, hit in zip(flags, hits, strict=True) if hit)
+        for hits in zip(*flags.values(), strict=True)
     ]
-    return ClassSummary(
+    summary = ClassSummary(
         table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs), baseline
     )
+    summary.median_energy_in_gt = median_energy
+    return summary
 
 
 def _with_position_lock(
@@ -150,6 +167,8 @@ def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresh
         "map",
         "map_height",
         "map_width",
+        "energy_in_gt",
+        "pointing_hit",
     ]
     present = set(report_columns(out))
     return summarize(load_report(out, columns=[c for c in wanted if c in present]), by, thresholds)

@@ -74,16 +74,33 @@ FAITHFULNESS_COLUMNS = (
     Column("confidence_drop", pa.float32(), "max(0, p - p_masked) / p; its mean is the Average Drop"),
     Column("confidence_increase", pa.bool_(), "p_masked > p; its mean is the Increase in Confidence"),
 )
+# --annotations (`cambatch.evaluation.rows.ground_truth_columns` computes them); null without it or for an image
+# the annotations do not name. Boxes are mapped into the displayed image first.
+GROUND_TRUTH_COLUMNS = (
+    Column("gt_boxes", pa.int16(), "ground-truth boxes of the image (0: annotated, no object)"),
+    Column("gt_box_iou", pa.float32(), "IoU of the CAM-paper box (bbox_*) with the best-matching ground-truth box"),
+    Column("energy_in_gt", pa.float32(), "share of the positive map's mass inside the ground-truth boxes"),
+    Column("pointing_hit", pa.bool_(), "the map's maximum lies within 15 px (displayed image) of a ground-truth box"),
+)
 MAP_COLUMNS = (
     Column("map", pa.list_(pa.float16()), "the raw map (signed, not normalized) at feature resolution, row-major"),
     Column("map_height", pa.int16(), "rows of `map`"),
     Column("map_width", pa.int16(), "columns of `map`"),
 )
-COLUMNS = IMAGE_COLUMNS + PREDICTION_COLUMNS + STATISTIC_COLUMNS + OUTCOME_COLUMNS + FAITHFULNESS_COLUMNS + MAP_COLUMNS
+COLUMNS = (
+    IMAGE_COLUMNS
+    + PREDICTION_COLUMNS
+    + STATISTIC_COLUMNS
+    + OUTCOME_COLUMNS
+    + FAITHFULNESS_COLUMNS
+    + GROUND_TRUTH_COLUMNS
+    + MAP_COLUMNS
+)
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 STAT_NAMES = tuple(c.name for c in STATISTIC_COLUMNS)
 FAITHFULNESS_NAMES = tuple(c.name for c in FAITHFULNESS_COLUMNS)
 MAP_NAMES = tuple(c.name for c in MAP_COLUMNS)
+GROUND_TRUTH_NAMES = tuple(c.name for c in GROUND_TRUTH_COLUMNS)
 
 
 def table(columns: Mapping[str, Sequence | np.ndarray | pa.Array], rows: int, schema: pa.Schema = SCHEMA) -> pa.Table:

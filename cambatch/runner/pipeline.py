@@ -7,6 +7,7 @@ batch runs, with a bounded number of images in flight so memory stays flat.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shutil
 import sys
@@ -22,6 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import __version__
+from ..annotations.model import Annotations
+from ..annotations.readers import load_annotations
 from ..config import RunConfig
 from ..data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
 from ..data.preprocess import ImageFiles, Preprocess, collate
@@ -63,6 +66,7 @@ class RunResult:
     method: str = ""  # the method used (`auto` resolved)
     layer: str | None = None  # the layer its maps come from
     faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
+    annotation_problems: list[str] = field(default_factory=list)  # malformed --annotations entries, file:line
 
     @property
     def processed(self) -> int:
@@ -97,6 +101,8 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
     shard = parse_shard(config.source.shard)
     with OutputLock(layout.lock_path(shard.tag)):
         sources = [s for s in find_sources(config, layout.root) if shard.owns(s.rel)]
+        truth = load_annotations(config.source.annotations) if config.source.annotations else None
+        sources = with_annotated_labels(sources, truth)
         stages = _build(config)
         if config.job.overwrite:
             _start_over(layout, shard)
@@ -116,6 +122,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
             method=stages.method.name,
             layer=stages.method.layer,
         )
+        result.annotation_problems = list(truth.problems) if truth is not None else []
         manifest = _Manifest(layout=layout, settings=settings, started_at=started_at, result=result)
         manifest.write("running")
         report = ReportWriter(
@@ -124,7 +131,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
             settings,
             images_per_part=config.output.images_per_part,
         )
-        writer = _writer(config, stages, layout, run_id)
+        writer = _writer(config, stages, layout, run_id, truth)
         progress.start(len(todo.todo))
         try:
             with stop_on_signals() as stop, tuning.torch_threads(stages.plan.threads):
@@ -209,7 +216,21 @@ def _build(config: RunConfig) -> _Stages:
     )
 
 
-def _writer(config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: str) -> ImageWriter:
+def with_annotated_labels(sources: list[ImageSource], truth: Annotations | None) -> list[ImageSource]:
+    """Sources without a label take the annotations' label (as `--labels-from-dirs` gives one)."""
+    if truth is None:
+        return sources
+    labelled = []
+    for source in sources:
+        found = truth.find(source.rel)
+        label = source.label or (found.label if found is not None else None)
+        labelled.append(dataclasses.replace(source, label=label) if label != source.label else source)
+    return labelled
+
+
+def _writer(
+    config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: str, truth: Annotations | None = None
+) -> ImageWriter:
     out = config.output
     return ImageWriter(
         layout=layout,
@@ -221,6 +242,7 @@ def _writer(config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: st
         alpha=out.alpha,
         overlays=out.overlays,
         named_by_rank=stages.class_ids is None,
+        truth=truth,
     )
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from ..annotations.model import Annotations
+from ..annotations.orient import displayed_boxes, orientation
 from ..data.preprocess import Sample
+from ..evaluation.rows import ground_truth_columns
 from ..layout import OutputLayout
 from ..render.overlay import JPEG_QUALITY, overlay
 from ..report.schema import is_correct, map_array, table
@@ -28,6 +32,7 @@ class ImageWriter:
     alpha: float
     overlays: bool
     named_by_rank: bool  # top-k run: files are top<r>_<class>.jpg; --classes run: <class>.jpg
+    truth: Annotations | None = None  # --annotations: the ground-truth columns
 
     def ok_rows(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> pa.Table:
         """Render and save the overlays of image `i` of `result`, then return its rows."""
@@ -49,7 +54,24 @@ class ImageWriter:
             map_height=[result.maps.shape[2]] * k,
             map_width=[result.maps.shape[3]] * k,
         )
+        if self.truth is not None:
+            columns.update(self._ground_truth(source, sample, result, i))
         return table(columns, k)
+
+    def _ground_truth(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> dict:
+        """The image's ground-truth columns; none (nulls) when the annotations miss it or name it malformed."""
+        found = self.truth.find(source.rel)
+        if found is None or found.error is not None:
+            return {}
+        size = (sample.width, sample.height)
+        boxes = displayed_boxes(found, size, orientation(source.path)) if found.boxes else np.zeros((0, 4))
+        k = result.maps.shape[1]
+        gt = np.broadcast_to(boxes, (k, *boxes.shape)).reshape(k, -1, 4)
+        cam = np.stack([result.columns[f"bbox_{side}"][i] for side in ("x0", "y0", "x1", "y1")], 1)
+        columns = ground_truth_columns(
+            result.maps[i].astype(np.float32), gt, np.ones(gt.shape[:2], bool), np.tile(size, (k, 1)), cam
+        )
+        return {name: np.asarray(values) for name, values in columns.items()}
 
     def error_row(self, source: ImageSource, message: str) -> pa.Table:
         return table({**self._base(source, None, None, 1), "status": ["error"], "error": [message]}, 1)

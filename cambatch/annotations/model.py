@@ -1,0 +1,94 @@
+"""Ground truth for one image, and the set read from one annotation file or folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """A ground-truth box in pixel coordinates of the stored image (x0, y0, x1, y1 as the file gives them)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What the annotations say about one image.
+
+    `size` is the (width, height) the coordinates refer to when the file states it (VOC `<size>`,
+    COCO `width`/`height`, WSOL `image_sizes.txt`); boxes are scaled when the image differs.
+    `error` makes the image an error row of the evaluation instead of a crash.
+    """
+
+    boxes: tuple[Box, ...] = ()
+    label: str | None = None
+    size: tuple[int, int] | None = None
+    masks: tuple[str, ...] = ()  # mask files (absolute paths), unioned; non-zero = object
+    error: str | None = None
+
+    def box_array(self) -> np.ndarray:
+        """Boxes as a float [G, 4] array."""
+        return np.array([[b.x0, b.y0, b.x1, b.y1] for b in self.boxes], dtype=np.float64).reshape(-1, 4)
+
+
+@dataclass
+class Annotations:
+    """Ground truth by image key (the path as written in the file), with the problems met while reading.
+
+    `problems` are one line each, naming the file and line; an entry that names its image also marks
+    that image's `Truth.error`.
+    """
+
+    source: str
+    kind: str
+    images: dict[str, Truth] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def find(self, path: str) -> Truth | None:
+        """The truth for a report `path`: by the whole relative path, then its file name, then its stem."""
+        if not hasattr(self, "_index"):
+            self._index = _index(self.images)
+        pure = PurePosixPath(path)
+        for key in (path, pure.name, pure.stem):
+            if key in self._index:
+                return self._index[key]
+        return None
+
+    def add(self, key: str, box: Box | None = None, **fields) -> None:
+        """Merge a box and/or fields (label, size, masks, error) into the image's truth."""
+        old = self.images.get(key, Truth())
+        boxes = old.boxes + ((box,) if box is not None else ())
+        label = fields.get("label", old.label) or old.label
+        if box is not None and label is None:
+            label = box.label
+        masks = old.masks + tuple(fields.get("masks", ()))
+        self.images[key] = Truth(
+            boxes=boxes,
+            label=label,
+            size=fields.get("size", old.size),
+            masks=masks,
+            error=old.error or fields.get("error"),
+        )
+
+    def problem(self, where: str, message: str, key: str | None = None) -> None:
+        """Record one malformed entry; with `key`, the image it names becomes an error row."""
+        self.problems.append(f"{where}: {message}")
+        if key:
+            self.add(key, error=f"bad annotation ({where}): {message}")
+
+
+def _index(images: dict[str, Truth]) -> dict[str, Truth]:
+    index: dict[str, Truth] = {}
+    for key, truth in images.items():
+        pure = PurePosixPath(key.replace("\\", "/"))
+        for alias in (pure.stem, pure.name, pure.as_posix()):  # later aliases win: the full path is most precise
+            index[alias] = truth
+    return index

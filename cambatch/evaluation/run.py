@@ -1,0 +1,265 @@
+"""`cambatch evaluate`: a run's maps (read from its report) against ground truth, per row and per run.
+
+Torch-free: the maps come from the report's `map` column, the ground truth from `cambatch.annotations`.
+Per image, the map evaluated by the protocol is the label's class (GT-known) when the image has a label,
+else the top-1 prediction's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..annotations.model import Annotations, Truth
+from ..annotations.orient import displayed_boxes, orientation
+from ..annotations.readers import load_annotations
+from ..errors import UsageError
+from ..inspection.options import DEFAULT_THRESHOLDS
+from ..report.reader import load_report, map_stack
+from ..report.schema import GROUND_TRUTH_NAMES, name_key
+from . import rows as per_row
+from .boxes import resize_boxes
+from .maps import EVAL_SIZE, score_maps
+from .protocol import CAM_PAPER_THRESHOLD, BoxSweep, sweep_boxes, threshold_grid
+
+ROW_CHUNK = 256  # rows resized to EVAL_SIZE at a time: bounds memory on large runs
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` found: the run-level metrics, a per-class table and the per-row columns."""
+
+    metrics: dict[str, float | int | str | None]
+    per_class: pd.DataFrame
+    rows: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+
+def annotations_of(out: Path | str, settings: dict, annotations: Path | str | None) -> Annotations:
+    """The ground truth: the one given, else the run's `--annotations`; a UsageError (exit 2) without either."""
+    path = annotations or (settings.get("options") or {}).get("annotations")
+    if not path:
+        raise UsageError(f"the run in {out} has no annotations: pass --annotations PATH (see README, Ground truth)")
+    return load_annotations(path)
+
+
+def evaluate(
+    out: Path | str, annotations: Path | str | None = None, *, thresholds: int = DEFAULT_THRESHOLDS
+) -> Evaluation:
+    """Localization of the run in `out` against ground truth: MaxBoxAcc, MaxBoxAccV2, GT-known and top-1
+    localization (at 20 % and at the best threshold), pointing game, energy in the ground truth.
+    """
+    frame = load_report(out, status="ok", maps=True)
+    truth = annotations_of(out, frame.attrs, annotations)
+    if frame.empty:
+        raise UsageError(f"the report in {out} has no successful rows to evaluate")
+    frame = frame.reset_index(drop=True)
+    images = _image_truth(frame, truth)
+    rows = _row_metrics(frame, images)
+    sweep, chosen = _sweep(frame, images, rows, threshold_grid(thresholds))
+    metrics = _metrics(sweep, chosen, rows)
+    metrics.update(annotations=truth.source, format=truth.kind, problems=len(truth.problems))
+    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows, truth.problems)
+
+
+@dataclass
+class _Images:
+    """Per report row: its image's ground truth, in displayed pixels (inclusive indices)."""
+
+    gt: np.ndarray  # [R, G, 4]
+    valid: np.ndarray  # [R, G]
+    label: list[str | None]
+    annotated: np.ndarray  # [R] bool: the image has ground truth (maybe no box)
+    error: list[str | None]
+
+
+def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
+    by_path: dict[str, tuple[np.ndarray, Truth | None]] = {}
+    for path, root, width, height in frame[["path", "input_root", "width", "height"]].drop_duplicates("path").values:
+        found = truth.find(str(path))
+        boxes = np.zeros((0, 4))
+        if found is not None and found.boxes and found.error is None:
+            orient = orientation(Path(str(root)) / str(path)) if root else 1
+            boxes = displayed_boxes(found, (int(width), int(height)), orient)
+        by_path[str(path)] = (boxes, found)
+    paths = frame["path"].astype(str).tolist()
+    most = max([len(by_path[p][0]) for p in by_path] + [1])
+    gt = np.zeros((len(paths), most, 4))
+    valid = np.zeros((len(paths), most), bool)
+    for i, p in enumerate(paths):  # per row, to lay out the ragged boxes; the metrics below are batched
+        boxes = by_path[p][0]
+        gt[i, : len(boxes)], valid[i, : len(boxes)] = boxes, True
+    report_labels = frame["label"].astype(object).tolist() if "label" in frame.columns else [None] * len(paths)
+    labels, annotated, errors = [], [], []
+    for p, report_label in zip(paths, report_labels, strict=True):
+        found = by_path[p][1]
+        labels.append((found.label if found else None) or (None if _missing(report_label) else str(report_label)))
+        annotated.append(found is not None and found.error is None)
+        errors.append(found.error if found else None)
+    return _Images(gt, valid, labels, np.array(annotated, bool), errors)
+
+
+def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
+    """The report's ground-truth columns for every row (the same code `cambatch run --annotations` uses)."""
+    sizes = frame[["width", "height"]].to_numpy(np.float64)
+    cam = frame[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(np.float64)
+    values = {name: np.zeros(len(frame)) for name in GROUND_TRUTH_NAMES}
+    for group in _size_groups(frame):
+        for start in range(0, len(group), ROW_CHUNK):
+            idx = group[start : start + ROW_CHUNK]
+            part = per_row.ground_truth_columns(
+                map_stack(frame.iloc[idx]), images.gt[idx], images.valid[idx], sizes[idx], cam[idx]
+            )
+            for name in GROUND_TRUTH_NAMES:
+                values[name][idx] = part[name]
+    has_box = images.valid.any(1)
+    rows = pd.DataFrame(
+        {
+            "path": frame["path"].astype(str),
+            "rank": frame["rank"],
+            "class_index": frame["class_index"],
+            "class_name": frame["class_name"].astype(str),
+            "label": images.label,
+            "gt_boxes": pd.array(np.where(images.annotated, values["gt_boxes"], np.nan), dtype="Int16"),
+            "gt_box_iou": values["gt_box_iou"],
+            "energy_in_gt": values["energy_in_gt"],
+            "pointing_hit": pd.array(values["pointing_hit"].astype(bool), dtype="boolean"),
+            "annotation_error": images.error,
+        }
+    )
+    rows.loc[~has_box, "pointing_hit"] = pd.NA
+    return rows
+
+
+def _size_groups(frame: pd.DataFrame) -> list[np.ndarray]:
+    """Row positions grouped by map size (a report written by several models may hold several)."""
+    keys = frame["map_height"].astype(int) * 100_000 + frame["map_width"].astype(int)
+    return [np.flatnonzero(keys.to_numpy() == key) for key in np.unique(keys)]
+
+
+def _to_grid(gt: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Boxes in displayed pixels to the EVAL_SIZE grid, truncated like the protocol's `resize_bbox`."""
+    return resize_boxes(gt, sizes[:, None, :], (EVAL_SIZE, EVAL_SIZE))
+
+
+def _missing(value) -> bool:
+    return value is None or (not isinstance(value, str) and pd.isna(value))
+
+
+def _label_matches(rows: pd.DataFrame) -> np.ndarray:
+    """Whether each row explains its image's label (class name by `name_key`, or the class index as text)."""
+    keys = [None if _missing(lab) else name_key(lab) for lab in rows["label"]]
+    names = [name_key(n) for n in rows["class_name"]]
+    index = rows["class_index"].astype(str).tolist()
+    labels = rows["label"].tolist()
+    return np.array(
+        [k is not None and (k == n or lab == i) for k, n, lab, i in zip(keys, names, labels, index, strict=True)]
+    )
+
+
+@dataclass
+class _Chosen:
+    """The one row per annotated image with a box that the protocol scores."""
+
+    row: np.ndarray  # [N] row positions (-1: the label's class was not explained)
+    path: list[str]
+    label: list[str | None]
+    top1_correct: np.ndarray  # [N] bool
+    explained: np.ndarray  # [N] bool
+
+
+def _choose(rows: pd.DataFrame) -> _Chosen:
+    matches = _label_matches(rows)
+    top1 = (rows["rank"] == 1).to_numpy()
+    scored = rows[rows["gt_boxes"].fillna(0) > 0]
+    chosen_rows, paths, labels, correct, explained = [], [], [], [], []
+    for path, group in scored.groupby("path", sort=True):  # per image (not per threshold): pick its row
+        label = None if _missing(group["label"].iloc[0]) else str(group["label"].iloc[0])
+        hit = group.index[matches[group.index]]
+        first = group.index[top1[group.index]]
+        row = (hit[0] if len(hit) else -1) if label is not None else (first[0] if len(first) else group.index[0])
+        chosen_rows.append(row)
+        paths.append(path)
+        labels.append(label)
+        explained.append(row >= 0)
+        correct.append(bool(label is not None and len(first) and matches[first[0]]))
+    return _Chosen(np.array(chosen_rows, int), paths, labels, np.array(correct, bool), np.array(explained, bool))
+
+
+def _sweep(frame: pd.DataFrame, images: _Images, rows: pd.DataFrame, thresholds: np.ndarray):
+    chosen = _choose(rows)
+    n = len(chosen.row)
+    largest = np.zeros((n, len(thresholds)))
+    regions = np.zeros((n, len(thresholds)))
+    rows = np.where(chosen.explained, chosen.row, 0)
+    sizes = frame[["width", "height"]].to_numpy(np.float64)
+    for group in _size_groups(frame.iloc[rows]) if n else []:
+        for start in range(0, len(group), ROW_CHUNK):
+            part = group[start : start + ROW_CHUNK]
+            idx = rows[part]
+            scores = score_maps(map_stack(frame.iloc[idx]), EVAL_SIZE)
+            sweep = sweep_boxes(scores, _to_grid(images.gt[idx], sizes[idx]), images.valid[idx], thresholds)
+            largest[part], regions[part] = sweep.largest, sweep.all_regions
+    # An image whose label's class has no map scores as a miss at every threshold.
+    largest[~chosen.explained] = 0
+    regions[~chosen.explained] = 0
+    return BoxSweep(thresholds, largest, regions), chosen
+
+
+def _metrics(sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame) -> dict:
+    n = len(chosen.row)
+    if n == 0:
+        raise UsageError("no image of the report has a ground-truth box in the annotations (are the paths matched?)")
+    max_acc, best_t = sweep.max_box_acc()
+    at20, best = sweep.index_of(CAM_PAPER_THRESHOLD), sweep.index_of(best_t)
+    hits = sweep.largest >= 0.5
+    has_labels = any(label is not None for label in chosen.label)
+    scored = rows.iloc[chosen.row[chosen.explained]]
+    return {
+        "images": n,
+        "label_not_explained": int((~chosen.explained).sum()),
+        "thresholds": len(sweep.thresholds),
+        "MaxBoxAcc": max_acc,
+        "best_threshold": best_t,
+        "MaxBoxAccV2": sweep.max_box_acc_v2(),
+        "gt_known_loc@0.2": float(hits[:, at20].mean()),
+        "gt_known_loc@best": float(hits[:, best].mean()),
+        "top1_loc@0.2": float((hits[:, at20] & chosen.top1_correct).mean()) if has_labels else None,
+        "top1_loc@best": float((hits[:, best] & chosen.top1_correct).mean()) if has_labels else None,
+        "pointing_acc": _pointing_accuracy(scored),
+        "energy_in_gt": float(scored["energy_in_gt"].mean()),
+    }
+
+
+def _pointing_accuracy(scored: pd.DataFrame) -> float:
+    """The pointing game's accuracy: per class (label, else the predicted class), then the mean over classes."""
+    classes = scored["label"].where(scored["label"].notna(), scored["class_name"]).astype(str)
+    return float(scored["pointing_hit"].astype(float).groupby(classes).mean().mean())
+
+
+def _per_class(sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame) -> pd.DataFrame:
+    _, best_t = sweep.max_box_acc()
+    at20, best = sweep.index_of(CAM_PAPER_THRESHOLD), sweep.index_of(best_t)
+    explained = chosen.row >= 0
+    safe = np.where(explained, chosen.row, 0)
+    classes = [
+        label if label is not None else rows["class_name"].iloc[r] for label, r in zip(chosen.label, safe, strict=True)
+    ]
+    table = pd.DataFrame(
+        {
+            "class": classes,
+            "images": 1,
+            "gt_known_loc@0.2": sweep.largest[:, at20] >= 0.5,
+            "gt_known_loc@best": sweep.largest[:, best] >= 0.5,
+            "box_iou@0.2": sweep.largest[:, at20],
+            "pointing_acc": np.where(explained, rows["pointing_hit"].iloc[safe].astype(float).to_numpy(), np.nan),
+            "energy_in_gt": np.where(explained, rows["energy_in_gt"].iloc[safe].to_numpy(), np.nan),
+        }
+    )
+    grouped = table.groupby("class", sort=True)
+    summary = grouped.mean(numeric_only=True)
+    summary["images"] = grouped.size()
+    return summary.sort_values(["energy_in_gt", "images"], ascending=[True, False])

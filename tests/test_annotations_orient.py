@@ -1,0 +1,36 @@
+"""Ground-truth boxes of the stored image mapped into the displayed (EXIF-oriented) image."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from cambatch.annotations.model import Box, Truth
+from cambatch.annotations.orient import displayed_boxes, orient_boxes, orientation
+
+
+@pytest.mark.parametrize("orient", range(1, 9))
+def test_each_orientation_moves_the_box_with_its_pixels(tmp_path, orient):
+    stored = np.zeros((6, 10), np.uint8)  # H x W
+    stored[1:3, 2:7] = 255  # box x 2..6, y 1..2
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orient
+    image.save(tmp_path / "o.png", exif=exif)
+    with Image.open(tmp_path / "o.png") as img:
+        shown = np.asarray(ImageOps.exif_transpose(img))
+    ys, xs = np.nonzero(shown)
+    assert orientation(tmp_path / "o.png") == orient
+    box = orient_boxes(np.array([[2, 1, 6, 2]]), orient, (10, 6))
+    assert box.tolist() == [[xs.min(), ys.min(), xs.max(), ys.max()]]
+
+
+def test_boxes_of_another_stated_size_are_scaled_first():
+    truth = Truth(boxes=(Box(10, 20, 30, 40),), size=(100, 200))
+    assert displayed_boxes(truth, (50, 100)).tolist() == [[5, 10, 15, 20]]
+    # rotated 90 clockwise: stored 50 x 100 (boxes scaled to 5, 10, 15, 20), displayed 100 x 50: x' = 99 - y, y' = x
+    assert displayed_boxes(truth, (100, 50), 6).tolist() == [[99 - 20, 5, 99 - 10, 15]]
+
+
+def test_orientation_of_an_unreadable_file_is_one(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"nope")
+    assert orientation(tmp_path / "x.jpg") == 1

@@ -1,0 +1,205 @@
+"""`cambatch evaluate` on a report written by hand (maps known exactly), every metric checked against values
+computed by hand; the same boxes in every annotation format give identical rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from evaluation_support import write_formats, write_report
+from typer.testing import CliRunner
+
+from cambatch.cli import app
+from cambatch.errors import UsageError
+from cambatch.evaluation.run import evaluate
+
+S = 224  # maps at the evaluation size: the resize is the identity, every pixel known
+
+
+def block(x0, y0, x1, y1, value=1.0, into=None):
+    out = np.zeros((S, S), np.float32) if into is None else into
+    out[y0 : y1 + 1, x0 : x1 + 1] = value
+    return out
+
+
+BOXES = {
+    "a.jpg": [(50, 50, 99, 99)],
+    "b.jpg": [(0, 0, 223, 111)],
+    "c.jpg": [(150, 150, 199, 199)],
+    "d.jpg": [(10, 10, 20, 20)],
+}
+LABELS = {"a.jpg": "cat", "b.jpg": "cat", "c.jpg": "dog", "d.jpg": "dog"}
+SIZES = dict.fromkeys(BOXES, (S, S))
+
+
+def rows():
+    def row(path, rank, index, name, m, bbox=(np.nan,) * 4):
+        return {
+            "path": path,
+            "width": S,
+            "height": S,
+            "rank": rank,
+            "class_index": index,
+            "class_name": name,
+            "map": m,
+            "bbox": bbox,
+        }
+
+    edge = (50 / S, 50 / S, 100 / S, 100 / S)
+    return [
+        # a: a core (1.0) at the box inside a halo (0.5): the box is the core from threshold 0.5 on.
+        row("a.jpg", 1, 0, "cat", block(50, 50, 99, 99, 1.0, into=block(30, 30, 129, 129, 0.5)), edge),
+        # b: top-1 wrong; the label's class (rank 2) covers the top half, the box.
+        row("b.jpg", 1, 1, "dog", block(200, 200, 223, 223)),
+        row("b.jpg", 2, 0, "cat", block(0, 0, 223, 111)),
+        # c: a large decoy strip and the object, a small block: only "all regions" finds it.
+        row("c.jpg", 1, 1, "dog", block(150, 150, 199, 199, into=block(0, 0, 223, 59))),
+        # d: the label's class (dog) is not explained.
+        row("d.jpg", 1, 0, "cat", np.zeros((S, S), np.float32)),
+    ]
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    out = write_report(root / "out", rows())
+    return out, write_formats(root / "truth", BOXES, LABELS, SIZES)
+
+
+def test_every_metric_by_hand(annotated):
+    out, paths = annotated
+    result = evaluate(out, paths["csv"])
+    m = result.metrics
+    assert (m["images"], m["label_not_explained"], m["thresholds"]) == (4, 1, 100)
+    # Largest region, IoU >= 0.5: b always, a from 0.5 on (core box 50..100: 2500/2601), c and d never.
+    assert (m["MaxBoxAcc"], m["best_threshold"]) == (0.5, 0.5)
+    # All regions: a (from 0.5), b and c (2500/2601) reach 0.3, 0.5 and 0.7 together.
+    assert m["MaxBoxAccV2"] == pytest.approx(0.75)
+    assert m["gt_known_loc@0.2"] == 0.25  # a's halo box: 2500 / 101^2 = 0.245
+    assert m["gt_known_loc@best"] == 0.5
+    assert m["top1_loc@0.2"] == 0.0  # b is found but its top-1 is wrong
+    assert m["top1_loc@best"] == 0.25  # a
+    assert m["pointing_acc"] == 0.5  # cat: a and b hit; dog: c's peak (0, 0) is on the decoy
+    energy = [2500 / (2500 + 7500 * 0.5), 1.0, 2500 / (224 * 60 + 2500)]
+    assert m["energy_in_gt"] == pytest.approx(np.mean(energy), rel=1e-6)
+    per_class = result.per_class
+    assert per_class.loc["cat", "images"] == 2 and per_class.loc["cat", "gt_known_loc@best"] == 1.0
+    assert per_class.loc["dog", "gt_known_loc@best"] == 0.0
+
+
+def test_per_row_columns_by_hand(annotated):
+    out, paths = annotated
+    r = evaluate(out, paths["csv"]).rows.set_index(["path", "rank"])
+    assert r.loc[("a.jpg", 1), "gt_box_iou"] == pytest.approx(1.0)
+    assert r.loc[("a.jpg", 1), "energy_in_gt"] == pytest.approx(0.4)
+    assert r.loc[("b.jpg", 2), "energy_in_gt"] == pytest.approx(1.0)
+    assert r.loc[("b.jpg", 1), "energy_in_gt"] == 0.0
+    assert bool(r.loc[("a.jpg", 1), "pointing_hit"]) and not bool(r.loc[("c.jpg", 1), "pointing_hit"])
+    assert (r["gt_boxes"] == 1).all()
+    assert np.isnan(r.loc[("b.jpg", 1), "gt_box_iou"])  # no CAM box in that row
+
+
+def test_the_same_boxes_in_every_format_give_identical_rows(annotated):
+    out, paths = annotated
+    results = {kind: evaluate(out, path) for kind, path in paths.items()}
+    reference = results["csv"]
+    for kind, result in results.items():
+        pd.testing.assert_frame_equal(result.rows, reference.rows, obj=kind)
+        same = {k: v for k, v in result.metrics.items() if k not in ("annotations", "format")}
+        assert same == {k: v for k, v in reference.metrics.items() if k not in ("annotations", "format")}, kind
+    assert {r.metrics["format"] for r in results.values()} == {"csv", "voc", "coco", "wsol"}
+
+
+def test_a_malformed_line_makes_its_image_an_error_row(annotated, tmp_path):
+    out, paths = annotated
+    bad = tmp_path / "bad.csv"
+    bad.write_text(paths["csv"].read_text() + "c.jpg,1,2,x,4,dog\n")
+    result = evaluate(out, bad)
+    assert result.problems == ["bad.csv:6: could not convert string to float: 'x'"]
+    c = result.rows[result.rows["path"] == "c.jpg"]
+    assert c["annotation_error"].str.contains("bad.csv:6").all() and c["gt_boxes"].isna().all()
+    assert result.metrics["images"] == 3
+
+
+def test_without_annotations_evaluate_says_so_in_one_line(annotated):
+    out, _ = annotated
+    with pytest.raises(UsageError, match="no annotations"):
+        evaluate(out)
+    result = CliRunner().invoke(app, ["evaluate", str(out)])
+    assert result.exit_code == 2
+    assert "has no annotations" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_formats(annotated):
+    import json
+
+    out, paths = annotated
+    result = CliRunner().invoke(app, ["evaluate", str(out), "--annotations", str(paths["voc"]), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["meta"]["MaxBoxAccV2"] == pytest.approx(0.75)
+    assert {row["class"] for row in data["rows"]} == {"cat", "dog"}
+    table = CliRunner().invoke(app, ["evaluate", str(out), "--annotations", str(paths["coco"])])
+    assert table.exit_code == 0 and "MaxBoxAccV2" in table.stdout and "per class" in table.stdout
+
+
+# Object boxes of the sample photos, by eye (displayed pixels), and the same boxes moved to the far corner.
+OBJECTS = {
+    "astronaut.png": (100, 20, 400, 511),
+    "camera.png": (100, 50, 400, 450),
+    "chelsea.png": (60, 10, 420, 299),
+    "clock_motion.png": (50, 20, 350, 290),
+    "coffee.png": (100, 20, 500, 380),
+    "rocket.jpg": (250, 0, 400, 420),
+}
+SAMPLE_SIZES = {
+    "astronaut.png": (512, 512),
+    "camera.png": (512, 512),
+    "chelsea.png": (451, 300),
+    "clock_motion.png": (400, 300),
+    "coffee.png": (600, 400),
+    "rocket.jpg": (640, 427),
+}
+
+
+def moved(name, box):
+    """The box's size shrunk to a fifth of the image, placed in the corner farthest from the box's centre."""
+    w, h = SAMPLE_SIZES[name]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    bw, bh = w // 5, h // 5
+    x0 = 0 if cx > w / 2 else w - 1 - bw
+    y0 = 0 if cy > h / 2 else h - 1 - bh
+    return (x0, y0, x0 + bw, y0 + bh)
+
+
+def test_moving_every_box_to_a_wrong_place_lowers_energy_pointing_and_maxboxaccv2(sample_run, tmp_path):
+    result, _ = sample_run
+    right, wrong = tmp_path / "right.csv", tmp_path / "wrong.csv"
+    right.write_text("path,x0,y0,x1,y1\n" + "".join(f"{n},{','.join(map(str, b))}\n" for n, b in OBJECTS.items()))
+    wrong.write_text(
+        "path,x0,y0,x1,y1\n" + "".join(f"{n},{','.join(map(str, moved(n, b)))}\n" for n, b in OBJECTS.items())
+    )
+    good, bad = evaluate(result.out, right).metrics, evaluate(result.out, wrong).metrics
+    assert good["images"] == bad["images"] == len(OBJECTS)
+    assert bad["energy_in_gt"] < good["energy_in_gt"] / 2
+    assert bad["pointing_acc"] < good["pointing_acc"]
+    assert bad["MaxBoxAccV2"] < good["MaxBoxAccV2"]
+
+
+def test_run_with_annotations_fills_labels_and_writes_what_evaluate_computes(tmp_path):
+    from conftest import make_folder
+
+    import cambatch
+
+    names = make_folder(tmp_path / "photos", 2)
+    csv = tmp_path / "boxes.csv"
+    csv.write_text(f"path,x0,y0,x1,y1,label\n{names[0]},10,10,80,60,tabby\n{names[1]},1,2,3\n")
+    out = tmp_path / "out"
+    done = cambatch.run(tmp_path / "photos", out, annotations=csv, topk=2, overlays=False, progress=False, workers=0)
+    assert done.annotation_problems == ["boxes.csv:3: missing coordinates (need path,x0,y0,x1,y1)"] and done.errors == 0
+    report = cambatch.load_report(out).sort_values(["path", "rank"]).reset_index(drop=True)
+    first = report[report["path"] == names[0]]
+    assert (first["label"] == "tabby").all() and (first["gt_boxes"] == 1).all()
+    assert report[report["path"] == names[1]]["gt_boxes"].isna().all()
+    rows = evaluate(out).rows.sort_values(["path", "rank"]).reset_index(drop=True)  # the run's --annotations
+    for column in ("gt_box_iou", "energy_in_gt"):
+        assert np.allclose(report[column].astype(float), rows[column].astype(float), equal_nan=True, atol=1e-6)
+    assert report["pointing_hit"].astype("boolean").equals(rows["pointing_hit"])
