@@ -23,7 +23,7 @@ UNSTABLE = ("input_root", "mtime_ns", "run_id")
 def overlay_prints(out: Path) -> pd.DataFrame:
     """One row per overlay (path relative to OUT): its size and a THUMB x THUMB box-filtered RGB thumbnail."""
     rows = []
-    for path in sorted((out / "overlays").rglob("*.jpg")):
+    for path in sorted(p for p in (out / "overlays").rglob("*.jpg") if p.is_file()):
         with Image.open(path) as image:
             thumb = np.asarray(image.convert("RGB").resize((THUMB, THUMB), Image.BOX), dtype=np.uint8)
             rows.append(

@@ -96,7 +96,10 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
     layout = OutputLayout(config.out.expanduser().absolute())
     shard = parse_shard(config.source.shard)
     with OutputLock(layout.lock_path(shard.tag)):
-        sources = [s for s in find_sources(config, layout.root) if shard.owns(s.rel)]
+        found = find_sources(config, layout.root)
+        # Decided before sharding, so that every shard of one OUT lays its overlays out alike.
+        several_roots = len({s.input_root for s in found}) > 1
+        sources = [s for s in found if shard.owns(s.rel)]
         stages = _build(config)
         if config.job.overwrite:
             _start_over(layout, shard)
@@ -124,7 +127,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
             settings,
             images_per_part=config.output.images_per_part,
         )
-        writer = _writer(config, stages, layout, run_id)
+        writer = _writer(config, stages, layout, run_id, several_roots=several_roots)
         progress.start(len(todo.todo))
         try:
             with stop_on_signals() as stop, tuning.torch_threads(stages.plan.threads):
@@ -209,7 +212,9 @@ def _build(config: RunConfig) -> _Stages:
     )
 
 
-def _writer(config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: str) -> ImageWriter:
+def _writer(
+    config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: str, *, several_roots: bool
+) -> ImageWriter:
     out = config.output
     return ImageWriter(
         layout=layout,
@@ -221,6 +226,7 @@ def _writer(config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: st
         alpha=out.alpha,
         overlays=out.overlays,
         named_by_rank=stages.class_ids is None,
+        several_roots=several_roots,
     )
 
 

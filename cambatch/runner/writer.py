@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -29,7 +31,8 @@ class ImageWriter:
     colormap: str
     alpha: float
     overlays: bool
-    named_by_rank: bool  # top-k run: files are top<r>_<class>.jpg; --classes run: <class>.jpg
+    named_by_rank: bool  # top-k run: files are top<r>_<class>.jpg; --classes run: c<index>_<class>.jpg
+    several_roots: bool = False  # a run over several INPUTs: each gets its own top folder (`layout.image_dir`)
 
     def ok_rows(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> pa.Table:
         """Render and save the overlays of image `i` of `result`, then return its rows."""
@@ -63,11 +66,18 @@ class ImageWriter:
             return [None] * len(names)
         photo = Image.fromarray(sample.photo.numpy())
         paths = []
+        root = str(source.input_root) if self.several_roots else None
         for k, (name, rank) in enumerate(zip(names, ranks, strict=True)):
-            rel = self.layout.overlay_rel(source.rel, name, rank if self.named_by_rank else None)
+            rel = self.layout.overlay_rel(
+                source.rel,
+                name,
+                rank if self.named_by_rank else None,
+                class_index=int(result.class_index[i][k]),
+                input_root=root,
+            )
             target = self.layout.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            overlay(photo, result.display[i, k], self.colormap, self.alpha).save(target, quality=JPEG_QUALITY)
+            _save_atomically(overlay(photo, result.display[i, k], self.colormap, self.alpha), target)
             paths.append(rel)
         return paths
 
@@ -86,6 +96,17 @@ class ImageWriter:
             "run_id": self.run_id,
         }
         return {name: [value] * rows for name, value in values.items()}
+
+
+def _save_atomically(picture: Image.Image, target) -> None:
+    """Write under a dot-name, then rename: a killed run or a full disk never leaves a torn overlay in place."""
+    temp = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
+    try:
+        picture.save(temp, format="JPEG", quality=JPEG_QUALITY)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def overlay_count(rows: pa.Table) -> int:
