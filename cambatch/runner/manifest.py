@@ -11,7 +11,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import CambatchError
+from ..inspection.tables import print_whole
 from ..layout import OutputLayout
+from ..sources.shard import parse_shard
+from .lock import is_held
 
 
 def versions() -> dict[str, str | None]:
@@ -44,7 +48,51 @@ def read_manifests(out: Path) -> list[dict]:
     return sorted(records, key=lambda r: r.get("started", ""))
 
 
+def live_status(record: dict, out: Path) -> str:
+    """A manifest's status, `died` for a `running` one whose process no longer holds its shard's lock."""
+    status = str(record.get("status", "?"))
+    if status != "running":
+        return status
+    try:
+        tag = parse_shard(str(record.get("shard") or "0/1")).tag
+    except CambatchError:
+        return status
+    return status if is_held(OutputLayout(Path(out)).lock_path(tag)) else "died"
+
+
+def live_shard_settings(out: Path, shard_tag: str) -> list[dict]:
+    """The settings of the other shards' runs going on now in `out` (they may not have published a part yet)."""
+    found = []
+    for record in read_manifests(out):
+        if record.get("status") != "running" or not isinstance(record.get("settings"), dict):
+            continue
+        try:
+            tag = parse_shard(str(record.get("shard") or "0/1")).tag
+        except CambatchError:
+            continue
+        if tag != shard_tag and live_status(record, out) == "running":
+            found.append(record["settings"])
+    return found
+
+
+def mark_died(out: Path, shard_tag: str) -> list[str]:
+    """Rewrite the `running` manifests of a shard whose lock this process now holds as `died`; their run ids."""
+    marked = []
+    for record in read_manifests(out):
+        if record.get("status") != "running":
+            continue
+        try:
+            tag = parse_shard(str(record.get("shard") or "0/1")).tag
+        except CambatchError:
+            continue
+        if tag == shard_tag and record.get("run_id"):
+            write_manifest(OutputLayout(Path(out)).manifest_path(record["run_id"]), {**record, "status": "died"})
+            marked.append(record["run_id"])
+    return marked
+
+
 def print_runs(out: Path, console: Console) -> int:
+    """The runs of `out` as a table; off a terminal every cell is printed whole (a cron log, `| cat`)."""
     records = read_manifests(out)
     table = Table(title=f"cambatch runs in {out}")
     for column in ("run", "status", "started", "shard", "model", "method", "device", "ok", "error", "skipped", "img/s"):
@@ -54,7 +102,7 @@ def print_runs(out: Path, console: Console) -> int:
         rate = r.get("images_per_s")
         table.add_row(
             r.get("run_id", "?"),
-            r.get("status", "?"),
+            live_status(r, out),
             str(r.get("started", ""))[:19],
             str(r.get("shard", "")),
             str(r.get("model", "")),
@@ -65,5 +113,5 @@ def print_runs(out: Path, console: Console) -> int:
             str(counts.get("skipped", "")),
             f"{rate:.1f}" if isinstance(rate, (int, float)) else "",
         )
-    console.print(table)
+    print_whole(table, console)
     return len(records)

@@ -7,8 +7,10 @@ batch runs, with a bounded number of images in flight so memory stays flat.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import socket
 import sys
 import time
 from collections import deque
@@ -39,7 +41,7 @@ from . import resume, tuning
 from .engine import CamEngine, build_engine, resolve_device
 from .interrupt import stop_on_signals
 from .lock import OutputLock
-from .manifest import versions, write_manifest
+from .manifest import live_shard_settings, mark_died, versions, write_manifest
 from .progress import ProgressReporter, SilentProgress
 from .writer import ImageWriter, overlay_count
 
@@ -101,14 +103,21 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
         several_roots = len({s.input_root for s in found}) > 1
         sources = [s for s in found if shard.owns(s.rel)]
         stages = _build(config)
+        run_id = new_run_id(started_at)
+        settings = _settings(config, stages, run_id, shard)
         if config.job.overwrite:
             _start_over(layout, shard)
+        # Before any work: the rows kept, and the shards running beside this one, must come from these settings.
+        resume.check_settings(
+            resume.report_settings(layout.report_dir) + live_shard_settings(layout.root, shard.tag),
+            settings,
+            layout.root,
+        )
+        mark_died(layout.root, shard.tag)  # this shard's lock is ours: a run still marked running died
         todo = resume.plan(sources, layout.report_dir, config.job.retry_errors)
         if todo.purge_keys:
             resume.purge(layout, keys=todo.purge_keys)
 
-        run_id = new_run_id(started_at)
-        settings = _settings(config, stages, run_id, shard)
         result = RunResult(
             run_id=run_id,
             out=layout.root,
@@ -297,6 +306,8 @@ class _Manifest:
             {
                 "run_id": r.run_id,
                 "status": status,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
                 "argv": sys.argv,
                 "shard": r.shard,
                 "started": self.started_at.isoformat(),
