@@ -668,3 +668,34 @@ def test_outputs_are_one_to_one_with_inputs_across_extensions_roots_case_and_nor
         own = _similarity(out / row.overlay_path, photos[(root, row.path)])
         others = [_similarity(out / row.overlay_path, p) for key, p in photos.items() if key != (root, row.path)]
         assert own > max(others) + 0.05, (row.overlay_path, own, others)
+
+
+def test_predictions_depend_only_on_the_image_and_the_model_settings(tmp_path):
+    """Overlays or not, another --max-side, batch size 1 or 16: the same probabilities and statistics."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, side in enumerate((64, 200, 333, 700, 1280, 2100)):
+        picture = Image.open(SAMPLES / "chelsea.png" if i % 2 else SAMPLES / "rocket.jpg").convert("RGB")
+        picture.resize((side, int(side * (0.6 + 0.15 * i)))).save(photos / f"size_{side}.jpg", quality=85)
+    variants = {
+        "overlays": {},
+        "no_overlays": {"overlays": False},
+        "max_side_300": {"max_side": 300},
+        "batch_1": {"batch_size": 1},
+        "batch_16": {"batch_size": 16, "overlays": False},
+    }
+    reports = {}
+    for name, options in variants.items():
+        out = tmp_path / name
+        run(RunConfig.create(inputs=[SAMPLES, photos], out=out, workers=0, threads=1, **options))
+        reports[name] = pd.read_parquet(out / "report").sort_values(["input_root", "path", "rank"]).reset_index()
+    reference = reports["overlays"]
+    assert len(reference) == 3 * 13 and (reference.status == "ok").all()
+    statistics = ["logit", "cam_max", "cam_mean", "cam_std", "peak_x", "peak_y", "centroid_x", "centroid_y"]
+    statistics += ["active_area", "border_energy", "entropy", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
+    for name, df in reports.items():
+        assert df.class_index.tolist() == reference.class_index.tolist(), name
+        worst = float(np.abs(df.probability - reference.probability).max())
+        assert worst <= 1e-5, (name, worst)
+        for column in statistics:
+            np.testing.assert_allclose(df[column], reference[column], rtol=1e-4, atol=1e-4, err_msg=f"{name} {column}")

@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..sources.discover import ImageSource
-from .decode import DecodeError, decode
+from .decode import Decoded, DecodeError, decode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,9 +30,16 @@ class Preprocess:
         return max(1, round(width * scale)), max(1, round(height * scale))
 
     def decode_size(self, width: int, height: int) -> tuple[int, int]:
-        """The least displayed size a reduced-scale decode must keep."""
-        ow, oh = self.overlay_size(width, height) if self.overlays else (0, 0)
-        return min(width, max(ow, self.image_size)), min(height, max(oh, self.image_size))
+        """The least displayed size the model's decode keeps: fixed by the input size alone.
+
+        Never by the overlay options: a JPEG decoded at another reduced scale gives the model other
+        pixels, so a run with `--no-overlays` or another `--max-side` would predict otherwise.
+        """
+        return min(width, self.image_size), min(height, self.image_size)
+
+    def background_size(self, width: int, height: int) -> tuple[int, int]:
+        """The least displayed size the overlay background's decode keeps (the overlay's size)."""
+        return self.overlay_size(width, height)
 
 
 @dataclass
@@ -86,16 +93,20 @@ class ImageFiles(Dataset):
             return Failure(index, f"{type(exc).__name__}: {exc}")
 
     def _load(self, index: int) -> Sample:
-        prep = self.prep
-        decoded = decode(self.sources[index].path, min_size=prep.decode_size)
-        image = decoded.image
+        prep, path = self.prep, self.sources[index].path
+        decoded = decode(path, min_size=prep.decode_size)
         size = prep.image_size
-        pixels = _as_tensor(image.resize((size, size), Image.BILINEAR)).permute(2, 0, 1).contiguous()
-        photo = None
-        if prep.overlays:
-            overlay_size = prep.overlay_size(decoded.width, decoded.height)
-            photo = _as_tensor(image if image.size == overlay_size else image.resize(overlay_size, Image.BILINEAR))
+        pixels = _as_tensor(decoded.image.resize((size, size), Image.BILINEAR)).permute(2, 0, 1).contiguous()
+        photo = _as_tensor(self._background(path, decoded)) if prep.overlays else None
         return Sample(index, pixels, photo, decoded.width, decoded.height)
+
+    def _background(self, path, decoded: Decoded) -> Image.Image:
+        """The overlay background at overlay size; a JPEG decoded too small for it is decoded again, larger."""
+        target = self.prep.overlay_size(decoded.width, decoded.height)
+        image = decoded.image
+        if image.width < target[0] or image.height < target[1]:
+            image = decode(path, min_size=self.prep.background_size).image
+        return image if image.size == target else image.resize(target, Image.BILINEAR)
 
 
 def _as_tensor(image: Image.Image) -> torch.Tensor:
