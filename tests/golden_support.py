@@ -1,7 +1,8 @@
 """Fingerprints of a run's outputs, to compare runs made by different versions of cambatch.
 
 `tests/golden/` holds those of `cambatch run sample_images --out OUT` (see tests/test_golden.py for
-which version made them and why): the report, and the size and a 32 x 32 thumbnail of every overlay. `python tests/golden_support.py OUT` writes them from a run's folder.
+which version made them and why): the report, and the size and a 32 x 32 thumbnail of every overlay.
+`python tests/golden_support.py OUT` writes them from a run's folder.
 """
 
 from __future__ import annotations

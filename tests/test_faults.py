@@ -6,8 +6,11 @@ processes where the fault needs one (kill -9 with loader workers alive).
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +18,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 from conftest import make_folder
 from PIL import Image
+from typer.testing import CliRunner
+
+from cambatch.cli import app
+from cambatch.report.parts import published_parts
+from cambatch.runner import writer as writer_module
 
 TRIALS = 10
 
@@ -83,3 +93,86 @@ def test_runs_shows_a_killed_run_as_died_with_every_cell_whole(tmp_path):
     run_id = next((out / "runs").glob("*.json")).stem
     assert run_id in listing and "died" in listing and "efficientnet_lite0" in listing, listing
     assert "…" not in listing
+
+
+# ---- a full, read-only or vanished OUT ----
+
+
+def _assert_failed_cleanly(out: Path, result_output: str, exit_code: int, fragment: str) -> None:
+    lines = [line for line in result_output.splitlines() if line.strip()]
+    assert exit_code == 4, result_output
+    assert len(lines) == 1 and lines[0].startswith("cambatch: error: ") and fragment in lines[0], result_output
+    assert "images already saved are kept" in lines[0] and "rerun" in lines[0]
+    manifests = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert [m["status"] for m in manifests] == ["failed"]
+    report = out / "report"
+    assert not [p.name for p in report.iterdir() if p.name.endswith(".tmp")]  # only complete parts remain
+    for part in published_parts(report):
+        pq.read_table(part)  # each one whole
+    assert not [p for p in (out / "overlays").rglob(".*.tmp")]  # no torn overlay left behind
+
+
+def test_an_injected_enospc_fails_in_one_line_exit_4_manifest_failed_and_a_rerun_completes(tmp_path, monkeypatch):
+    names = make_folder(tmp_path / "photos", 8, side=96)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "0", "--batch-size", "2"]
+    args += ["--images-per-part", "2", "--topk", "2", "--writer-threads", "1", "--quiet"]
+    real_save = writer_module._save_atomically
+    calls = []
+
+    def full_disk(picture, target):
+        calls.append(target)
+        if len(calls) > 9:  # 4 images' overlays fit, the fifth image's second one does not
+            target.with_name(f".{target.name}.x.tmp").write_bytes(b"\xff\xd8 half")  # what a full disk leaves
+            target.with_name(f".{target.name}.x.tmp").unlink()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        real_save(picture, target)
+
+    monkeypatch.setattr(writer_module, "_save_atomically", full_disk)
+    failed = CliRunner().invoke(app, args)
+    _assert_failed_cleanly(out, failed.output, failed.exit_code, f"no space left on device writing {out}/overlays/")
+    saved = pd.read_parquet(out / "report").path.nunique()
+    assert 0 < saved < len(names) and f"{saved} images already saved are kept" in failed.output
+
+    monkeypatch.setattr(writer_module, "_save_atomically", real_save)
+    rerun = CliRunner().invoke(app, args)
+    assert rerun.exit_code == 0 and f"{saved} already done" in rerun.output, rerun.output
+    df = pd.read_parquet(out / "report")
+    assert sorted(df.path.unique()) == sorted(names) and (df.groupby("path").size() == 2).all()
+    assert all(_complete_jpeg(out / p) for p in df.overlay_path)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 600 KB tmpfs (root and a working `mount` only)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a tmpfs needs root and mount")
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount_point)]).returncode:
+        pytest.skip("mount -t tmpfs refused here")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_tmpfs_then_a_read_only_one_then_room_again(tmp_path, small_tmpfs):
+    names = make_folder(tmp_path / "photos", 12, side=400)
+    out = small_tmpfs / "out"
+    args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "0", "--batch-size", "2"]
+    args += ["--images-per-part", "2", "--topk", "3", "--max-side", "0", "--quiet"]
+    failed = subprocess.run([sys.executable, "-m", "cambatch", *args], capture_output=True, text=True, timeout=300)
+    _assert_failed_cleanly(out, failed.stderr, failed.returncode, "no space left on device writing")
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    read_only = subprocess.run([sys.executable, "-m", "cambatch", *args], capture_output=True, text=True, timeout=300)
+    assert read_only.returncode == 4 and "not writable (Read-only file system)" in read_only.stderr, read_only.stderr
+    assert len(read_only.stderr.strip().splitlines()) == 1
+
+    subprocess.run(["mount", "-o", "remount,rw,size=64m", str(small_tmpfs)], check=True)
+    rerun = subprocess.run([sys.executable, "-m", "cambatch", *args], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    df = pd.read_parquet(out / "report")
+    assert sorted(df.path.unique()) == sorted(names) and (df.groupby("path").size() == 3).all()
+    assert all(_complete_jpeg(out / p) for p in df.overlay_path)

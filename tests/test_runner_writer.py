@@ -84,7 +84,7 @@ def test_ok_rows_have_the_images_columns_and_classes(tmp_path):
 def test_overlays_are_saved_at_the_photos_size_under_their_names(tmp_path):
     rows = writer(tmp_path).ok_rows(source(tmp_path), sample(60, 40), batch_result(), 1)
     paths = rows.column("overlay_path").to_pylist()
-    assert paths == ["overlays/pumpkins/p1/top1_jack_o_lantern.jpg", "overlays/pumpkins/p1/top2_tabby.jpg"]
+    assert paths == ["overlays/pumpkins/p1.jpg/top1_jack_o_lantern.jpg", "overlays/pumpkins/p1.jpg/top2_tabby.jpg"]
     assert overlay_count(rows) == 2
     with Image.open(tmp_path / "out" / paths[0]) as image:
         assert image.size == (60, 40)
@@ -96,8 +96,8 @@ def test_overlays_are_saved_at_the_photos_size_under_their_names(tmp_path):
 def test_chosen_classes_are_named_without_rank_and_correct_follows_rank_one(tmp_path):
     rows = writer(tmp_path, named_by_rank=False).ok_rows(source(tmp_path, label="tabby"), sample(), batch_result(), 1)
     assert rows.column("overlay_path").to_pylist() == [
-        "overlays/pumpkins/p1/jack_o_lantern.jpg",
-        "overlays/pumpkins/p1/tabby.jpg",
+        "overlays/pumpkins/p1.jpg/c2_jack_o_lantern.jpg",
+        "overlays/pumpkins/p1.jpg/c0_tabby.jpg",
     ]
     assert rows.column("correct").to_pylist() == [False, False]  # tabby explained at rank 2: wrong
 

@@ -31,9 +31,18 @@ def versions() -> dict[str, str | None]:
 def write_manifest(target: Path, record: dict) -> Path:
     """Write (or rewrite) a run's manifest (`OutputLayout.manifest_path`) atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=2, default=str)
     temp = target.with_name(f".{target.name}.tmp")
-    temp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    os.replace(temp, target)
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, target)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        if not target.is_file():
+            raise
+        # A full disk has no room for a second copy, but rewriting the file in place reuses its own
+        # blocks: the manifest still says `failed` (readers skip it if a kill tears this write).
+        target.write_text(text, encoding="utf-8")
     return target
 
 

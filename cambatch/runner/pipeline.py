@@ -39,6 +39,7 @@ from ..sources.lists import read_list
 from ..sources.shard import Shard, parse_shard
 from . import resume, tuning
 from .engine import CamEngine, build_engine, resolve_device
+from .failures import output_failure
 from .interrupt import stop_on_signals
 from .lock import OutputLock
 from .manifest import live_shard_settings, mark_died, versions, write_manifest
@@ -91,11 +92,22 @@ class _Stages:
 def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResult:
     """Run the whole job; raises `UsageError` before any work when a setting is wrong.
 
-    Resumes by default: images the report already holds (same size and mtime) are skipped.
+    Resumes by default: images the report already holds (same size and mtime) are skipped. A full
+    disk, a read-only or a vanished OUT ends the run with `OutputUnwritable` (exit 4, one line):
+    the manifest says `failed`, the report keeps only its complete parts, and a rerun resumes.
     """
-    started, started_at = time.monotonic(), datetime.now(timezone.utc)
-    progress = progress or SilentProgress()
     layout = OutputLayout(config.out.expanduser().absolute())
+    try:
+        return _run(config, progress or SilentProgress(), layout)
+    except OSError as exc:
+        failure = output_failure(exc, layout)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) -> RunResult:
+    started, started_at = time.monotonic(), datetime.now(timezone.utc)
     shard = parse_shard(config.source.shard)
     with OutputLock(layout.lock_path(shard.tag)):
         found = find_sources(config, layout.root)
@@ -147,7 +159,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
             report.close()
         except BaseException:
             report.abort()
-            manifest.write("failed")
+            manifest.write("failed", best_effort=True)
             raise
         finally:
             progress.stop()
@@ -298,7 +310,15 @@ class _Manifest:
     def __init__(self, *, layout: OutputLayout, settings: dict, started_at: datetime, result: RunResult):
         self.layout, self.settings, self.started_at, self.result = layout, settings, started_at, result
 
-    def write(self, status: str) -> None:
+    def write(self, status: str, *, best_effort: bool = False) -> None:
+        """Rewrite the manifest; `best_effort`: on the way out of a failure, which a full disk must not hide."""
+        try:
+            self._write(status)
+        except OSError:
+            if not best_effort:
+                raise
+
+    def _write(self, status: str) -> None:
         r, s = self.result, self.settings
         ended = datetime.now(timezone.utc).isoformat() if status != "running" else None
         write_manifest(

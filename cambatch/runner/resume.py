@@ -115,6 +115,11 @@ def _matches(table: pa.Table, keys: set[str] | None, shard: Shard | None) -> pa.
     return pc.fill_null(pc.is_in(joined, value_set=pa.array(sorted(keys or ()), pa.string())), False)
 
 
+def indexed(report_dir: Path) -> dict[str, tuple[int, int, str]]:
+    """Every image the published parts hold: (size, mtime_ns, status) by image key."""
+    return _index(report_dir)
+
+
 def _index(report_dir: Path) -> dict[str, tuple[int, int, str]]:
     files = published_parts(report_dir)
     if not files:
