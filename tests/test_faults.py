@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -20,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_folder
+from conftest import SAMPLES, make_folder
 from PIL import Image
 from typer.testing import CliRunner
 
 from cambatch.cli import app
-from cambatch.report.parts import published_parts
+from cambatch.report.parts import DamagedPart, published_parts
 from cambatch.runner import writer as writer_module
 
 TRIALS = 10
@@ -176,3 +177,35 @@ def test_a_full_tmpfs_then_a_read_only_one_then_room_again(tmp_path, small_tmpfs
     df = pd.read_parquet(out / "report")
     assert sorted(df.path.unique()) == sorted(names) and (df.groupby("path").size() == 3).all()
     assert all(_complete_jpeg(out / p) for p in df.overlay_path)
+
+
+# ---- a damaged report part ----
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_parquet"])
+def test_a_damaged_part_is_named_in_one_line_by_each_command(tmp_path, sample_run, damage):
+    import cambatch
+
+    result, _ = sample_run
+    out = tmp_path / "out"
+    shutil.copytree(result.out, out)
+    part = published_parts(out / "report")[0]
+    data = part.read_bytes()
+    part.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"path,class\ncoffee.png,espresso\n")
+    fragment = f"damaged report part {part} (not a complete Parquet file"
+
+    with pytest.raises(DamagedPart, match=re.escape(fragment)):
+        cambatch.load_report(out)
+    commands = {
+        "run": ["run", str(SAMPLES), "--out", str(out), "--workers", "0", "--quiet"],
+        "summarize": ["summarize", str(out)],
+        "compare": ["compare", str(out), str(result.out)],
+        "gallery": ["gallery", str(out)],
+    }
+    for name, args in commands.items():
+        done = CliRunner().invoke(app, args)
+        lines = [line for line in done.output.splitlines() if line.strip()]
+        assert done.exit_code == 2 and len(lines) == 1, (name, done.output)
+        assert lines[0].startswith("cambatch: error: ") and fragment in lines[0] and "move it out of" in lines[0]
+    assert part.read_bytes() != data  # nothing rewrote or dropped the damaged file
+    assert not (out / "gallery" / "index.html").exists()

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ..config import flag
 from ..errors import UsageError
 from ..layout import OutputLayout
-from ..report.parts import part_settings, published_parts
+from ..report.parts import complete_parts, footer, part_settings
 from ..sources.discover import ImageSource
 from ..sources.shard import Shard
 
@@ -90,7 +90,7 @@ def purge(layout: OutputLayout, keys: set[str] | None = None, shard: Shard | Non
     report_dir = layout.report_dir
     with open(layout.purge_lock, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for part in published_parts(report_dir):
+        for part in complete_parts(report_dir):
             table = pq.read_table(part)
             drop = _matches(table, keys, shard)
             count = pc.sum(drop).as_py() or 0
@@ -121,7 +121,7 @@ def indexed(report_dir: Path) -> dict[str, tuple[int, int, str]]:
 
 
 def _index(report_dir: Path) -> dict[str, tuple[int, int, str]]:
-    files = published_parts(report_dir)
+    files = complete_parts(report_dir)
     if not files:
         return {}
     table = ds.dataset(files, format="parquet").to_table(columns=_KEY_COLUMNS)
@@ -152,7 +152,7 @@ def report_settings(report_dir: Path) -> list[dict]:
 
     A run with nothing to do leaves an empty part; it produced no row, so it binds no later run.
     """
-    return [part_settings(part) for part in published_parts(report_dir) if pq.read_metadata(part).num_rows]
+    return [part_settings(part) for part in complete_parts(report_dir) if footer(part).num_rows]
 
 
 def _comparable(settings: dict, with_overlays: bool) -> dict:
