@@ -41,7 +41,11 @@ def emit(
         json.dump({"meta": _plain(meta or {}), "rows": rows}, stream, indent=1)
         stream.write("\n")
     elif fmt == "table":
-        print_whole(rich_table(frame, title, caption), console or Console(file=stream))
+        table = rich_table(frame, title, caption)
+        if console is None:
+            print_whole(table, Console(file=stream))
+        else:
+            console.print(table)  # a given console is used as it is
     else:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 

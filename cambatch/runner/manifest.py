@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -100,27 +101,37 @@ def mark_died(out: Path, shard_tag: str) -> list[str]:
     return marked
 
 
-def print_runs(out: Path, console: Console) -> int:
-    """The runs of `out` as a table; off a terminal every cell is printed whole (a cron log, `| cat`)."""
-    records = read_manifests(out)
-    table = Table(title=f"cambatch runs in {out}")
-    for column in ("run", "status", "started", "shard", "model", "method", "device", "ok", "error", "skipped", "img/s"):
-        table.add_column(column, justify="right" if column in ("ok", "error", "skipped", "img/s") else "left")
-    for r in records:
+RUN_COLUMNS = ("run", "status", "started", "shard", "model", "method", "device", "ok", "error", "skipped", "img/s")
+
+
+def run_rows(out: Path) -> list[dict]:
+    """One row per recorded run, oldest first: what `cambatch runs` prints (status `died` when the process is gone)."""
+    rows = []
+    for r in read_manifests(out):
         counts = r.get("counts", {})
         rate = r.get("images_per_s")
-        table.add_row(
-            r.get("run_id", "?"),
-            live_status(r, out),
-            str(r.get("started", ""))[:19],
-            str(r.get("shard", "")),
-            str(r.get("model", "")),
-            str(r.get("method", "")),
-            str(r.get("device", "")),
-            str(counts.get("ok", "")),
-            str(counts.get("error", "")),
-            str(counts.get("skipped", "")),
-            f"{rate:.1f}" if isinstance(rate, (int, float)) else "",
-        )
-    print_whole(table, console)
-    return len(records)
+        values = (r.get("run_id", "?"), live_status(r, out), str(r.get("started", ""))[:19], r.get("shard", ""))
+        values += (r.get("model", ""), r.get("method", ""), r.get("device", ""))
+        values += (counts.get("ok", ""), counts.get("error", ""), counts.get("skipped", ""))
+        values += (round(rate, 1) if isinstance(rate, (int, float)) else "",)
+        rows.append(dict(zip(RUN_COLUMNS, values, strict=True)))
+    return rows
+
+
+def print_runs(out: Path, console: Console, fmt: str = "table") -> int:
+    """The runs of `out` as a table (off a terminal every cell whole: a cron log, `| cat`), CSV or JSON."""
+    rows = run_rows(out)
+    if fmt == "csv":
+        writer = csv.DictWriter(console.file, fieldnames=RUN_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    elif fmt == "json":
+        console.file.write(json.dumps(rows, indent=1, default=str) + "\n")
+    else:
+        table = Table(title=f"cambatch runs in {out}")
+        for column in RUN_COLUMNS:
+            table.add_column(column, justify="right" if column in ("ok", "error", "skipped", "img/s") else "left")
+        for row in rows:
+            table.add_row(*(str(value) for value in row.values()))
+        print_whole(table, console)
+    return len(rows)
