@@ -209,3 +209,29 @@ def test_a_damaged_part_is_named_in_one_line_by_each_command(tmp_path, sample_ru
         assert lines[0].startswith("cambatch: error: ") and fragment in lines[0] and "move it out of" in lines[0]
     assert part.read_bytes() != data  # nothing rewrote or dropped the damaged file
     assert not (out / "gallery" / "index.html").exists()
+
+
+def test_an_out_that_vanishes_mid_run_fails_in_one_line_and_is_not_recreated(tmp_path, monkeypatch):
+    names = make_folder(tmp_path / "photos", 6, side=96)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "0", "--batch-size", "2"]
+    args += ["--images-per-part", "2", "--writer-threads", "1", "--quiet"]
+    real_save = writer_module._save_atomically
+    calls = []
+
+    def vanish(picture, target):
+        calls.append(target)
+        if len(calls) == 7:  # mid-run, with a part published
+            shutil.rmtree(out)
+        real_save(picture, target)
+
+    monkeypatch.setattr(writer_module, "_save_atomically", vanish)
+    failed = CliRunner().invoke(app, args)
+    lines = [line for line in failed.output.splitlines() if line.strip()]
+    assert failed.exit_code == 4 and len(lines) == 1, failed.output
+    assert lines[0] == f"cambatch: error: the output folder {out} vanished during the run; rerun to start it again"
+    assert not out.exists()
+    monkeypatch.setattr(writer_module, "_save_atomically", real_save)
+    rerun = CliRunner().invoke(app, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert sorted(pd.read_parquet(out / "report").path.unique()) == sorted(names)

@@ -312,6 +312,8 @@ class _Manifest:
 
     def write(self, status: str, *, best_effort: bool = False) -> None:
         """Rewrite the manifest; `best_effort`: on the way out of a failure, which a full disk must not hide."""
+        if best_effort and not self.layout.root.is_dir():
+            return  # OUT vanished: writing the manifest would recreate it
         try:
             self._write(status)
         except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ class ImageWriter:
                 input_root=root,
             )
             target = self.layout.root / rel
+            if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.layout.root))
             target.parent.mkdir(parents=True, exist_ok=True)
             _save_atomically(overlay(photo, result.display[i, k], self.colormap, self.alpha), target)
             paths.append(rel)
