@@ -6,12 +6,23 @@ import io
 import json
 import platform
 
+import pytest
 from rich.console import Console
 
 import cambatch
+from cambatch.errors import UsageError
 from cambatch.layout import OutputLayout
 from cambatch.runner.lock import OutputLock
-from cambatch.runner.manifest import live_status, mark_died, print_runs, read_manifests, versions, write_manifest
+from cambatch.runner.manifest import (
+    live_shard_settings,
+    live_status,
+    mark_died,
+    print_runs,
+    read_manifests,
+    versions,
+    write_manifest,
+)
+from cambatch.runner.resume import check_settings
 
 
 def record(run_id: str, started: str, **extra) -> dict:
@@ -112,3 +123,19 @@ def test_a_running_run_whose_lock_is_held_stays_running_and_mark_died_marks_the_
         assert [live_status(r, tmp_path) for r in read_manifests(tmp_path)] == ["running", "died"]
         assert mark_died(tmp_path, "") == ["R1"]  # only its own shard's
     assert [r["status"] for r in read_manifests(tmp_path)] == ["died", "running"]
+
+
+def test_the_settings_of_other_live_shards_are_those_a_new_shard_must_share(tmp_path):
+    layout = OutputLayout(tmp_path)
+    for run_id, status, shard, topk in (
+        ("R1", "running", "1/2", 1),
+        ("R2", "running", "0/2", 2),
+        ("R3", "completed", "1/2", 5),
+    ):
+        manifest = record(run_id, f"2025-01-0{run_id[1]}", status=status, shard=shard, settings={"topk": topk})
+        write_manifest(layout.manifest_path(run_id), manifest)
+    assert live_shard_settings(tmp_path, "-shard0000of0002") == []  # shard 1/2's process is gone
+    with OutputLock(layout.lock_path("-shard0001of0002")):
+        assert live_shard_settings(tmp_path, "-shard0000of0002") == [{"topk": 1}]  # not its own shard, not a done run
+        with pytest.raises(UsageError, match=r"topk \(--topk\): 1 there, 3 now"):
+            check_settings(live_shard_settings(tmp_path, "-shard0000of0002"), {"topk": 3}, tmp_path)
