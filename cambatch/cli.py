@@ -224,11 +224,15 @@ def _print_summary(result) -> None:
 
 
 @app.command()
-def runs(out: Path = typer.Argument(..., help="An output folder of `cambatch run`.")) -> None:
-    """List the runs recorded in OUT/runs/ (settings, counts, speed)."""
+def runs(
+    out: Path = typer.Argument(..., help="An output folder of `cambatch run`."),
+    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
+) -> None:
+    """List the runs recorded in OUT/runs/ (status, counts, speed); a run whose process is gone shows `died`."""
     from .runner.manifest import print_runs
 
-    if not print_runs(out, Console()):
+    _choice(fmt, FORMATS, "--format")
+    if not print_runs(out, Console(), fmt):
         err.print(f"cambatch: no runs recorded in {out}")
 
 

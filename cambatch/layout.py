@@ -1,7 +1,7 @@
 """Where everything lives under OUT. Every path under a run's output folder is built here, and stays inside it.
 
     OUT/report/part-<run_id><shard>-00000.parquet   the report (cambatch.report)
-    OUT/overlays/<image key>/top1_<class>.jpg       overlays (cambatch.runner.writer)
+    OUT/overlays/[<input>~<hash>/]<rel>[~<hash>]/top1_<class>.jpg  overlays (cambatch.runner.writer)
     OUT/runs/<run_id>.json                          run manifests (cambatch.runner.manifest)
     OUT/.lock<shard>                                one live run per folder and shard (cambatch.runner.lock)
     OUT/gallery/index.html, thumbs/, photos/, maps/ the HTML gallery (cambatch.inspection.gallery)
@@ -11,7 +11,9 @@ Torch-free: the writers and the readers both use it.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -21,11 +23,37 @@ def slug(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "class"
 
 
-def image_key(rel: str) -> PurePosixPath:
-    """An image's relative path without its extension, with no way to climb out of a folder."""
-    stem = rel[: -len(PurePosixPath(rel).suffix)] if PurePosixPath(rel).suffix else rel
-    parts = [p for p in PurePosixPath(stem).parts if p not in ("", ".", "..", "/")]
-    return PurePosixPath(*parts) if parts else PurePosixPath("image")
+def _digest(text: str, size: int = 5) -> str:
+    # surrogateescape: names that are not UTF-8 on disk still hash (and differ) by their bytes.
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=size).hexdigest()
+
+
+def _folded(text: str) -> str:
+    """How a case- and normalization-insensitive file system (macOS, SMB, NTFS) compares names."""
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+def root_tag(input_root: str) -> str:
+    """The top folder of one INPUT's outputs when a run has several: its name and a hash of its absolute path."""
+    name = PurePosixPath(str(input_root)).name or "root"
+    safe = re.sub(r"[^0-9A-Za-z._-]+", "_", name).strip(".") or "root"
+    return f"{safe}~{_digest(str(input_root), 3)}"
+
+
+def image_dir(rel: str, input_root: str | None = None) -> PurePosixPath:
+    """The folder of one image's outputs, one-to-one with (input root, relative path).
+
+    The relative path itself, extension kept (`x/a.jpg/`, `x/a.png/`), under `root_tag(input_root)`
+    when given (a run over several INPUTs). A path that a case- or normalization-insensitive file
+    system could merge with another (`A.jpg` / `a.jpg`, NFC / NFD), or that had to be cleaned
+    (`..`, empty parts), gets `~<hash of the exact path>` on its last part: distinct on any disk.
+    """
+    parts = [p for p in PurePosixPath(rel).parts if p not in ("", ".", "..", "/")] or ["image"]
+    if "/".join(parts) != rel or _folded(rel) != rel:
+        parts[-1] = f"{parts[-1]}~{_digest(rel)}"
+    if input_root is not None:
+        parts.insert(0, root_tag(input_root))
+    return PurePosixPath(*parts)
 
 
 @dataclass(frozen=True)
@@ -65,10 +93,20 @@ class OutputLayout:
     def manifest_path(self, run_id: str) -> Path:
         return self.runs_dir / f"{run_id}.json"
 
-    def overlay_rel(self, rel: str, class_name: str, rank: int | None) -> str:
-        """`overlays/<key>/top<rank>_<slug>.jpg`, or `<slug>.jpg` for explicitly chosen classes; relative to OUT."""
-        name = f"top{rank}_{slug(class_name)}.jpg" if rank is not None else f"{slug(class_name)}.jpg"
-        return (PurePosixPath(self.overlays_dir.name) / image_key(rel) / name).as_posix()
+    def overlay_rel(
+        self, rel: str, class_name: str, rank: int | None, *, class_index: int = 0, input_root: str | None = None
+    ) -> str:
+        """`overlays/<image_dir>/top<rank>_<slug>.jpg`, relative to OUT.
+
+        For explicitly chosen classes (`rank` None) `c<index>_<slug>.jpg`: two classes may share a
+        name (ImageNet has two 'crane's). `input_root` only when the run has several INPUTs.
+        """
+        leaf = f"top{rank}_{slug(class_name)}.jpg" if rank is not None else f"c{class_index}_{slug(class_name)}.jpg"
+        return (PurePosixPath(self.overlays_dir.name) / image_dir(rel, input_root) / leaf).as_posix()
+
+    def gallery_rel(self, kind: str, rel: str, input_root: str | None = None) -> str:
+        """A gallery picture of one image (`kind`: thumbs or photos), relative to the gallery folder."""
+        return f"{kind}/{image_dir(rel, input_root).as_posix()}.jpg"
 
     def gallery_map_rel(self, by: str, number: int, name: str, cluster: int | None = None) -> str:
         """A mean-map picture of group `number` (`name`) grouped `by` class or label, or of one of its clusters;
@@ -76,10 +114,6 @@ class OutputLayout:
         """
         tail = f"-c{cluster}" if cluster is not None else ""
         return f"maps/{by}/{number:05d}_{slug(name)}{tail}.png"
-
-    def gallery_rel(self, kind: str, rel: str) -> str:
-        """A gallery picture of the image `rel` (`kind`: thumbs or photos), relative to the gallery folder."""
-        return f"{kind}/{image_key(rel).as_posix()}.jpg"
 
 
 def out_folder(out: Path | str) -> Path:

@@ -1,8 +1,8 @@
 """Fingerprints of a run's outputs, to compare runs made by different versions of cambatch.
 
-`tests/golden/` holds those of `cambatch run sample_images --out OUT` as the main branch made it
-before the package restructure (commit be3e84d): the report, and the size and a 32 x 32 thumbnail
-of every overlay. `python tests/golden_support.py OUT` writes them from a run's folder.
+`tests/golden/` holds those of `cambatch run sample_images --out OUT` (see tests/test_golden.py for
+which version made them and why): the report, and the size and a 32 x 32 thumbnail of every overlay.
+`python tests/golden_support.py OUT` writes them from a run's folder.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ UNSTABLE = ("input_root", "mtime_ns", "run_id")
 def overlay_prints(out: Path) -> pd.DataFrame:
     """One row per overlay (path relative to OUT): its size and a THUMB x THUMB box-filtered RGB thumbnail."""
     rows = []
-    for path in sorted((out / "overlays").rglob("*.jpg")):
+    for path in sorted(p for p in (out / "overlays").rglob("*.jpg") if p.is_file()):
         with Image.open(path) as image:
             thumb = np.asarray(image.convert("RGB").resize((THUMB, THUMB), Image.BOX), dtype=np.uint8)
             rows.append(
@@ -42,7 +42,8 @@ def thumbs(prints: pd.DataFrame) -> np.ndarray:
 
 
 def write(out: Path) -> None:
-    pd.read_parquet(out / "report").drop(columns=list(UNSTABLE)).to_parquet(
+    # The raw maps are checked against the model itself by test_golden's load_map test.
+    pd.read_parquet(out / "report").drop(columns=[*UNSTABLE, "map"]).to_parquet(
         GOLDEN / "sample_images_report.parquet", index=False
     )
     overlay_prints(out).to_parquet(GOLDEN / "sample_images_overlays.parquet", index=False)

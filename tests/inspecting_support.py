@@ -83,7 +83,7 @@ def synthesize_run(out: Path, images: int, classes: int = 40, topk: int = 3, err
         probs = sorted((rng.random() for _ in range(topk)), reverse=True)
         total = sum(probs) * 1.2
         for rank, (c, p) in enumerate(zip(picked, probs, strict=True), start=1):
-            overlay = f"overlays/{path[:-4]}/top{rank}_{names[c].replace(' ', '_')}.jpg"
+            overlay = f"overlays/{path}/top{rank}_{names[c].replace(' ', '_')}.jpg"
             (out / overlay).parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (48, 36), palette[c]).save(out / overlay, quality=70)
             stats = {name: rng.random() for name in STAT_NAMES}

@@ -74,7 +74,7 @@ def test_whole_process_run_with_plain_progress_and_summary(tmp_path, two_photos)
     assert "Traceback" not in proc.stderr and "\x1b[" not in proc.stderr  # no terminal: plain lines
     df = pd.read_parquet(out / "report")
     assert set(df.path) == {"kitchen/coffee.png", "chelsea.png"}
-    assert (out / "overlays" / "kitchen" / "coffee" / "top1_espresso.jpg").is_file()
+    assert (out / "overlays" / "kitchen" / "coffee.png" / "top1_espresso.jpg").is_file()
 
 
 def test_version_and_help_do_not_need_torch():
@@ -136,7 +136,10 @@ def test_chosen_classes_instead_of_topk(tmp_path, two_photos):
     assert len(df) == 6 and set(df.class_index) == {967, 282, 281}  # 281 and 'tabby' are one class
     coffee = df[df.path == "kitchen/coffee.png"].set_index("class_name")
     assert coffee.loc["espresso", "rank"] == 1 and coffee.loc["tabby", "rank"] > 100
-    assert set(df.overlay_path) >= {"overlays/kitchen/coffee/espresso.jpg", "overlays/chelsea/tabby.jpg"}
+    assert set(df.overlay_path) >= {
+        "overlays/kitchen/coffee.png/c967_espresso.jpg",
+        "overlays/chelsea.png/c281_tabby.jpg",
+    }
     assert all((out / p).is_file() for p in df.overlay_path)
 
 

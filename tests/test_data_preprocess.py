@@ -26,13 +26,31 @@ def test_overlay_size_caps_the_longest_side(max_side, size, expected):
     assert Preprocess(image_size=224, overlays=True, max_side=max_side).overlay_size(*size) == expected
 
 
-def test_decode_size_is_what_the_input_and_the_overlay_need():
+def test_the_model_decode_size_follows_the_input_size_alone_and_the_background_the_overlay():
     without = Preprocess(image_size=224)
-    assert without.decode_size(4000, 3000) == (224, 224)  # only the model input
-    assert without.decode_size(100, 80) == (100, 80)  # never more than the photo
     with_overlays = Preprocess(image_size=224, overlays=True, max_side=1024)
-    assert with_overlays.decode_size(4000, 3000) == (1024, 768)
-    assert with_overlays.decode_size(4000, 200) == (1024, 200)
+    for prep in (without, with_overlays, Preprocess(image_size=224, overlays=True, max_side=0)):
+        assert prep.decode_size(4000, 3000) == (224, 224)  # only the model input, whatever the overlay options
+        assert prep.decode_size(100, 80) == (100, 80)  # never more than the photo
+    assert with_overlays.overlay_size(4000, 3000) == (1024, 768)
+    assert with_overlays.overlay_size(4000, 200) == (1024, 51)
+
+
+def test_a_jpeg_gives_the_model_the_same_pixels_with_and_without_overlays_and_a_full_size_background(tmp_path):
+    photo = Image.effect_mandelbrot((2400, 1800), (-2, -1.2, 1, 1.2), 60).convert("RGB")
+    photo.save(tmp_path / "big.jpg", quality=90)
+    files = [
+        ImageFiles([source(tmp_path, "big.jpg")], prep)[0]
+        for prep in (
+            Preprocess(image_size=224),
+            Preprocess(image_size=224, overlays=True, max_side=1024),
+            Preprocess(image_size=224, overlays=True, max_side=300),
+            Preprocess(image_size=224, overlays=True, max_side=0),
+        )
+    ]
+    for sample in files[1:]:
+        assert torch.equal(sample.pixels, files[0].pixels)
+    assert [tuple(s.photo.shape) for s in files[1:]] == [(768, 1024, 3), (225, 300, 3), (1800, 2400, 3)]
 
 
 def source(tmp_path, name: str) -> ImageSource:

@@ -80,3 +80,11 @@ def test_a_piped_table_keeps_long_names_whole():
 def test_an_unknown_format_is_refused(frame):
     with pytest.raises(ValueError, match="unknown format 'xml'; choose from table, csv, json"):
         emit(frame, "xml", title="t", stream=io.StringIO())
+
+
+def test_a_table_off_a_terminal_prints_every_cell_whole():
+    long_name = "a class name far longer than any terminal would show in one column " * 3
+    frame = pd.DataFrame({"images": [1], "flags": ["border spread"]}, index=pd.Index([long_name], name="class"))
+    stream = io.StringIO()
+    emit(frame, "table", title="t", stream=stream)  # wider than the old 140-column pipe width, too
+    assert long_name.strip() in stream.getvalue() and "…" not in stream.getvalue()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from cambatch.layout import OutputLayout, image_key, out_folder, slug
+from cambatch.layout import OutputLayout, image_dir, out_folder, root_tag, slug
 
 HOSTILE = [
     "../../etc/passwd.jpg",
@@ -25,29 +26,40 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize(
-    "rel, key",
+    "rel, folder",
     [
-        ("dogs/husky.jpg", "dogs/husky"),
-        ("x.tar.gz", "x.tar"),  # only the last extension goes
+        ("dogs/husky.jpg", "dogs/husky.jpg"),  # the extension stays: a.jpg and a.png get their own folders
+        ("x.tar.gz", "x.tar.gz"),
         ("noext", "noext"),
         (".hidden", ".hidden"),
-        ("../../etc/passwd.jpg", "etc/passwd"),
-        ("/abs/x.png", "abs/x"),
-        ("a/./b/../c.jpg", "a/b/c"),
-        ("", "image"),
-        ("..", "image"),
-        ("..jpg", "image"),  # the stem would be '.'
+        ("x/a.png", "x/a.png"),
     ],
 )
-def test_image_key_drops_the_extension_and_every_way_out(rel, key):
-    assert image_key(rel) == PurePosixPath(key)
+def test_image_dir_is_the_relative_path_itself_when_it_is_plain(rel, folder):
+    assert image_dir(rel) == PurePosixPath(folder)
 
 
 @pytest.mark.parametrize("rel", HOSTILE)
-def test_image_key_never_climbs_out(tmp_path, rel):
-    key = image_key(rel)
+def test_image_dir_never_climbs_out(tmp_path, rel):
+    key = image_dir(rel)
     assert not key.is_absolute() and ".." not in key.parts and key.parts
     assert (tmp_path / key).resolve().is_relative_to(tmp_path.resolve())
+
+
+def test_image_dirs_are_one_to_one_even_on_case_and_normalization_insensitive_disks():
+    nfc, nfd = unicodedata.normalize("NFC", "café.jpg"), unicodedata.normalize("NFD", "café.jpg")
+    rels = ["x/a.jpg", "x/a.png", "x/A.png", "X/a.png", nfc, nfd, "A.JPG", "a.jpg", "a/b.jpg", "a/./b.jpg", *HOSTILE]
+    roots = ["/data/photos", "/backup/photos", "/data/Photos"]
+    dirs = [image_dir(rel, root).as_posix() for rel in rels for root in roots]
+    dirs += [image_dir(rel).as_posix() for rel in rels]
+    assert len(set(dirs)) == len(dirs)
+    # What macOS / SMB / NTFS compare: NFC and case folded. Still all distinct.
+    folded = {unicodedata.normalize("NFC", d).casefold() for d in dirs}
+    assert len(folded) == len(dirs)
+    # ... and no folder is a prefix folder of another image's (an image folder never holds another image's).
+    assert not any(a != b and b.startswith(a + "/") for a in dirs for b in dirs)
+    assert image_dir("x/A.png").as_posix().startswith("x/A.png~")  # readable: the name, then a hash
+    assert root_tag("/data/photos").startswith("photos~") and root_tag("/data/photos") != root_tag("/backup/photos")
 
 
 @pytest.mark.parametrize(
@@ -81,6 +93,7 @@ def test_every_output_layout_path_stays_under_root(tmp_path, rel):
         layout.report_dir / f"{layout.part_name('20250101T000000Z-abcdef', '')}-00000.parquet",
         root / layout.overlay_rel(rel, "../../evil/../name", 1),
         root / layout.overlay_rel(rel, "tabby", None),
+        root / layout.overlay_rel(rel, "tabby", 1, input_root="/../.."),
         layout.gallery_dir / layout.gallery_rel("thumbs", rel),
         layout.gallery_dir / layout.gallery_rel("photos", rel),
     ]
@@ -91,10 +104,16 @@ def test_every_output_layout_path_stays_under_root(tmp_path, rel):
 
 def test_overlay_and_gallery_names():
     layout = OutputLayout(Path("/data/out"))
-    assert layout.overlay_rel("kitchen/coffee.png", "espresso", 1) == "overlays/kitchen/coffee/top1_espresso.jpg"
-    assert layout.overlay_rel("chelsea.png", "tiger cat", 3) == "overlays/chelsea/top3_tiger_cat.jpg"
-    assert layout.overlay_rel("chelsea.png", "Tabby", None) == "overlays/chelsea/tabby.jpg"  # --classes: no rank
-    assert layout.gallery_rel("thumbs", "a/b.png") == "thumbs/a/b.jpg"
+    assert layout.overlay_rel("kitchen/coffee.png", "espresso", 1) == "overlays/kitchen/coffee.png/top1_espresso.jpg"
+    assert layout.overlay_rel("chelsea.png", "tiger cat", 3) == "overlays/chelsea.png/top3_tiger_cat.jpg"
+    # --classes: no rank, the class index instead (ImageNet has two classes called 'crane': 134 and 517)
+    assert layout.overlay_rel("chelsea.png", "Tabby", None, class_index=281) == "overlays/chelsea.png/c281_tabby.jpg"
+    assert layout.overlay_rel("a.png", "crane", None, class_index=134) != layout.overlay_rel(
+        "a.png", "crane", None, class_index=517
+    )
+    several = layout.overlay_rel("a.png", "tabby", 1, input_root="/data/photos")
+    assert several.startswith("overlays/photos~") and several.endswith("/a.png/top1_tabby.jpg")
+    assert layout.gallery_rel("thumbs", "a/b.png") == "thumbs/a/b.png.jpg"
     assert layout.part_name("RUN", "-shard0000of0002") == "part-RUN-shard0000of0002"
     assert layout.lock_path("-shard0000of0002") == Path("/data/out/.lock-shard0000of0002")
     assert layout.manifest_path("RUN") == Path("/data/out/runs/RUN.json")

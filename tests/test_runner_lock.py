@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from cambatch.cli import app
 from cambatch.errors import CambatchError
-from cambatch.runner.lock import OutputLock, OutputLocked
+from cambatch.runner.lock import OutputLock, OutputLocked, is_held
 
 
 def test_a_second_run_on_a_locked_output_is_refused_with_exit_3(tmp_path):
@@ -67,3 +68,52 @@ def test_a_refused_run_says_who_holds_the_lock(tmp_path):
     message = str(refused.value)
     assert f"pid {os.getpid()}" in message and "another --out or --shard" in message
     assert isinstance(refused.value, CambatchError) and refused.value.exit_code == 3
+
+
+HOLDER_WITH_CHILD = """
+import os, sys, time
+from pathlib import Path
+from cambatch.runner.lock import OutputLock
+held = OutputLock(Path(sys.argv[1])).acquire()  # kept: a closed handle would drop it
+child = os.fork()  # what a DataLoader worker is: a forked child that outlives a killed parent for a while
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_lock_dies_with_its_process_even_while_a_forked_child_lives_on(tmp_path):
+    path = tmp_path / "out" / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER_WITH_CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        assert is_held(path)
+        with pytest.raises(OutputLocked, match=f"pid {holder.pid}"):
+            OutputLock(path).acquire()
+        holder.send_signal(signal.SIGKILL)  # what the OOM killer does
+        holder.wait()
+        os.kill(child, 0)  # the child is still alive ...
+        assert not is_held(path)  # ... and holds nothing: taken over at once, no sleep
+        with OutputLock(path) as lock:
+            assert lock.took_over["pid"] == holder.pid
+            assert is_held(path)
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_second_acquire_in_the_same_process_is_refused_and_leaves_the_first_held(tmp_path):
+    path = tmp_path / ".lock"
+    with OutputLock(path):
+        with pytest.raises(OutputLocked, match=f"pid {os.getpid()}"):
+            OutputLock(path).acquire()
+        assert is_held(path)
+        probe = subprocess.run(
+            [sys.executable, "-c", f"from cambatch.runner.lock import is_held; print(is_held({str(path)!r}))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert probe.stdout.strip() == "True"  # another process sees it held, after the refused attempt too
+    assert not is_held(path)

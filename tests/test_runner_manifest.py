@@ -6,11 +6,23 @@ import io
 import json
 import platform
 
+import pytest
 from rich.console import Console
 
 import cambatch
+from cambatch.errors import UsageError
 from cambatch.layout import OutputLayout
-from cambatch.runner.manifest import print_runs, read_manifests, versions, write_manifest
+from cambatch.runner.lock import OutputLock
+from cambatch.runner.manifest import (
+    live_shard_settings,
+    live_status,
+    mark_died,
+    print_runs,
+    read_manifests,
+    versions,
+    write_manifest,
+)
+from cambatch.runner.resume import check_settings
 
 
 def record(run_id: str, started: str, **extra) -> dict:
@@ -79,3 +91,51 @@ def test_versions_name_python_and_the_packages():
     assert found["python"] == platform.python_version()
     assert found["cambatch"] == cambatch.__version__
     assert found["torch"] and set(found) == {"python", "cambatch", "torch", "torchvision", "timm"}
+
+
+def test_off_a_terminal_every_cell_is_whole_and_csv_json_list_the_same(tmp_path):
+    layout = OutputLayout(tmp_path)
+    model = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k_with_a_very_long_name"
+    write_manifest(layout.manifest_path("20250101T000000Z-aaaaaa"), record("20250101T000000Z-aaaaaa", "2025-01-01"))
+    write_manifest(
+        layout.manifest_path("20250102T000000Z-bbbbbb"),
+        record("20250102T000000Z-bbbbbb", "2025-01-02", status="running", model=model),  # no process holds its lock
+    )
+    stream = io.StringIO()
+    print_runs(tmp_path, Console(file=stream, width=60))  # a pipe: no terminal to fit
+    text = stream.getvalue()
+    assert "…" not in text and model in text and "20250102T000000Z-bbbbbb" in text
+    assert "died" in text and "running" not in text  # its process is gone
+    stream = io.StringIO()
+    print_runs(tmp_path, Console(file=stream), "csv")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("run,status,") and lines[2].startswith("20250102T000000Z-bbbbbb,died,")
+    stream = io.StringIO()
+    print_runs(tmp_path, Console(file=stream), "json")
+    assert [r["status"] for r in json.loads(stream.getvalue())] == ["completed", "died"]
+
+
+def test_a_running_run_whose_lock_is_held_stays_running_and_mark_died_marks_the_rest(tmp_path):
+    layout = OutputLayout(tmp_path)
+    write_manifest(layout.manifest_path("R1"), record("R1", "2025-01-01", status="running"))
+    write_manifest(layout.manifest_path("R2"), record("R2", "2025-01-02", status="running", shard="1/2"))
+    with OutputLock(layout.lock_path("")):
+        assert [live_status(r, tmp_path) for r in read_manifests(tmp_path)] == ["running", "died"]
+        assert mark_died(tmp_path, "") == ["R1"]  # only its own shard's
+    assert [r["status"] for r in read_manifests(tmp_path)] == ["died", "running"]
+
+
+def test_the_settings_of_other_live_shards_are_those_a_new_shard_must_share(tmp_path):
+    layout = OutputLayout(tmp_path)
+    for run_id, status, shard, topk in (
+        ("R1", "running", "1/2", 1),
+        ("R2", "running", "0/2", 2),
+        ("R3", "completed", "1/2", 5),
+    ):
+        manifest = record(run_id, f"2025-01-0{run_id[1]}", status=status, shard=shard, settings={"topk": topk})
+        write_manifest(layout.manifest_path(run_id), manifest)
+    assert live_shard_settings(tmp_path, "-shard0000of0002") == []  # shard 1/2's process is gone
+    with OutputLock(layout.lock_path("-shard0001of0002")):
+        assert live_shard_settings(tmp_path, "-shard0000of0002") == [{"topk": 1}]  # not its own shard, not a done run
+        with pytest.raises(UsageError, match=r"topk \(--topk\): 1 there, 3 now"):
+            check_settings(live_shard_settings(tmp_path, "-shard0000of0002"), {"topk": 3}, tmp_path)

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import unicodedata
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -388,10 +389,9 @@ def test_overlays_exist_at_photo_size(sample_run):
         assert path.is_file()
         with Image.open(path) as overlay:
             assert overlay.size == (row.width, row.height)  # all samples are under the 1024 cap
-        stem = row.path.rsplit(".", 1)[0]
-        assert re.fullmatch(rf"overlays/{stem}/top{row.rank}_[a-z0-9_]+\.jpg", row.overlay_path)
+        assert re.fullmatch(rf"overlays/{re.escape(row.path)}/top{row.rank}_[a-z0-9_]+\.jpg", row.overlay_path)
     coffee = df[(df.path == "coffee.png") & (df["rank"] == 1)].iloc[0]
-    assert coffee.overlay_path == "overlays/coffee/top1_espresso.jpg"
+    assert coffee.overlay_path == "overlays/coffee.png/top1_espresso.jpg"
 
 
 def test_heat_sits_on_the_object(sample_run):
@@ -626,3 +626,75 @@ def test_find_sources_takes_the_inputs_and_the_list_but_never_the_output_folder(
     assert found[-1].input_root == tmp_path
     only_list = find_sources(RunConfig.create(None, out, from_list=listing), out)
     assert [s.rel for s in only_list] == ["extra/one.jpg"]
+
+
+def _similarity(overlay_file: Path, photo: Image.Image) -> float:
+    """Pearson r of the overlay and a photo, in gray, at the overlay's size: its own photo shows through."""
+    with Image.open(overlay_file) as drawn:
+        drawn.load()
+        a = np.asarray(drawn.convert("L"), dtype=np.float64).ravel()
+        b = np.asarray(photo.convert("L").resize(drawn.size), dtype=np.float64).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_outputs_are_one_to_one_with_inputs_across_extensions_roots_case_and_normalization(tmp_path):
+    """x/a.jpg and x/a.png in one INPUT, x/a.png in another, names that differ by case or NFC/NFD:
+    one overlay folder each, and every row's overlay is drawn over its own photo."""
+    cat = Image.open(SAMPLES / "chelsea.png").convert("RGB")
+    nfc, nfd = (unicodedata.normalize(form, "caf\u00e9.png") for form in ("NFC", "NFD"))
+    photos = {
+        ("one", "x/a.jpg"): cat,
+        ("one", "x/a.png"): cat.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        ("two", "x/a.png"): cat.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        ("two", "x/A.png"): cat.transpose(Image.Transpose.ROTATE_180),
+        ("two", nfc): cat.crop((0, 0, 300, 300)),
+        ("two", nfd): cat.crop((150, 0, 451, 300)),
+    }
+    for (root, rel), picture in photos.items():
+        (tmp_path / root / rel).parent.mkdir(parents=True, exist_ok=True)
+        picture.save(tmp_path / root / rel, quality=95)
+    out = tmp_path / "out"
+    run(RunConfig.create(inputs=[tmp_path / "one", tmp_path / "two"], out=out, topk=2, workers=0))
+    df = pd.read_parquet(out / "report")
+    assert len(df) == 2 * len(photos) and (df.status == "ok").all()
+    assert df.overlay_path.is_unique
+    on_disk = sorted(p.relative_to(out).as_posix() for p in (out / "overlays").rglob("*") if p.is_file())
+    assert on_disk == sorted(df.overlay_path)  # nothing overwritten, nothing left over
+    folded = {unicodedata.normalize("NFC", p).casefold() for p in on_disk}
+    assert len(folded) == len(on_disk)  # distinct on a case- and normalization-insensitive disk too
+    for row in df.itertuples():
+        root = Path(row.input_root).name
+        own = _similarity(out / row.overlay_path, photos[(root, row.path)])
+        others = [_similarity(out / row.overlay_path, p) for key, p in photos.items() if key != (root, row.path)]
+        assert own > max(others) + 0.05, (row.overlay_path, own, others)
+
+
+def test_predictions_depend_only_on_the_image_and_the_model_settings(tmp_path):
+    """Overlays or not, another --max-side, batch size 1 or 16: the same probabilities and statistics."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, side in enumerate((64, 200, 333, 700, 1280, 2100)):
+        picture = Image.open(SAMPLES / "chelsea.png" if i % 2 else SAMPLES / "rocket.jpg").convert("RGB")
+        picture.resize((side, int(side * (0.6 + 0.15 * i)))).save(photos / f"size_{side}.jpg", quality=85)
+    variants = {
+        "overlays": {},
+        "no_overlays": {"overlays": False},
+        "max_side_300": {"max_side": 300},
+        "batch_1": {"batch_size": 1},
+        "batch_16": {"batch_size": 16, "overlays": False},
+    }
+    reports = {}
+    for name, options in variants.items():
+        out = tmp_path / name
+        run(RunConfig.create(inputs=[SAMPLES, photos], out=out, workers=0, threads=1, **options))
+        reports[name] = pd.read_parquet(out / "report").sort_values(["input_root", "path", "rank"]).reset_index()
+    reference = reports["overlays"]
+    assert len(reference) == 3 * 13 and (reference.status == "ok").all()
+    statistics = ["logit", "cam_max", "cam_mean", "cam_std", "peak_x", "peak_y", "centroid_x", "centroid_y"]
+    statistics += ["active_area", "border_energy", "entropy", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
+    for name, df in reports.items():
+        assert df.class_index.tolist() == reference.class_index.tolist(), name
+        worst = float(np.abs(df.probability - reference.probability).max())
+        assert worst <= 1e-5, (name, worst)
+        for column in statistics:
+            np.testing.assert_allclose(df[column], reference[column], rtol=1e-4, atol=1e-4, err_msg=f"{name} {column}")

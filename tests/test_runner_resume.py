@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
+import pytest
+from conftest import make_folder
+from typer.testing import CliRunner
 
+from cambatch.cli import app
 from cambatch.layout import OutputLayout
 from cambatch.report.parts import published_parts
 from cambatch.report.schema import table
@@ -96,3 +101,72 @@ def test_purge_of_a_shard_drops_every_row_it_owns(tmp_path):
     assert 0 < len(owned) < len(names)
     assert purge(layout, shard=shard) == 2 * len(owned)
     assert sorted(set(pq.read_table(part).column("path").to_pylist())) == [n for n in names if not shard.owns(n)]
+
+
+# ---- a resume refuses other settings: real runs through the CLI ----
+
+
+@pytest.fixture(scope="module")
+def resumed_out(tmp_path_factory):
+    """One resnet18 run (a weights file, gradcam, top-2, overlays) over one photo, and its CLI arguments."""
+    import torch
+    import torchvision
+
+    base = tmp_path_factory.mktemp("settings")
+    make_folder(base / "photos", 2, side=96)
+    for seed, name in ((0, "w1.pt"), (1, "w2.pt")):
+        torch.manual_seed(seed)
+        torch.save(torchvision.models.resnet18().state_dict(), base / name)
+    args = ["run", str(base / "photos"), "--out", str(base / "out"), "--model", "resnet18"]
+    args += ["--weights", str(base / "w1.pt")]
+    args += ["--method", "gradcam", "--topk", "2", "--workers", "0", "--quiet"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    return base, args
+
+
+def _with(args: list[str], **changes: str) -> list[str]:
+    args = list(args)
+    for option, value in changes.items():
+        spelled = "--" + option.replace("_", "-")
+        if spelled in args:
+            args[args.index(spelled) + 1] = value
+        else:
+            args += [spelled, value] if value else [spelled]
+    return args
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"model": "resnet34", "weights": "none"}, "model (--model): resnet18 there, resnet34 now"),
+        ({"weights": "W2"}, "weights_sha256 (--weights)"),
+        ({"method": "gradcampp"}, "method (--method): gradcam there, gradcampp now"),
+        ({"layer": "layer3"}, "layer (--layer): layer4 there, layer3 now"),
+        ({"topk": "3"}, "topk (--topk): 2 there, 3 now"),
+        ({"classes": "1,2"}, "classes (--classes): none there, [1, 2] now"),
+        ({"image_size": "192"}, "input_size (--image-size): 224 there, 192 now"),
+        ({"colormap": "viridis"}, "colormap (--colormap): jet there, viridis now"),
+        ({"max_side": "64"}, "max_side (--max-side): 1024 there, 64 now"),
+    ],
+)
+def test_a_resume_with_another_setting_is_refused_naming_it(resumed_out, changes, named):
+    base, args = resumed_out
+    changes = {k: str(base / "w2.pt") if v == "W2" else v for k, v in changes.items()}
+    before = sorted(p.name for p in (base / "out" / "report").glob("*.parquet"))
+    refused = CliRunner().invoke(app, _with(args, **changes))
+    assert refused.exit_code == 2, refused.output
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and named in lines[0], refused.output
+    assert "another --out" in lines[0] and "--overwrite" in lines[0]
+    assert sorted(p.name for p in (base / "out" / "report").glob("*.parquet")) == before  # nothing was done
+
+
+def test_overlay_settings_count_only_when_overlays_are_written_and_overwrite_starts_over(resumed_out):
+    base, args = resumed_out
+    report_only = CliRunner().invoke(app, [*_with(args, colormap="viridis"), "--no-overlays"])
+    assert report_only.exit_code == 0 and "2 already done" in report_only.output, report_only.output
+    again = CliRunner().invoke(app, _with(args, topk="3", overwrite=""))
+    assert again.exit_code == 0, again.output
+    df = pd.read_parquet(base / "out" / "report")
+    assert len(df) == 6 and set(df["rank"]) == {1, 2, 3} and df.run_id.nunique() == 1

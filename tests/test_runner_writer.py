@@ -35,6 +35,7 @@ def batch_result() -> BatchResult:
 
 
 def writer(tmp_path, **changes) -> ImageWriter:
+    (tmp_path / "out").mkdir(exist_ok=True)  # a run's OUT exists (its lock is in it); a vanished one is an error
     options = dict(
         layout=OutputLayout(tmp_path / "out"),
         model_name="tiny",
@@ -84,7 +85,7 @@ def test_ok_rows_have_the_images_columns_and_classes(tmp_path):
 def test_overlays_are_saved_at_the_photos_size_under_their_names(tmp_path):
     rows = writer(tmp_path).ok_rows(source(tmp_path), sample(60, 40), batch_result(), 1)
     paths = rows.column("overlay_path").to_pylist()
-    assert paths == ["overlays/pumpkins/p1/top1_jack_o_lantern.jpg", "overlays/pumpkins/p1/top2_tabby.jpg"]
+    assert paths == ["overlays/pumpkins/p1.jpg/top1_jack_o_lantern.jpg", "overlays/pumpkins/p1.jpg/top2_tabby.jpg"]
     assert overlay_count(rows) == 2
     with Image.open(tmp_path / "out" / paths[0]) as image:
         assert image.size == (60, 40)
@@ -96,8 +97,8 @@ def test_overlays_are_saved_at_the_photos_size_under_their_names(tmp_path):
 def test_chosen_classes_are_named_without_rank_and_correct_follows_rank_one(tmp_path):
     rows = writer(tmp_path, named_by_rank=False).ok_rows(source(tmp_path, label="tabby"), sample(), batch_result(), 1)
     assert rows.column("overlay_path").to_pylist() == [
-        "overlays/pumpkins/p1/jack_o_lantern.jpg",
-        "overlays/pumpkins/p1/tabby.jpg",
+        "overlays/pumpkins/p1.jpg/c2_jack_o_lantern.jpg",
+        "overlays/pumpkins/p1.jpg/c0_tabby.jpg",
     ]
     assert rows.column("correct").to_pylist() == [False, False]  # tabby explained at rank 2: wrong
 
@@ -105,7 +106,7 @@ def test_chosen_classes_are_named_without_rank_and_correct_follows_rank_one(tmp_
 def test_no_overlays_no_files(tmp_path):
     rows = writer(tmp_path, overlays=False).ok_rows(source(tmp_path), sample(), batch_result(), 0)
     assert rows.column("overlay_path").null_count == 2 and overlay_count(rows) == 0
-    assert not (tmp_path / "out").exists()
+    assert not any((tmp_path / "out").iterdir())  # nothing written
     no_photo = Sample(0, torch.zeros(3, 8, 8, dtype=torch.uint8), None, 600, 400)
     rows = writer(tmp_path).ok_rows(source(tmp_path), no_photo, batch_result(), 0)
     assert rows.column("overlay_path").null_count == 2
@@ -123,3 +124,11 @@ def test_error_row(tmp_path):
     )
     assert r["class_name"] is None and r["rank"] is None and r["width"] is None and r["overlay_path"] is None
     assert r["correct"] is None and r["run_id"] == "20250101T000000Z-abcdef"
+
+
+def test_a_vanished_out_is_an_error_never_recreated(tmp_path):
+    images = writer(tmp_path)
+    (tmp_path / "out").rmdir()
+    with pytest.raises(FileNotFoundError):
+        images.ok_rows(source(tmp_path), sample(), batch_result(), 1)
+    assert not (tmp_path / "out").exists()

@@ -30,14 +30,26 @@ class Decoded:
     height: int
 
 
-def needed_size(width: int, height: int, *, image_size: int, max_side: int | None) -> tuple[int, int]:
-    """The least displayed size a reduced-scale decode must keep: the model input, and the overlay unless `max_side`
-    is None (no overlays; 0: overlays at the photo's own size).
+def model_decode_size(width: int, height: int, *, image_size: int) -> tuple[int, int]:
+    """The least displayed size the model's decode keeps: fixed by the input size alone.
+
+    Never by the overlay options: a JPEG decoded at another reduced scale gives the model other
+    pixels, so a run with `--no-overlays` or another `--max-side` would predict otherwise.
+    """
+    return min(width, image_size), min(height, image_size)
+
+
+def overlay_background(path: Path, decoded: Decoded, *, max_side: int) -> Image.Image:
+    """The overlay background at overlay size, from the model's decode of `path`; a JPEG decoded
+    too small for it is decoded again, larger. `run`'s loader and `cambatch overlays` both draw on it.
     """
     from ..render.overlay import overlay_size  # torch-free, as this module is
 
-    ow, oh = overlay_size(width, height, max_side) if max_side is not None else (0, 0)
-    return min(width, max(ow, image_size)), min(height, max(oh, image_size))
+    target = overlay_size(decoded.width, decoded.height, max_side)
+    image = decoded.image
+    if image.width < target[0] or image.height < target[1]:
+        image = decode(path, min_size=lambda w, h: overlay_size(w, h, max_side)).image
+    return image if image.size == target else image.resize(target, Image.BILINEAR)
 
 
 def decode(path: Path, min_size: Callable[[int, int], tuple[int, int]] | None = None) -> Decoded:

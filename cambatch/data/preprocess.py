@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ..render.overlay import overlay_size
 from ..sources.discover import ImageSource
-from .decode import DecodeError, decode, needed_size
+from .decode import DecodeError, decode, model_decode_size, overlay_background
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,8 +27,8 @@ class Preprocess:
         return overlay_size(width, height, self.max_side)
 
     def decode_size(self, width: int, height: int) -> tuple[int, int]:
-        """The least displayed size a reduced-scale decode must keep."""
-        return needed_size(width, height, image_size=self.image_size, max_side=self.max_side if self.overlays else None)
+        """The least displayed size the model's decode keeps (`decode.model_decode_size`)."""
+        return model_decode_size(width, height, image_size=self.image_size)
 
 
 @dataclass
@@ -82,15 +82,11 @@ class ImageFiles(Dataset):
             return Failure(index, f"{type(exc).__name__}: {exc}")
 
     def _load(self, index: int) -> Sample:
-        prep = self.prep
-        decoded = decode(self.sources[index].path, min_size=prep.decode_size)
-        image = decoded.image
+        prep, path = self.prep, self.sources[index].path
+        decoded = decode(path, min_size=prep.decode_size)
         size = prep.image_size
-        pixels = _as_tensor(image.resize((size, size), Image.BILINEAR)).permute(2, 0, 1).contiguous()
-        photo = None
-        if prep.overlays:
-            overlay_size = prep.overlay_size(decoded.width, decoded.height)
-            photo = _as_tensor(image if image.size == overlay_size else image.resize(overlay_size, Image.BILINEAR))
+        pixels = _as_tensor(decoded.image.resize((size, size), Image.BILINEAR)).permute(2, 0, 1).contiguous()
+        photo = _as_tensor(overlay_background(path, decoded, max_side=prep.max_side)) if prep.overlays else None
         return Sample(index, pixels, photo, decoded.width, decoded.height)
 
 

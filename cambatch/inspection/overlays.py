@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..data.decode import decode, needed_size
+from ..config import OutputOptions
+from ..data.decode import decode, model_decode_size, overlay_background
 from ..layout import OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
-from ..render.overlay import JPEG_QUALITY, display_map, overlay, overlay_size
+from ..render.overlay import JPEG_QUALITY, display_map, overlay
 from ..report.reader import load_report, map_stack
 from ..report.schema import name_key
 
@@ -112,7 +113,8 @@ def render_overlays(
     root = out_folder(out)
     df = load_report(root, maps=True)
     options = df.attrs.get("options", {})
-    colormap = colormap or options.get("colormap", COLORMAPS[0])
+    defaults = OutputOptions()  # for reports whose settings predate an option
+    colormap = colormap or options.get("colormap", defaults.colormap)
     if colormap not in COLORMAPS:
         raise ValueError(f"unknown colormap {colormap!r}; choose from {', '.join(COLORMAPS)}")
     rows = select_rows(df, class_name=class_name, where=where, limit=limit)
@@ -120,12 +122,13 @@ def render_overlays(
     style = _Style(
         layout=OutputLayout(root),
         colormap=colormap,
-        alpha=float(options.get("alpha", 0.5) if alpha is None else alpha),
-        max_side=int(options.get("max_side", 1024)),
+        alpha=float(options.get("alpha", defaults.alpha) if alpha is None else alpha),
+        max_side=int(options.get("max_side", defaults.max_side)),
         image_size=int(df.attrs.get("input_size", 224)),
         named_by_rank=not options.get("classes"),
+        several_roots=df["input_root"].nunique() > 1,  # as the run decided (`runner.pipeline`)
     )
-    groups = [group for _, group in rows.groupby("path", sort=True, observed=True)]
+    groups = [group for _, group in rows.groupby(["input_root", "path"], sort=True, observed=True)]
     with ThreadPoolExecutor(THREADS) as pool:
         written = [path for paths in pool.map(style.render, groups) for path in paths]
     return RenderedOverlays(len(groups), len(written), written, time.perf_counter() - started)
@@ -141,22 +144,23 @@ class _Style:
     max_side: int
     image_size: int
     named_by_rank: bool
+    several_roots: bool
 
     def render(self, rows: pd.DataFrame) -> list[str]:
         """The overlays of one image (all its selected rows), decoded once."""
         first = rows.iloc[0]
-        decoded = decode(
-            Path(first["input_root"]) / first["path"],
-            min_size=lambda w, h: needed_size(w, h, image_size=self.image_size, max_side=self.max_side),
-        )
-        size = overlay_size(decoded.width, decoded.height, self.max_side)
-        photo = decoded.image if decoded.image.size == size else decoded.image.resize(size, Image.BILINEAR)
+        path = Path(first["input_root"]) / first["path"]
+        decoded = decode(path, min_size=lambda w, h: model_decode_size(w, h, image_size=self.image_size))
+        photo = overlay_background(path, decoded, max_side=self.max_side)  # as the run's loader makes it
         # Through an array, as the run's loader hands photos over: the file's ICC profile, EXIF and
         # Adobe markers must not ride along into the saved overlay (PIL copies `info` into the blend).
         photo = Image.fromarray(np.asarray(photo))
         paths = []
-        for raw, name, rank in zip(map_stack(rows), rows["class_name"], rows["rank"], strict=True):
-            rel = self.layout.overlay_rel(str(first["path"]), str(name), int(rank) if self.named_by_rank else None)
+        root = str(first["input_root"]) if self.several_roots else None
+        columns = (rows["class_name"], rows["rank"], rows["class_index"])
+        for raw, name, rank, index in zip(map_stack(rows), *columns, strict=True):
+            rank = int(rank) if self.named_by_rank else None
+            rel = self.layout.overlay_rel(str(first["path"]), str(name), rank, class_index=int(index), input_root=root)
             target = self.layout.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             overlay(photo, display_map(raw), self.colormap, self.alpha).save(target, quality=JPEG_QUALITY)

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from .options import FORMATS, Format
@@ -40,13 +41,26 @@ def emit(
         json.dump({"meta": _plain(meta or {}), "rows": rows}, stream, indent=1)
         stream.write("\n")
     elif fmt == "table":
+        table = rich_table(frame, title, caption)
         if console is None:
-            console = Console(file=stream)
-            if not console.is_terminal:
-                console.width = PIPE_WIDTH  # piped or captured: no terminal to fit, keep names whole
-        console.print(rich_table(frame, title, caption))
+            print_whole(table, Console(file=stream))
+        else:
+            console.print(table)  # a given console is used as it is
     else:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def print_whole(table: Table, console: Console) -> None:
+    """Print `table`; off a terminal (a pipe, a log file, CI) wide enough that no cell is cut or wrapped.
+
+    On a terminal rich fits the table to its width; a log has no width to fit, and a cell cut to
+    "run…" is useless there, so the console is widened to the table's natural width.
+    """
+    if not console.is_terminal:
+        console = Console(file=console.file, width=PIPE_WIDTH, color_system=None, highlight=False)
+        needed = Measurement.get(console, console.options.update(width=10**6), table).maximum
+        console.width = max(PIPE_WIDTH, needed)
+    console.print(table)
 
 
 def rich_table(frame: pd.DataFrame, title: str, caption: str = "") -> Table:

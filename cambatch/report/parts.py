@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import UsageError
 from ..layout import OutputLayout
 from .schema import METADATA_KEY, newest_run
 
@@ -29,6 +31,35 @@ def published_parts(report_dir: Path) -> list[Path]:
     return sorted(p for p in report_dir.iterdir() if is_published(p.name))
 
 
+class DamagedPart(UsageError):
+    """A published part that is not a complete Parquet file (truncated, copied half-way, overwritten)."""
+
+    def __init__(self, part: Path, reason: str):
+        folder = part.parent
+        super().__init__(
+            f"damaged report part {part} (not a complete Parquet file: {reason}); move it out of {folder} "
+            "(a rerun of `cambatch run` redoes its images) or restore it from a copy"
+        )
+        self.part = part
+
+
+def footer(part: Path) -> pq.FileMetaData:
+    """A part's Parquet footer (rows, schema, settings), or `DamagedPart` naming the file."""
+    try:
+        return pq.read_metadata(part)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DamagedPart(part, reason) from None
+
+
+def complete_parts(report_dir: Path) -> list[Path]:
+    """`published_parts`, each checked to be a whole Parquet file (its footer reads): `DamagedPart` if not."""
+    parts = published_parts(report_dir)
+    for part in parts:
+        footer(part)
+    return parts
+
+
 def report_dir_of(out: Path | str) -> Path:
     """The report folder for `out`: a run's output folder (holding `report/`) or the report folder itself."""
     given = Path(out).expanduser()
@@ -43,11 +74,12 @@ def report_parts(out: Path | str) -> list[Path]:
     """
     given = Path(out).expanduser()
     if given.is_file():
+        footer(given)
         return [given]
     folder = report_dir_of(given)
     if not folder.is_dir():
         raise FileNotFoundError(f"no cambatch report under {given} (expected {OutputLayout(given).report_dir})")
-    parts = published_parts(folder)
+    parts = complete_parts(folder)
     if not parts:
         raise FileNotFoundError(f"{folder} holds no complete report part (*.parquet)")
     return parts
@@ -55,7 +87,7 @@ def report_parts(out: Path | str) -> list[Path]:
 
 def part_settings(part: Path) -> dict[str, Any]:
     """The run settings one part stores in its schema metadata."""
-    metadata = pq.read_schema(part).metadata or {}
+    metadata = footer(part).schema.to_arrow_schema().metadata or {}
     return json.loads(metadata.get(METADATA_KEY, b"{}"))
 
 

@@ -23,7 +23,11 @@ class _Part:
     def __init__(self, report_dir: Path, name: str, schema: pa.Schema):
         self.final_path = report_dir / f"{name}.parquet"
         self.temp_path = report_dir / f".{name}.parquet.tmp"
-        self.writer = pq.ParquetWriter(self.temp_path, schema)
+        try:
+            self.writer = pq.ParquetWriter(self.temp_path, schema)
+        except BaseException:  # a full disk fails at the header already: leave no torn file behind
+            self.temp_path.unlink(missing_ok=True)
+            raise
         self.images = 0
         self.opened = time.monotonic()
 
@@ -35,8 +39,12 @@ class _Part:
         return self.final_path
 
     def discard(self) -> None:
-        self.writer.close()
-        self.temp_path.unlink(missing_ok=True)
+        try:
+            self.writer.close()
+        except OSError:
+            pass  # a full or vanished disk: the file is dropped anyway
+        finally:
+            self.temp_path.unlink(missing_ok=True)
 
 
 class ReportWriter:

@@ -8,8 +8,10 @@ batch runs, with a bounded number of images in flight so memory stays flat.
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import shutil
+import socket
 import sys
 import time
 from collections import deque
@@ -40,9 +42,10 @@ from ..sources.lists import read_list
 from ..sources.shard import Shard, parse_shard
 from . import resume, tuning
 from .engine import CamEngine, build_engine, resolve_device
+from .failures import output_failure
 from .interrupt import stop_on_signals
 from .lock import OutputLock
-from .manifest import versions, write_manifest
+from .manifest import live_shard_settings, mark_died, versions, write_manifest
 from .progress import ProgressReporter, SilentProgress
 from .writer import ImageWriter, overlay_count
 
@@ -93,25 +96,45 @@ class _Stages:
 def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResult:
     """Run the whole job; raises `UsageError` before any work when a setting is wrong.
 
-    Resumes by default: images the report already holds (same size and mtime) are skipped.
+    Resumes by default: images the report already holds (same size and mtime) are skipped. A full
+    disk, a read-only or a vanished OUT ends the run with `OutputUnwritable` (exit 4, one line):
+    the manifest says `failed`, the report keeps only its complete parts, and a rerun resumes.
     """
-    started, started_at = time.monotonic(), datetime.now(timezone.utc)
-    progress = progress or SilentProgress()
     layout = OutputLayout(config.out.expanduser().absolute())
+    try:
+        return _run(config, progress or SilentProgress(), layout)
+    except OSError as exc:
+        failure = output_failure(exc, layout)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) -> RunResult:
+    started, started_at = time.monotonic(), datetime.now(timezone.utc)
     shard = parse_shard(config.source.shard)
     with OutputLock(layout.lock_path(shard.tag)):
-        sources = [s for s in find_sources(config, layout.root) if shard.owns(s.rel)]
+        found = find_sources(config, layout.root)
+        # Decided before sharding, so that every shard of one OUT lays its overlays out alike.
+        several_roots = len({s.input_root for s in found}) > 1
         truth = load_annotations(config.source.annotations) if config.source.annotations else None
-        sources = with_annotated_labels(sources, truth)
+        sources = with_annotated_labels([s for s in found if shard.owns(s.rel)], truth)
         stages = _build(config)
+        run_id = new_run_id(started_at)
+        settings = _settings(config, stages, run_id, shard)
         if config.job.overwrite:
             _start_over(layout, shard)
+        # Before any work: the rows kept, and the shards running beside this one, must come from these settings.
+        resume.check_settings(
+            resume.report_settings(layout.report_dir) + live_shard_settings(layout.root, shard.tag),
+            settings,
+            layout.root,
+        )
+        mark_died(layout.root, shard.tag)  # this shard's lock is ours: a run still marked running died
         todo = resume.plan(sources, layout.report_dir, config.job.retry_errors)
         if todo.purge_keys:
             resume.purge(layout, keys=todo.purge_keys)
 
-        run_id = new_run_id(started_at)
-        settings = _settings(config, stages, run_id, shard)
         result = RunResult(
             run_id=run_id,
             out=layout.root,
@@ -131,7 +154,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
             settings,
             images_per_part=config.output.images_per_part,
         )
-        writer = _writer(config, stages, layout, run_id, truth)
+        writer = _writer(config, stages, layout, run_id, truth=truth, several_roots=several_roots)
         progress.start(len(todo.todo))
         try:
             with stop_on_signals() as stop, tuning.torch_threads(stages.plan.threads):
@@ -142,7 +165,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
             report.close()
         except BaseException:
             report.abort()
-            manifest.write("failed")
+            manifest.write("failed", best_effort=True)
             raise
         finally:
             progress.stop()
@@ -229,7 +252,13 @@ def with_annotated_labels(sources: list[ImageSource], truth: Annotations | None)
 
 
 def _writer(
-    config: RunConfig, stages: _Stages, layout: OutputLayout, run_id: str, truth: Annotations | None = None
+    config: RunConfig,
+    stages: _Stages,
+    layout: OutputLayout,
+    run_id: str,
+    *,
+    truth: Annotations | None = None,
+    several_roots: bool = False,
 ) -> ImageWriter:
     out = config.output
     return ImageWriter(
@@ -243,6 +272,7 @@ def _writer(
         overlays=out.overlays,
         named_by_rank=stages.class_ids is None,
         truth=truth,
+        several_roots=several_roots,
     )
 
 
@@ -305,7 +335,17 @@ class _Manifest:
     def __init__(self, *, layout: OutputLayout, settings: dict, started_at: datetime, result: RunResult):
         self.layout, self.settings, self.started_at, self.result = layout, settings, started_at, result
 
-    def write(self, status: str) -> None:
+    def write(self, status: str, *, best_effort: bool = False) -> None:
+        """Rewrite the manifest; `best_effort`: on the way out of a failure, which a full disk must not hide."""
+        if best_effort and not self.layout.root.is_dir():
+            return  # OUT vanished: writing the manifest would recreate it
+        try:
+            self._write(status)
+        except OSError:
+            if not best_effort:
+                raise
+
+    def _write(self, status: str) -> None:
         r, s = self.result, self.settings
         ended = datetime.now(timezone.utc).isoformat() if status != "running" else None
         write_manifest(
@@ -313,6 +353,8 @@ class _Manifest:
             {
                 "run_id": r.run_id,
                 "status": status,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
                 "argv": sys.argv,
                 "shard": r.shard,
                 "started": self.started_at.isoformat(),

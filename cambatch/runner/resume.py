@@ -1,4 +1,8 @@
-"""Resume and incremental runs: what the report already holds, what is left to do.
+"""Resume and incremental runs: what the report already holds, what is left to do, and whether it may be resumed.
+
+A report is resumed only by a run with the settings that produced its rows (`check_settings`):
+another model, weights file, method, layer, top-k, class list, input size or normalization
+(and, when overlays are written, another colormap, opacity or overlay size) is refused.
 
 An image is done when a published part holds rows for its (input_root, path) with the same size
 and modification time. A changed image, or with `retry_errors` a failed one, is redone: its old
@@ -8,6 +12,7 @@ rows are purged first, so the report never holds two versions of an image.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +22,33 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from ..config import flag
+from ..errors import UsageError
 from ..layout import OutputLayout
-from ..report.parts import published_parts
+from ..report.parts import complete_parts, footer, part_settings
 from ..sources.discover import ImageSource
 from ..sources.shard import Shard
+
+# What produced a report's rows, as `pipeline._settings` records it, and the option that sets each.
+RESULT_SETTINGS = {
+    "model": "--model",
+    "weights": "--weights",
+    "weights_sha256": "--weights",
+    "method": "--method",
+    "layer": "--layer",
+    "topk": "--topk",
+    "classes": "--classes",
+    "input_size": "--image-size",
+    "mean": "normalization of --model",
+    "std": "normalization of --model",
+}
+# Compared only when the new run writes overlays (its `options`).
+OVERLAY_SETTINGS = ("overlays", "colormap", "alpha", "max_side")
+
+
+class SettingsChanged(UsageError):
+    """The report in OUT was made with other settings than this run's."""
+
 
 _KEY_COLUMNS = ["input_root", "path", "file_size", "mtime_ns", "status"]
 _SEP = "\x00"
@@ -62,7 +90,7 @@ def purge(layout: OutputLayout, keys: set[str] | None = None, shard: Shard | Non
     report_dir = layout.report_dir
     with open(layout.purge_lock, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for part in published_parts(report_dir):
+        for part in complete_parts(report_dir):
             table = pq.read_table(part)
             drop = _matches(table, keys, shard)
             count = pc.sum(drop).as_py() or 0
@@ -87,8 +115,13 @@ def _matches(table: pa.Table, keys: set[str] | None, shard: Shard | None) -> pa.
     return pc.fill_null(pc.is_in(joined, value_set=pa.array(sorted(keys or ()), pa.string())), False)
 
 
+def indexed(report_dir: Path) -> dict[str, tuple[int, int, str]]:
+    """Every image the published parts hold: (size, mtime_ns, status) by image key."""
+    return _index(report_dir)
+
+
 def _index(report_dir: Path) -> dict[str, tuple[int, int, str]]:
-    files = published_parts(report_dir)
+    files = complete_parts(report_dir)
     if not files:
         return {}
     table = ds.dataset(files, format="parquet").to_table(columns=_KEY_COLUMNS)
@@ -98,3 +131,64 @@ def _index(report_dir: Path) -> dict[str, tuple[int, int, str]]:
 
 def _key(input_root: str, path: str) -> str:
     return f"{input_root}{_SEP}{path}"
+
+
+def check_settings(earlier: list[dict], now: dict, out: Path) -> None:
+    """Refuse (exit 2, one line) when any of `earlier` (a part's or a live shard's settings) differs from `now`."""
+    changed: dict[str, tuple] = {}
+    for before in earlier:
+        for name, values in _differences(before, now).items():
+            changed.setdefault(name, values)
+    if changed:
+        listed = "; ".join(f"{name} ({_flag(name)}): {old} there, {new} now" for name, (old, new) in changed.items())
+        raise SettingsChanged(
+            f"{out} holds results made with other settings ({listed}); give this run another --out, "
+            "or add --overwrite to redo every image with the new settings"
+        )
+
+
+def report_settings(report_dir: Path) -> list[dict]:
+    """The settings of every published part that holds rows (a report resumed or sharded has several parts).
+
+    A run with nothing to do leaves an empty part; it produced no row, so it binds no later run.
+    """
+    return [part_settings(part) for part in complete_parts(report_dir) if footer(part).num_rows]
+
+
+def _comparable(settings: dict, with_overlays: bool) -> dict:
+    values = {name: settings[name] for name in RESULT_SETTINGS if name in settings}
+    if values.get("classes") is not None:
+        values.pop("topk", None)  # chosen classes: the top-k is not what picked the rows
+    if values.get("weights_sha256"):
+        values.pop("weights", None)  # a file is its content: the same file elsewhere is the same weights
+    options = settings.get("options") or {}
+    if with_overlays:
+        values.update({name: options[name] for name in OVERLAY_SETTINGS if name in options})
+    return values
+
+
+def _differences(before: dict, now: dict) -> dict[str, tuple]:
+    overlays = bool((now.get("options") or {}).get("overlays", True))
+    old, new = _comparable(before, overlays), _comparable(now, overlays)
+    if overlays and (before.get("options") or {}).get("overlays") is False:
+        old["overlays"] = False
+    return {
+        name: (_shown(old[name]), _shown(value))
+        for name, value in new.items()
+        if name in old and _plain(old[name]) != _plain(value)
+    }
+
+
+def _plain(value):
+    """JSON round trip: a tuple read back from a part's metadata is a list."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _shown(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def _flag(name: str) -> str:
+    if name in RESULT_SETTINGS:
+        return RESULT_SETTINGS[name]
+    return "--no-overlays" if name == "overlays" else flag(name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +34,8 @@ class ImageWriter:
     colormap: str
     alpha: float
     overlays: bool
-    named_by_rank: bool  # top-k run: files are top<r>_<class>.jpg; --classes run: <class>.jpg
+    named_by_rank: bool  # top-k run: files are top<r>_<class>.jpg; --classes run: c<index>_<class>.jpg
+    several_roots: bool = False  # a run over several INPUTs: each gets its own top folder (`layout.image_dir`)
     truth: Annotations | None = None  # --annotations: the ground-truth columns
 
     def ok_rows(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> pa.Table:
@@ -83,11 +87,20 @@ class ImageWriter:
             return [None] * len(names)
         photo = Image.fromarray(sample.photo.numpy())
         paths = []
+        root = str(source.input_root) if self.several_roots else None
         for k, (name, rank) in enumerate(zip(names, ranks, strict=True)):
-            rel = self.layout.overlay_rel(source.rel, name, rank if self.named_by_rank else None)
+            rel = self.layout.overlay_rel(
+                source.rel,
+                name,
+                rank if self.named_by_rank else None,
+                class_index=int(result.class_index[i][k]),
+                input_root=root,
+            )
             target = self.layout.root / rel
+            if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.layout.root))
             target.parent.mkdir(parents=True, exist_ok=True)
-            overlay(photo, result.display[i, k], self.colormap, self.alpha).save(target, quality=JPEG_QUALITY)
+            _save_atomically(overlay(photo, result.display[i, k], self.colormap, self.alpha), target)
             paths.append(rel)
         return paths
 
@@ -106,6 +119,17 @@ class ImageWriter:
             "run_id": self.run_id,
         }
         return {name: [value] * rows for name, value in values.items()}
+
+
+def _save_atomically(picture: Image.Image, target) -> None:
+    """Write under a dot-name, then rename: a killed run or a full disk never leaves a torn overlay in place."""
+    temp = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
+    try:
+        picture.save(temp, format="JPEG", quality=JPEG_QUALITY)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def overlay_count(rows: pa.Table) -> int:

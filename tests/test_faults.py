@@ -1,0 +1,237 @@
+"""Fault injection: what a run does when it is killed, the disk fills or vanishes, or a report part is damaged.
+
+README's "Reliability" section lists the same faults; each test here is one of its lines. Real
+processes where the fault needs one (kill -9 with loader workers alive).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import SAMPLES, make_folder
+from PIL import Image
+from typer.testing import CliRunner
+
+from cambatch.cli import app
+from cambatch.report.parts import DamagedPart, published_parts
+from cambatch.runner import writer as writer_module
+
+TRIALS = 10
+
+
+def _cambatch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cambatch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _complete_jpeg(path: Path) -> bool:
+    data = path.read_bytes()
+    if not (data.startswith(b"\xff\xd8") and data.rstrip(b"\x00").endswith(b"\xff\xd9")):
+        return False
+    with Image.open(path) as image:
+        image.load()
+    return True
+
+
+def test_kill_9_at_random_moments_with_2_loader_workers_then_an_immediate_rerun_succeeds(tmp_path):
+    names = make_folder(tmp_path / "photos", 10, side=120)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "2", "--batch-size", "2"]
+    args += ["--images-per-part", "2", "--topk", "2", "--quiet"]
+    moments = random.Random(10).sample(range(300, 9000), TRIALS)  # ms after the start: import, load, mid-run
+    for trial, moment in enumerate(moments):
+        killed = _cambatch(*args, "--overwrite")
+        time.sleep(moment / 1000)
+        killed.send_signal(signal.SIGKILL)  # the main pid only: its loader workers live on a while
+        killed.wait()
+        rerun = _cambatch(*args)  # at once: no sleep, the workers may still be alive
+        _, stderr = rerun.communicate(timeout=300)
+        assert rerun.returncode == 0, (trial, moment, stderr)
+        df = pd.read_parquet(out / "report")
+        assert sorted(df.path.unique()) == sorted(names), (trial, moment)
+        assert (df.groupby("path").size() == 2).all() and not df.duplicated(["path", "rank"]).any(), (trial, moment)
+        assert df.overlay_path.notna().all() and all(_complete_jpeg(out / p) for p in df.overlay_path), (trial, moment)
+    listing = subprocess.run(
+        [sys.executable, "-m", "cambatch", "runs", str(out)], capture_output=True, text=True, check=True
+    ).stdout  # a pipe, as `| cat`: every cell whole
+    ids = [p.stem for p in (out / "runs").glob("*.json")]
+    assert all(run_id in listing for run_id in ids)
+    assert "running" not in listing and "…" not in listing
+    assert listing.count("completed") >= TRIALS  # every rerun, and any killed run that had already finished
+
+
+def test_runs_shows_a_killed_run_as_died_with_every_cell_whole(tmp_path):
+    make_folder(tmp_path / "photos", 24, side=120)
+    out = tmp_path / "out"
+    proc = _cambatch("run", str(tmp_path / "photos"), "--out", str(out), "--workers", "2", "--batch-size", "1")
+    deadline = time.monotonic() + 120
+    while not list((out / "runs").glob("*.json")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    listing = subprocess.run(
+        [sys.executable, "-m", "cambatch", "runs", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "60"},
+    ).stdout
+    run_id = next((out / "runs").glob("*.json")).stem
+    assert run_id in listing and "died" in listing and "efficientnet_lite0" in listing, listing
+    assert "…" not in listing
+
+
+# ---- a full, read-only or vanished OUT ----
+
+
+def _assert_failed_cleanly(out: Path, result_output: str, exit_code: int, fragment: str) -> None:
+    lines = [line for line in result_output.splitlines() if line.strip()]
+    assert exit_code == 4, result_output
+    assert len(lines) == 1 and lines[0].startswith("cambatch: error: ") and fragment in lines[0], result_output
+    assert "images already saved are kept" in lines[0] and "rerun" in lines[0]
+    manifests = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert [m["status"] for m in manifests] == ["failed"]
+    report = out / "report"
+    assert not [p.name for p in report.iterdir() if p.name.endswith(".tmp")]  # only complete parts remain
+    for part in published_parts(report):
+        pq.read_table(part)  # each one whole
+    assert not [p for p in (out / "overlays").rglob(".*.tmp")]  # no torn overlay left behind
+
+
+def test_an_injected_enospc_fails_in_one_line_exit_4_manifest_failed_and_a_rerun_completes(tmp_path, monkeypatch):
+    names = make_folder(tmp_path / "photos", 8, side=96)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "0", "--batch-size", "2"]
+    args += ["--images-per-part", "2", "--topk", "2", "--writer-threads", "1", "--quiet"]
+    real_save = writer_module._save_atomically
+    calls = []
+
+    def full_disk(picture, target):
+        calls.append(target)
+        if len(calls) > 9:  # 4 images' overlays fit, the fifth image's second one does not
+            target.with_name(f".{target.name}.x.tmp").write_bytes(b"\xff\xd8 half")  # what a full disk leaves
+            target.with_name(f".{target.name}.x.tmp").unlink()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        real_save(picture, target)
+
+    monkeypatch.setattr(writer_module, "_save_atomically", full_disk)
+    failed = CliRunner().invoke(app, args)
+    _assert_failed_cleanly(out, failed.output, failed.exit_code, f"no space left on device writing {out}/overlays/")
+    saved = pd.read_parquet(out / "report").path.nunique()
+    assert 0 < saved < len(names) and f"{saved} images already saved are kept" in failed.output
+
+    monkeypatch.setattr(writer_module, "_save_atomically", real_save)
+    rerun = CliRunner().invoke(app, args)
+    assert rerun.exit_code == 0 and f"{saved} already done" in rerun.output, rerun.output
+    df = pd.read_parquet(out / "report")
+    assert sorted(df.path.unique()) == sorted(names) and (df.groupby("path").size() == 2).all()
+    assert all(_complete_jpeg(out / p) for p in df.overlay_path)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 600 KB tmpfs (root and a working `mount` only)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a tmpfs needs root and mount")
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount_point)]).returncode:
+        pytest.skip("mount -t tmpfs refused here")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_tmpfs_then_a_read_only_one_then_room_again(tmp_path, small_tmpfs):
+    names = make_folder(tmp_path / "photos", 12, side=400)
+    out = small_tmpfs / "out"
+    args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "0", "--batch-size", "2"]
+    args += ["--images-per-part", "2", "--topk", "3", "--max-side", "0", "--quiet"]
+    failed = subprocess.run([sys.executable, "-m", "cambatch", *args], capture_output=True, text=True, timeout=300)
+    _assert_failed_cleanly(out, failed.stderr, failed.returncode, "no space left on device writing")
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    read_only = subprocess.run([sys.executable, "-m", "cambatch", *args], capture_output=True, text=True, timeout=300)
+    assert read_only.returncode == 4 and "not writable (Read-only file system)" in read_only.stderr, read_only.stderr
+    assert len(read_only.stderr.strip().splitlines()) == 1
+
+    subprocess.run(["mount", "-o", "remount,rw,size=64m", str(small_tmpfs)], check=True)
+    rerun = subprocess.run([sys.executable, "-m", "cambatch", *args], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    df = pd.read_parquet(out / "report")
+    assert sorted(df.path.unique()) == sorted(names) and (df.groupby("path").size() == 3).all()
+    assert all(_complete_jpeg(out / p) for p in df.overlay_path)
+
+
+# ---- a damaged report part ----
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_parquet"])
+def test_a_damaged_part_is_named_in_one_line_by_each_command(tmp_path, sample_run, damage):
+    import cambatch
+
+    result, _ = sample_run
+    out = tmp_path / "out"
+    shutil.copytree(result.out, out)
+    part = published_parts(out / "report")[0]
+    data = part.read_bytes()
+    part.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"path,class\ncoffee.png,espresso\n")
+    fragment = f"damaged report part {part} (not a complete Parquet file"
+
+    with pytest.raises(DamagedPart, match=re.escape(fragment)):
+        cambatch.load_report(out)
+    commands = {
+        "run": ["run", str(SAMPLES), "--out", str(out), "--workers", "0", "--quiet"],
+        "summarize": ["summarize", str(out)],
+        "compare": ["compare", str(out), str(result.out)],
+        "gallery": ["gallery", str(out)],
+    }
+    for name, args in commands.items():
+        done = CliRunner().invoke(app, args)
+        lines = [line for line in done.output.splitlines() if line.strip()]
+        assert done.exit_code == 2 and len(lines) == 1, (name, done.output)
+        assert lines[0].startswith("cambatch: error: ") and fragment in lines[0] and "move it out of" in lines[0]
+    assert part.read_bytes() != data  # nothing rewrote or dropped the damaged file
+    assert not (out / "gallery" / "index.html").exists()
+
+
+def test_an_out_that_vanishes_mid_run_fails_in_one_line_and_is_not_recreated(tmp_path, monkeypatch):
+    names = make_folder(tmp_path / "photos", 6, side=96)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "0", "--batch-size", "2"]
+    args += ["--images-per-part", "2", "--writer-threads", "1", "--quiet"]
+    real_save = writer_module._save_atomically
+    calls = []
+
+    def vanish(picture, target):
+        calls.append(target)
+        if len(calls) == 7:  # mid-run, with a part published
+            shutil.rmtree(out)
+        real_save(picture, target)
+
+    monkeypatch.setattr(writer_module, "_save_atomically", vanish)
+    failed = CliRunner().invoke(app, args)
+    lines = [line for line in failed.output.splitlines() if line.strip()]
+    assert failed.exit_code == 4 and len(lines) == 1, failed.output
+    assert lines[0] == f"cambatch: error: the output folder {out} vanished during the run; rerun to start it again"
+    assert not out.exists()
+    monkeypatch.setattr(writer_module, "_save_atomically", real_save)
+    rerun = CliRunner().invoke(app, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert sorted(pd.read_parquet(out / "report").path.unique()) == sorted(names)
