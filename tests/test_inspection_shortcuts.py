@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
+from cambatch.evaluation.maps import resize_matrix as resample_matrix
 from cambatch.inspection.options import Thresholds
 from cambatch.inspection.shortcuts import (
     GRID,
@@ -21,7 +22,6 @@ from cambatch.inspection.shortcuts import (
     cluster_maps,
     find_shortcuts,
     grid_maps,
-    resample_matrix,
     shortcuts_run,
 )
 

@@ -9,7 +9,9 @@ EVAL_SIZE = 224
 
 
 def resize_matrix(src: int, dst: int) -> np.ndarray:
-    """[dst, src] weights of bilinear resampling with half-pixel centres (OpenCV's `INTER_LINEAR`)."""
+    """[dst, src] weights of bilinear resampling with half-pixel centres: OpenCV's `INTER_LINEAR`, and PIL's and
+    torch's bilinear upsampling (the shortcut tools' common grid uses it too).
+    """
     centre = (np.arange(dst) + 0.5) * src / dst - 0.5
     centre = np.clip(centre, 0, src - 1)
     low = np.floor(centre).astype(np.int64)

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..evaluation.maps import resize_matrix
 from ..render.overlay import unit_maps
 from ..report.reader import has_labels, load_report, map_stack, per_image, report_columns
 from .options import GroupBy, Thresholds
@@ -65,18 +66,6 @@ class Shortcuts:
     cluster_maps: dict[tuple[str, int], np.ndarray]  # (group, cluster) -> [GRID, GRID] mean map
 
 
-def resample_matrix(src: int, dst: int) -> np.ndarray:
-    """[dst, src] weights of a bilinear resample with half-pixel cell centres (PIL's and torch's convention)."""
-    centre = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
-    low = np.floor(centre).astype(int)
-    high = np.minimum(low + 1, src - 1)
-    frac = (centre - low).astype(np.float32)
-    weights = np.zeros((dst, src), np.float32)
-    weights[np.arange(dst), low] += 1 - frac
-    weights[np.arange(dst), high] += frac
-    return weights
-
-
 def grid_maps(rows: pd.DataFrame, grid: int = GRID) -> np.ndarray:
     """The rows' maps (read with `maps=True`) normalized and resampled to [rows, grid, grid], any mix of sizes."""
     out = np.zeros((len(rows), grid, grid), np.float32)
@@ -84,7 +73,8 @@ def grid_maps(rows: pd.DataFrame, grid: int = GRID) -> np.ndarray:
     for (height, width), positions in sizes.groupby(sizes).indices.items():
         unit = unit_maps(map_stack(rows.iloc[positions]))
         # Separable, as two matrix products over the whole stack (columns, then rows).
-        out[positions] = resample_matrix(int(height), grid) @ (unit @ resample_matrix(int(width), grid).T)
+        rows_matrix, cols_matrix = (resize_matrix(int(n), grid).astype(np.float32) for n in (height, width))
+        out[positions] = rows_matrix @ (unit @ cols_matrix.T)
     return out
 
 
