@@ -7,17 +7,13 @@ import re
 import numpy as np
 import pytest
 from conftest import REPO
+from docs_support import run_blocks
 from inspecting_support import add_labels, copy_run, swap_top2
 from PIL import Image
 
 DOC = REPO / "docs" / "inspecting.md"
 # The doc's example folders ("cams", ...) are replaced by the test's runs.
 EXAMPLE_FOLDERS = re.compile(r"^\s*(OUT(_A|_B)?(\s*,\s*OUT(_A|_B)?)*|ANNOTATIONS)\s*=")
-
-
-def python_blocks() -> list[str]:
-    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
-    return ["\n".join(line for line in block.splitlines() if not EXAMPLE_FOLDERS.match(line)) for block in blocks]
 
 
 GT_BOXES = {
@@ -42,13 +38,8 @@ def recipes(sample_run, tmp_path_factory):
     boxes = base / "boxes.csv"  # the photos' objects by eye, rocket.jpg's box moved to a corner it misses
     boxes.write_text("path,x0,y0,x1,y1\n" + "".join(f"{p},{','.join(map(str, b))}\n" for p, b in GT_BOXES.items()))
     namespace = {"OUT": str(labelled), "OUT_A": str(result.out), "OUT_B": str(changed), "ANNOTATIONS": str(boxes)}
-    blocks = python_blocks()
-    for number, block in enumerate(blocks, start=1):
-        try:
-            exec(compile(block, f"{DOC.name} block {number}", "exec"), namespace)
-        except Exception as exc:  # noqa: BLE001 - say which block broke
-            pytest.fail(f"{DOC.name} block {number} failed: {type(exc).__name__}: {exc}\n{block}")
-    return namespace, raw, len(blocks)
+    count = run_blocks(DOC, EXAMPLE_FOLDERS, namespace)
+    return namespace, raw, count
 
 
 def test_every_block_ran(recipes):

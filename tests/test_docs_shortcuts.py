@@ -6,28 +6,19 @@ import re
 
 import pytest
 from conftest import REPO
+from docs_support import run_blocks
 from shortcut_support import stamp_run
 
 DOC = REPO / "docs" / "shortcuts.md"
 EXAMPLE_FOLDER = re.compile(r"^\s*OUT\s*=")  # the doc's "cams" is replaced by the test's run
 
 
-def python_blocks() -> list[str]:
-    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
-    return ["\n".join(line for line in block.splitlines() if not EXAMPLE_FOLDER.match(line)) for block in blocks]
-
-
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory):
     out, kinds = stamp_run(tmp_path_factory.mktemp("shortcut_doc"), overlays=False)
     namespace = {"OUT": str(out)}
-    blocks = python_blocks()
-    for number, block in enumerate(blocks, start=1):
-        try:
-            exec(compile(block, f"{DOC.name} block {number}", "exec"), namespace)
-        except Exception as exc:  # noqa: BLE001 - say which block broke
-            pytest.fail(f"{DOC.name} block {number} failed: {type(exc).__name__}: {exc}\n{block}")
-    return namespace, kinds, out, len(blocks)
+    count = run_blocks(DOC, EXAMPLE_FOLDER, namespace)
+    return namespace, kinds, out, count
 
 
 def test_every_block_ran_and_found_the_stamp(recipes):
