@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of
+from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of, switch
 from .inspection.options import (
     COMPARE_TOP,
     DEFAULT_PAGE_SIZE,
@@ -128,7 +128,7 @@ def _option_parameter(name: str, group: str, f: dataclasses.Field) -> inspect.Pa
     cli_type = str if typing.get_origin(base) is tuple else base
     help_text = spec.help + (f" One of: {', '.join(map(str, spec.choices))}." if spec.choices else "")
     if cli_type is bool:
-        flag_name = spec.negated_flag or flag(name)
+        flag_name = switch(name)
         default = typer.Option(
             False if spec.negated_flag else default_of(f), flag_name, help=help_text, rich_help_panel=_PANELS[group]
         )

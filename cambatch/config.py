@@ -288,6 +288,11 @@ def option_fields() -> dict[str, tuple[str, Field]]:
     return {f.name: (group, f) for group, cls in GROUPS.items() for f in fields(cls)}
 
 
+def switch(name: str) -> str:
+    """The CLI flag that sets option `name` (`--no-overlays` for `overlays`)."""
+    return spec_of(option_fields()[name][1]).negated_flag or flag(name)
+
+
 def option_type(group: str, f: Field) -> Any:
     """The option's Python type (annotations are strings under `from __future__ import annotations`)."""
     return typing.get_type_hints(GROUPS[group])[f.name]

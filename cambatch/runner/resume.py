@@ -22,25 +22,26 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ..config import flag
+from ..config import switch
 from ..errors import UsageError
 from ..layout import OutputLayout
 from ..report.parts import complete_parts, footer, part_settings
 from ..sources.discover import ImageSource
 from ..sources.shard import Shard
 
-# What produced a report's rows, as `pipeline._settings` records it, and the option that sets each.
+# What produced a report's rows, as `pipeline._settings` records it, and the option that sets each
+# (None: a property of the model).
 RESULT_SETTINGS = {
-    "model": "--model",
-    "weights": "--weights",
-    "weights_sha256": "--weights",
-    "method": "--method",
-    "layer": "--layer",
-    "topk": "--topk",
-    "classes": "--classes",
-    "input_size": "--image-size",
-    "mean": "normalization of --model",
-    "std": "normalization of --model",
+    "model": "model",
+    "weights": "weights",
+    "weights_sha256": "weights",
+    "method": "method",
+    "layer": "layer",
+    "topk": "topk",
+    "classes": "classes",
+    "input_size": "image_size",
+    "mean": None,
+    "std": None,
 }
 # Compared only when the new run writes overlays (its `options`).
 OVERLAY_SETTINGS = ("overlays", "colormap", "alpha", "max_side")
@@ -189,6 +190,5 @@ def _shown(value) -> str:
 
 
 def _flag(name: str) -> str:
-    if name in RESULT_SETTINGS:
-        return RESULT_SETTINGS[name]
-    return "--no-overlays" if name == "overlays" else flag(name)
+    option = RESULT_SETTINGS.get(name, name)
+    return switch(option) if option is not None else "normalization of --model"
