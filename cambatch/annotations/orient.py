@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.decode import TRANSPOSED  # EXIF orientations that swap width and height
 from .model import Truth
-
-# EXIF orientations that swap width and height (as `cambatch.data.decode`).
-TRANSPOSED = (5, 6, 7, 8)
 
 
 def orientation(path: Path) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # EXIF orientations that swap width and height.
-_TRANSPOSED = {5, 6, 7, 8}
+TRANSPOSED = {5, 6, 7, 8}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -68,10 +68,10 @@ def decode(path: Path, min_size: Callable[[int, int], tuple[int, int]] | None = 
             with Image.open(path) as img:
                 orientation = img.getexif().get(0x0112, 1)
                 stored_w, stored_h = img.size
-                width, height = (stored_h, stored_w) if orientation in _TRANSPOSED else (stored_w, stored_h)
+                width, height = (stored_h, stored_w) if orientation in TRANSPOSED else (stored_w, stored_h)
                 if min_size is not None and img.format == "JPEG":
                     need_w, need_h = min_size(width, height)
-                    if orientation in _TRANSPOSED:
+                    if orientation in TRANSPOSED:
                         need_w, need_h = need_h, need_w
                     img.draft("RGB", (need_w, need_h))
                 img.load()

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..errors import UsageError
 from ..sources.discover import ImageSource
-from .decode import _TRANSPOSED, DecodeError, decode
+from .decode import TRANSPOSED, DecodeError, decode
 from .preprocess import Batch, Failure, ImageFiles, Preprocess, Sample, collate
 
 _BASELINE_SOF = (0xC0, 0xC1)  # baseline and extended sequential Huffman DCT: what nvJPEG's batched path takes
@@ -109,7 +109,7 @@ class EncodedImageFiles(ImageFiles):
                     orientation = img.getexif().get(0x0112, 1)
         except Exception:  # noqa: BLE001 - let the CPU path produce its usual message
             return super()._load(index)
-        width, height = (header.height, header.width) if orientation in _TRANSPOSED else (header.width, header.height)
+        width, height = (header.height, header.width) if orientation in TRANSPOSED else (header.width, header.height)
         return EncodedSample(
             index,
             None,
