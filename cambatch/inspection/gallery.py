@@ -21,7 +21,7 @@ from markupsafe import Markup
 
 from ..layout import OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
-from ..report.reader import has_labels, load_report, per_image, report_columns
+from ..report.reader import has_labels, load_report, per_image, report_columns, several_inputs
 from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
 from .shortcut_pictures import shortcut_pictures
 from .summarize import summarize
@@ -134,7 +134,7 @@ def _page_data(
     10,000-image run embeds 10,000 of these records.
     """
     root, folder = layout.root, layout.gallery_dir
-    several_roots = "input_root" in df.columns and df["input_root"].nunique() > 1  # as `runner.writer` decides
+    several_roots = several_inputs(df)
     ok = df[df["status"] == "ok"]
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:  # the run that `per_image` chose for each image
         chosen = set(zip(top["path"], top["run_id"].astype(str), strict=True))

@@ -30,7 +30,7 @@ from ..data.decode import decode, model_decode_size, overlay_background
 from ..layout import OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
 from ..render.overlay import JPEG_QUALITY, display_map, overlay
-from ..report.reader import load_report, map_stack
+from ..report.reader import load_report, map_stack, several_inputs
 from ..report.schema import name_key
 
 THREADS = 4  # PIL's resize, blend and JPEG encode free the GIL
@@ -126,7 +126,7 @@ def render_overlays(
         max_side=int(options.get("max_side", defaults.max_side)),
         image_size=int(df.attrs.get("input_size", 224)),
         named_by_rank=not options.get("classes"),
-        several_roots=df["input_root"].nunique() > 1,  # as the run decided (`runner.pipeline`)
+        several_roots=several_inputs(df),
     )
     groups = [group for _, group in rows.groupby(["input_root", "path"], sort=True, observed=True)]
     with ThreadPoolExecutor(THREADS) as pool:

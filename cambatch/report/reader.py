@@ -144,6 +144,11 @@ def map_stack(frame: pd.DataFrame) -> np.ndarray:
     return flat.astype(np.float32).reshape(len(frame), int(height), int(width))
 
 
+def several_inputs(df: pd.DataFrame) -> bool:
+    """Whether the report spans several INPUTs: the run then gave each its own overlay folder (`layout.image_dir`)."""
+    return "input_root" in df.columns and df["input_root"].nunique() > 1
+
+
 def has_labels(df: pd.DataFrame) -> bool:
     """Whether the report carries ground truth (`label`), with at least one labelled image."""
     return "label" in df.columns and bool(df["label"].notna().any())
