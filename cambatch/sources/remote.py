@@ -107,7 +107,7 @@ class RemoteFile:
 
     def read(self) -> bytes:
         """The object's bytes."""
-        import fsspec
+        import fsspec.core
 
-        with fsspec.open(self.url, "rb") as handle:
-            return handle.read()
+        fs, path = fsspec.core.url_to_fs(self.url)
+        return fs.cat_file(path)  # one GET, no HEAD first

@@ -43,11 +43,10 @@ class TarMember:
 
     def read(self) -> bytes:
         """The member's bytes."""
-        import fsspec
+        import fsspec.core
 
-        with fsspec.open(self.url, "rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read(self.size)
+        fs, path = fsspec.core.url_to_fs(self.url)  # one ranged read (one GET on an object store)
+        data = fs.cat_file(path, start=self.offset, end=self.offset + self.size)
         if len(data) != self.size:
             raise OSError(f"tar member truncated: {len(data)} of {self.size} bytes at offset {self.offset}")
         return data
