@@ -85,7 +85,7 @@ _PANELS = {group: cls.__doc__.splitlines()[0].rstrip(".") for group, cls in GROU
 
 
 def run_command(
-    inputs: Optional[list[str]], out: Path, quiet: bool, fail_on_error: bool, debug: bool, **cli_options: Any
+    inputs: Optional[list[str]], out: str, quiet: bool, fail_on_error: bool, debug: bool, **cli_options: Any
 ) -> None:
     """Compute top-k maps for every image under INPUTS; write overlays and a Parquet report to OUT."""
     with _reported_errors(debug):
@@ -164,7 +164,7 @@ def _run_signature() -> inspect.Signature:
         inspect.Parameter(
             "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=inputs, annotation=Optional[list[str]]
         ),
-        inspect.Parameter("out", keyword, default=out, annotation=Path),
+        inspect.Parameter("out", keyword, default=out, annotation=str),  # a URL must reach the config unfolded
         *(_option_parameter(name, group, f) for name, (group, f) in option_fields().items()),
         *(inspect.Parameter(name, keyword, default=default, annotation=bool) for name, default in presentation),
     ]

@@ -250,6 +250,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         # URLs stay text: a Path would fold `s3://bucket` into `s3:/bucket`.
         object.__setattr__(self, "inputs", tuple(str(p) if is_url(str(p)) else Path(p) for p in self.inputs))
+        if is_url(str(self.out)):
+            raise UsageError(
+                f"--out {self.out}: OUT must be a local or mounted folder (object stores are not supported "
+                "as OUT yet); write to a local folder and copy it over"
+            )
         object.__setattr__(self, "out", Path(self.out))
         if not self.inputs and self.source.from_list is None:
             raise UsageError("give at least one input folder or image, or a list of images (from_list, --from-list)")

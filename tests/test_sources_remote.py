@@ -160,3 +160,11 @@ def test_store_errors_name_the_cause():
     assert "no such object" in str(store_error("s3://b/k", FileNotFoundError("b/k")))
     assert "access denied" in str(store_error("s3://b/k", PermissionError("Forbidden")))
     assert isinstance(store_error("s3://b/k", RuntimeError("boom")), UsageError)
+
+
+def test_an_out_url_is_refused_in_one_line_and_no_local_folder_is_made(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", str(SAMPLES), "--out", "s3://bucket/cams"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "OUT must be a local or mounted folder" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # not a folder called `s3:` beside the photos
