@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 from datetime import datetime, timezone
 
+import boto3
 import pandas as pd
 import pytest
 import s3fs
@@ -168,3 +169,12 @@ def test_an_out_url_is_refused_in_one_line_and_no_local_folder_is_made(tmp_path,
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "OUT must be a local or mounted folder" in lines[0]
     assert list(tmp_path.iterdir()) == []  # not a folder called `s3:` beside the photos
+
+
+def test_a_second_listing_in_one_process_sees_objects_another_client_added(bucket, server):
+    name, _ = bucket
+    url = f"s3://{name}/photos"
+    assert len(discover([url])) == len(PHOTOS)
+    client = boto3.client("s3", endpoint_url=server)  # not through fsspec, so its listing cache knows nothing
+    client.put_object(Bucket=name, Key=f"photos/late/{PHOTOS[0].name}", Body=PHOTOS[0].read_bytes())
+    assert f"late/{PHOTOS[0].name}" in [s.rel for s in discover([url])]

@@ -74,6 +74,7 @@ class Listing:
 def listing(url: str) -> Listing:
     """The files at or under `url`; anything that keeps the store from answering is a `UsageError`."""
     fs, path = filesystem(url)
+    fs.invalidate_cache(path)  # fsspec keeps listings per filesystem: a second run in one process must see new objects
     try:
         info = fs.info(path)
         if info["type"] != "directory":
