@@ -85,7 +85,7 @@ _PANELS = {group: cls.__doc__.splitlines()[0].rstrip(".") for group, cls in GROU
 
 
 def run_command(
-    inputs: Optional[list[Path]], out: Path, quiet: bool, fail_on_error: bool, debug: bool, **cli_options: Any
+    inputs: Optional[list[str]], out: str, quiet: bool, fail_on_error: bool, debug: bool, **cli_options: Any
 ) -> None:
     """Compute top-k maps for every image under INPUTS; write overlays and a Parquet report to OUT."""
     with _reported_errors(debug):
@@ -142,7 +142,11 @@ def _option_parameter(name: str, group: str, f: dataclasses.Field) -> inspect.Pa
 
 def _run_signature() -> inspect.Signature:
     keyword = inspect.Parameter.KEYWORD_ONLY
-    inputs = typer.Argument(None, help="Image folders (searched recursively) or image files.")
+    inputs = typer.Argument(
+        None,
+        help="Image folders (searched recursively), image files, WebDataset .tar shards, Parquet files of images, "
+        "or fsspec URLs of any of them (s3://bucket/photos).",
+    )
     out = typer.Option(..., "--out", "-o", help="Output folder: report/, overlays/, runs/.")
     command_panel = "This command's output"
     presentation = [
@@ -158,9 +162,9 @@ def _run_signature() -> inspect.Signature:
     ]
     parameters = [
         inspect.Parameter(
-            "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=inputs, annotation=Optional[list[Path]]
+            "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=inputs, annotation=Optional[list[str]]
         ),
-        inspect.Parameter("out", keyword, default=out, annotation=Path),
+        inspect.Parameter("out", keyword, default=out, annotation=str),  # a URL must reach the config unfolded
         *(_option_parameter(name, group, f) for name, (group, f) in option_fields().items()),
         *(inspect.Parameter(name, keyword, default=default, annotation=bool) for name, default in presentation),
     ]

@@ -22,6 +22,7 @@ from .errors import UsageError
 from .methods.registry import METHOD_CHOICES
 from .model.catalog import DEFAULT_MODEL
 from .render.colormaps import COLORMAPS
+from .sources.remote import is_url
 
 # `--precision` choices and the torch dtype each one autocasts to (None: plain float32).
 PRECISIONS: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
@@ -237,7 +238,7 @@ class RunConfig:
     Invalid settings raise `UsageError` when the config is made, before any work.
     """
 
-    inputs: tuple[Path, ...] = ()
+    inputs: tuple[Path | str, ...] = ()  # local paths, and fsspec URLs as given
     out: Path
     source: SourceOptions = field(default_factory=SourceOptions)
     network: ModelOptions = field(default_factory=ModelOptions)
@@ -247,7 +248,13 @@ class RunConfig:
     job: JobOptions = field(default_factory=JobOptions)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", tuple(Path(p) for p in self.inputs))
+        # URLs stay text: a Path would fold `s3://bucket` into `s3:/bucket`.
+        object.__setattr__(self, "inputs", tuple(str(p) if is_url(str(p)) else Path(p) for p in self.inputs))
+        if is_url(str(self.out)):
+            raise UsageError(
+                f"--out {self.out}: OUT must be a local or mounted folder (object stores are not supported "
+                "as OUT yet); write to a local folder and copy it over"
+            )
         object.__setattr__(self, "out", Path(self.out))
         if not self.inputs and self.source.from_list is None:
             raise UsageError("give at least one input folder or image, or a list of images (from_list, --from-list)")

@@ -114,7 +114,7 @@ def test_gpu_decoder_falls_back_per_image_and_keeps_order(jpeg_folder):
     prep = Preprocess(image_size=64, overlays=True, max_side=128)
     items = [EncodedImageFiles(jpeg_folder, prep)[i] for i in range(len(jpeg_folder))]
     decode, calls = _fake_gpu()
-    decoder = GpuDecoder(jpeg_folder, prep, CPU, decode_fn=decode)
+    decoder = GpuDecoder(prep, CPU, decode_fn=decode)
     batch = decoder(collate_encoded(items))
     assert calls == [3, 1, 1, 1]  # the batch fails, then one at a time
     assert decoder.gpu_images == 2 and decoder.cpu_fallbacks == 1
@@ -139,7 +139,7 @@ def test_plain_batches_pass_through_the_decoder(jpeg_folder):
     from cambatch.data.preprocess import Batch
 
     batch = Batch(torch.zeros(0, dtype=torch.uint8), [], [Failure(0, "x")])
-    assert GpuDecoder(jpeg_folder, Preprocess(image_size=64), CPU)(batch) is batch
+    assert GpuDecoder(Preprocess(image_size=64), CPU)(batch) is batch
 
 
 def test_headers_behind_other_segments_and_fill_bytes_are_found():
@@ -165,7 +165,7 @@ def test_decoded_batches_finish_every_batch_through_the_decoder(jpeg_folder):
         EncodedImageFiles(jpeg_folder, prep), batch_size=2, collate_fn=collate_encoded, num_workers=0
     )
     decode, calls = _fake_gpu()
-    batches = DecodedBatches(loader, GpuDecoder(jpeg_folder, prep, CPU, decode_fn=decode))
+    batches = DecodedBatches(loader, GpuDecoder(prep, CPU, decode_fn=decode))
     assert len(batches) == 3 and batches.batch_size == 2
     seen = list(batches)
     assert all(not getattr(b, "encoded", None) and b.pixels.shape[0] == len(b.samples) for b in seen)  # complete

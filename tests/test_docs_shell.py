@@ -15,19 +15,24 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, SAMPLES
+from conftest import PHOTOS, REPO, SAMPLES
+from sources_support import write_datasets_parquet, write_shard
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Lines that are not commands of this tool, each with the reason it does not run here.
 NOT_RUN = {
     'pip install -e ".[dev]"': "the install step: the test runs inside that installation",
     "pytest": "the test suite itself",
+    "cambatch run s3://bucket/photos --out cams-s3": "needs S3: tests/test_sources_remote.py runs it on moto",
+    "cambatch run gs://bucket/shards --out cams-gcs": "needs Google Cloud Storage and gcsfs",
 }
 # The examples' placeholders for a user's data, and what stands in for them here.
 PATHS = {
     "/data/imagenet/val": "imagenet_val",  # one folder per class (ImageFolder layout)
     "/data/images": "photos",
     "/data/cams": "cams_cluster",
+    "/data/shards": "shards",  # WebDataset shards of the sample photos
+    "/data/train.parquet": "train.parquet",  # the sample photos as a `datasets` Parquet file
 }
 
 
@@ -60,6 +65,9 @@ def workdir(tmp_path_factory) -> Path:
         (work / "imagenet_val" / label).mkdir(parents=True)
         shutil.copy(SAMPLES / name, work / "imagenet_val" / label / name)
     shutil.copy(SAMPLES / "coffee.png", work / "coffee.png")
+    write_shard(work / "shards" / "photos-000.tar", PHOTOS[:4])
+    write_shard(work / "shards" / "photos-001.tar", PHOTOS[4:])
+    write_datasets_parquet(work / "train.parquet", PHOTOS, [0] * len(PHOTOS), ["espresso"])
     (work / "val.csv").write_text("path,label\ncoffee.png,espresso\nphotos/chelsea.png,tabby\n", encoding="utf-8")
     # Ground-truth boxes of two photos for the --annotations / evaluate examples (README, Ground truth).
     (work / "boxes.csv").write_text(
@@ -96,6 +104,11 @@ def test_the_examples_left_what_they_promise(workdir):
     assert len(pd.read_parquet(workdir / "changes.parquet")) == 7  # the seven photos, in both runs
     evaluated = pd.read_parquet(workdir / "cams-gt" / "report")
     assert evaluated.loc[evaluated["path"] == "chelsea.png", "gt_boxes"].eq(1).all()
+    shards, rows = (
+        pd.read_parquet(workdir / "cams-shards" / "report"),
+        pd.read_parquet(workdir / "cams-parquet" / "report"),
+    )
+    assert shards["path"].nunique() == rows["path"].nunique() == len(PHOTOS)
     labelled = report[report["label"].notna()]
     assert set(labelled["label"]) >= {"espresso", "tabby"}
     # The cluster examples (a Slurm task, then torchrun with 8 processes on this CPU): one report, every photo once.

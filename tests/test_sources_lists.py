@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import PHOTOS
+from sources_support import write_datasets_parquet, write_shard
 
 from cambatch.errors import UsageError
 from cambatch.sources.lists import read_list
@@ -66,3 +68,19 @@ def test_bad_lists_are_usage_errors(tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(UsageError, match="cannot read list"):
         read_list(tmp_path / "broken.parquet")
+
+
+def test_a_list_of_shards_and_parquet_files_stands_for_their_samples(tmp_path):
+    write_shard(tmp_path / "shards" / "s-000.tar", PHOTOS[:2])
+    write_datasets_parquet(tmp_path / "rows.parquet", PHOTOS[2:3], [0], ["cat"])
+    (tmp_path / "a.jpg").write_bytes(b"123")
+    listing = tmp_path / "list.txt"
+    listing.write_text("shards/s-000.tar\nrows.parquet\na.jpg\n")
+    sources = read_list(listing)
+    assert [(str(s.input_root), s.rel) for s in sources] == [
+        (str(tmp_path / "shards"), f"s-000.tar/{PHOTOS[0].name}"),
+        (str(tmp_path / "shards"), f"s-000.tar/{PHOTOS[1].name}"),
+        (str(tmp_path), "rows.parquet#0"),
+        (str(tmp_path), "a.jpg"),
+    ]
+    assert sources[1].read_bytes() == PHOTOS[1].read_bytes() and sources[2].label == "cat"

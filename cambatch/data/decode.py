@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -39,8 +40,9 @@ def model_decode_size(width: int, height: int, *, image_size: int) -> tuple[int,
     return min(width, image_size), min(height, image_size)
 
 
-def overlay_background(path: Path, decoded: Decoded, *, max_side: int) -> Image.Image:
-    """The overlay background at overlay size, from the model's decode of `path`; a JPEG decoded
+def overlay_background(path: Path | bytes, decoded: Decoded, *, max_side: int) -> Image.Image:
+    """The overlay background at overlay size, from the model's decode of `path` (a file, or the
+    image's bytes as a source's reader fetched them); a JPEG decoded
     too small for it is decoded again, larger. `run`'s loader and `cambatch overlays` both draw on it.
     """
     from ..render.overlay import overlay_size  # torch-free, as this module is
@@ -52,20 +54,21 @@ def overlay_background(path: Path, decoded: Decoded, *, max_side: int) -> Image.
     return image if image.size == target else image.resize(target, Image.BILINEAR)
 
 
-def decode(path: Path, min_size: Callable[[int, int], tuple[int, int]] | None = None) -> Decoded:
-    """Open `path`, apply EXIF orientation and convert any PIL mode to RGB.
+def decode(path: Path | bytes, min_size: Callable[[int, int], tuple[int, int]] | None = None) -> Decoded:
+    """Open `path` (a file, or an image's encoded bytes), apply EXIF orientation and convert any PIL mode to RGB.
 
     `min_size(width, height)` gives the least displayed size the caller needs; JPEGs then decode
     at a reduced scale (PIL `draft`) that keeps at least that size: a 12 MP photo never decodes at full size to make
     a 224 input and a 1024 overlay.
     """
-    if os.path.getsize(path) == 0:
+    encoded = isinstance(path, (bytes, bytearray))
+    if (len(path) if encoded else os.path.getsize(path)) == 0:
         raise DecodeError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Past MAX_IMAGE_PIXELS PIL only warns; a bomb must become an error row, not an OOM.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(path) if encoded else path) as img:
                 orientation = img.getexif().get(0x0112, 1)
                 stored_w, stored_h = img.size
                 width, height = (stored_h, stored_w) if orientation in TRANSPOSED else (stored_w, stored_h)

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import UsageError
-from ..sources.discover import ImageSource
 from .decode import TRANSPOSED, DecodeError, decode
 from .preprocess import Batch, Failure, ImageFiles, Preprocess, Sample, collate
 
@@ -94,13 +93,13 @@ class EncodedImageFiles(ImageFiles):
     """Like `ImageFiles`, but hands baseline JPEGs over undecoded (for `GpuDecoder`)."""
 
     def _load(self, index: int) -> Sample:
-        path = self.sources[index].path
-        if os.path.splitext(path.name)[1].lower() not in (".jpg", ".jpeg"):
-            return super()._load(index)
-        data = path.read_bytes()
+        source = self.sources[index]
+        data = source.read_bytes()
+        if os.path.splitext(source.rel)[1].lower() not in (".jpg", ".jpeg"):
+            return self._decoded(index, data)
         header = read_jpeg_header(data[:_HEADER_BYTES])
         if not gpu_decodable(header):
-            return super()._load(index)
+            return self._decoded(index, data)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -108,7 +107,7 @@ class EncodedImageFiles(ImageFiles):
                     Image._decompression_bomb_check(img.size)
                     orientation = img.getexif().get(0x0112, 1)
         except Exception:  # noqa: BLE001 - let the CPU path produce its usual message
-            return super()._load(index)
+            return self._decoded(index, data)
         width, height = (header.height, header.width) if orientation in TRANSPOSED else (header.width, header.height)
         return EncodedSample(
             index,
@@ -174,10 +173,9 @@ def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class GpuDecoder:
     """Completes `EncodedBatch`es on `device`: decode, orient, resize; CPU fallback per image."""
 
-    def __init__(self, sources: list[ImageSource], prep: Preprocess, device: torch.device, decode_fn=None):
+    def __init__(self, prep: Preprocess, device: torch.device, decode_fn=None):
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        self.sources = sources
         self.prep = prep
         self.device = device
         self._rgb = ImageReadMode.RGB
@@ -231,7 +229,7 @@ class GpuDecoder:
         """The CPU path's decoder (EXIF orientation applied), or its one-line reason."""
         self.cpu_fallbacks += 1
         try:
-            decoded = decode(self.sources[sample.index].path)
+            decoded = decode(sample.data.numpy().tobytes())  # the bytes the worker read
         except DecodeError as exc:
             return str(exc)
         except Exception as exc:  # noqa: BLE001 - one file's failure stays one row

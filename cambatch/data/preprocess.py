@@ -82,11 +82,15 @@ class ImageFiles(Dataset):
             return Failure(index, f"{type(exc).__name__}: {exc}")
 
     def _load(self, index: int) -> Sample:
-        prep, path = self.prep, self.sources[index].path
-        decoded = decode(path, min_size=prep.decode_size)
+        # Read here, in the worker: local, remote and container samples alike, never on the device path.
+        return self._decoded(index, self.sources[index].read_bytes())
+
+    def _decoded(self, index: int, data: bytes) -> Sample:
+        prep = self.prep
+        decoded = decode(data, min_size=prep.decode_size)
         size = prep.image_size
         pixels = _as_tensor(decoded.image.resize((size, size), Image.BILINEAR)).permute(2, 0, 1).contiguous()
-        photo = _as_tensor(overlay_background(path, decoded, max_side=prep.max_side)) if prep.overlays else None
+        photo = _as_tensor(overlay_background(data, decoded, max_side=prep.max_side)) if prep.overlays else None
         return Sample(index, pixels, photo, decoded.width, decoded.height)
 
 

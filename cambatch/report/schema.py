@@ -27,8 +27,12 @@ class Column:
 
 
 IMAGE_COLUMNS = (
-    Column("path", pa.string(), "image path relative to its input root, POSIX separators"),
-    Column("input_root", pa.string(), "the INPUT it was found under, absolute"),
+    Column(
+        "path",
+        pa.string(),
+        "image path relative to its input root, POSIX separators (`shard.tar/key.jpg`, `file.parquet#row`)",
+    ),
+    Column("input_root", pa.string(), "the INPUT it was found under, absolute (a URL as given)"),
     Column("file_size", pa.int64(), "bytes of the file the row describes (with `mtime_ns`: its version, for resume)"),
     Column("mtime_ns", pa.int64(), "modification time of that file, nanoseconds"),
     Column("width", pa.int32(), "displayed width (after EXIF orientation)"),

@@ -412,7 +412,7 @@ def _loader(sources: list[ImageSource], config: RunConfig, stages: _Stages) -> D
         pin_memory=device.type == "cuda",
         prefetch_factor=2 if plan.workers else None,
     )
-    return DecodedBatches(loader, GpuDecoder(sources, prep, device)) if stages.gpu_decode else loader
+    return DecodedBatches(loader, GpuDecoder(prep, device)) if stages.gpu_decode else loader
 
 
 def _settings(config: RunConfig, stages: _Stages, run_id: str, shard: Shard) -> dict:
@@ -436,5 +436,5 @@ def _settings(config: RunConfig, stages: _Stages, run_id: str, shard: Shard) -> 
         "shard": str(shard),
         "class_names": model.class_names,
         "options": config.options(),
-        "inputs": [str(Path(p).absolute()) for p in config.inputs],
+        "inputs": [p if isinstance(p, str) else str(Path(p).absolute()) for p in config.inputs],
     }

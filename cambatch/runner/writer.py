@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import threading
 from dataclasses import dataclass
@@ -68,7 +69,8 @@ class ImageWriter:
         if found is None or found.error is not None:
             return {}
         size = (sample.width, sample.height)
-        boxes = displayed_boxes(found, size, orientation(source.path)) if found.boxes else np.zeros((0, 4))
+        held = source.local_path or io.BytesIO(source.read_bytes())  # a URL or container sample: its bytes
+        boxes = displayed_boxes(found, size, orientation(held)) if found.boxes else np.zeros((0, 4))
         k = result.maps.shape[1]
         gt = np.broadcast_to(boxes, (k, *boxes.shape)).reshape(k, -1, 4)
         cam = np.stack([result.columns[f"bbox_{side}"][i] for side in ("x0", "y0", "x1", "y1")], 1)

@@ -6,14 +6,18 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
-from .discover import ImageSource, image_source
+from .discover import ImageSource, discover, image_source
+from .parquet import is_parquet_name
+from .remote import is_url
+from .webdataset import is_shard_name
 
 
 def read_list(list_file: Path) -> list[ImageSource]:
     """Read `list_file`: a path a line (.txt), or a CSV/Parquet table with `path` and maybe `label`.
 
     Relative paths are resolved against the list's folder, which is the images' `input_root`.
-    A listed file that does not exist becomes an error row, not a failed run.
+    A listed file that does not exist becomes an error row, not a failed run. A listed URL, tar
+    shard or Parquet file stands for its samples, as when given as an INPUT (a listing of shards).
     """
     list_file = Path(list_file).expanduser().absolute()
     if not list_file.is_file():
@@ -22,6 +26,9 @@ def read_list(list_file: Path) -> list[ImageSource]:
     root = list_file.parent
     sources = []
     for raw, label in entries:
+        if is_url(raw) or is_shard_name(raw) or is_parquet_name(raw):
+            sources.extend(discover([raw if is_url(raw) else root / Path(raw).expanduser()]))
+            continue
         given = Path(raw).expanduser()
         path = given if given.is_absolute() else root / given
         path = Path(os.path.normpath(path))
