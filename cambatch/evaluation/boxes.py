@@ -178,7 +178,7 @@ def best_iou(
         tile, boxes = np.arange(n * thresholds), largest(found, n * thresholds)
     image = tile // thresholds
     ious = box_iou(boxes[:, None, :], gt[image])[:, 0, :]  # [R, G]
-    ious = np.where(gt_valid[image], ious, -np.inf).max(1)
+    ious = np.where(gt_valid[image], ious, -np.inf).max(1, initial=-np.inf)
     best = np.full(n * thresholds, -np.inf)
     np.maximum.at(best, tile, ious)
     return np.maximum(best, 0.0).reshape(n, thresholds)

@@ -25,7 +25,7 @@ def continuous_iou(cam: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray) -> np.
     union = (
         (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
     )
-    iou = np.where(gt_valid & (union > 0), inter / np.where(union > 0, union, 1), -np.inf).max(1)
+    iou = np.where(gt_valid & (union > 0), inter / np.where(union > 0, union, 1), -np.inf).max(1, initial=-np.inf)
     return np.where(np.isfinite(iou) & np.isfinite(cam).all(1), iou, np.nan)
 
 
