@@ -416,14 +416,11 @@ def evaluate(
             rows_out.parent.mkdir(parents=True, exist_ok=True)
             result.rows.to_parquet(rows_out, index=False)
         m = result.metrics
-        caption = (
-            f"{m['images']:,} images with boxes · {m['thresholds']} thresholds · best {m['best_threshold']:.2f}"
-            + (
-                f" · {m['label_not_explained']:,} label classes not explained (count as misses)"
-                if m["label_not_explained"]
-                else ""
-            )
-        )
+        caption = f"{m['images']:,} images with ground truth · {m['thresholds']} thresholds"
+        if m["best_threshold"] is not None:
+            caption += f" · best {m['best_threshold']:.2f}"
+        if m.get("label_not_explained"):
+            caption += f" · {m['label_not_explained']:,} label classes not explained (count as misses; --explain-label)"
         if fmt == "table":
             figures = pd.DataFrame({"value": pd.Series(m, dtype=object)}).rename_axis("metric")
             emit(figures, fmt, title=f"cambatch evaluate · {out}", caption=caption)  # type: ignore[arg-type]

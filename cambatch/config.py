@@ -159,6 +159,11 @@ class MapOptions(_Group):
     classes: tuple[str, ...] | None = option(
         None, "Comma-separated class names or indices to explain instead of the top-k.", convert=_names
     )
+    explain_label: bool = option(
+        False,
+        "Also explain each image's label class (--labels-from-dirs, --from-list, --annotations) when it is not "
+        "among the explained ones: one more row, at its true rank (ground-truth-known localization).",
+    )
     layer: str | None = option(
         None, "Target layer of the non-cam methods, a dotted module path (default: found automatically)."
     )

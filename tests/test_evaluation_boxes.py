@@ -83,3 +83,26 @@ def test_a_batch_gives_what_each_map_gives_alone_and_tiles_never_touch():
     together = components(maps, grid)
     in_second = together.tile // len(grid) == 1
     assert sorted(together.boxes[in_second].tolist()) == sorted(alone.boxes.tolist())
+
+
+def test_packed_rows_give_the_regions_of_each_full_mask_labelled_alone():
+    import cv2
+
+    from cambatch.evaluation.boxes import quantize
+    from cambatch.evaluation.maps import score_maps
+
+    rng = np.random.default_rng(3)
+    maps = score_maps(rng.random((6, 5, 5)) - 0.3, 48)
+    maps[:2] = np.clip(maps[:2] * 3 - 1, 0, 1)  # plateaus, holes, regions touching the bottom row
+    grid = np.arange(0, 1, 0.05)
+    found = components(maps, grid)
+    scores = quantize(maps)
+    for i in range(len(maps)):
+        for j, threshold in enumerate(grid):
+            mask = (scores[i] > int(threshold * scores[i].max())).astype(np.uint8)
+            count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            x, y, w, h, pixels = stats[1:].T
+            expected = sorted(zip(x, y, np.minimum(x + w, 47), np.minimum(y + h, 47), pixels, strict=True))
+            mine = found.tile == i * len(grid) + j
+            got = sorted(map(tuple, np.c_[found.boxes[mine], found.pixels[mine]].tolist()))
+            assert got == ([tuple(map(int, e)) for e in expected] or [(0, 0, 0, 0, 0)]), (i, j)

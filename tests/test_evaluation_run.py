@@ -203,3 +203,112 @@ def test_run_with_annotations_fills_labels_and_writes_what_evaluate_computes(tmp
     for column in ("gt_box_iou", "energy_in_gt"):
         assert np.allclose(report[column].astype(float), rows[column].astype(float), equal_nan=True, atol=1e-6)
     assert report["pointing_hit"].astype("boolean").equals(rows["pointing_hit"])
+
+
+def test_explain_label_row_is_scored_and_label_not_explained_is_no_longer_reported(tmp_path):
+    # d's label class (dog) explained at its true rank (57) by --explain-label, its map on the box 10..20
+    extra = {**rows()[-1], "rank": 57, "class_index": 1, "class_name": "dog", "map": block(10, 10, 20, 20)}
+    out = write_report(tmp_path / "out", [*rows(), extra], {"explain_label": True})
+    truth = write_formats(tmp_path / "truth", BOXES, LABELS, SIZES)["csv"]
+    m = evaluate(out, truth).metrics
+    assert "label_not_explained" not in m and m["images"] == 4
+    # d's region box 10..21 (the protocol's x1 = left + width) has IoU 121/144 with 10..20 at every threshold
+    assert (m["MaxBoxAcc"], m["best_threshold"]) == (0.75, 0.5)
+    assert m["gt_known_loc@0.2"] == 0.5  # b and d
+    assert m["top1_loc@best"] == 0.25  # d's top-1 (cat) is wrong: only a
+    # without the row, the count stays (the run without --explain-label)
+    assert evaluate(write_report(tmp_path / "plain", rows()), truth).metrics["label_not_explained"] == 1
+
+
+def _png(path, mask):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+
+
+def test_masks_give_mask_iou_and_pxap_by_hand(tmp_path):
+    from pycocotools import mask as coco_mask
+
+    def row(path, m):
+        return {"path": path, "width": S, "height": S, "class_index": 0, "class_name": "cat", "map": m}
+
+    # e: the map is the object exactly; f: a blank map (nothing above 20 % of a zero max)
+    out = write_report(tmp_path / "out", [row("e.jpg", block(50, 50, 99, 99)), row("f.jpg", np.zeros((S, S)))])
+    masks = {"e.jpg": block(50, 50, 99, 99) > 0, "f.jpg": block(0, 100, 49, 149) > 0}
+    for name, mask in masks.items():
+        _png(tmp_path / "masks" / name.replace(".jpg", ".png"), mask)
+    result = evaluate(out, tmp_path / "masks")
+    m = result.metrics
+    assert m["MaxBoxAcc"] is None and m["masked_images"] == 2
+    assert m["mask_iou"] == pytest.approx(0.5)  # 1 and 0
+    # PxAP: e's 2500 object pixels score 1 (precision 1, recall 1/2); f's 2500 score 0 with every background pixel
+    assert m["PxAP"] == pytest.approx(0.5 + 0.5 * 5000 / (2 * S * S))
+    assert result.rows.set_index("path")["mask_iou"].to_dict() == {"e.jpg": 1.0, "f.jpg": 0.0}
+    # the same masks as COCO polygons (e) and RLE (f) give the same rows and figures
+    rle = coco_mask.encode(np.asfortranarray(masks["f.jpg"].astype(np.uint8)))
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "e.jpg", "width": S, "height": S},
+            {"id": 2, "file_name": "f.jpg", "width": S, "height": S},
+        ],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [50, 50, 50, 50],
+                "segmentation": [[50, 50, 100, 50, 100, 100, 50, 100]],
+            },
+            {
+                "id": 2,
+                "image_id": 2,
+                "category_id": 1,
+                "bbox": [0, 100, 50, 50],
+                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+            },
+        ],
+    }
+    (tmp_path / "coco.json").write_text(__import__("json").dumps(coco))
+    from_coco = evaluate(out, tmp_path / "coco.json")
+    assert from_coco.metrics["PxAP"] == pytest.approx(m["PxAP"]) and from_coco.metrics["mask_iou"] == m["mask_iou"]
+    assert from_coco.rows.set_index("path")["mask_iou"].to_dict() == {"e.jpg": 1.0, "f.jpg": 0.0}
+    assert from_coco.metrics["MaxBoxAcc"] == 0.5  # its boxes are scored too: e's, not f's
+
+
+def test_run_writes_mask_iou_gt_box_coords_and_the_label_row(tmp_path):
+    import json
+
+    from conftest import make_folder
+
+    import cambatch
+
+    names = make_folder(tmp_path / "photos", 2)  # 160 x 120
+    polygon = [[20, 10, 100, 10, 100, 90, 20, 90]]
+    coco = {
+        "images": [{"id": i, "file_name": n, "width": 160, "height": 120} for i, n in enumerate(names)],
+        "categories": [{"id": 1, "name": "goldfish"}],
+        "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [20, 10, 80, 80], "segmentation": polygon}],
+    }
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    cambatch.run(
+        tmp_path / "photos",
+        out,
+        annotations=tmp_path / "coco.json",
+        topk=2,
+        explain_label=True,
+        overlays=False,
+        progress=False,
+        workers=0,
+    )
+    report = cambatch.load_report(out).sort_values(["path", "rank"]).reset_index(drop=True)
+    first = report[report["path"] == names[0]]
+    assert len(first) == 3 and first["class_name"].iloc[2] == "goldfish" and first["rank"].iloc[2] > 2
+    assert all(list(b) == [20.0, 10.0, 100.0, 90.0] for b in first["gt_box_coords"])
+    assert first["mask_iou"].between(0, 1).all()
+    rows = evaluate(out).rows.sort_values(["path", "rank"]).reset_index(drop=True)
+    assert np.allclose(report["mask_iou"].astype(float), rows["mask_iou"].astype(float), equal_nan=True, atol=1e-6)
+    m = evaluate(out).metrics
+    assert "label_not_explained" not in m and m["masked_images"] == 1 and 0 <= m["PxAP"] <= 1

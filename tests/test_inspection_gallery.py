@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pyarrow as pa
@@ -312,4 +313,75 @@ def test_mean_maps_and_cluster_strips_in_chromium(stamp_gallery, page):
     paths = page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.path)")
     assert sorted(paths) == sorted(p for p, k in kinds.items() if k == "stamped")
     assert "cluster=0" in page.url
+    assert page.errors == []
+
+
+# ---- boxes in the detail view ----
+
+GALLERY_JS = REPO / "cambatch" / "inspection" / "templates" / "gallery.js"
+
+
+@pytest.fixture(scope="module")
+def boxed_gallery(tmp_path_factory):
+    """A real run of two photos with a ground-truth box on the first, and its gallery."""
+    from conftest import make_folder
+
+    root = tmp_path_factory.mktemp("gallery-boxes")
+    names = make_folder(root / "photos", 2)  # 160 x 120
+    csv = root / "boxes.csv"
+    csv.write_text(f"path,x0,y0,x1,y1\n{names[0]},20,10,100,90\n{names[0]},5,60,30,110\n")
+    out = root / "out"
+    cambatch.run(root / "photos", out, annotations=csv, topk=2, progress=False, workers=0)
+    return out, names, cambatch.build_gallery(out)
+
+
+def test_detail_data_holds_the_ground_truth_and_cam_boxes_in_displayed_pixels(boxed_gallery):
+    out, names, made = boxed_gallery
+    images = {image["p"]: image for image in page_data(made.index)["images"]}
+    assert images[names[0]]["g"] == [[20.0, 10.0, 100.0, 90.0], [5.0, 60.0, 30.0, 110.0]]
+    assert images[names[1]]["g"] is None  # not annotated: no box drawn
+    report = cambatch.load_report(out).set_index(["path", "rank"])
+    for name in names:
+        for x in images[name]["x"]:
+            row = report.loc[(name, x[0])]
+            expected = [row.bbox_x0 * 160, row.bbox_y0 * 120, row.bbox_x1 * 160, row.bbox_y1 * 120]
+            assert x[7] == pytest.approx(expected, abs=0.05)
+
+
+def _boxes_svg(*args) -> str:
+    """The page's own `boxesSvg`, run by node (the detail view inserts what it returns)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the browser test checks the drawn boxes)")
+    source = GALLERY_JS.read_text(encoding="utf-8")
+    function = re.search(r"^function boxesSvg\(.*?^}\n", source, re.S | re.M).group(0)
+    script = f"{function}\nprocess.stdout.write(boxesSvg(...{json.dumps(list(args))}));"
+    return subprocess.run([node, "-e", script], capture_output=True, text=True, check=True).stdout
+
+
+def test_detail_view_svg_draws_the_boxes_at_their_coordinates():
+    svg = _boxes_svg(160, 120, [[20, 10, 100, 90], [5, 60, 30, 110]], [8.5, 4, 150, 100])
+    assert svg.startswith('<svg class="boxes" viewBox="0 0 160 120" preserveAspectRatio="xMidYMid meet">')
+    # ground truth: inclusive pixel indices, so 20..100 is 81 pixels wide; the CAM box is given by its edges
+    assert '<rect class="gt" x="20" y="10" width="81" height="81"/>' in svg
+    assert '<rect class="gt" x="5" y="60" width="26" height="51"/>' in svg
+    assert '<rect class="cam" x="8.5" y="4" width="141.5" height="96"/>' in svg
+    assert _boxes_svg(160, 120, None, None) == ""  # nothing to draw: no layer
+
+
+@pytest.mark.browser
+def test_detail_view_draws_the_boxes_in_chromium(boxed_gallery, page):
+    out, names, made = boxed_gallery
+    page.goto(made.index.as_uri())
+    page.wait_for_selector(".card")
+    page.click(f'.card[data-path="{names[0]}"]')
+    page.wait_for_selector("dialog[open] svg.boxes")
+    photo_rects = page.eval_on_selector_all(
+        "dialog figure:first-child svg rect",
+        "rs => rs.map(r => ['class', 'x', 'y', 'width', 'height'].map(a => r.getAttribute(a)))",
+    )
+    assert photo_rects == [["gt", "20", "10", "81", "81"], ["gt", "5", "60", "26", "51"]]
+    assert page.eval_on_selector_all("dialog rect.cam", "rs => rs.length") == 2  # one per explained class
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gallery-detail-boxes.png"))
     assert page.errors == []

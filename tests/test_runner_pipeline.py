@@ -305,6 +305,35 @@ def test_labels_from_dirs(tmp_path):
     }
 
 
+def test_explain_label_adds_the_label_class_at_its_true_rank(tmp_path, default_model):
+    for name in ["coffee.png", "chelsea.png", "camera.png"]:
+        (tmp_path / name).write_bytes((SAMPLES / name).read_bytes())
+    listing = tmp_path / "list.csv"
+    # coffee's label is its top-1 class (no extra row); chelsea's and camera's are far down their predictions
+    listing.write_text("path,label\ncoffee.png,espresso\nchelsea.png,goldfish\ncamera.png,tabby\n")
+    out = tmp_path / "out"
+    run(RunConfig.create(inputs=[], from_list=listing, out=out, workers=0, topk=2, explain_label=True))
+    df = pd.read_parquet(out / "report")
+    assert df.groupby("path").size().to_dict() == {"camera.png": 3, "chelsea.png": 3, "coffee.png": 2}
+    for path, label in [("chelsea.png", "goldfish"), ("camera.png", "tabby")]:
+        extra = df[(df.path == path) & (df["rank"] > 2)]
+        assert len(extra) == 1 and extra.class_name.iloc[0] == label
+        row = extra.iloc[0]
+        index = default_model.class_names.index(label)
+        assert row.class_index == index and not row.correct
+        top = df[(df.path == path) & (df["rank"] == 1)].iloc[0]
+        assert row.probability < top.probability and row["rank"] > 2
+        bias = float(default_model.head.bias.detach()[index])
+        assert abs(float(np.asarray(row["map"], np.float32).mean()) + bias - row.logit) < 0.02  # its own class's CAM
+        assert (out / row.overlay_path).is_file() and f"top{row['rank']}_" in row.overlay_path
+    assert read_settings(out)["explain_label"] is True
+    # a rerun without the option would keep rows made with it: refused
+    with pytest.raises(UsageError, match=r"explain_label \(--explain-label\): True there, False now"):
+        run(RunConfig.create(inputs=[], from_list=listing, out=out, workers=0, topk=2))
+    with pytest.raises(UsageError, match="needs labels"):
+        run(RunConfig.create([SAMPLES / "coffee.png"], tmp_path / "nolabel", workers=0, explain_label=True))
+
+
 def test_runs_lists_manifests(tmp_path):
     make_folder(tmp_path / "photos", 2)
     out = tmp_path / "out"

@@ -31,7 +31,7 @@ class Truth:
     boxes: tuple[Box, ...] = ()
     label: str | None = None
     size: tuple[int, int] | None = None
-    masks: tuple[str, ...] = ()  # mask files (absolute paths), unioned; non-zero = object
+    masks: tuple = ()  # mask PNG paths (absolute; non-zero = object) and `masks.CocoMask`s, unioned
     error: str | None = None
 
     def box_array(self) -> np.ndarray:

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import UsageError
+from .masks import CocoMask
 from .model import Annotations, Box
 
 WSOL_FILES = ("image_ids.txt", "localization.txt")
@@ -117,7 +118,10 @@ def _voc_size(root) -> tuple[int, int] | None:
 
 
 def read_coco(path: Path) -> Annotations:
-    """A COCO instances JSON: `bbox` [x, y, w, h] becomes x0=x, y0=y, x1=x+w, y1=y+h; the category name is the label."""
+    """A COCO instances JSON: `bbox` [x, y, w, h] becomes x0=x, y0=y, x1=x+w, y1=y+h; the category name is the label.
+
+    A `segmentation` (polygons or RLE) becomes a mask (`masks.CocoMask`, decoded by pycocotools when scored).
+    """
     found = Annotations(str(path), "coco")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -144,6 +148,14 @@ def read_coco(path: Path) -> Annotations:
             )
         except (KeyError, TypeError, ValueError) as exc:
             found.problem(where, f"bad bbox ({exc})", key)
+            continue
+        segmentation = ann.get("segmentation")
+        if segmentation:
+            width, height = image.get("width"), image.get("height")
+            if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+                found.problem(where, "a segmentation needs the image's width and height", key)
+                continue
+            found.add(key, masks=[CocoMask(segmentation, width, height)])
     return found
 
 

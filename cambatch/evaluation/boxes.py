@@ -103,15 +103,15 @@ def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool
     cut = (thresholds[None, :] * scores.reshape(n, -1).max(1)[:, None].astype(np.float64)).astype(np.int64)
     tall = np.zeros((n, t, h + 1, w), np.uint8)  # the extra zero row keeps tiles apart
     np.greater(scores[:, None], cut[:, :, None, None], out=tall[:, :, :h].view(bool))
+    rows, packed = _compact_rows(tall.reshape(-1, w))
     # Grana's block-based labelling: the fastest of OpenCV's on these smooth masks.
-    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        tall.reshape(-1, w), 8, cv2.CV_32S, cv2.CCL_GRANA
-    )
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(packed, 8, cv2.CV_32S, cv2.CCL_GRANA)
     stats = stats[1:].astype(np.int64)
-    tile = stats[:, 1] // (h + 1)
-    x0, y0 = stats[:, 0], stats[:, 1] % (h + 1)
-    boxes = np.stack([x0, y0, np.minimum(x0 + stats[:, 2], w - 1), np.minimum(y0 + stats[:, 3], h - 1)], 1)
-    area = _outline_areas(tall, labels, count, tile, n * t) if outline else stats[:, 4].astype(np.float64)
+    top, bottom = rows[stats[:, 1]], rows[stats[:, 1] + stats[:, 3] - 1]  # rows of the tall image
+    tile = top // (h + 1)
+    x0, y0, y_last = stats[:, 0], top % (h + 1), bottom % (h + 1)
+    boxes = np.stack([x0, y0, np.minimum(x0 + stats[:, 2], w - 1), np.minimum(y_last + 1, h - 1)], 1)
+    area = _outline_areas(packed, labels, count, rows // (h + 1), tile, n * t) if outline else stats[:, 4] * 1.0
     empty = np.setdiff1d(np.arange(n * t), tile)
     tile = np.concatenate([tile, empty])
     boxes = np.concatenate([boxes, np.zeros((len(empty), 4), np.int64)])
@@ -120,20 +120,28 @@ def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool
     return tile + first * t, boxes, area, pixels
 
 
-def _outline_areas(tall: np.ndarray, labels: np.ndarray, count: int, tile: np.ndarray, tiles: int) -> np.ndarray:
-    """Outline areas of the regions (labels 1..count-1), measured only in tiles holding several regions:
-    a tile's only region is its largest whatever its area (it gets its pixel count).
+def _compact_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a 0/1 image [H, W] that labelling needs, and those rows: every row with a pixel set, and the
+    first empty row after each such row. One empty row separates 8-connected regions as well as many, so the
+    regions (and their outline cells) are those of the whole image; high thresholds keep few rows.
+    """
+    filled = mask.any(1)
+    keep = filled | np.r_[False, filled[:-1]]
+    rows = np.flatnonzero(keep)
+    return rows, mask[rows]
+
+
+def _outline_areas(
+    packed: np.ndarray, labels: np.ndarray, count: int, row_tile: np.ndarray, tile: np.ndarray, tiles: int
+) -> np.ndarray:
+    """Outline areas of the regions (labels 1..count-1), measured only on the rows of tiles holding several
+    regions: a tile's only region is its largest whatever its area (it gets 0). Each tile's packed rows end
+    with an empty row, so the rows of the chosen tiles never form a cell across two tiles.
     """
     per_tile = np.bincount(tile, minlength=tiles)
-    crowded = np.flatnonzero(per_tile > 1)
-    area = np.zeros(count - 1)
-    if len(crowded):
-        h1, w = tall.shape[2], tall.shape[3]
-        sub_mask = tall.reshape(tiles, h1, w)[crowded]
-        sub_labels = labels.reshape(tiles, h1, w)[crowded]
-        area = _outline_area(sub_mask, sub_labels.reshape(-1, w), count)[1:]
-    single = per_tile[tile] == 1
-    return np.where(single, 0.0, area)
+    crowded = per_tile[row_tile] > 1
+    area = _outline_area(packed[crowded], labels[crowded], count)[1:] if crowded.any() else np.zeros(count - 1)
+    return np.where(per_tile[tile] == 1, 0.0, area)
 
 
 def _outline_area(mask: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
@@ -178,7 +186,7 @@ def best_iou(
         tile, boxes = np.arange(n * thresholds), largest(found, n * thresholds)
     image = tile // thresholds
     ious = box_iou(boxes[:, None, :], gt[image])[:, 0, :]  # [R, G]
-    ious = np.where(gt_valid[image], ious, -np.inf).max(1)
+    ious = np.where(gt_valid[image], ious, -np.inf).max(1, initial=-np.inf)
     best = np.full(n * thresholds, -np.inf)
     np.maximum.at(best, tile, ious)
     return np.maximum(best, 0.0).reshape(n, thresholds)

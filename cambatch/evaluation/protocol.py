@@ -67,17 +67,24 @@ def sweep_boxes(
     )
 
 
-def pxap(scores: np.ndarray, masks: np.ndarray, thresholds: np.ndarray, ignore: np.ndarray | None = None) -> float:
-    """PxAP: area under the pixel precision-recall curve over the whole set, as the protocol computes it.
-
-    scores [N, S, S] in [0, 1]; masks [N, S, S] bool; `ignore` pixels count neither way. Histograms
-    with bins [t_0, t_1), ..., [t_last, 1), [1, 2), [2, 3) are accumulated, their reversed cumulative
-    sums give TP and FP at each threshold, and AP = sum(precision[1:] * diff(recall)).
+def pixel_histograms(
+    scores: np.ndarray, masks: np.ndarray, thresholds: np.ndarray, ignore: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms (positive, negative) of the scores [N, S, S] of object and background pixels (masks [N, S, S]),
+    with the protocol's bins [t_0, t_1), ..., [t_last, 1), [1, 2), [2, 3); `ignore` pixels count neither way.
+    Summed over chunks of a run, they give its PxAP (`average_precision`) with bounded memory.
     """
     edges = np.append(np.asarray(thresholds, dtype=np.float64), [1.0, 2.0, 3.0])
     keep = np.ones(masks.shape, bool) if ignore is None else ~ignore
     positive = np.histogram(scores[masks & keep], bins=edges)[0].astype(np.float64)
     negative = np.histogram(scores[~masks & keep], bins=edges)[0].astype(np.float64)
+    return positive, negative
+
+
+def average_precision(positive: np.ndarray, negative: np.ndarray) -> float:
+    """PxAP from `pixel_histograms`: their reversed cumulative sums give TP and FP at each threshold, and
+    AP = sum(precision[1:] * diff(recall)), as the protocol computes it.
+    """
     tp, fp = positive[::-1].cumsum(), negative[::-1].cumsum()
     if positive.sum() <= 0:
         raise ValueError("no positive ground-truth pixel in the set")
@@ -85,3 +92,12 @@ def pxap(scores: np.ndarray, masks: np.ndarray, thresholds: np.ndarray, ignore: 
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = tp / positive.sum()
     return float((precision[1:] * np.diff(recall))[predicted[1:] > 0].sum())
+
+
+def pxap(scores: np.ndarray, masks: np.ndarray, thresholds: np.ndarray, ignore: np.ndarray | None = None) -> float:
+    """PxAP: area under the pixel precision-recall curve over the whole set, as the protocol computes it.
+
+    scores [N, S, S] in [0, 1]; masks [N, S, S] bool; `ignore` pixels count neither way
+    (`pixel_histograms`, then `average_precision`).
+    """
+    return average_precision(*pixel_histograms(scores, masks, thresholds, ignore))

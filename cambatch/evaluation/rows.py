@@ -10,6 +10,7 @@ from .boxes import resize_boxes
 from .maps import EVAL_SIZE, resize
 
 POINTING_TOLERANCE = 15.0  # pixels of the displayed image (TorchRay's pointing-game benchmark)
+MASK_THRESHOLD = 0.2  # of the map's max: the CAM paper's, as for `bbox_*` (`methods.statistics.BOX_THRESHOLD`)
 
 
 def continuous_iou(cam: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray) -> np.ndarray:
@@ -24,7 +25,7 @@ def continuous_iou(cam: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray) -> np.
     union = (
         (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
     )
-    iou = np.where(gt_valid & (union > 0), inter / np.where(union > 0, union, 1), -np.inf).max(1)
+    iou = np.where(gt_valid & (union > 0), inter / np.where(union > 0, union, 1), -np.inf).max(1, initial=-np.inf)
     return np.where(np.isfinite(iou) & np.isfinite(cam).all(1), iou, np.nan)
 
 
@@ -62,14 +63,43 @@ def pointing_hits(points: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray, tole
     return (near & gt_valid).any(1)
 
 
+def mask_iou(grid: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """IoU [R] of each map grid [R, S, S] kept at >= 20 % of its maximum (the CAM paper's threshold, as `bbox_*`;
+    nothing is kept when the maximum is not positive) with its mask masks [R, S, S]; NaN for an empty mask.
+    """
+    peak = grid.reshape(len(grid), -1).max(1)
+    kept = (grid >= MASK_THRESHOLD * peak[:, None, None]) & (peak > 0)[:, None, None]
+    inter = (kept & masks).sum((1, 2))
+    union = (kept | masks).sum((1, 2))
+    return np.where(masks.any((1, 2)), inter / np.maximum(union, 1), np.nan)
+
+
+def grid_masks(masks: list[np.ndarray | None], size: int = EVAL_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Displayed-image masks (bool [H, W], or None) resized nearest to size x size: ([R, S, S], has_mask [R])."""
+    from PIL import Image
+
+    out = np.zeros((len(masks), size, size), bool)
+    for i, mask in enumerate(masks):  # per image: masks are ragged, one resize each
+        if mask is not None:
+            picture = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+            out[i] = np.asarray(picture) > 0
+    return out, np.array([m is not None for m in masks], bool)
+
+
 def ground_truth_columns(
-    maps: np.ndarray, gt: np.ndarray, gt_valid: np.ndarray, sizes: np.ndarray, cam_boxes: np.ndarray
+    maps: np.ndarray,
+    gt: np.ndarray,
+    gt_valid: np.ndarray,
+    sizes: np.ndarray,
+    cam_boxes: np.ndarray,
+    masks: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The report's ground-truth columns (`report.schema.GROUND_TRUTH_COLUMNS`) of R rows.
 
     maps [R, h, w] raw; gt [R, G, 4] boxes in displayed pixels (inclusive indices), gt_valid [R, G];
-    sizes [R, 2] displayed (width, height); cam_boxes [R, 4] the CAM-paper box as fractions (bbox_*).
-    The map is resized to the protocol's 224 x 224 grid (`evaluation.maps`) for energy and peak.
+    sizes [R, 2] displayed (width, height); cam_boxes [R, 4] the CAM-paper box as fractions (bbox_*);
+    masks [R, 224, 224] bool (`grid_masks`; all False or None: no mask). The map is resized to the
+    protocol's 224 x 224 grid (`evaluation.maps`) for energy, peak and mask IoU.
     """
     grid = resize(maps, EVAL_SIZE)
     grid_boxes = resize_boxes(gt, sizes[:, None, :], (EVAL_SIZE, EVAL_SIZE))
@@ -79,4 +109,5 @@ def ground_truth_columns(
         "gt_box_iou": np.where(has_box, continuous_iou(cam_boxes * np.tile(sizes, 2), gt, gt_valid), np.nan),
         "energy_in_gt": np.where(has_box, energy_in(grid, box_masks(grid_boxes, gt_valid, EVAL_SIZE)), np.nan),
         "pointing_hit": np.where(has_box, pointing_hits(peak_points(grid, sizes), gt, gt_valid), False),
+        "mask_iou": mask_iou(grid, masks) if masks is not None else np.full(len(maps), np.nan),
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..annotations.masks import readable_mask
 from ..annotations.model import Annotations, Truth
 from ..annotations.orient import displayed_boxes, orientation
 from ..annotations.readers import load_annotations
@@ -23,7 +24,14 @@ from ..report.schema import GROUND_TRUTH_NAMES, name_key
 from . import rows as per_row
 from .boxes import resize_boxes
 from .maps import EVAL_SIZE, score_maps
-from .protocol import CAM_PAPER_THRESHOLD, BoxSweep, sweep_boxes, threshold_grid
+from .protocol import (
+    CAM_PAPER_THRESHOLD,
+    BoxSweep,
+    average_precision,
+    pixel_histograms,
+    sweep_boxes,
+    threshold_grid,
+)
 
 ROW_CHUNK = 256  # rows resized to EVAL_SIZE at a time: bounds memory on large runs
 
@@ -50,7 +58,8 @@ def evaluate(
     out: Path | str, annotations: Path | str | None = None, *, thresholds: int = DEFAULT_THRESHOLDS
 ) -> Evaluation:
     """Localization of the run in `out` against ground truth: MaxBoxAcc, MaxBoxAccV2, GT-known and top-1
-    localization (at 20 % and at the best threshold), pointing game, energy in the ground truth.
+    localization (at 20 % and at the best threshold), pointing game, energy in the ground truth; with masks,
+    PxAP and the mean mask IoU. An image's label class is scored where the run explained it (`--explain-label`).
     """
     frame = load_report(out, status="ok", maps=True)
     truth = annotations_of(out, frame.attrs, annotations)
@@ -59,10 +68,10 @@ def evaluate(
     frame = frame.reset_index(drop=True)
     images = _image_truth(frame, truth)
     rows = _row_metrics(frame, images)
-    sweep, chosen = _sweep(frame, images, rows, threshold_grid(thresholds))
-    metrics = _metrics(sweep, chosen, rows)
+    sweep, chosen, pixels = _sweep(frame, images, rows, threshold_grid(thresholds))
+    metrics = _metrics(sweep, chosen, rows, pixels, explain_label=bool(frame.attrs.get("explain_label")))
     metrics.update(annotations=truth.source, format=truth.kind, problems=len(truth.problems))
-    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows, truth.problems)
+    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows.drop(columns="has_mask"), truth.problems)
 
 
 @dataclass
@@ -74,16 +83,29 @@ class _Images:
     label: list[str | None]
     annotated: np.ndarray  # [R] bool: the image has ground truth (maybe no box)
     error: list[str | None]
+    masks: dict[str, np.ndarray]  # by path: the union of its masks on the EVAL_SIZE grid (bool), for those with one
+
+    def mask_rows(self, paths: list[str]) -> np.ndarray | None:
+        """The masks [R, S, S] of rows by path (all False without one); None when no image has a mask."""
+        if not self.masks:
+            return None
+        blank = np.zeros((EVAL_SIZE, EVAL_SIZE), bool)
+        return np.stack([self.masks.get(p, blank) for p in paths]) if paths else np.zeros((0, *blank.shape), bool)
 
 
 def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
     by_path: dict[str, tuple[np.ndarray, Truth | None]] = {}
+    masks: dict[str, np.ndarray] = {}
     for path, root, width, height in frame[["path", "input_root", "width", "height"]].drop_duplicates("path").values:
         found = truth.find(str(path))
         boxes = np.zeros((0, 4))
-        if found is not None and found.boxes and found.error is None:
+        if found is not None and found.error is None and (found.boxes or found.masks):
             orient = orientation(Path(str(root)) / str(path)) if root else 1
-            boxes = displayed_boxes(found, (int(width), int(height)), orient)
+            size = (int(width), int(height))
+            boxes = displayed_boxes(found, size, orient) if found.boxes else boxes
+            mask = readable_mask(found, size, orient) if found.masks else None
+            if mask is not None:
+                masks[str(path)] = per_row.grid_masks([mask])[0][0]
         by_path[str(path)] = (boxes, found)
     paths = frame["path"].astype(str).tolist()
     most = max([len(by_path[p][0]) for p in by_path] + [1])
@@ -99,7 +121,7 @@ def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
         labels.append((found.label if found else None) or (None if _missing(report_label) else str(report_label)))
         annotated.append(found is not None and found.error is None)
         errors.append(found.error if found else None)
-    return _Images(gt, valid, labels, np.array(annotated, bool), errors)
+    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks)
 
 
 def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
@@ -107,11 +129,17 @@ def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
     sizes = frame[["width", "height"]].to_numpy(np.float64)
     cam = frame[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(np.float64)
     values = {name: np.zeros(len(frame)) for name in GROUND_TRUTH_NAMES}
+    paths = frame["path"].astype(str).to_numpy()
     for group in _size_groups(frame):
         for start in range(0, len(group), ROW_CHUNK):
             idx = group[start : start + ROW_CHUNK]
             part = per_row.ground_truth_columns(
-                map_stack(frame.iloc[idx]), images.gt[idx], images.valid[idx], sizes[idx], cam[idx]
+                map_stack(frame.iloc[idx]),
+                images.gt[idx],
+                images.valid[idx],
+                sizes[idx],
+                cam[idx],
+                images.mask_rows(list(paths[idx])),
             )
             for name in GROUND_TRUTH_NAMES:
                 values[name][idx] = part[name]
@@ -127,6 +155,8 @@ def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
             "gt_box_iou": values["gt_box_iou"],
             "energy_in_gt": values["energy_in_gt"],
             "pointing_hit": pd.array(values["pointing_hit"].astype(bool), dtype="boolean"),
+            "mask_iou": values["mask_iou"],
+            "has_mask": frame["path"].astype(str).isin(images.masks).to_numpy(),
             "annotation_error": images.error,
         }
     )
@@ -162,20 +192,22 @@ def _label_matches(rows: pd.DataFrame) -> np.ndarray:
 
 @dataclass
 class _Chosen:
-    """The one row per annotated image with a box that the protocol scores."""
+    """The one row per annotated image with a box or a mask that the protocol scores."""
 
     row: np.ndarray  # [N] row positions (-1: the label's class was not explained)
     path: list[str]
     label: list[str | None]
     top1_correct: np.ndarray  # [N] bool
     explained: np.ndarray  # [N] bool
+    boxed: np.ndarray  # [N] bool: the image has a ground-truth box (the box metrics score those)
+    masked: np.ndarray  # [N] bool: the image has a mask (PxAP and mask IoU score those)
 
 
 def _choose(rows: pd.DataFrame) -> _Chosen:
     matches = _label_matches(rows)
     top1 = (rows["rank"] == 1).to_numpy()
-    scored = rows[rows["gt_boxes"].fillna(0) > 0]
-    chosen_rows, paths, labels, correct, explained = [], [], [], [], []
+    scored = rows[(rows["gt_boxes"].fillna(0) > 0) | rows["has_mask"]]
+    chosen_rows, paths, labels, correct, explained, boxed, masked = [], [], [], [], [], [], []
     for path, group in scored.groupby("path", sort=True):  # per image (not per threshold): pick its row
         label = None if _missing(group["label"].iloc[0]) else str(group["label"].iloc[0])
         hit = group.index[matches[group.index]]
@@ -186,52 +218,96 @@ def _choose(rows: pd.DataFrame) -> _Chosen:
         labels.append(label)
         explained.append(row >= 0)
         correct.append(bool(label is not None and len(first) and matches[first[0]]))
-    return _Chosen(np.array(chosen_rows, int), paths, labels, np.array(correct, bool), np.array(explained, bool))
+        boxed.append(bool(group["gt_boxes"].iloc[0] > 0))
+        masked.append(bool(group["has_mask"].iloc[0]))
+    return _Chosen(
+        np.array(chosen_rows, int),
+        paths,
+        labels,
+        np.array(correct, bool),
+        np.array(explained, bool),
+        np.array(boxed, bool),
+        np.array(masked, bool),
+    )
 
 
 def _sweep(frame: pd.DataFrame, images: _Images, rows: pd.DataFrame, thresholds: np.ndarray):
+    """The box sweep of the chosen images with boxes, and the pixel histograms (PxAP) of those with masks."""
     chosen = _choose(rows)
     n = len(chosen.row)
     largest = np.zeros((n, len(thresholds)))
     regions = np.zeros((n, len(thresholds)))
+    pixels = np.zeros((2, len(thresholds) + 2))
     rows = np.where(chosen.explained, chosen.row, 0)
     sizes = frame[["width", "height"]].to_numpy(np.float64)
+    paths = frame["path"].astype(str).to_numpy()
     for group in _size_groups(frame.iloc[rows]) if n else []:
         for start in range(0, len(group), ROW_CHUNK):
             part = group[start : start + ROW_CHUNK]
             idx = rows[part]
             scores = score_maps(map_stack(frame.iloc[idx]), EVAL_SIZE)
-            sweep = sweep_boxes(scores, _to_grid(images.gt[idx], sizes[idx]), images.valid[idx], thresholds)
-            largest[part], regions[part] = sweep.largest, sweep.all_regions
+            scores[~chosen.explained[part]] = 0  # no map of the label's class: a miss
+            box = chosen.boxed[part]
+            if box.any():
+                sweep = sweep_boxes(
+                    scores[box], _to_grid(images.gt[idx[box]], sizes[idx[box]]), images.valid[idx[box]], thresholds
+                )
+                largest[part[box]], regions[part[box]] = sweep.largest, sweep.all_regions
+            mask = chosen.masked[part]
+            if mask.any():
+                pixels += pixel_histograms(scores[mask], images.mask_rows(list(paths[idx[mask]])), thresholds)
     # An image whose label's class has no map scores as a miss at every threshold.
     largest[~chosen.explained] = 0
     regions[~chosen.explained] = 0
-    return BoxSweep(thresholds, largest, regions), chosen
+    return BoxSweep(thresholds, largest, regions), chosen, pixels
 
 
-def _metrics(sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame) -> dict:
+def _metrics(
+    sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame, pixels: np.ndarray, *, explain_label: bool = False
+) -> dict:
+    """The run-level figures: box metrics over the images with boxes, mask metrics over those with masks."""
     n = len(chosen.row)
     if n == 0:
-        raise UsageError("no image of the report has a ground-truth box in the annotations (are the paths matched?)")
+        raise UsageError(
+            "no image of the report has a ground-truth box or mask in the annotations (are the paths matched?)"
+        )
+    missed = int((~chosen.explained).sum())
+    metrics: dict = {"images": n}
+    if missed or not explain_label:  # with --explain-label every label's class has its row
+        metrics["label_not_explained"] = missed
+    metrics["thresholds"] = len(sweep.thresholds)
+    metrics.update(_box_metrics(sweep, chosen, rows))
+    if chosen.masked.any():
+        ious = np.where(chosen.explained, rows["mask_iou"].iloc[np.where(chosen.explained, chosen.row, 0)], 0.0)
+        metrics.update(
+            masked_images=int(chosen.masked.sum()),
+            PxAP=average_precision(*pixels) if pixels[0].sum() > 0 else None,
+            mask_iou=float(np.nanmean(ious[chosen.masked])) if np.isfinite(ious[chosen.masked]).any() else None,
+        )
+    return metrics
+
+
+def _box_metrics(sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame) -> dict:
+    boxed = chosen.boxed
+    names = ("MaxBoxAcc", "best_threshold", "MaxBoxAccV2", "gt_known_loc@0.2", "gt_known_loc@best")
+    names += ("top1_loc@0.2", "top1_loc@best", "pointing_acc", "energy_in_gt")
+    if not boxed.any():
+        return dict.fromkeys(names)
+    sweep = BoxSweep(sweep.thresholds, sweep.largest[boxed], sweep.all_regions[boxed])
     max_acc, best_t = sweep.max_box_acc()
     at20, best = sweep.index_of(CAM_PAPER_THRESHOLD), sweep.index_of(best_t)
     hits = sweep.largest >= 0.5
-    has_labels = any(label is not None for label in chosen.label)
-    scored = rows.iloc[chosen.row[chosen.explained]]
-    return {
-        "images": n,
-        "label_not_explained": int((~chosen.explained).sum()),
-        "thresholds": len(sweep.thresholds),
-        "MaxBoxAcc": max_acc,
-        "best_threshold": best_t,
-        "MaxBoxAccV2": sweep.max_box_acc_v2(),
-        "gt_known_loc@0.2": float(hits[:, at20].mean()),
-        "gt_known_loc@best": float(hits[:, best].mean()),
-        "top1_loc@0.2": float((hits[:, at20] & chosen.top1_correct).mean()) if has_labels else None,
-        "top1_loc@best": float((hits[:, best] & chosen.top1_correct).mean()) if has_labels else None,
-        "pointing_acc": _pointing_accuracy(scored),
-        "energy_in_gt": float(scored["energy_in_gt"].mean()),
-    }
+    correct = chosen.top1_correct[boxed]
+    has_labels = any(label is not None for label, b in zip(chosen.label, boxed, strict=True) if b)
+    scored = rows.iloc[chosen.row[chosen.explained & boxed]]
+    values = (max_acc, best_t, sweep.max_box_acc_v2(), float(hits[:, at20].mean()), float(hits[:, best].mean()))
+    values += (
+        float((hits[:, at20] & correct).mean()) if has_labels else None,
+        float((hits[:, best] & correct).mean()) if has_labels else None,
+        _pointing_accuracy(scored),
+        float(scored["energy_in_gt"].mean()),
+    )
+    return dict(zip(names, values, strict=True))
 
 
 def _pointing_accuracy(scored: pd.DataFrame) -> float:
@@ -241,24 +317,31 @@ def _pointing_accuracy(scored: pd.DataFrame) -> float:
 
 
 def _per_class(sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame) -> pd.DataFrame:
-    _, best_t = sweep.max_box_acc()
+    boxed = chosen.boxed
+    best_t = sweep.thresholds[0]
+    if boxed.any():
+        best_t = BoxSweep(sweep.thresholds, sweep.largest[boxed], sweep.all_regions[boxed]).max_box_acc()[1]
     at20, best = sweep.index_of(CAM_PAPER_THRESHOLD), sweep.index_of(best_t)
     explained = chosen.row >= 0
     safe = np.where(explained, chosen.row, 0)
     classes = [
         label if label is not None else rows["class_name"].iloc[r] for label, r in zip(chosen.label, safe, strict=True)
     ]
+    on_box = np.where(boxed, 1.0, np.nan)  # images without a box count in the mask column only
     table = pd.DataFrame(
         {
             "class": classes,
             "images": 1,
-            "gt_known_loc@0.2": sweep.largest[:, at20] >= 0.5,
-            "gt_known_loc@best": sweep.largest[:, best] >= 0.5,
-            "box_iou@0.2": sweep.largest[:, at20],
+            "gt_known_loc@0.2": (sweep.largest[:, at20] >= 0.5) * on_box,
+            "gt_known_loc@best": (sweep.largest[:, best] >= 0.5) * on_box,
+            "box_iou@0.2": sweep.largest[:, at20] * on_box,
             "pointing_acc": np.where(explained, rows["pointing_hit"].iloc[safe].astype(float).to_numpy(), np.nan),
             "energy_in_gt": np.where(explained, rows["energy_in_gt"].iloc[safe].to_numpy(), np.nan),
         }
     )
+    if chosen.masked.any():
+        ious = np.where(explained, rows["mask_iou"].iloc[safe].to_numpy(), 0.0)
+        table["mask_iou"] = np.where(chosen.masked, ious, np.nan)
     grouped = table.groupby("class", sort=True)
     summary = grouped.mean(numeric_only=True)
     summary["images"] = grouped.size()

@@ -160,6 +160,7 @@ def _page_data(
                 _num(row.border_energy),
                 _num(row.active_area),
                 _num(row.entropy),
+                _cam_box(row),
             ]
         )
 
@@ -196,6 +197,7 @@ def _page_data(
                 "w": _int(row.width),
                 "h": _int(row.height),
                 "x": explained,
+                "g": _gt_boxes(getattr(row, "gt_box_coords", None)),
             }
         )
 
@@ -285,6 +287,23 @@ def _num(value: Any) -> float | None:
     if value is None or pd.isna(value):
         return None
     return round(float(value), _DIGITS)
+
+
+def _cam_box(row: Any) -> list[float] | None:
+    """The row's CAM-paper box (`bbox_*`, fractions) in displayed pixels (edges), as the detail view draws it."""
+    sides = [getattr(row, f"bbox_{side}", None) for side in ("x0", "y0", "x1", "y1")]
+    if any(v is None or pd.isna(v) for v in sides) or pd.isna(row.width) or pd.isna(row.height):
+        return None
+    scale = (row.width, row.height, row.width, row.height)
+    return [round(float(v) * s, 1) for v, s in zip(sides, scale, strict=True)]
+
+
+def _gt_boxes(coords: Any) -> list[list[float]] | None:
+    """`gt_box_coords` (x0, y0, x1, y1 per box, inclusive displayed pixels) as boxes; None without ground truth."""
+    if coords is None or (not hasattr(coords, "__len__") and pd.isna(coords)) or len(coords) == 0:
+        return None
+    flat = [round(float(v), 1) for v in coords]
+    return [flat[i : i + 4] for i in range(0, len(flat), 4)]
 
 
 def _int(value: Any) -> int | None:

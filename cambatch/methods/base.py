@@ -33,24 +33,40 @@ class ClassMaps:
     probability: torch.Tensor  # float32 [B, K], softmax over all classes
     logit: torch.Tensor  # float32 [B, K]
     maps: torch.Tensor  # float32 [B, K, h, w], raw (signed, not normalized)
+    # bool [B, K]: False where a column only stands in (an `extra` class already explained, or none); None: all kept
+    kept: torch.Tensor | None = None
 
 
-def select_classes(logits: Tensor, topk: int, classes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The classes to explain in each image, from logits [B, N]: (class_index, rank, probability, logit).
+def select_classes(
+    logits: Tensor, topk: int, classes: Tensor | None = None, extra: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """The classes to explain in each image, from logits [B, N]: (class_index, rank, probability, logit, kept).
 
     Each image's top-k classes, or `classes` (int64 [K]) for every image with their ranks among all
-    N classes. Every method picks its classes here, so all of them explain the same ones.
+    N classes. `extra` (int64 [B], -1 for none; `--explain-label`) adds one column per image with
+    that class at its true rank; where it is -1 or already explained, the column repeats the first
+    class and `kept` (bool [B, K]) is False there, so the whole batch keeps one shape. Every method
+    picks its classes here, so all of them explain the same ones.
     """
     logits = logits.detach().float()
     if classes is None:
-        logit, class_index = logits.topk(min(topk, logits.shape[1]), dim=1)
-        rank = torch.arange(1, class_index.shape[1] + 1, device=logits.device).expand_as(class_index)
+        class_index = logits.topk(min(topk, logits.shape[1]), dim=1).indices
     else:
         class_index = classes.to(logits.device).expand(logits.shape[0], -1)
-        logit = logits.gather(1, class_index)
-        rank = (logits[:, None, :] > logit[:, :, None]).sum(2) + 1
+    kept = None
+    if extra is not None:
+        extra = extra.to(logits.device)
+        new = (extra >= 0) & (class_index != extra[:, None]).all(1)
+        added = torch.where(new, extra, class_index[:, 0])
+        class_index = torch.cat([class_index, added[:, None]], 1)
+        kept = torch.cat([torch.ones_like(class_index[:, 1:], dtype=torch.bool), new[:, None]], 1)
+    logit = logits.gather(1, class_index)
+    rank = (logits[:, None, :] > logit[:, :, None]).sum(2) + 1
+    if classes is None:  # the top-k by position, as `topk` ordered them (ties keep distinct ranks)
+        k = min(topk, logits.shape[1])
+        rank[:, :k] = torch.arange(1, k + 1, device=logits.device)
     probability = logits.softmax(1).gather(1, class_index)
-    return class_index, rank, probability, logit
+    return class_index, rank, probability, logit, kept
 
 
 def weighted_maps(weights: Tensor, activations: Tensor) -> Tensor:
@@ -97,22 +113,28 @@ class CamMethod(ABC):
     def layer(self) -> str:
         return self.target.name
 
-    def __call__(self, images: Tensor, topk: int, classes: Tensor | None = None) -> ClassMaps:
-        """Maps of the top-`topk` classes of each image, or of `classes` (int64 [K]) for all images."""
+    def __call__(
+        self, images: Tensor, topk: int, classes: Tensor | None = None, extra: Tensor | None = None
+    ) -> ClassMaps:
+        """Maps of the top-`topk` classes of each image, or of `classes` (int64 [K]) for all images;
+        `extra` (int64 [B], -1 for none) adds one class per image (see `select_classes`).
+        """
         with network_as_is(self.network):
-            return self._explain(images, topk, classes)
+            return self._explain(images, topk, classes, extra)
 
     @abstractmethod
-    def _explain(self, images: Tensor, topk: int, classes: Tensor | None) -> ClassMaps:
+    def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
         """The method proper; runs with the network in eval mode."""
 
-    def _tapped_forward(self, images: Tensor, topk: int, classes: Tensor | None) -> tuple[tuple[Tensor, ...], Tensor]:
-        """One forward pass (no gradient) with the target layer tapped: `select_classes`' four tensors,
+    def _tapped_forward(
+        self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None
+    ) -> tuple[tuple[Tensor, ...], Tensor]:
+        """One forward pass (no gradient) with the target layer tapped: `select_classes`' five results,
         and the layer's activations as float32 [B, C, h, w].
         """
         with self.execution.autocast():
             logits, raw = forward_with_tap(self.network, images, self.target)
-        return select_classes(logits, topk, classes), self.target.to_grid(raw).float()
+        return select_classes(logits, topk, classes, extra), self.target.to_grid(raw).float()
 
     def settings(self) -> dict:
         """What a report needs to say about how its maps were made."""

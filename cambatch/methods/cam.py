@@ -44,20 +44,27 @@ class CAM(CamMethod):
         return self.model.feature_layer
 
     @torch.inference_mode()
-    def _explain(self, images: Tensor, topk: int, classes: Tensor | None) -> ClassMaps:
-        return class_activation_maps(self.model, images, topk, classes, execution=self.execution)
+    def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
+        return class_activation_maps(self.model, images, topk, classes, extra, execution=self.execution)
 
 
 def class_activation_maps(
-    model: CamModel, images: Tensor, topk: int, classes: Tensor | None = None, *, execution: Execution | None = None
+    model: CamModel,
+    images: Tensor,
+    topk: int,
+    classes: Tensor | None = None,
+    extra: Tensor | None = None,
+    *,
+    execution: Execution | None = None,
 ) -> ClassMaps:
-    """One forward pass, then the maps of the top-k classes (or of `classes`, int64 [K]) in one einsum.
+    """One forward pass, then the maps of the top-k classes (or of `classes`, int64 [K]; `extra`: see
+    `select_classes`) in one einsum.
 
     `images` are normalized model inputs [B, 3, S, S]. The feature extractor runs through
     `execution` (autocast, compilation); the head and the maps are computed in float32.
     """
     feature_map = (execution or Execution()).forward(model.features, images).float()
     logits = model.head(feature_map.mean((2, 3)))
-    class_index, rank, probability, logit = select_classes(logits, topk, classes)
+    class_index, rank, probability, logit, kept = select_classes(logits, topk, classes, extra)
     maps = weighted_maps(model.head.weight[class_index], feature_map)
-    return ClassMaps(class_index, rank, probability, logit, maps)
+    return ClassMaps(class_index, rank, probability, logit, maps, kept)

@@ -57,12 +57,15 @@ class FaithfulnessTally:
     sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
     top1_sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
-    def add(self, scores: dict[str, np.ndarray] | None, rank: np.ndarray) -> None:
-        """Add a batch: `faithfulness_scores` on the host ([B, K] arrays), `rank` [B, K]."""
+    def add(self, scores: dict[str, np.ndarray] | None, rank: np.ndarray, kept: np.ndarray | None = None) -> None:
+        """Add a batch: `faithfulness_scores` on the host ([B, K] arrays), `rank` [B, K], `kept` [B, K] the
+        columns that are rows (None: all).
+        """
         if scores is None or rank.size == 0:
             return
-        flat = np.stack([scores[name] for name in _ORDER], -1).reshape(-1, 3).astype(np.float64)
-        top1 = flat[rank.reshape(-1) == 1]
+        keep = np.ones(rank.size, bool) if kept is None else kept.reshape(-1)
+        flat = np.stack([scores[name] for name in _ORDER], -1).reshape(-1, 3).astype(np.float64)[keep]
+        top1 = flat[rank.reshape(-1)[keep] == 1]
         self.maps += flat.shape[0]
         self.top1_maps += top1.shape[0]
         self.sums += flat.sum(0)

@@ -29,10 +29,10 @@ class GradientMethod(CamMethod):
 
     passes = "1 forward + k backward (from the logits to the target layer only)"
 
-    def _explain(self, images: Tensor, topk: int, classes: Tensor | None) -> ClassMaps:
+    def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
         with torch.inference_mode(False), self.execution.autocast():
             logits, leaf = forward_with_tap(self.network, images, self.target, grad_from_here=True)
-            class_index, rank, probability, logit = select_classes(logits, topk, classes)
+            class_index, rank, probability, logit, kept = select_classes(logits, topk, classes, extra)
             if not logits.requires_grad:
                 raise UsageError(f"the logits do not depend on layer {self.layer!r}; pick another --layer")
             scores = logits.gather(1, class_index)  # [B, K], still in the graph
@@ -42,7 +42,7 @@ class GradientMethod(CamMethod):
             activations = self.target.to_grid(leaf.detach()).float()
             gradients = torch.stack([self.target.to_grid(g) for g in grads], 1).float()
             maps = self.combine(activations, gradients)
-        return ClassMaps(class_index, rank, probability, logit, maps)
+        return ClassMaps(class_index, rank, probability, logit, maps, kept)
 
     @abstractmethod
     def combine(self, activations: Tensor, gradients: Tensor) -> Tensor:

@@ -85,6 +85,11 @@ GROUND_TRUTH_COLUMNS = (
     Column("gt_box_iou", pa.float32(), "IoU of the CAM-paper box (bbox_*) with the best-matching ground-truth box"),
     Column("energy_in_gt", pa.float32(), "share of the positive map's mass inside the ground-truth boxes"),
     Column("pointing_hit", pa.bool_(), "the map's maximum lies within 15 px (displayed image) of a ground-truth box"),
+    Column("mask_iou", pa.float32(), "IoU of the map above 20% of its max with the ground-truth mask (224 x 224 grid)"),
+)
+# The image's ground-truth boxes themselves, so that the gallery draws them without reading the annotations.
+GT_BOX_COLUMN = Column(
+    "gt_box_coords", pa.list_(pa.float32()), "ground-truth boxes in displayed pixels, x0, y0, x1, y1 per box"
 )
 MAP_COLUMNS = (
     Column("map", pa.list_(pa.float16()), "the raw map (signed, not normalized) at feature resolution, row-major"),
@@ -98,6 +103,7 @@ COLUMNS = (
     + OUTCOME_COLUMNS
     + FAITHFULNESS_COLUMNS
     + GROUND_TRUTH_COLUMNS
+    + (GT_BOX_COLUMN,)
     + MAP_COLUMNS
 )
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])

@@ -46,6 +46,16 @@ class BatchResult:
     columns: dict[str, np.ndarray]
     maps: np.ndarray  # float16 [B, K, h, w]: raw maps, kept in the report
     display: np.ndarray | None  # uint8 [B, K, h, w], ReLU'd and min-max normalized, for overlays
+    kept: np.ndarray | None = None  # bool [B, K]: the columns that become rows (`methods.base.select_classes`)
+
+    def image(self, i: int) -> BatchResult:
+        """Image `i`'s kept columns, as a one-image result ([1, K'] arrays)."""
+        cols = np.flatnonzero(self.kept[i]) if self.kept is not None else slice(None)
+        return BatchResult(
+            {name: value[i : i + 1, cols] for name, value in self.columns.items()},
+            self.maps[i : i + 1, cols],
+            self.display[i : i + 1, cols] if self.display is not None else None,
+        )
 
     @property
     def class_index(self) -> np.ndarray:
@@ -85,10 +95,11 @@ class CamEngine:
         self._shift = torch.tensor(model.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._scale = torch.tensor(model.std, device=self.device).view(1, 3, 1, 1) * 255
 
-    def __call__(self, pixels: torch.Tensor) -> BatchResult:
+    def __call__(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> BatchResult:
+        """The batch's maps and columns; `labels` (int64 [B], -1 for none) are explained too (`--explain-label`)."""
         with torch.no_grad():  # not inference mode: the gradient methods backpropagate from these images' logits
             images = (pixels.to(self.device, non_blocking=True).float() - self._shift) / self._scale
-        cams = self.method(images, self.topk, self.classes)
+        cams = self.method(images, self.topk, self.classes, labels)
         with torch.inference_mode():
             b, k, h, w = cams.maps.shape
             columns = {
@@ -105,8 +116,13 @@ class CamEngine:
             display = display_maps(cams.maps) if self.want_display else None
             maps = cams.maps.half()
         host = {name: value.cpu().numpy() for name, value in columns.items()}
-        result = BatchResult(host, maps.cpu().numpy(), display.cpu().numpy() if display is not None else None)
-        self.tally.add(host if self.faithfulness else None, result.rank)
+        result = BatchResult(
+            host,
+            maps.cpu().numpy(),
+            display.cpu().numpy() if display is not None else None,
+            cams.kept.cpu().numpy() if cams.kept is not None else None,
+        )
+        self.tally.add(host if self.faithfulness else None, result.rank, result.kept)
         return result
 
 

@@ -119,6 +119,11 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
         several_roots = len({s.input_root for s in found}) > 1
         truth = load_annotations(config.source.annotations) if config.source.annotations else None
         sources = with_annotated_labels([s for s in found if shard.owns(s.rel)], truth)
+        if config.maps.explain_label and not any(s.label for s in sources):
+            raise UsageError(
+                "explain_label (--explain-label) needs labels: add --labels-from-dirs, a --from-list with a label "
+                "column, or --annotations with labels"
+            )
         stages = _build(config)
         run_id = new_run_id(started_at)
         settings = _settings(config, stages, run_id, shard)
@@ -155,12 +160,21 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
             images_per_part=config.output.images_per_part,
         )
         writer = _writer(config, stages, layout, run_id, truth=truth, several_roots=several_roots)
+        labels = label_classes(todo.todo, stages.model.class_names) if config.maps.explain_label else None
         progress.start(len(todo.todo))
         try:
             with stop_on_signals() as stop, tuning.torch_threads(stages.plan.threads):
                 loader = _loader(todo.todo, config, stages)
                 _process(
-                    todo.todo, loader, stages, writer=writer, report=report, result=result, progress=progress, stop=stop
+                    todo.todo,
+                    loader,
+                    stages,
+                    writer=writer,
+                    report=report,
+                    result=result,
+                    progress=progress,
+                    stop=stop,
+                    labels=labels,
                 )
             report.close()
         except BaseException:
@@ -251,6 +265,21 @@ def with_annotated_labels(sources: list[ImageSource], truth: Annotations | None)
     return labelled
 
 
+def label_classes(sources: list[ImageSource], class_names: list[str]) -> list[int]:
+    """Each source's label as a class index (by `name_key`, else a class index written as text, as the WSOL
+    metadata gives it); -1 without a label or for a label that names no class.
+    """
+    by_name = {name_key(name): i for i, name in enumerate(class_names)}
+    found = []
+    for source in sources:
+        label = source.label or ""
+        index = by_name.get(name_key(label)) if label else None
+        if index is None and label.isdigit() and int(label) < len(class_names):
+            index = int(label)
+        found.append(-1 if index is None else index)
+    return found
+
+
 def _writer(
     config: RunConfig,
     stages: _Stages,
@@ -286,8 +315,12 @@ def _process(
     result: RunResult,
     progress: ProgressReporter,
     stop,
+    labels: list[int] | None = None,
 ) -> None:
-    """The hot loop: the device works on one batch while writer threads finish earlier ones."""
+    """The hot loop: the device works on one batch while writer threads finish earlier ones.
+
+    `labels` (per source, a class index or -1): the classes `--explain-label` adds.
+    """
     with ThreadPoolExecutor(stages.plan.writer_threads, thread_name_prefix="cambatch-writer") as pool:
         in_flight: deque[Future] = deque()
         try:
@@ -295,7 +328,8 @@ def _process(
                 for failure in batch.failures:
                     _record_failure(sources[failure.index], failure.error, writer, report, result)
                 if batch.samples:
-                    outputs = stages.engine(batch.pixels)
+                    extra = None if labels is None else torch.tensor([labels[x.index] for x in batch.samples])
+                    outputs = stages.engine(batch.pixels, extra)
                     for i, sample in enumerate(batch.samples):
                         in_flight.append(pool.submit(writer.ok_rows, sources[sample.index], sample, outputs, i))
                 # Bound the images waiting on the writers: memory stays flat however long the run.
@@ -428,6 +462,7 @@ def _settings(config: RunConfig, stages: _Stages, run_id: str, shard: Shard) -> 
         **stages.method.settings(),
         "topk": config.maps.topk,
         "classes": stages.class_ids,
+        "explain_label": config.maps.explain_label,
         "input_size": model.input_size,
         "resize": "whole image to input_size x input_size, no crop",
         "mean": list(model.mean),

@@ -1,7 +1,7 @@
 """Resume and incremental runs: what the report already holds, what is left to do, and whether it may be resumed.
 
 A report is resumed only by a run with the settings that produced its rows (`check_settings`):
-another model, weights file, method, layer, top-k, class list, input size or normalization
+another model, weights file, method, layer, top-k, class list, `--explain-label`, input size or normalization
 (and, when overlays are written, another colormap, opacity or overlay size) is refused.
 
 An image is done when a published part holds rows for its (input_root, path) with the same size
@@ -39,6 +39,7 @@ RESULT_SETTINGS = {
     "layer": "layer",
     "topk": "topk",
     "classes": "classes",
+    "explain_label": "explain_label",
     "input_size": "image_size",
     "mean": None,
     "std": None,
@@ -158,6 +159,8 @@ def report_settings(report_dir: Path) -> list[dict]:
 
 def _comparable(settings: dict, with_overlays: bool) -> dict:
     values = {name: settings[name] for name in RESULT_SETTINGS if name in settings}
+    if "model" in settings:  # parts written before --explain-label existed explained no label
+        values["explain_label"] = bool(settings.get("explain_label", False))
     if values.get("classes") is not None:
         values.pop("topk", None)  # chosen classes: the top-k is not what picked the rows
     if values.get("weights_sha256"):

@@ -12,13 +12,14 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from ..annotations.masks import readable_mask
 from ..annotations.model import Annotations
 from ..annotations.orient import displayed_boxes, orientation
 from ..data.preprocess import Sample
-from ..evaluation.rows import ground_truth_columns
+from ..evaluation.rows import grid_masks, ground_truth_columns
 from ..layout import OutputLayout
 from ..render.overlay import JPEG_QUALITY, overlay
-from ..report.schema import is_correct, map_array, table
+from ..report.schema import GT_BOX_COLUMN, is_correct, map_array, table
 from ..sources.discover import ImageSource
 from .engine import BatchResult
 
@@ -41,49 +42,55 @@ class ImageWriter:
 
     def ok_rows(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> pa.Table:
         """Render and save the overlays of image `i` of `result`, then return its rows."""
-        classes = result.class_index[i]
+        one = result.image(i)  # only the columns that are rows (`--explain-label` stand-ins dropped)
+        classes = one.class_index[0]
         names = [self.class_names[c] for c in classes]
-        ranks = [int(r) for r in result.rank[i]]
-        overlay_paths = (
-            self._overlays(source, sample, result, i, names, ranks) if self.overlays else [None] * len(names)
-        )
+        ranks = [int(r) for r in one.rank[0]]
+        overlay_paths = self._overlays(source, sample, one, names, ranks) if self.overlays else [None] * len(names)
         k = len(names)
-        columns = {name: values[i] for name, values in result.columns.items()}
+        columns = {name: values[0] for name, values in one.columns.items()}
         columns.update(
             self._base(source, sample.width, sample.height, k),
             class_name=names,
             overlay_path=overlay_paths,
             status=["ok"] * k,
             correct=[is_correct(source.label, dict(zip(ranks, names, strict=True)))] * k,
-            map=map_array(result.maps[i]),
-            map_height=[result.maps.shape[2]] * k,
-            map_width=[result.maps.shape[3]] * k,
+            map=map_array(one.maps[0]),
+            map_height=[one.maps.shape[2]] * k,
+            map_width=[one.maps.shape[3]] * k,
         )
         if self.truth is not None:
-            columns.update(self._ground_truth(source, sample, result, i))
+            columns.update(self._ground_truth(source, sample, one))
         return table(columns, k)
 
-    def _ground_truth(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> dict:
+    def _ground_truth(self, source: ImageSource, sample: Sample, one: BatchResult) -> dict:
         """The image's ground-truth columns; none (nulls) when the annotations miss it or name it malformed."""
         found = self.truth.find(source.rel)
         if found is None or found.error is not None:
             return {}
         size = (sample.width, sample.height)
         held = source.local_path or io.BytesIO(source.read_bytes())  # a URL or container sample: its bytes
-        boxes = displayed_boxes(found, size, orientation(held)) if found.boxes else np.zeros((0, 4))
-        k = result.maps.shape[1]
+        orient = orientation(held)
+        boxes = displayed_boxes(found, size, orient) if found.boxes else np.zeros((0, 4))
+        k = one.maps.shape[1]
         gt = np.broadcast_to(boxes, (k, *boxes.shape)).reshape(k, -1, 4)
-        cam = np.stack([result.columns[f"bbox_{side}"][i] for side in ("x0", "y0", "x1", "y1")], 1)
+        cam = np.stack([one.columns[f"bbox_{side}"][0] for side in ("x0", "y0", "x1", "y1")], 1)
+        masks = None
+        if found.masks:
+            grid, _ = grid_masks([readable_mask(found, size, orient)])
+            masks = np.broadcast_to(grid, (k, *grid.shape[1:]))
         columns = ground_truth_columns(
-            result.maps[i].astype(np.float32), gt, np.ones(gt.shape[:2], bool), np.tile(size, (k, 1)), cam
+            one.maps[0].astype(np.float32), gt, np.ones(gt.shape[:2], bool), np.tile(size, (k, 1)), cam, masks
         )
-        return {name: np.asarray(values) for name, values in columns.items()}
+        columns = {name: np.asarray(values) for name, values in columns.items()}
+        columns[GT_BOX_COLUMN.name] = [boxes.reshape(-1).tolist()] * k
+        return columns
 
     def error_row(self, source: ImageSource, message: str) -> pa.Table:
         return table({**self._base(source, None, None, 1), "status": ["error"], "error": [message]}, 1)
 
     def _overlays(
-        self, source: ImageSource, sample: Sample, result: BatchResult, i: int, names: list[str], ranks: list[int]
+        self, source: ImageSource, sample: Sample, one: BatchResult, names: list[str], ranks: list[int]
     ) -> list[str | None]:
         if sample.photo is None:
             return [None] * len(names)
@@ -95,14 +102,14 @@ class ImageWriter:
                 source.rel,
                 name,
                 rank if self.named_by_rank else None,
-                class_index=int(result.class_index[i][k]),
+                class_index=int(one.class_index[0][k]),
                 input_root=root,
             )
             target = self.layout.root / rel
             if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.layout.root))
             target.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomically(overlay(photo, result.display[i, k], self.colormap, self.alpha), target)
+            _save_atomically(overlay(photo, one.display[0, k], self.colormap, self.alpha), target)
             paths.append(rel)
         return paths
 

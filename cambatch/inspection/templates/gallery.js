@@ -1,6 +1,17 @@
 // cambatch gallery: filter, sort, group and paginate the run's images, all in the browser.
 // Only the current page's cards exist in the document, so 10,000 images stay quick to browse.
 "use strict";
+// The detail view's box layer: ground-truth boxes (inclusive pixel indices x0..x1) and the CAM box (edges),
+// in displayed pixels, over a picture of w x h shown with object-fit: contain (hence "meet", centred).
+// Numbers only: the markup holds nothing from file names or labels.
+function boxesSvg(w, h, gt, cam) {
+  if (!w || !h || (!gt && !cam)) return "";
+  const rect = (cls, x0, y0, x1, y1, inclusive) =>
+    `<rect class="${cls}" x="${x0}" y="${y0}" width="${x1 - x0 + inclusive}" height="${y1 - y0 + inclusive}"/>`;
+  const boxes = (gt || []).map((b) => rect("gt", b[0], b[1], b[2], b[3], 1));
+  if (cam) boxes.push(rect("cam", cam[0], cam[1], cam[2], cam[3], 0));
+  return `<svg class="boxes" viewBox="0 0 ${w} ${h}" preserveAspectRatio="xMidYMid meet">${boxes.join("")}</svg>`;
+}
 (function () {
   const D = JSON.parse(document.getElementById("gallery-data").textContent);
   const IMAGES = D.images;
@@ -205,10 +216,13 @@
 
   // ---- detail view: the photo beside every explained class's full-size overlay ----
   let open = -1;
-  function figure(src, caption, alt) {
-    return h("figure", {},
-      src ? h("img", { src: url(src), alt, loading: "lazy" }) : h("div", { class: "missing", text: "not available" }),
-      h("figcaption", {}, ...caption));
+  function figure(src, caption, alt, layer) {
+    let picture = h("div", { class: "missing", text: "not available" });
+    if (src) {
+      picture = h("div", { class: "picture" }, h("img", { src: url(src), alt, loading: "lazy" }));
+      if (layer) picture.insertAdjacentHTML("beforeend", layer);
+    }
+    return h("figure", {}, picture, h("figcaption", {}, ...caption));
   }
   function openDetail(index) {
     open = index;
@@ -217,14 +231,15 @@
     const body = $("d-body");
     body.replaceChildren();
     const truth = im.l != null ? [h("span", { class: "k", text: " · label " }), h("span", { class: im.ok ? "good" : "bad", text: D.labels[im.l] + (im.ok ? " ✓" : " ✗") })] : [];
-    body.append(figure(im.o, [h("b", { text: "photo" }), ...truth], im.p));
-    for (const [rank, c, pr, overlay, be, aa, en] of im.x) {
+    const boxed = im.g ? [h("span", { class: "k", text: " · " }), h("span", { class: "gt-key", text: `${im.g.length} ground-truth box${im.g.length > 1 ? "es" : ""}` })] : [];
+    body.append(figure(im.o, [h("b", { text: "photo" }), ...truth, ...boxed], im.p, boxesSvg(im.w, im.h, im.g, null)));
+    for (const [rank, c, pr, overlay, be, aa, en, cam] of im.x) {
       body.append(figure(overlay, [
         h("b", { text: `top ${rank} · ${D.classes[c]}` }), ` ${pct(pr)}`, h("br"),
         h("span", { class: "k", text: "border " }), num(be), h("span", { class: "k", text: " · area " }), num(aa),
         h("span", { class: "k", text: " · entropy " }), num(en),
         overlay ? h("span", {}, " · ", h("a", { href: url(overlay), target: "_blank", text: "full size" })) : null,
-      ], `${D.classes[c]}: ${im.p}`));
+      ], `${D.classes[c]}: ${im.p}`, boxesSvg(im.w, im.h, im.g, cam)));
     }
     $("d-prev").disabled = index === 0;
     $("d-next").disabled = index >= current.length - 1;
