@@ -22,6 +22,9 @@ DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 NOT_RUN = {
     'pip install -e ".[dev]"': "the install step: the test runs inside that installation",
     "pytest": "the test suite itself",
+    "ray job submit --address http://head-node:8265 -- cambatch run /shared/images --out /shared/cams --engine ray "
+    "--device cuda --concurrency 8 --quiet": "needs a Ray cluster with GPUs; tests/test_runner_ray_engine.py runs the "
+    "same job on a local Ray",
 }
 # The examples' placeholders for a user's data, and what stands in for them here.
 PATHS = {
