@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import pickle
 import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,7 +45,10 @@ from .writer import ImageWriter
 # Decoding waits on the disk part of the time; and resources unlike the actors' keep Ray from fusing
 # the decode into the CAM actors, where it would run in turn with the model instead of beside it.
 DECODE_CPUS = 0.5
-PUBLISH_TIMEOUT_S = 120.0  # for the retired actors' last parts
+PUBLISH_TIMEOUT_S = 120.0
+# Batches an actor takes at once (threads): one on the device while the other's overlays are written,
+# the overlap the plain engine gets from its writer threads.
+BATCHES_PER_ACTOR = 2  # for the retired actors' last parts
 
 
 class PartsNotPublished(CambatchError):
@@ -116,7 +120,11 @@ def execute(job: Job, stop) -> None:
             "shard": job.shard.tag,
         },
         batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=config.speed.concurrency or max(1, gpus)),
+        compute=ray.data.ActorPoolStrategy(
+            size=config.speed.concurrency or max(1, gpus),
+            max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
+            enable_true_multi_threading=True,  # `CamActor` serializes its device part itself
+        ),
         num_gpus=1 if on_gpus else 0,
         num_cpus=1 if on_gpus else threads,  # on a CPU an actor holds the cores its torch threads use
     )
@@ -220,11 +228,14 @@ class CamActor:
         layout = writer.layout
         self.prefix = layout.part_name(writer.run_id, shard, worker=secrets.token_hex(4))
         self.pool = ThreadPoolExecutor(self.stages.plan.writer_threads, thread_name_prefix="cambatch-writer")
-        self.report = ReportWriter(
-            layout.report_dir,
-            self.prefix,
-            {**settings, "device": str(self.stages.device)},
-            images_per_part=config.output.images_per_part,
+        self.device = threading.Lock()  # one batch on the device at a time
+        self.report = _SharedReport(
+            ReportWriter(
+                layout.report_dir,
+                self.prefix,
+                {**settings, "device": str(self.stages.device)},
+                images_per_part=config.output.images_per_part,
+            )
         )
 
     def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
@@ -232,8 +243,11 @@ class CamActor:
         layout = self.writer.layout
         counts = RunResult(run_id=self.writer.run_id, out=layout.root, report=layout.report_dir, images=len(sources))
         engine = self.stages.engine
-        engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
-        for future in submit_batch(_batch(columns), sources, engine, self.writer, self.report, counts, self.pool):
+        with self.device:
+            engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
+            futures = submit_batch(_batch(columns), sources, engine, self.writer, self.report, counts, self.pool)
+            tally = engine.tally
+        for future in futures:  # the overlays are written while the other batch is on the device
             collect(future, self.report, counts)
         return {
             "prefix": [self.prefix],
@@ -242,7 +256,7 @@ class CamActor:
             "errors": [counts.errors],
             "overlays": [counts.overlays],
             "failed": [pickle.dumps(counts.errors_by_path)],
-            "tally": [pickle.dumps(engine.tally)],
+            "tally": [pickle.dumps(tally)],
         }
 
     def __del__(self):
@@ -250,6 +264,27 @@ class CamActor:
         if hasattr(self, "report"):
             self.pool.shutdown()
             self.report.publish()
+
+
+class _SharedReport:
+    """The actor's `ReportWriter`, taking one image at a time from the actor's concurrent batches."""
+
+    def __init__(self, report: ReportWriter):
+        self._report = report
+        self._lock = threading.Lock()
+
+    @property
+    def rows_added(self) -> int:
+        with self._lock:
+            return self._report.rows_added
+
+    def add_image(self, rows) -> None:
+        with self._lock:
+            self._report.add_image(rows)
+
+    def publish(self) -> None:
+        with self._lock:
+            self._report.publish()
 
 
 def _first_line(exc: BaseException) -> str:
