@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of, switch
@@ -65,7 +66,7 @@ def _reported_errors(debug: bool):
     except CambatchError as exc:
         if debug:
             raise
-        err.print(f"[red]cambatch: error:[/] {exc}", markup=True)
+        err.print(f"[red]cambatch: error:[/] {escape(str(exc))}", markup=True)  # a message's [brackets] stay text
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("cambatch: interrupted")

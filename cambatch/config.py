@@ -27,6 +27,7 @@ from .sources.remote import is_url
 # `--precision` choices and the torch dtype each one autocasts to (None: plain float32).
 PRECISIONS: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 GPU_DECODE_MODES = ("auto", "on", "off")
+ENGINES = ("plain", "ray")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _SHARD = re.compile(r"\d+/\d+")
 
@@ -215,6 +216,17 @@ class SpeedOptions(_Group):
     compile: bool = option(False, "torch.compile the passes that need no layer hook (cam, scorecam, faithfulness).")
     gpu_decode: str = option(
         "auto", "Decode JPEGs on the GPU with nvJPEG: auto (on a CUDA device), on, off.", choices=GPU_DECODE_MODES
+    )
+    engine: str = option(
+        "plain",
+        "plain: this process and its loader workers; ray: a Ray Data pipeline (pip install 'cambatch[ray]').",
+        choices=ENGINES,
+    )
+    ray_address: str | None = option(
+        None, "With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray started for the run)."
+    )
+    concurrency: int | None = option(
+        None, "With --engine ray: CAM actors (default: one per GPU of the cluster, else 1).", minimum=1
     )
 
 

@@ -1,6 +1,6 @@
 """Where everything lives under OUT. Every path under a run's output folder is built here, and stays inside it.
 
-    OUT/report/part-<run_id><shard>-00000.parquet   the report (cambatch.report)
+    OUT/report/part-<run_id><shard>[-w<worker>]-00000.parquet   the report (cambatch.report)
     OUT/overlays/[<input>~<hash>/]<rel>[~<hash>]/top1_<class>.jpg  overlays (cambatch.runner.writer)
     OUT/runs/<run_id>.json                          run manifests (cambatch.runner.manifest)
     OUT/.lock<shard>                                one live run per folder and shard (cambatch.runner.lock)
@@ -78,9 +78,13 @@ class OutputLayout:
     def gallery_dir(self) -> Path:
         return self.root / "gallery"
 
-    def part_name(self, run_id: str, shard_tag: str) -> str:
-        """The prefix of a run's report parts (`<prefix>-00000.parquet`, ...)."""
-        return f"part-{run_id}{shard_tag}"
+    def part_name(self, run_id: str, shard_tag: str, worker: str | None = None) -> str:
+        """The prefix of a run's report parts (`<prefix>-00000.parquet`, ...).
+
+        `worker` keeps apart the parts of the processes that write one run's report side by side
+        (`--engine ray`: each CAM actor writes its own, `part-<run_id><shard>-w<worker>-00000.parquet`).
+        """
+        return f"part-{run_id}{shard_tag}" + (f"-w{worker}" if worker else "")
 
     @property
     def purge_lock(self) -> Path:

@@ -71,6 +71,13 @@ class FaithfulnessTally:
         self.sums += flat.sum(0)
         self.top1_sums += top1.sum(0)
 
+    def merge(self, other: FaithfulnessTally) -> None:
+        """Add another tally's maps (a Ray actor's batch) to this one."""
+        self.maps += other.maps
+        self.top1_maps += other.top1_maps
+        self.sums += other.sums
+        self.top1_sums += other.top1_sums
+
     def summary(self) -> dict[str, float | int] | None:
         """Averages in percent (None when nothing was scored)."""
         if not self.maps:

@@ -73,6 +73,7 @@ class ReportWriter:
         self.part_seconds = part_seconds
         self.rows_per_group = rows_per_group
         self.published: list[Path] = []
+        self.rows_added = 0  # rows handed to `add_image`, published or not yet
         self._part: _Part | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -82,6 +83,7 @@ class ReportWriter:
         if self._part is None:
             self._part = _Part(self.report_dir, f"{self.prefix}-{len(self.published):05d}", self.schema)
         self._pending.append(rows)
+        self.rows_added += rows.num_rows
         self._pending_rows += rows.num_rows
         self._part.images += 1
         if self._pending_rows >= self.rows_per_group:

@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..annotations.model import Annotations
 from ..annotations.readers import load_annotations
-from ..config import RunConfig
+from ..config import RunConfig, SpeedOptions
 from ..data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
-from ..data.preprocess import ImageFiles, Preprocess, collate
+from ..data.preprocess import Batch, ImageFiles, Preprocess, collate
 from ..errors import UsageError
 from ..layout import OutputLayout
 from ..methods.base import CamMethod
@@ -93,15 +93,40 @@ class _Stages:
     class_ids: list[int] | None
 
 
+@dataclass(kw_only=True)
+class Job:
+    """A planned run as an engine (`execute_plain`, `ray_engine.execute`) takes it.
+
+    The images still to do, and everything that turns them into overlays and report rows.
+    """
+
+    config: RunConfig
+    stages: _Stages
+    layout: OutputLayout
+    todo: list[ImageSource]
+    settings: dict
+    shard: Shard
+    writer: ImageWriter
+    result: RunResult
+    progress: ProgressReporter
+    labels: list[int] | None = None  # per `todo` image, the class `--explain-label` adds (-1: none)
+
+
 def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResult:
     """Run the whole job; raises `UsageError` before any work when a setting is wrong.
 
     Resumes by default: images the report already holds (same size and mtime) are skipped. A full
     disk, a read-only or a vanished OUT ends the run with `OutputUnwritable` (exit 4, one line):
     the manifest says `failed`, the report keeps only its complete parts, and a rerun resumes.
+    `--engine ray` runs the same job as a Ray Data pipeline (`cambatch.runner.ray_engine`).
     """
     layout = OutputLayout(config.out.expanduser().absolute())
     try:
+        if config.speed.engine == "ray":
+            from . import ray_engine  # Ray is an optional extra: imported only when asked for
+
+            with ray_engine.connected(config):
+                return _run(config, progress or SilentProgress(), layout)
         return _run(config, progress or SilentProgress(), layout)
     except OSError as exc:
         failure = output_failure(exc, layout)
@@ -124,9 +149,13 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
                 "explain_label (--explain-label) needs labels: add --labels-from-dirs, a --from-list with a label "
                 "column, or --annotations with labels"
             )
-        stages = _build(config)
+        distributed = config.speed.engine == "ray"
+        # A Ray driver builds the model only to check the settings and record them: its actors run it.
+        stages = build_stages(dataclasses.replace(config, speed=DRIVER_SPEED) if distributed else config)
         run_id = new_run_id(started_at)
         settings = _settings(config, stages, run_id, shard)
+        if distributed:
+            settings["device"] = "ray"  # each actor's parts record the device it ran on
         if config.job.overwrite:
             _start_over(layout, shard)
         # Before any work: the rows kept, and the shards running beside this one, must come from these settings.
@@ -153,32 +182,28 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
         result.annotation_problems = list(truth.problems) if truth is not None else []
         manifest = _Manifest(layout=layout, settings=settings, started_at=started_at, result=result)
         manifest.write("running")
-        report = ReportWriter(
-            layout.report_dir,
-            layout.part_name(run_id, shard.tag),
-            settings,
-            images_per_part=config.output.images_per_part,
+        job = Job(
+            config=config,
+            stages=stages,
+            layout=layout,
+            todo=todo.todo,
+            settings=settings,
+            shard=shard,
+            writer=image_writer(config, stages, layout, run_id, truth=truth, several_roots=several_roots),
+            result=result,
+            progress=progress,
+            labels=label_classes(todo.todo, stages.model.class_names) if config.maps.explain_label else None,
         )
-        writer = _writer(config, stages, layout, run_id, truth=truth, several_roots=several_roots)
-        labels = label_classes(todo.todo, stages.model.class_names) if config.maps.explain_label else None
         progress.start(len(todo.todo))
         try:
-            with stop_on_signals() as stop, tuning.torch_threads(stages.plan.threads):
-                loader = _loader(todo.todo, config, stages)
-                _process(
-                    todo.todo,
-                    loader,
-                    stages,
-                    writer=writer,
-                    report=report,
-                    result=result,
-                    progress=progress,
-                    stop=stop,
-                    labels=labels,
-                )
-            report.close()
+            with stop_on_signals() as stop:
+                if distributed:
+                    from . import ray_engine
+
+                    ray_engine.execute(job, stop)
+                else:
+                    execute_plain(job, stop)
         except BaseException:
-            report.abort()
             manifest.write("failed", best_effort=True)
             raise
         finally:
@@ -187,6 +212,28 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
         result.faithfulness = stages.engine.tally.summary()
         manifest.write("interrupted" if result.interrupted else "completed")
     return result
+
+
+def execute_plain(job: Job, stop) -> None:
+    """The job in this process: loader workers decode, the device computes, writer threads finish images."""
+    report = ReportWriter(
+        job.layout.report_dir,
+        job.layout.part_name(job.result.run_id, job.shard.tag),
+        job.settings,
+        images_per_part=job.config.output.images_per_part,
+    )
+    try:
+        with tuning.torch_threads(job.stages.plan.threads):
+            loader = _loader(job.todo, job.config, job.stages)
+            _process(job, loader, report=report, stop=stop)
+        report.close()
+    except BaseException:
+        report.abort()
+        raise
+
+
+# The Ray driver's model stays on its CPU (a head node may have no GPU) and never decodes.
+DRIVER_SPEED = SpeedOptions(device="cpu", gpu_decode="off", engine="ray")
 
 
 def new_run_id(started_at: datetime) -> str:
@@ -205,7 +252,7 @@ def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
     return found
 
 
-def _build(config: RunConfig) -> _Stages:
+def build_stages(config: RunConfig) -> _Stages:
     """Model, device, method and engine, in the order their checks need; nothing runs yet."""
     net, maps, speed = config.network, config.maps, config.speed
     device = resolve_device(speed.device)
@@ -280,7 +327,7 @@ def label_classes(sources: list[ImageSource], class_names: list[str]) -> list[in
     return found
 
 
-def _writer(
+def image_writer(
     config: RunConfig,
     stages: _Stages,
     layout: OutputLayout,
@@ -305,37 +352,21 @@ def _writer(
     )
 
 
-def _process(
-    sources: list[ImageSource],
-    loader,
-    stages: _Stages,
-    *,
-    writer: ImageWriter,
-    report: ReportWriter,
-    result: RunResult,
-    progress: ProgressReporter,
-    stop,
-    labels: list[int] | None = None,
-) -> None:
-    """The hot loop: the device works on one batch while writer threads finish earlier ones.
-
-    `labels` (per source, a class index or -1): the classes `--explain-label` adds.
-    """
-    with ThreadPoolExecutor(stages.plan.writer_threads, thread_name_prefix="cambatch-writer") as pool:
+def _process(job: Job, loader, *, report: ReportWriter, stop) -> None:
+    """The hot loop: the device works on one batch while writer threads finish earlier ones."""
+    result, plan = job.result, job.stages.plan
+    with ThreadPoolExecutor(plan.writer_threads, thread_name_prefix="cambatch-writer") as pool:
         in_flight: deque[Future] = deque()
         try:
             for batch in loader:
-                for failure in batch.failures:
-                    _record_failure(sources[failure.index], failure.error, writer, report, result)
-                if batch.samples:
-                    extra = None if labels is None else torch.tensor([labels[x.index] for x in batch.samples])
-                    outputs = stages.engine(batch.pixels, extra)
-                    for i, sample in enumerate(batch.samples):
-                        in_flight.append(pool.submit(writer.ok_rows, sources[sample.index], sample, outputs, i))
+                futures = submit_batch(
+                    batch, job.todo, job.stages.engine, job.writer, report, result, pool, labels=job.labels
+                )
+                in_flight.extend(futures)
                 # Bound the images waiting on the writers: memory stays flat however long the run.
-                while len(in_flight) > 4 * stages.plan.batch_size:
-                    _collect(in_flight.popleft(), report, result)
-                progress.advance(len(batch.samples) + len(batch.failures))
+                while len(in_flight) > 4 * plan.batch_size:
+                    collect(in_flight.popleft(), report, result)
+                job.progress.advance(len(batch.samples) + len(batch.failures))
                 if stop:
                     break
         except Exception:
@@ -345,7 +376,32 @@ def _process(
             if stop:
                 result.interrupted = stop.signal_name
         while in_flight:
-            _collect(in_flight.popleft(), report, result)
+            collect(in_flight.popleft(), report, result)
+
+
+def submit_batch(
+    batch: Batch,
+    sources: list[ImageSource],
+    engine: CamEngine,
+    writer: ImageWriter,
+    report: ReportWriter,
+    result: RunResult,
+    pool: ThreadPoolExecutor,
+    *,
+    labels: list[int] | None = None,
+) -> list[Future]:
+    """Record the batch's failures, run its images on the device, and hand each one to a writer thread.
+
+    `sources[i]` is the image of the batch's index `i`, `labels[i]` the class `--explain-label` adds for it
+    (`label_classes`); each future returns an image's rows for `collect`.
+    """
+    for failure in batch.failures:
+        _record_failure(sources[failure.index], failure.error, writer, report, result)
+    if not batch.samples:
+        return []
+    extra = None if labels is None else torch.tensor([labels[s.index] for s in batch.samples])
+    outputs = engine(batch.pixels, extra)
+    return [pool.submit(writer.ok_rows, sources[s.index], s, outputs, i) for i, s in enumerate(batch.samples)]
 
 
 def _record_failure(
@@ -356,7 +412,8 @@ def _record_failure(
     result.errors_by_path[source.rel] = error
 
 
-def _collect(future: Future, report: ReportWriter, result: RunResult) -> None:
+def collect(future: Future, report: ReportWriter, result: RunResult) -> None:
+    """Add a finished image's rows to the report (its overlays are on disk by now) and count it."""
     rows: pa.Table = future.result()
     report.add_image(rows)
     result.ok += 1
@@ -433,11 +490,16 @@ def resolve_classes(requested: tuple[str, ...], class_names: list[str]) -> list[
     return list(dict.fromkeys(resolved))
 
 
-def _loader(sources: list[ImageSource], config: RunConfig, stages: _Stages) -> DataLoader | DecodedBatches:
-    plan, device = stages.plan, stages.device
-    prep = Preprocess(
+def preprocess(config: RunConfig, stages: _Stages) -> Preprocess:
+    """How this run turns a picture into a model input and an overlay background."""
+    return Preprocess(
         image_size=stages.model.input_size, overlays=config.output.overlays, max_side=config.output.max_side
     )
+
+
+def _loader(sources: list[ImageSource], config: RunConfig, stages: _Stages) -> DataLoader | DecodedBatches:
+    plan, device = stages.plan, stages.device
+    prep = preprocess(config, stages)
     loader = DataLoader(
         EncodedImageFiles(sources, prep) if stages.gpu_decode else ImageFiles(sources, prep),
         batch_size=plan.batch_size,

@@ -1,0 +1,295 @@
+"""`--engine ray`: the same job as a Ray Data pipeline, for clusters (the optional extra `cambatch[ray]`).
+
+    from_items(the images still to do)    driver: `pipeline` locks, checks settings, resumes and plans as always
+      -> map_batches(decode_batch)        CPU tasks: the plain engine's decode (`data.preprocess.ImageFiles`)
+      -> map_batches(CamActor, ...)       an actor pool, one GPU an actor when the cluster has GPUs: the
+                                          plain engine's `CamEngine`, `ImageWriter` and `ReportWriter`
+      -> iter_rows()                      driver: counts, progress (ours; Ray's bars are off), the manifest
+
+Every stage is the plain engine's code; only the transport differs. Sources travel pickled, so any
+`ImageSource` that `cambatch.sources` yields runs here unchanged. OUT must be the same folder on
+every node (a shared file system).
+
+Each actor writes its own report parts (`OutputLayout.part_name(..., worker=...)`), published
+atomically every `--images-per-part` images or 60 s like the plain engine's, and its last one when
+Ray Data retires it (`__del__`, run on a graceful shutdown). The driver waits for every row the
+actors reported to be in a published part before it calls the run completed. A driver killed or
+interrupted takes its actors with it: their open parts stay dot-named temporary files that no
+reader counts, and a rerun redoes those images.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..data.preprocess import Batch, Failure, ImageFiles, Preprocess, Sample
+from ..errors import CambatchError, UsageError
+from ..layout import OutputLayout
+from ..methods.faithfulness import FaithfulnessTally
+from ..report.parts import footer, published_parts
+from ..report.writer import ReportWriter
+from . import tuning
+from .pipeline import Job, RunResult, build_stages, collect, label_classes, preprocess, submit_batch
+from .writer import ImageWriter
+
+# Decoding waits on the disk part of the time; and resources unlike the actors' keep Ray from fusing
+# the decode into the CAM actors, where it would run in turn with the model instead of beside it.
+DECODE_CPUS = 0.5
+PUBLISH_TIMEOUT_S = 120.0
+# Batches an actor takes at once (threads): one on the device while the other's overlays are written,
+# the overlap the plain engine gets from its writer threads.
+BATCHES_PER_ACTOR = 2  # for the retired actors' last parts
+
+
+class PartsNotPublished(CambatchError):
+    """Rows the actors reported never reached a published part (an actor died before publishing)."""
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UsageError("engine ray (--engine ray) needs Ray: pip install 'cambatch[ray]'") from None
+    return ray
+
+
+@contextmanager
+def connected(config: RunConfig):
+    """Ray joined (`--ray-address`, else RAY_ADDRESS, else a local Ray started here) for the block.
+
+    A Ray this process already runs (a notebook's, a test's) is used as it is; one started here is
+    shut down afterwards. Missing Ray or an unreachable cluster is a `UsageError`, before any work.
+    """
+    ray = _ray()
+    if config.speed.gpu_decode == "on":
+        raise UsageError("gpu_decode on (--gpu-decode) needs --engine plain: with ray, CPU tasks decode")
+    if ray.is_initialized():
+        yield ray
+        return
+    address = config.speed.ray_address
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a Ray cluster"
+        raise UsageError(f"cannot join {where} (ray_address, --ray-address): {_first_line(exc)}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def execute(job: Job, stop) -> None:
+    """Run `job.todo` through the Ray Data pipeline; counts, progress and faithfulness come back to `job`."""
+    if not job.todo:
+        return
+    ray = _ray()
+    config = job.config
+    device = config.speed.device
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
+    # `--device cuda` asks for GPU actors even where the cluster has none yet: an autoscaler adds them.
+    on_gpus = device.startswith("cuda") or (device == "auto" and gpus > 0)
+    batch_size = config.speed.batch_size or (tuning.GPU_BATCH if on_gpus else tuning.CPU_BATCH)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # `job.progress` reports: one bar, not two
+    context.print_on_execution_start = False
+    images = ray.data.from_items([{"source": pickle.dumps(source)} for source in job.todo])
+    decoded = images.map_batches(
+        decode_batch,
+        fn_kwargs={"prep": preprocess(config, job.stages)},
+        batch_size=batch_size,
+        num_cpus=DECODE_CPUS,
+    )
+    threads = config.speed.threads or 1
+    done = decoded.map_batches(
+        CamActor,
+        fn_constructor_kwargs={
+            "config": config,
+            "settings": job.settings,
+            "writer": job.writer,
+            "shard": job.shard.tag,
+        },
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(
+            size=config.speed.concurrency or max(1, gpus),
+            max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
+            enable_true_multi_threading=True,  # `CamActor` serializes its device part itself
+        ),
+        num_gpus=1 if on_gpus else 0,
+        num_cpus=1 if on_gpus else threads,  # on a CPU an actor holds the cores its torch threads use
+    )
+    expected = _gather(done, job, stop)
+    del done, decoded, images  # the last references: Ray Data retires the actors, which publish their parts
+    if not stop:
+        _await_published(job.layout, expected)
+
+
+def _gather(done, job: Job, stop) -> dict[str, int]:
+    """Fold the actors' per-batch counts into the run's result; the rows each actor's parts must hold."""
+    result, expected = job.result, {}
+    for out in done.iter_rows():
+        result.ok += out["ok"]
+        result.errors += out["errors"]
+        result.overlays += out["overlays"]
+        result.errors_by_path.update(pickle.loads(out["failed"]))
+        job.stages.engine.tally.merge(pickle.loads(out["tally"]))
+        expected[out["prefix"]] = max(expected.get(out["prefix"], 0), out["rows"])
+        job.progress.advance(out["ok"] + out["errors"])
+        if stop:
+            result.interrupted = stop.signal_name
+            break
+    return expected
+
+
+def _await_published(layout: OutputLayout, expected: dict[str, int], timeout: float = PUBLISH_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = {prefix: rows - _published_rows(layout, prefix) for prefix, rows in expected.items()}
+        missing = {prefix: rows for prefix, rows in missing.items() if rows > 0}
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise PartsNotPublished(
+                f"{sum(missing.values())} report rows of {len(missing)} Ray actor(s) never reached a published part "
+                f"in {layout.report_dir} (an actor died?); rerun the same command to redo their images"
+            )
+        time.sleep(0.1)
+
+
+def _published_rows(layout: OutputLayout, prefix: str) -> int:
+    return sum(
+        footer(part).num_rows for part in published_parts(layout.report_dir) if part.name.startswith(prefix + "-")
+    )
+
+
+def decode_batch(batch: dict[str, np.ndarray], prep: Preprocess) -> dict[str, np.ndarray]:
+    """A Ray Data CPU task: the plain engine's decode (`ImageFiles`) of a batch of pickled sources, as columns.
+
+    A failed image keeps its row with its message in `error` (and placeholder pixels), so rows never shift.
+    """
+    files = ImageFiles([pickle.loads(raw) for raw in batch["source"]], prep)
+    items = [files[i] for i in range(len(files))]
+    blank = np.zeros((3, prep.image_size, prep.image_size), np.uint8)
+    columns = {
+        "source": batch["source"],
+        "error": np.array([item.error if isinstance(item, Failure) else "" for item in items], dtype=object),
+        "pixels": np.stack([item.pixels.numpy() if isinstance(item, Sample) else blank for item in items]),
+        "width": np.array([item.width if isinstance(item, Sample) else -1 for item in items]),
+        "height": np.array([item.height if isinstance(item, Sample) else -1 for item in items]),
+    }
+    if prep.overlays:  # overlay backgrounds differ in size: a ragged column
+        photos = [item.photo.numpy() if isinstance(item, Sample) else np.zeros((1, 1, 3), np.uint8) for item in items]
+        columns["photo"] = np.array([*photos, None], dtype=object)[:-1]  # `None` keeps numpy from stacking them
+    return columns
+
+
+def _batch(columns: dict[str, np.ndarray]) -> Batch:
+    """`decode_batch`'s columns back into the plain engine's `Batch` (indices within this batch)."""
+    failures = [Failure(i, str(error)) for i, error in enumerate(columns["error"]) if error]
+    good = [i for i, error in enumerate(columns["error"]) if not error]
+    photos = columns.get("photo")
+    samples = [
+        Sample(
+            index=i,
+            pixels=torch.from_numpy(np.array(columns["pixels"][i])),
+            photo=torch.from_numpy(np.array(photos[i])) if photos is not None else None,
+            width=int(columns["width"][i]),
+            height=int(columns["height"][i]),
+        )
+        for i in good
+    ]
+    pixels = torch.from_numpy(np.array(columns["pixels"][good])) if good else torch.empty(0, dtype=torch.uint8)
+    return Batch(pixels, samples, failures)
+
+
+class CamActor:
+    """A Ray Data actor: the plain engine's device side, overlay writers and report writer, on one GPU or CPU.
+
+    Returns one row a batch: its counts, its failures, its faithfulness tally, and the rows this
+    actor's parts (`prefix`) hold once published.
+    """
+
+    def __init__(self, *, config: RunConfig, settings: dict, writer: ImageWriter, shard: str):  # noqa: D107
+        self.stages = build_stages(config)  # built on this node: its device, its checks
+        cpu = self.stages.device.type == "cpu"
+        # On a CPU the actor holds `--threads` (default 1) of Ray's CPUs; decoding runs in other tasks.
+        torch.set_num_threads(config.speed.threads or (1 if cpu else self.stages.plan.threads))
+        self.writer = writer
+        self.explain_label = config.maps.explain_label
+        layout = writer.layout
+        self.prefix = layout.part_name(writer.run_id, shard, worker=secrets.token_hex(4))
+        self.pool = ThreadPoolExecutor(self.stages.plan.writer_threads, thread_name_prefix="cambatch-writer")
+        self.device = threading.Lock()  # one batch on the device at a time
+        self.report = _SharedReport(
+            ReportWriter(
+                layout.report_dir,
+                self.prefix,
+                {**settings, "device": str(self.stages.device)},
+                images_per_part=config.output.images_per_part,
+            )
+        )
+
+    def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        sources = [pickle.loads(raw) for raw in columns["source"]]
+        layout = self.writer.layout
+        counts = RunResult(run_id=self.writer.run_id, out=layout.root, report=layout.report_dir, images=len(sources))
+        engine = self.stages.engine
+        labels = label_classes(sources, self.stages.model.class_names) if self.explain_label else None
+        with self.device:
+            engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
+            batch = _batch(columns)
+            futures = submit_batch(batch, sources, engine, self.writer, self.report, counts, self.pool, labels=labels)
+            tally = engine.tally
+        for future in futures:  # the overlays are written while the other batch is on the device
+            collect(future, self.report, counts)
+        return {
+            "prefix": [self.prefix],
+            "rows": [self.report.rows_added],
+            "ok": [counts.ok],
+            "errors": [counts.errors],
+            "overlays": [counts.overlays],
+            "failed": [pickle.dumps(counts.errors_by_path)],
+            "tally": [pickle.dumps(tally)],
+        }
+
+    def __del__(self):
+        # Ray Data retires an actor gracefully once the dataset is done: publish the part it still holds.
+        if hasattr(self, "report"):
+            self.pool.shutdown()
+            self.report.publish()
+
+
+class _SharedReport:
+    """The actor's `ReportWriter`, taking one image at a time from the actor's concurrent batches."""
+
+    def __init__(self, report: ReportWriter):
+        self._report = report
+        self._lock = threading.Lock()
+
+    @property
+    def rows_added(self) -> int:
+        with self._lock:
+            return self._report.rows_added
+
+    def add_image(self, rows) -> None:
+        with self._lock:
+            self._report.add_image(rows)
+
+    def publish(self) -> None:
+        with self._lock:
+            self._report.publish()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

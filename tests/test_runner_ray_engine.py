@@ -1,0 +1,103 @@
+"""`cambatch.runner.ray_engine`: `--engine ray` on a local Ray (2 CPUs, started and stopped here).
+
+The same rows as the plain engine on the sample photos; a driver killed with SIGKILL, then a rerun:
+every image exactly once, the finished parts kept; a missing Ray is one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import ray
+from conftest import SAMPLES, make_folder
+from typer.testing import CliRunner
+
+from cambatch.cli import app
+from cambatch.config import RunConfig
+from cambatch.report.parts import part_settings, published_parts
+from cambatch.runner.pipeline import run
+
+SAME = ["path", "rank", "class_index", "class_name", "status", "width", "height", "overlay_path", "input_root"]
+CLOSE = ["probability", "logit", "cam_max", "cam_mean", "peak_x", "peak_y", "bbox_x0", "border_energy", "entropy"]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local Ray for this module's tests: small object store, no dashboard."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 2**20, logging_level=logging.WARNING)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _rows(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "report").sort_values(["path", "rank"]).reset_index(drop=True)
+
+
+def test_ray_gives_the_plain_engines_rows_and_overlays(ray_address, tmp_path):
+    plain = run(RunConfig.create([SAMPLES], tmp_path / "plain", workers=0))
+    result = run(RunConfig.create([SAMPLES], tmp_path / "ray", engine="ray", batch_size=4))
+    assert (result.ok, result.errors, result.overlays) == (plain.ok, plain.errors, plain.overlays) == (7, 0, 21)
+    expected, got = _rows(tmp_path / "plain"), _rows(tmp_path / "ray")
+    pd.testing.assert_frame_equal(got[SAME], expected[SAME])
+    np.testing.assert_allclose(got[CLOSE].to_numpy(float), expected[CLOSE].to_numpy(float), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.stack(got["map"]), np.stack(expected["map"]), rtol=1e-3, atol=1e-3)
+    assert all((tmp_path / "ray" / p).is_file() for p in got.overlay_path)
+    parts = published_parts(tmp_path / "ray" / "report")
+    assert parts and all("-w" in p.name for p in parts)  # written by the actors, each under its own name
+    assert {part_settings(p)["device"] for p in parts} == {"cpu"}
+    manifest = json.loads((tmp_path / "ray" / "runs" / f"{result.run_id}.json").read_text())
+    assert manifest["status"] == "completed" and manifest["counts"]["ok"] == 7
+    again = run(RunConfig.create([SAMPLES], tmp_path / "ray", engine="ray"))
+    assert (again.skipped, again.processed) == (7, 0)  # resumed: nothing to do
+
+
+def test_a_driver_killed_with_sigkill_then_a_rerun_gives_every_image_exactly_once(ray_address, tmp_path):
+    names = make_folder(tmp_path / "photos", 16)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "photos"), "--out", str(out), "--engine", "ray", "--images-per-part", "2"]
+    args += ["--batch-size", "2", "--topk", "2", "--quiet"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "cambatch", "run", *args, "--ray-address", ray_address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(published_parts(out / "report")) < 2:
+        assert driver.poll() is None, driver.communicate()
+        assert time.monotonic() < deadline, "no part was published in time"
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    first = pd.read_parquet(out / "report")
+    assert 0 < first.path.nunique() < len(names)
+
+    rerun = run(RunConfig.create([tmp_path / "photos"], out, engine="ray", topk=2, images_per_part=2))
+    assert rerun.skipped == first.path.nunique() and rerun.processed == len(names) - rerun.skipped
+    df = pd.read_parquet(out / "report")
+    assert sorted(df.path.unique()) == names
+    assert (df.groupby("path").size() == 2).all() and not df.duplicated(["path", "rank"]).any()
+    assert set(df[df.path.isin(first.path)].run_id) == set(first.run_id)  # finished work was not redone
+    for part in published_parts(out / "report"):
+        pq.read_metadata(part)  # every published part is whole
+    assert not [p.name for p in (out / "report").iterdir() if p.name.endswith(".tmp")]  # no half part left
+    assert all((out / p).is_file() for p in df.overlay_path)
+
+
+def test_without_ray_the_run_is_refused_in_one_line_with_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    result = CliRunner().invoke(app, ["run", str(SAMPLES), "--out", str(tmp_path / "out"), "--engine", "ray"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'cambatch[ray]'" in lines[0], result.output
+    assert not (tmp_path / "out").exists()  # before any work
