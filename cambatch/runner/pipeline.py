@@ -288,7 +288,11 @@ def _process(
     stop,
 ) -> None:
     """The hot loop: the device works on one batch while writer threads finish earlier ones."""
-    with ThreadPoolExecutor(stages.plan.writer_threads, thread_name_prefix="cambatch-writer") as pool:
+    background = tuning.background_priority if stages.plan.background else None
+    chooser = tuning.ThreadChooser(stages.plan.thread_choices)
+    with ThreadPoolExecutor(
+        stages.plan.writer_threads, thread_name_prefix="cambatch-writer", initializer=background
+    ) as pool:
         in_flight: deque[Future] = deque()
         try:
             for batch in loader:
@@ -302,6 +306,7 @@ def _process(
                 while len(in_flight) > 4 * stages.plan.batch_size:
                     _collect(in_flight.popleft(), report, result)
                 progress.advance(len(batch.samples) + len(batch.failures))
+                chooser.batch_done(len(batch.samples))
                 if stop:
                     break
         except Exception:
@@ -411,6 +416,7 @@ def _loader(sources: list[ImageSource], config: RunConfig, stages: _Stages) -> D
         collate_fn=collate_encoded if stages.gpu_decode else collate,
         pin_memory=device.type == "cuda",
         prefetch_factor=2 if plan.workers else None,
+        worker_init_fn=tuning.background_priority if plan.background else None,
     )
     return DecodedBatches(loader, GpuDecoder(sources, prep, device)) if stages.gpu_decode else loader
 
