@@ -137,3 +137,19 @@ def test_background_priority_lowers_only_the_calling_thread():
     thread.join()
     assert seen == [19]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == me
+
+
+def test_a_kept_count_that_slows_down_is_tried_again_at_once():
+    clock = _Clock({1: 1.0, 2: 0.5})
+
+    def apply(threads: int) -> None:
+        clock.threads = threads
+
+    chooser = ThreadChooser((1, 2), trial=2, period=50, clock=clock, apply=apply)
+    used = []
+    for batch in range(12):
+        if batch == 8:
+            clock.seconds = {1: 1.0, 2: 8.0}  # another job takes a core: two threads collapse
+        used.append(clock.threads)
+        clock.run_batch(chooser)
+    assert used == [1, 1, 1, 2, 2, 2, 2, 2, 2, 1, 1, 1]  # the slow batch at 2 threads ends the kept period

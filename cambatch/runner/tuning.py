@@ -112,8 +112,9 @@ class ThreadChooser:
 
     Each of `choices` runs `trial` timed batches (after one untimed: the thread pool resizes, the
     loader's queue adjusts); the fastest in images/s of the whole loop (decoding waits included)
-    is kept for `period` batches, then all are tried again: the best count changes as other jobs
-    come and go. Call `batch_done(images)` after each batch; with no choices it does nothing.
+    is kept for `period` batches, or until a batch runs at under half its trial rate, then all are
+    tried again: the best count changes as other jobs come and go. Call `batch_done(images)`
+    after each batch; with no choices it does nothing.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class ThreadChooser:
         self.choices, self.trial, self.period, self.clock, self.apply = choices, trial, period, clock, apply
         self._plan: list[tuple[int, bool]] = []  # (thread count, timed) of the coming batches
         self._rates: dict[int, list[float]] = {}
+        self._kept_rate = 0.0  # the kept count's rate in its trial; a batch at under half of it starts a new trial
         if choices:
             self._plan = self._next_round()
             apply(self._plan[0][0])
@@ -140,9 +142,12 @@ class ThreadChooser:
         if not self.choices:
             return
         threads, timed = self._plan.pop(0)
-        if timed and elapsed > 0 and images:
-            self._rates.setdefault(threads, []).append(images / elapsed)
-            self._cut_a_losing_trial(threads, images / elapsed)
+        if elapsed > 0 and images:
+            if timed:
+                self._rates.setdefault(threads, []).append(images / elapsed)
+                self._cut_a_losing_trial(threads, images / elapsed)
+            elif images / elapsed < 0.5 * self._kept_rate:  # other jobs came: the kept count may now collapse
+                self._plan = []
         if not self._plan:
             self._plan = self._next_round()
         if self._plan[0][0] != threads:
@@ -159,8 +164,10 @@ class ThreadChooser:
     def _next_round(self) -> list[tuple[int, bool]]:
         if self._rates:  # a trial round is over: keep the fastest count (median rate) for a while
             best = max(self._rates, key=lambda t: statistics.median(self._rates[t]))
+            self._kept_rate = statistics.median(self._rates[best])
             self._rates = {}
             return [(best, False)] * self.period
+        self._kept_rate = 0.0
         return [(c, timed) for c in self.choices for timed in [False] + [True] * self.trial]
 
 
