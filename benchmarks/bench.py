@@ -1,20 +1,29 @@
-"""cambatch side by side with the model's own limit and with its peers, as one printed table.
+"""cambatch against the machine's limits and against its peers, as one printed table.
 
-    python benchmarks/bench.py [IMAGES] [--images N] [--model M --weights W] [--precision P]
+    python benchmarks/bench.py [--images N] [--model M --weights W] [--precision P] [--device D]
 
-Without IMAGES, N varied photos are generated from sample_images/ (random crops, scales, JPEG
-qualities; see photos.py). Every number is measured in this run, on the same images, model and
-settings:
+N varied photos are generated from sample_images/ (random crops, scales, JPEG qualities; see
+photos.py), and N more for the steady state. Every figure is measured in this run, on the same
+photos, model and settings:
 
-- L: the model's forward pass alone on random input, at its best batch size and memory format;
-- cambatch in-process steady state (top-k, overlays on; then --no-overlays), images/s and / L;
-- whole processes on the same folder: `cambatch run` vs torchcam's CAM loop vs pytorch-grad-cam's
-  GradCAM loop (benchmarks/peers/, installed by `pip install -e ".[bench]"`);
-- peak RSS of `cambatch run` (the process and its decoding workers) on 1x and 10x the images;
+- L: the model's forward pass alone on random input, the best over torch threads x memory format x
+  batch size (the machine's limit for the model, not cambatch's setting); the best setting is printed;
+- P: the CPU-budget bound, cores / the sum of the per-image CPU time of each stage timed alone on
+  one core (decode + resizes, forward + maps + statistics at 1 thread, overlay renders + JPEG
+  encodes + rows): what a perfectly overlapped pipeline would reach; on a GPU the device's own
+  time per image bounds it too;
+- steady state: whole `cambatch run` processes on 2N and N photos, (2N - N) / the difference of
+  their wall times, with overlays and with --no-overlays; efficiency = steady state / P. The
+  fixed cost of a process (start-up, first batch, last part) is what remains of the N-photo wall;
+- start-up: the imports and the model build of a `cambatch run` process, timed inside one;
+- peers: the whole `cambatch run` process on the N photos against torchcam's CAM loop on the same
+  photos (and, with --gradcam-images M, pytorch-grad-cam's GradCAM loop on the first M);
+- peak RSS of `cambatch run` (the process and its decoding workers) on 10x the N photos vs 1x;
 - wall time of `cambatch --help` and `cambatch --version`.
 
-`--breakdown` adds where the time goes (each stage alone); `--tune` tries thread/worker/batch
-settings in-process (how cambatch/tuning.py's defaults were chosen).
+The load average (as `uptime` prints it) is sampled before and after every section and printed
+with the table: on a shared machine the wall-clock rows (L, steady state, peers) suffer from other
+jobs, P much less (it is CPU time). `--tune` tries thread/worker/batch settings in-process instead.
 """
 
 from __future__ import annotations
@@ -38,203 +47,384 @@ sys.path.insert(0, str(HERE))
 
 import photos  # noqa: E402
 
+LOADS: list[str] = []  # the load averages seen, one per section
+
 
 def main() -> None:
     args = parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="cambatch-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    folder = args.images_dir or work / f"photos{args.images}"
-    if args.images_dir is None:
-        log(f"generating {args.images} photos under {folder}")
-        photos.generate(folder, args.images)
-    count = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    log(f"{count} images in {folder}; machine: {machine()}; load before: {load()}")
+    n = args.images
+    full = work / f"photos{2 * n}"
+    log(f"generating {2 * n} photos under {full}")
+    photos.generate(full, 2 * n)  # deterministic: the first N are the N-photo folder's too
+    half = subset(full, work / f"first{n}", n)
+    log(f"machine: {machine()}; load {sample_load()}")
 
     from cambatch.runner.engine import resolve_device
-    from cambatch.runner.tuning import plan
 
     device = resolve_device(args.device)
-    rows: list[tuple[str, str, str]] = []
-    results: dict = {
-        "images": count,
-        "machine": machine(),
-        "device": device_name(device),
-        "model": args.model,
-        "precision": args.precision,
-        "load_before": load(),
-    }
-
     if args.tune:
-        tune(folder, args, device)
+        tune(half, args, device)
         return
+    results: dict = {"images": n, "machine": machine(), "device": device_name(device), "model": args.model}
+    results["precision"] = args.precision
+    rows: list[tuple[str, str, str]] = []
 
-    # L before and after the cambatch runs; the larger is the limit (conservative ratios).
     limit = forward_limit(args, device)
-    log(f"L: {limit['rate']:.1f} img/s ({limit['config']})")
-    overlays = steady_state(folder, work / "inproc_overlays", args, overlays=True)
-    log(f"cambatch in-process, overlays: {overlays['rate']:.1f} img/s")
-    plain = steady_state(folder, work / "inproc_plain", args, overlays=False)
-    log(f"cambatch in-process, --no-overlays: {plain['rate']:.1f} img/s")
-    limit2 = forward_limit(args, device)
-    log(f"L again: {limit2['rate']:.1f} img/s ({limit2['config']})")
-    if limit2["rate"] > limit["rate"]:
-        limit = limit2
-    L = limit["rate"]
-    p = plan(device)
-    rows.append(("L: model forward alone, random input (" + limit["config"] + ")", f"{L:.1f} img/s", "1.00x L"))
-    rows.append(
-        (
-            f"cambatch in-process steady state, top-{args.topk}, overlays ({settings(p)})",
-            f"{overlays['rate']:.1f} img/s",
-            f"{overlays['rate'] / L:.2f}x L  (target >= 0.65x)",
-        )
-    )
-    rows.append(
-        (
-            "cambatch in-process steady state, --no-overlays",
-            f"{plain['rate']:.1f} img/s",
-            f"{plain['rate'] / L:.2f}x L  (target >= 0.75x)",
-        )
-    )
-    results.update(L=limit, overlays=overlays, no_overlays=plain)
+    log(f"L: {limit['rate']:.1f} img/s ({limit['config']}); load {sample_load()}")
+    rows.append((f"L: forward alone, best of {limit['tried']} settings: {limit['config']}", rate(limit["rate"]), ""))
+    for line in limit["per_threads"]:
+        rows.append(line)
 
-    if not args.skip_processes:
-        peer_folder = (
-            subset(folder, work / f"peers{args.peer_images}", args.peer_images) if args.peer_images else folder
+    costs = stage_costs(half, args, device)
+    log(f"stage costs (ms per image): {costs}; load {sample_load()}")
+    bound = budget_bounds(costs, device)
+    rows += cost_rows(costs, bound, device)
+    results.update(L=limit, stage_ms=costs, P=bound)
+
+    warm = subset(full, work / "warmup", 24)  # page cache, .pyc files, oneDNN's first kernels
+    timed_process(cambatch_cmd(warm, work / "proc_warm", args, overlays=True))
+    steady = {}
+    for overlays in (True, False):
+        mode = "overlays" if overlays else "no_overlays"
+        small = timed_process(cambatch_cmd(half, work / f"proc_{mode}_{n}", args, overlays), sample_rss=overlays)
+        large = timed_process(cambatch_cmd(full, work / f"proc_{mode}_{2 * n}", args, overlays))
+        steady[mode] = {
+            # The N-photo run slower than the 2N one means the machine's load changed between them.
+            "rate": n / (large["wall_s"] - small["wall_s"]) if large["wall_s"] > small["wall_s"] else float("nan"),
+            "wall_n": small["wall_s"],
+            "wall_2n": large["wall_s"],
+            "process": small,
+        }
+        steady[mode]["fixed_s"] = small["wall_s"] - n / steady[mode]["rate"]
+        log(f"steady state, {mode}: {steady[mode]['rate']:.1f} img/s; load {sample_load()}")
+    rows += steady_rows(steady, bound, n, args, device)
+    results["steady"] = {k: {m: v for m, v in s.items() if m != "process"} for k, s in steady.items()}
+
+    startup = start_up(half, args)
+    rows.append(
+        (
+            "start-up inside a `cambatch run` process: imports / model + method build",
+            f"{startup['imports_s']:.2f} / {startup['build_s']:.2f} s",
+            "",
         )
-        peer_count = count if not args.peer_images else min(args.peer_images, count)
-        whole = timed_process(cambatch_cmd(peer_folder, work / "proc_cambatch", args), sample_rss=True)
-        cb_rate = peer_count / whole["wall_s"]
-        label = f"whole process, {peer_count} images: "
-        rows.append((label + "`cambatch run`", f"{cb_rate:.1f} img/s", f"{whole['wall_s']:.1f} s wall"))
-        results["process_cambatch"] = whole | {"rate": cb_rate}
-        log(f"cambatch whole process: {cb_rate:.1f} img/s")
-        for name, script, target in (
-            ("torchcam CAM loop", "torchcam_loop.py", 2),
-            ("pytorch-grad-cam GradCAM loop", "gradcam_loop.py", 8),
-        ):
-            if args.skip_peers:
-                break
-            cmd = [sys.executable, str(HERE / "peers" / script), str(peer_folder), str(work / f"proc_{script[:-3]}")]
-            cmd += peer_model_args(args, device)
-            peer = timed_process(cmd)
-            if peer["rc"] != 0:
-                rows.append((label + name, "failed", peer["stderr_tail"][-120:].replace("\n", " ")))
-                continue
-            rate = peer_count / peer["wall_s"]
-            rows.append(
-                (label + name, f"{rate:.1f} img/s", f"cambatch {cb_rate / rate:.1f}x faster (target >= {target}x)")
-            )
-            results[script[:-3]] = peer | {"rate": rate}
-            log(f"{name}: {rate:.1f} img/s")
+    )
+    results["start_up"] = startup
+
+    cb_wall = steady["overlays"]["wall_n"]
+    if not args.skip_peers:
+        rows += peer_rows(half, work, args, device, cb_wall, n, results)
 
     if not args.skip_rss:
-        one = results.get("process_cambatch") if not args.peer_images else None
-        if one is None:
-            one = timed_process(cambatch_cmd(folder, work / "rss_1x", args), sample_rss=True)
-        many_folder = photos.replicate(folder, work / f"photos_x{args.rss_times}", args.rss_times)
-        many = timed_process(cambatch_cmd(many_folder, work / "rss_many", args), sample_rss=True)
+        one = steady["overlays"]["process"]
+        many_folder = photos.replicate(half, work / f"photos{n}_x{args.rss_times}", args.rss_times)
+        many = timed_process(cambatch_cmd(many_folder, work / "proc_rss", args, True), sample_rss=True)
         ratio = many["peak_rss_mib"] / one["peak_rss_mib"]
         rows.append(
-            (
-                f"peak RSS of `cambatch run` (process + workers), 1x = {count} images",
-                f"{one['peak_rss_mib']:.0f} MiB",
-                "",
-            )
+            (f"peak RSS of `cambatch run` (process + workers), {n} photos", f"{one['peak_rss_mib']:.0f} MiB", "")
         )
         rows.append(
             (
-                f"peak RSS, {args.rss_times}x = {count * args.rss_times} images",
+                f"peak RSS, {args.rss_times}x = {n * args.rss_times} photos",
                 f"{many['peak_rss_mib']:.0f} MiB",
-                f"{ratio:.2f}x the 1x run  (target <= 1.2x)",
+                f"{ratio:.2f}x the 1x run (target <= 1.2x)",
             )
         )
-        results.update(rss_1x=one, rss_many=many, rss_ratio=ratio)
+        results.update(rss_1x_mib=one["peak_rss_mib"], rss_many_mib=many["peak_rss_mib"], rss_ratio=ratio)
+        log(f"RSS: {ratio:.2f}x; load {sample_load()}")
 
-    for flag in ("--help", "--version"):
+    for flag, target in (("--help", "target < 0.3 s"), ("--version", "")):
         wall = cli_wall(flag)
-        rows.append((f"`cambatch {flag}` wall time (median of 5)", f"{wall:.2f} s", "target < 0.5 s"))
+        rows.append((f"`cambatch {flag}` wall time (median of 5)", f"{wall:.2f} s", target))
         results[f"cli{flag}"] = wall
-
-    results["load_after"] = load()
+    sample_load()
+    results["load_averages"] = LOADS
     print_table(rows, results)
-    if args.breakdown:
-        breakdown(folder, args, device)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "images_dir", nargs="?", type=Path, help="a folder of images (default: generate --images photos)"
-    )
-    parser.add_argument("--images", type=int, default=256, help="photos to generate when no folder is given")
+    parser.add_argument("--images", type=int, default=256, help="N: photos of the peer and RSS runs (2N are generated)")
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--weights", default=None, help="as `cambatch run --weights` (e.g. none)")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument(
-        "--peer-images", type=int, default=0, help="run the whole-process comparison on the first M images only"
+        "--l-batches", default=None, help="batch sizes L tries, e.g. 4,8 (default 1,4,8,16,32; GPU 32-256)"
     )
+    parser.add_argument("--l-threads", default=None, help="torch thread counts L tries (default 1, half and all cores)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per forward-pass setting for L")
+    parser.add_argument("--p-images", type=int, default=96, help="photos each stage of P is timed on")
+    parser.add_argument("--gradcam-images", type=int, default=0, help="also run pytorch-grad-cam's loop on M photos")
     parser.add_argument("--rss-times", type=int, default=10)
     parser.add_argument("--skip-peers", action="store_true")
-    parser.add_argument("--skip-processes", action="store_true", help="no whole-process rows (cambatch or peers)")
     parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--breakdown", action="store_true", help="also print where the time goes, stage by stage")
-    parser.add_argument("--breakdown-images", type=int, default=512, help="images for --breakdown (the first ones)")
     parser.add_argument("--tune", action="store_true", help="only try threads/workers/batch settings in-process")
-    parser.add_argument("--seconds", type=float, default=1.5, help="time per forward-pass configuration for L")
     parser.add_argument("--work", default=None, help="folder for generated photos and outputs (default: a temp folder)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     return parser.parse_args()
 
 
-# ---------------------------------------------------------------- measurements
+# ---------------------------------------------------------------- L: the model's forward alone
 
 
 def forward_limit(args, device) -> dict:
-    """The model's forward alone on random input: best images/s over batch sizes, memory formats and
-    (on a CPU) 1 or all threads."""
+    """The best images/s of the forward alone on random input over threads x memory format x batch."""
     import torch
 
     from cambatch.model.accel import Execution
     from cambatch.model.build import load_model
+    from cambatch.runner.tuning import cpu_cores
 
     model = load_model(args.model, args.weights)
-    network = model.network.eval().to(device)
-    size = model.input_size
-    batches = (32, 64, 128, 256) if device.type == "cuda" else (1, 4, 8, 16, 32)
-    dtype = Execution(device.type, args.precision).dtype
+    network, size = model.network.eval().to(device), model.input_size
+    default_batches = (32, 64, 128, 256) if device.type == "cuda" else (1, 4, 8, 16, 32)
+    batches = [int(b) for b in args.l_batches.split(",")] if args.l_batches else default_batches
+    cores = cpu_cores()
+    default_threads = sorted({1, max(1, cores // 2), cores}) if device.type == "cpu" else [min(4, cores)]
+    thread_counts = [int(t) for t in args.l_threads.split(",")] if args.l_threads else default_threads
+    execution = Execution(device.type, args.precision)
+    before = torch.get_num_threads()
     best = {"rate": 0.0, "config": ""}
-    cores = torch.get_num_threads()
-    thread_counts = sorted({1, cores}) if device.type == "cpu" else [cores]
-    configs = [(fmt, bs, t) for fmt in ("contiguous", "channels_last") for bs in batches for t in thread_counts]
-    for fmt, bs, threads in configs:
-        if fmt == "channels_last":
-            network = network.to(memory_format=torch.channels_last)
-        torch.set_num_threads(threads)
-        x = torch.randn(bs, 3, size, size, device=device)
-        if fmt == "channels_last":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
-        ):
-            for _ in range(2):
-                network(x)
-            sync(device)
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < args.seconds:
-                network(x)
-                n += bs
-            sync(device)
-            rate = n / (time.perf_counter() - start)
-        if rate > best["rate"]:
-            best = {"rate": rate, "config": f"batch {bs}, {fmt}, {args.precision}, {threads} thread(s)"}
-    torch.set_num_threads(cores)
+    per_threads: dict[int, tuple[float, str]] = {}
+    for fmt in ("contiguous", "channels_last"):
+        memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        network = network.to(memory_format=memory_format)
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for bs in batches:
+                x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=memory_format)
+                measured = _forward_rate(network, x, execution, args.seconds, device)
+                config = f"{threads} thread(s), {fmt}, batch {bs}, {args.precision}"
+                if measured > best["rate"]:
+                    best = {"rate": measured, "config": config}
+                if measured > per_threads.get(threads, (0.0, ""))[0]:
+                    per_threads[threads] = (measured, config)
+    torch.set_num_threads(before)
+    best["tried"] = 2 * len(batches) * len(thread_counts)
+    best["per_threads"] = [
+        (f"  best with {t} thread(s): {c}", rate(r), f"{r / best['rate']:.2f}x L")
+        for t, (r, c) in sorted(per_threads.items())
+        if len(per_threads) > 1
+    ]
     return best
+
+
+def _forward_rate(network, x, execution, seconds: float, device) -> float:
+    import torch
+
+    with torch.inference_mode():
+        for _ in range(2):
+            execution.forward(network, x)
+        sync(device)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            execution.forward(network, x)
+            done += x.shape[0]
+        sync(device)
+        return done / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- P: the CPU budget
+
+
+def stage_costs(folder: Path, args, device) -> dict[str, float]:
+    """Milliseconds of CPU per image of each stage alone, on one core, torch at 1 thread.
+
+    Timed with the calling thread's CPU clock, on the first --p-images photos: decode + resizes
+    (with the overlay background, and without), forward + maps + statistics (one batch at the
+    default batch size at a time, with and without the display maps), overlays + rows and rows
+    alone. On a GPU, the forward's row is the device's wall time per image instead.
+    """
+    import torch
+
+    from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+    from cambatch.model.build import load_model
+    from cambatch.runner.engine import build_engine
+    from cambatch.runner.tuning import plan
+    from cambatch.sources.discover import discover
+
+    sources = discover([folder])[: args.p_images]
+    model = load_model(args.model, args.weights)
+    batch_size = plan(device).batch_size
+    costs: dict[str, float] = {}
+    pinned = _pin_to_one_core()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        samples = {}
+        for overlays in (True, False):
+            prep = Preprocess(image_size=model.input_size, overlays=overlays, max_side=1024)
+            files = ImageFiles(sources, prep)
+            files[0]  # first-call costs (PIL's plugins) are not per image
+            start = time.thread_time()
+            samples[overlays] = [files[i] for i in range(len(files))]
+            costs[f"decode_{_mode(overlays)}"] = (time.thread_time() - start) * 1e3 / len(files)
+        for overlays in (True, False):
+            batches = [collate(samples[overlays][i : i + batch_size]) for i in range(0, len(sources), batch_size)]
+            engine = build_engine(model, device, topk=args.topk, precision=args.precision, want_display=overlays)
+            engine(batches[0].pixels)  # first-call costs (oneDNN's kernels, cuDNN's search) are not per image
+            sync(device)
+            clock = time.thread_time if device.type == "cpu" else time.perf_counter
+            start = clock()
+            results = [engine(b.pixels) for b in batches]
+            sync(device)
+            costs[f"forward_{_mode(overlays)}"] = (clock() - start) * 1e3 / len(sources)
+            costs[f"write_{_mode(overlays)}"] = _write_cost(model, batches, results, sources, overlays)
+    finally:
+        torch.set_num_threads(threads)
+        os.sched_setaffinity(0, pinned)
+    return {name: round(value, 2) for name, value in costs.items()}
+
+
+def _write_cost(model, batches, results, sources, overlays: bool) -> float:
+    """CPU-ms per image of `ImageWriter.ok_rows` (overlays rendered, encoded and saved; the rows)."""
+    from cambatch.layout import OutputLayout
+    from cambatch.runner.writer import ImageWriter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = ImageWriter(
+            layout=OutputLayout(Path(tmp)),
+            model_name=model.name,
+            method="cam",
+            run_id="bench",
+            class_names=model.class_names,
+            colormap="jet",
+            alpha=0.5,
+            overlays=overlays,
+            named_by_rank=True,
+        )
+        for i, sample in enumerate(batches[0].samples):  # first-call costs (imports, palettes) are not per image
+            writer.ok_rows(sources[sample.index], sample, results[0], i)
+        start = time.thread_time()
+        for batch, result in zip(batches, results, strict=True):
+            for i, sample in enumerate(batch.samples):
+                writer.ok_rows(sources[sample.index], sample, result, i)
+        return (time.thread_time() - start) * 1e3 / len(sources)
+
+
+def _pin_to_one_core() -> set[int]:
+    """Pin the calling thread to its current core; returns the affinity to restore."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    return before
+
+
+def _mode(overlays: bool) -> str:
+    return "overlays" if overlays else "no_overlays"
+
+
+def budget_bounds(costs: dict[str, float], device) -> dict[str, float]:
+    """P with overlays and without: cores / CPU-s per image (and, on a GPU, 1 / the device's s per image)."""
+    from cambatch.runner.tuning import cpu_cores
+
+    bounds = {}
+    for mode in ("overlays", "no_overlays"):
+        stages = [costs[f"decode_{mode}"], costs[f"write_{mode}"]]
+        if device.type == "cpu":
+            bounds[mode] = cpu_cores() * 1e3 / (sum(stages) + costs[f"forward_{mode}"])
+        else:
+            bounds[mode] = min(cpu_cores() * 1e3 / sum(stages), 1e3 / costs[f"forward_{mode}"])
+    return bounds
+
+
+def cost_rows(costs: dict[str, float], bound: dict[str, float], device) -> list[tuple[str, str, str]]:
+    from cambatch.runner.tuning import cpu_cores
+
+    forward = "forward + maps + statistics, 1 thread" if device.type == "cpu" else "forward + maps on the device (wall)"
+    rows = []
+    for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
+        parts = f"{costs[f'decode_{mode}']:.1f} / {costs[f'forward_{mode}']:.1f} / {costs[f'write_{mode}']:.1f} ms"
+        what = "overlay renders + JPEG encodes + rows" if mode == "overlays" else "rows"
+        rows.append((f"per image, one core, {label}: decode + resizes / {forward} / {what}", parts, ""))
+    for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
+        rows.append((f"P ({cpu_cores()} cores / the sum above), {label}", rate(bound[mode]), ""))
+    return rows
+
+
+# ---------------------------------------------------------------- whole processes
+
+
+def steady_rows(steady: dict, bound: dict, n: int, args, device) -> list[tuple[str, str, str]]:
+    from cambatch.runner.tuning import plan
+
+    rows = []
+    for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
+        s = steady[mode]
+        p = plan(device, overlays=mode == "overlays")
+        rows.append(
+            (
+                f"steady state, {label}: ({2 * n} - {n} photos) / "
+                f"({s['wall_2n']:.1f} - {s['wall_n']:.1f} s); {settings(p)}",
+                rate(s["rate"]),
+                f"{s['rate'] / bound[mode]:.2f}x P (target >= 0.85x)" if s["rate"] == s["rate"] else "n/a: rerun",
+            )
+        )
+    for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
+        rows.append(
+            (
+                f"fixed cost of a process (start-up, first batch, last part), {label}",
+                f"{steady[mode]['fixed_s']:.1f} s",
+                "",
+            )
+        )
+    return rows
+
+
+def peer_rows(folder: Path, work: Path, args, device, cb_wall: float, n: int, results: dict) -> list:
+    rows = [(f"whole process, {n} photos: `cambatch run`", f"{cb_wall:.1f} s", rate(n / cb_wall))]
+    peers = [("torchcam CAM loop", "torchcam_loop.py", folder, n, cb_wall, 2.5)]
+    if args.gradcam_images:
+        m = min(args.gradcam_images, n)
+        first = subset(folder, work / f"first{m}", m)
+        wall = timed_process(cambatch_cmd(first, work / "proc_gradcam_cb", args, True))["wall_s"]
+        rows.append((f"whole process, {m} photos: `cambatch run`", f"{wall:.1f} s", rate(m / wall)))
+        peers.append(("pytorch-grad-cam GradCAM loop", "gradcam_loop.py", first, m, wall, 8))
+    for name, script, images, count, mine, target in peers:
+        cmd = [sys.executable, str(HERE / "peers" / script), str(images), str(work / f"proc_{script[:-3]}")]
+        cmd += peer_model_args(args, device)
+        peer = timed_process(cmd)
+        if peer["rc"] != 0:
+            rows.append(
+                (f"whole process, {count} photos: {name}", "failed", peer["stderr_tail"][-120:].replace("\n", " "))
+            )
+            continue
+        ratio = peer["wall_s"] / mine
+        rows.append(
+            (
+                f"whole process, {count} photos: {name}",
+                f"{peer['wall_s']:.1f} s",
+                f"cambatch {ratio:.2f}x faster (target >= {target}x)",
+            )
+        )
+        results[script[:-3]] = {"wall_s": peer["wall_s"], "ratio": ratio}
+        log(f"{name}: {ratio:.2f}x; load {sample_load()}")
+    return rows
+
+
+def start_up(folder: Path, args) -> dict:
+    """Imports and model + method build of a `cambatch run` process, timed inside a fresh one."""
+    script = (
+        "import json, sys, time, tempfile\n"
+        "t0 = time.perf_counter()\n"
+        "from cambatch.config import RunConfig\n"
+        "from cambatch.runner import pipeline\n"
+        "t1 = time.perf_counter()\n"
+        "config = RunConfig.create(inputs=[sys.argv[1]], out=tempfile.mkdtemp(), model=sys.argv[2],"
+        " weights=sys.argv[3] or None, precision=sys.argv[4], device=sys.argv[5])\n"
+        "pipeline._build(config)\n"
+        "print(json.dumps({'imports_s': t1 - t0, 'build_s': time.perf_counter() - t1}))\n"
+    )
+    cmd = [sys.executable, "-c", script, str(folder), args.model, args.weights or "", args.precision, args.device]
+    walls = [json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout) for _ in range(3)]
+    return {key: statistics.median(w[key] for w in walls) for key in ("imports_s", "build_s")}
+
+
+# ---------------------------------------------------------------- --tune: settings in-process
 
 
 class _Clock:
@@ -255,7 +445,8 @@ class _Clock:
         pass
 
 
-def run_inprocess(folder: Path, out: Path, args, overlays: bool, **options) -> dict:
+def run_inprocess(folder: Path, out: Path, args, overlays: bool, **options) -> float:
+    """Images/s of an in-process run from the end of its first batch to its end (last part closed)."""
     from cambatch.config import RunConfig
     from cambatch.runner.pipeline import run
 
@@ -272,25 +463,10 @@ def run_inprocess(folder: Path, out: Path, args, overlays: bool, **options) -> d
         device=args.device,
         **options,
     )
-    result = run(config, clock)
+    run(config, clock)
     end = time.perf_counter()
-    # Steady state: from the end of the first batch (workers started, caches warm) to the end of
-    # the run, the writers' last overlays and the report's last part included.
     t0, n0 = clock.marks[1] if len(clock.marks) > 1 else clock.marks[0]
-    return {
-        "rate": (clock.done - n0) / max(end - t0, 1e-9),
-        "images": clock.done,
-        "ok": result.ok,
-        "errors": result.errors,
-        "total_s": result.elapsed_s,
-    }
-
-
-def steady_state(folder: Path, out: Path, args, overlays: bool) -> dict:
-    """In-process steady state; a short warm-up run first (page cache, oneDNN kernels)."""
-    warm = subset(folder, out.parent / "warmup", 24)
-    run_inprocess(warm, out.parent / "warmup_out", args, overlays)
-    return run_inprocess(folder, out, args, overlays)
+    return (clock.done - n0) / max(end - t0, 1e-9)
 
 
 def tune(folder: Path, args, device) -> None:
@@ -303,39 +479,27 @@ def tune(folder: Path, args, device) -> None:
         for workers in sorted({1, max(1, cores // 2), cores}):
             for batch in (4, 8):
                 grid.append((threads, workers, batch))
-    print(f"\ntuning on {machine()}, {device_name(device)}, load {load()}")
+    print(f"\ntuning on {machine()}, {device_name(device)}, load {sample_load()}")
     print("| threads | workers | batch | overlays img/s | --no-overlays img/s |\n|---|---|---|---|---|")
     run_inprocess(subset(folder, folder.parent / "warmup", 24), folder.parent / "tune_warm", args, True)
     for threads, workers, batch in grid:
         rates = [
             run_inprocess(
                 folder, folder.parent / "tune_out", args, ov, threads=threads, workers=workers, batch_size=batch
-            )["rate"]
+            )
             for ov in (True, False)
         ]
         print(f"| {threads} | {workers} | {batch} | {rates[0]:.1f} | {rates[1]:.1f} |", flush=True)
 
 
-def cambatch_cmd(folder: Path, out: Path, args) -> list[str]:
+# ---------------------------------------------------------------- processes
+
+
+def cambatch_cmd(folder: Path, out: Path, args, overlays: bool) -> list[str]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "cambatch",
-        "run",
-        str(folder),
-        "--out",
-        str(out),
-        "--quiet",
-        "--model",
-        args.model,
-        "--topk",
-        str(args.topk),
-        "--precision",
-        args.precision,
-        "--device",
-        args.device,
-    ]
+    cmd = [sys.executable, "-m", "cambatch", "run", str(folder), "--out", str(out), "--quiet", "--model", args.model]
+    cmd += ["--topk", str(args.topk), "--precision", args.precision, "--device", args.device]
+    cmd += [] if overlays else ["--no-overlays"]
     return cmd + (["--weights", args.weights] if args.weights else [])
 
 
@@ -404,95 +568,6 @@ def cli_wall(flag: str) -> float:
     return statistics.median(walls)
 
 
-def breakdown(folder: Path, args, device) -> None:
-    """Where the time goes: each stage of the pipeline alone, on the same images and settings."""
-    from torch.utils.data import DataLoader
-
-    from cambatch.data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
-    from cambatch.data.preprocess import ImageFiles, Preprocess, collate
-    from cambatch.layout import OutputLayout
-    from cambatch.model.build import load_model
-    from cambatch.runner.engine import build_engine
-    from cambatch.runner.tuning import plan, torch_threads
-    from cambatch.runner.writer import ImageWriter
-    from cambatch.sources.discover import discover
-
-    p = plan(device)
-    sources = discover([folder])[: args.breakdown_images]
-    model = load_model(args.model, args.weights)
-    prep = Preprocess(image_size=model.input_size, overlays=True, max_side=1024)
-    gpu = use_gpu_decode("auto", device)
-    rows = []
-    with torch_threads(p.threads):
-        for label, workers in (
-            (f"decode + resize, {p.workers} workers", p.workers),
-            ("decode + resize, main process only", 0),
-        ):
-            loader = DataLoader(
-                EncodedImageFiles(sources, prep) if gpu else ImageFiles(sources, prep),
-                batch_size=p.batch_size,
-                num_workers=workers,
-                collate_fn=collate_encoded if gpu else collate,
-                pin_memory=device.type == "cuda",
-            )
-            if gpu:
-                loader = DecodedBatches(loader, GpuDecoder(sources, prep, device))
-                label += " + nvJPEG"
-            start = time.perf_counter()
-            batches = [b for b in loader]
-            sync(device)
-            rows.append((label, len(sources) / (time.perf_counter() - start)))
-        engine = build_engine(model, device, topk=args.topk, precision=args.precision)
-        engine(batches[0].pixels)
-        sync(device)
-        start = time.perf_counter()
-        results = [engine(b.pixels) for b in batches]
-        rows.append(
-            (
-                f"model + maps + statistics, batch {p.batch_size} ({p.threads} torch threads)",
-                len(sources) / (time.perf_counter() - start),
-            )
-        )
-        start = time.perf_counter()
-        for b in batches:
-            engine.execution.forward(model.features, (b.pixels.to(device).float() - engine._shift) / engine._scale)
-        sync(device)
-        rows.append(("  of which the feature extractor alone", len(sources) / (time.perf_counter() - start)))
-        with tempfile.TemporaryDirectory() as tmp:
-            writer = ImageWriter(
-                layout=OutputLayout(Path(tmp)),
-                model_name=model.name,
-                method="cam",
-                run_id="bench",
-                class_names=model.class_names,
-                colormap="jet",
-                alpha=0.5,
-                overlays=True,
-                named_by_rank=True,
-            )
-            from concurrent.futures import ThreadPoolExecutor
-
-            for threads in (1, 2):
-                start = time.perf_counter()
-                with ThreadPoolExecutor(threads) as pool:
-                    list(
-                        pool.map(
-                            lambda a: writer.ok_rows(sources[a[0].index], a[0], a[1], a[2]),
-                            [(s, r, i) for b, r in zip(batches, results, strict=True) for i, s in enumerate(b.samples)],
-                        )
-                    )
-                rows.append(
-                    (
-                        f"overlays ({args.topk} JPEGs per image) + rows, {threads} writer thread(s)",
-                        len(sources) / (time.perf_counter() - start),
-                    )
-                )
-    print(f"\nWhere the time goes ({device_name(device)}, each stage alone on the same {len(sources)} images):\n")
-    print("| stage | images/s |\n|---|---|")
-    for label, rate in rows:
-        print(f"| {label} | {rate:.1f} |")
-
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -519,11 +594,14 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def load() -> str:
+def sample_load() -> str:
+    """The 1/5/15-minute load average, as `uptime` prints it; kept for the table."""
     try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+        value = " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
-        return "?"
+        value = "?"
+    LOADS.append(value)
+    return value
 
 
 def machine() -> str:
@@ -548,20 +626,22 @@ def device_name(device) -> str:
 
 
 def settings(p) -> str:
-    return f"batch {p.batch_size}, {p.threads} torch threads, {p.workers} workers"
+    return f"batch {p.batch_size}, {p.threads} torch threads, {p.workers} workers, {p.writer_threads} writers"
+
+
+def rate(value: float) -> str:
+    return f"{value:.1f} img/s"
 
 
 def print_table(rows, results) -> None:
     import torch
 
     print(
-        f"\ncambatch benchmark: {results['images']} images, model {results['model']} ({results['precision']}), "
-        f"device {results['device']}, torch {torch.__version__}"
+        f"\ncambatch benchmark: {results['images']} photos (and {2 * results['images']} for the steady state), "
+        f"model {results['model']} ({results['precision']}), device {results['device']}, torch {torch.__version__}"
     )
-    print(
-        f"machine: {results['machine']}; load average (1/5/15 min) "
-        f"before {results['load_before']}, after {results['load_after']}\n"
-    )
+    print(f"machine: {results['machine']}")
+    print(f"load average (1/5/15 min, as `uptime`), section by section: {'; '.join(results['load_averages'])}\n")
     print("| measurement | result | ratio / target |\n|---|---|---|")
     for label, value, ratio in rows:
         print(f"| {label} | {value} | {ratio} |")

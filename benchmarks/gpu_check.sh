@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # GPU check: a few thousand generated photos through cambatch on a CUDA device, with
 #   1. resnet50 --weights none at fp16, and 2. the default model (EfficientNet-Lite0) at fp16;
-# each prints bench.py's table (L, in-process steady state, whole processes vs peers on a subset)
-# and where the time goes, stage by stage. Needs only the repository and its installed
+# each prints bench.py's table (L, each stage's cost and P, steady state from whole processes,
+# start-up, whole process vs torchcam on the N photos). Needs only the repository and its installed
 # dependencies (torchcam / grad-cam rows are skipped when those are missing); no network.
 #
 #   bash benchmarks/gpu_check.sh                 # about 4-5 minutes on an H100 machine
-#   GPU_CHECK_IMAGES=300 GPU_CHECK_ALLOW_CPU=1 bash benchmarks/gpu_check.sh   # its logic, on a CPU
+#   GPU_CHECK_IMAGES=32 GPU_CHECK_ALLOW_CPU=1 bash benchmarks/gpu_check.sh   # its logic, on a CPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-IMAGES=${GPU_CHECK_IMAGES:-2000}
-PEER_IMAGES=${GPU_CHECK_PEER_IMAGES:-100}
+IMAGES=${GPU_CHECK_IMAGES:-1000}   # N: bench.py generates 2N (the steady state runs on 2N and N)
 WORK=${GPU_CHECK_WORK:-/tmp/cambatch-gpu-check}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # works without `pip install -e .` too
 export PYTHONUNBUFFERED=1
@@ -68,8 +67,8 @@ photos.generate(Path(sys.argv[1]), int(sys.argv[2]))
 print(f"{sys.argv[2]} photos ready in {time.perf_counter() - start:.1f} s")
 PY
 
-COMMON=(--images "$IMAGES" --work "$WORK" --device "$DEVICE" --precision "$PRECISION" --peer-images "$PEER_IMAGES"
-        --skip-rss --breakdown --breakdown-images 300 --seconds "$SECONDS_PER_CONFIG" "${PEERS[@]}")
+COMMON=(--images "$IMAGES" --work "$WORK" --device "$DEVICE" --precision "$PRECISION"
+        --skip-rss --p-images 256 --seconds "$SECONDS_PER_CONFIG" "${PEERS[@]}")
 
 line "1/2 resnet50 --weights none, $PRECISION"
 start=$(date +%s)

@@ -207,7 +207,9 @@ class SpeedOptions(_Group):
         None, "Decoding worker processes; 0 decodes in the main process (default: from the machine).", minimum=0
     )
     threads: int | None = option(
-        None, "Torch threads for the model (default: from the machine; on a CPU, cores less workers).", minimum=1
+        None,
+        "Torch threads for the model (default: on a CPU, chosen during the run: cores less workers, or all).",
+        minimum=1,
     )
     writer_threads: int | None = option(None, "Threads rendering overlays (default: from the machine).", minimum=1)
     precision: str = option(

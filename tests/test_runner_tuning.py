@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import torch
 
-from cambatch.runner.tuning import CPU_BATCH, GPU_BATCH, cpu_cores, cpu_workers, plan, torch_threads
+from cambatch.runner.tuning import (
+    CPU_BATCH,
+    GPU_BATCH,
+    ThreadChooser,
+    background_priority,
+    cpu_cores,
+    cpu_workers,
+    plan,
+    torch_threads,
+)
 
 CPU = torch.device("cpu")
 
@@ -63,3 +73,83 @@ def test_torch_threads_is_restored_even_on_error_and_at_least_one():
         assert torch.get_num_threads() == 1
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+def test_a_cpu_plan_chooses_between_the_cores_beside_the_workers_and_all_of_them():
+    p = plan(CPU, cores=2)
+    assert p.thread_choices == (1, 2) and p.threads == 1 and p.background
+    assert plan(CPU, threads=1, cores=2).thread_choices == ()  # a given --threads is kept
+    assert plan(CPU, cores=1).thread_choices == ()
+    assert not plan(torch.device("cuda"), cores=16).background
+
+
+class _Clock:
+    """A fake clock: each batch takes `seconds[threads]`."""
+
+    def __init__(self, seconds: dict[int, float]):
+        self.seconds, self.now, self.threads = seconds, 0.0, None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run_batch(self, chooser: ThreadChooser) -> None:
+        self.now += self.seconds[self.threads]
+        chooser.batch_done(8)
+
+
+def _run(seconds: dict[int, float], batches: int) -> list[int]:
+    clock = _Clock(seconds)
+
+    def apply(threads: int) -> None:
+        clock.threads = threads
+
+    chooser = ThreadChooser((1, 2), trial=2, period=5, clock=clock, apply=apply)
+    used = []
+    for _ in range(batches):
+        used.append(clock.threads)
+        clock.run_batch(chooser)
+    return used
+
+
+def test_the_chooser_keeps_the_faster_thread_count_and_tries_again_later():
+    used = _run({1: 1.0, 2: 0.5}, 16)
+    # trial: 1 thread (1 untimed + 2 timed), 2 threads (the same), then 5 batches at 2, then a new trial
+    assert used[:11] == [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]
+    assert used[11:14] == [1, 1, 1]
+    assert _run({1: 0.5, 2: 1.0}, 11)[6:] == [1] * 5
+
+
+def test_a_collapsing_thread_count_ends_its_trial_at_once():
+    used = _run({1: 1.0, 2: 8.0}, 6)
+    assert used == [1, 1, 1, 2, 2, 1]  # the first timed batch at 2 threads was 8x slower: back to 1
+
+
+def test_background_priority_lowers_only_the_calling_thread():
+    me = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+
+    def lowered():
+        background_priority()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=lowered)
+    thread.start()
+    thread.join()
+    assert seen == [19]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == me
+
+
+def test_a_kept_count_that_slows_down_is_tried_again_at_once():
+    clock = _Clock({1: 1.0, 2: 0.5})
+
+    def apply(threads: int) -> None:
+        clock.threads = threads
+
+    chooser = ThreadChooser((1, 2), trial=2, period=50, clock=clock, apply=apply)
+    used = []
+    for batch in range(12):
+        if batch == 8:
+            clock.seconds = {1: 1.0, 2: 8.0}  # another job takes a core: two threads collapse
+        used.append(clock.threads)
+        clock.run_batch(chooser)
+    assert used == [1, 1, 1, 2, 2, 2, 2, 2, 2, 1, 1, 1]  # the slow batch at 2 threads ends the kept period

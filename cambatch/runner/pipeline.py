@@ -355,7 +355,9 @@ def image_writer(
 def _process(job: Job, loader, *, report: ReportWriter, stop) -> None:
     """The hot loop: the device works on one batch while writer threads finish earlier ones."""
     result, plan = job.result, job.stages.plan
-    with ThreadPoolExecutor(plan.writer_threads, thread_name_prefix="cambatch-writer") as pool:
+    background = tuning.background_priority if plan.background else None
+    chooser = tuning.ThreadChooser(plan.thread_choices)
+    with ThreadPoolExecutor(plan.writer_threads, thread_name_prefix="cambatch-writer", initializer=background) as pool:
         in_flight: deque[Future] = deque()
         try:
             for batch in loader:
@@ -367,6 +369,7 @@ def _process(job: Job, loader, *, report: ReportWriter, stop) -> None:
                 while len(in_flight) > 4 * plan.batch_size:
                     collect(in_flight.popleft(), report, result)
                 job.progress.advance(len(batch.samples) + len(batch.failures))
+                chooser.batch_done(len(batch.samples))
                 if stop:
                     break
         except Exception:
@@ -507,6 +510,7 @@ def _loader(sources: list[ImageSource], config: RunConfig, stages: _Stages) -> D
         collate_fn=collate_encoded if stages.gpu_decode else collate,
         pin_memory=device.type == "cuda",
         prefetch_factor=2 if plan.workers else None,
+        worker_init_fn=tuning.background_priority if plan.background else None,
     )
     return DecodedBatches(loader, GpuDecoder(prep, device)) if stages.gpu_decode else loader
 

@@ -2,16 +2,26 @@
 
 On a CPU, the model's forward pass, the decoding workers and the overlay writers share the same
 cores. Torch's intra-op threads wait for each other at every operator, so a torch thread that
-loses its core to a decoder stalls the whole forward pass: oversubscribing is much worse than
-leaving a core to the decoders. The rules below come from `benchmarks/bench.py --tune` on a
-2-core machine (see README, Performance) and keep torch threads + workers at the core count.
+loses its core to a decoder stalls the whole forward pass. Two measures keep the cores busy
+without that stall (README, Performance):
+
+- the decoding workers and the overlay writers run at the lowest CPU priority
+  (`background_priority`): they take only what the forward leaves, and never a core from it;
+- the forward's thread count is chosen while the run goes (`ThreadChooser`): every core when the
+  machine is quiet (twice the forward's speed on 2 cores), but fewer when other jobs take cores
+  away, where all-core OpenMP collapses (8x slower measured at load 5 on 2 cores).
+
 On a GPU the device does the model's work, so every core but one decodes.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import torch
@@ -29,10 +39,12 @@ def cpu_cores() -> int:
 class Plan:
     """Threads, workers and batch size for one run."""
 
-    threads: int  # torch intra-op threads in the main process
+    threads: int  # torch intra-op threads in the main process (the first `thread_choices` tried)
     workers: int  # decoding worker processes
     batch_size: int
     writer_threads: int  # threads rendering overlays (PIL releases the GIL while it resizes and encodes)
+    thread_choices: tuple[int, ...] = ()  # thread counts `ThreadChooser` picks from; () keeps `threads`
+    background: bool = False  # decoding workers and writers at the lowest priority (`background_priority`)
 
 
 def plan(
@@ -49,9 +61,19 @@ def plan(
     cores = cores or cpu_cores()
     if device.type == "cpu":
         workers = cpu_workers(cores) if workers is None else workers
-        threads = threads or max(1, cores - (workers if workers else 0))
+        beside = max(1, cores - (workers if workers else 0))  # the cores the decoders leave
+        choices = () if threads else tuple(sorted({beside, cores}))
+        threads = threads or beside
         batch_size = batch_size or CPU_BATCH
         writers = max(2, cores // 4)
+        return Plan(
+            threads=threads,
+            workers=workers,
+            batch_size=batch_size,
+            writer_threads=writer_threads or writers,
+            thread_choices=choices if len(choices) > 1 else (),
+            background=True,
+        )
     else:
         # The device does the model's work; the cores decode (workers) and encode overlays (writers),
         # which cost about the same per image.
@@ -72,6 +94,81 @@ GPU_BATCH = 64
 def cpu_workers(cores: int) -> int:
     """Decoding workers on a CPU: about a third of the cores, at least one (see module docstring)."""
     return max(1, round(cores / 3))
+
+
+def background_priority(*_: object) -> None:
+    """Lower the calling thread to the lowest CPU priority (nice 19; Linux nice values are per thread).
+
+    For the decoding workers (a DataLoader `worker_init_fn`) and the overlay writers (a pool
+    `initializer`): the forward's threads then win every contended core, and these stages run in
+    the time it leaves. Where the OS refuses, the thread keeps its priority.
+    """
+    with suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+class ThreadChooser:
+    """Chooses torch's thread count between batches from the throughput each count gives.
+
+    Each of `choices` runs `trial` timed batches (after one untimed: the thread pool resizes, the
+    loader's queue adjusts); the fastest in images/s of the whole loop (decoding waits included)
+    is kept for `period` batches, or until a batch runs at under half its trial rate, then all are
+    tried again: the best count changes as other jobs come and go. Call `batch_done(images)`
+    after each batch; with no choices it does nothing.
+    """
+
+    def __init__(
+        self,
+        choices: tuple[int, ...],
+        *,
+        trial: int = 2,
+        period: int = 60,
+        clock: Callable[[], float] = time.perf_counter,
+        apply: Callable[[int], None] = torch.set_num_threads,
+    ):  # noqa: D107
+        self.choices, self.trial, self.period, self.clock, self.apply = choices, trial, period, clock, apply
+        self._plan: list[tuple[int, bool]] = []  # (thread count, timed) of the coming batches
+        self._rates: dict[int, list[float]] = {}
+        self._kept_rate = 0.0  # the kept count's rate in its trial; a batch at under half of it starts a new trial
+        if choices:
+            self._plan = self._next_round()
+            apply(self._plan[0][0])
+        self._last = clock()
+
+    def batch_done(self, images: int) -> None:
+        """Note a finished batch of `images`; may switch the thread count for the next one."""
+        now = self.clock()
+        elapsed, self._last = now - self._last, now
+        if not self.choices:
+            return
+        threads, timed = self._plan.pop(0)
+        if elapsed > 0 and images:
+            if timed:
+                self._rates.setdefault(threads, []).append(images / elapsed)
+                self._cut_a_losing_trial(threads, images / elapsed)
+            elif images / elapsed < 0.5 * self._kept_rate:  # other jobs came: the kept count may now collapse
+                self._plan = []
+        if not self._plan:
+            self._plan = self._next_round()
+        if self._plan[0][0] != threads:
+            self.apply(self._plan[0][0])
+
+    def _cut_a_losing_trial(self, threads: int, rate: float) -> None:
+        """A count at under half the best rate so far ends its trial at once: on a contended machine
+        all-core OpenMP can run 8x slower, and a whole trial at that speed would cost more than it finds.
+        """
+        others = [statistics.median(r) for t, r in self._rates.items() if t != threads]
+        if others and rate < 0.5 * max(others):
+            self._plan = [(t, timed) for t, timed in self._plan if t != threads]
+
+    def _next_round(self) -> list[tuple[int, bool]]:
+        if self._rates:  # a trial round is over: keep the fastest count (median rate) for a while
+            best = max(self._rates, key=lambda t: statistics.median(self._rates[t]))
+            self._kept_rate = statistics.median(self._rates[best])
+            self._rates = {}
+            return [(best, False)] * self.period
+        self._kept_rate = 0.0
+        return [(c, timed) for c in self.choices for timed in [False] + [True] * self.trial]
 
 
 @contextmanager
