@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import UsageError
 from .methods.registry import METHOD_CHOICES
-from .model.catalog import DEFAULT_MODEL
+from .model.catalog import ACTIVATIONS, DEFAULT_MODEL
 from .render.colormaps import COLORMAPS
 
 # `--precision` choices and the torch dtype each one autocasts to (None: plain float32).
@@ -142,6 +142,17 @@ class ModelOptions(_Group):
     )
     trust_checkpoint: bool = option(
         False, "Allow a full unpickle of --weights (pickled model, TorchScript): only for files you own."
+    )
+    activation: str = option(
+        ACTIVATIONS[0],
+        "How logits become probabilities: softmax (one class per image), or sigmoid (multi-label heads).",
+        choices=ACTIVATIONS,
+    )
+    threshold: float = option(
+        0.5,
+        "With --activation sigmoid: the classes predicted are those with probability >= this (for `correct`).",
+        minimum=0.0,
+        maximum=1.0,
     )
 
 

@@ -60,20 +60,30 @@ def test_chosen_classes_are_explained_for_every_image(resnet18, resnet_images):
 
 def test_select_classes_top_k():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, -1.0, 4.0, 0.0]])
-    class_index, rank, probability, logit = select_classes(logits, 2)
+    class_index, rank, probability, logit, scores = select_classes(logits, 2)
     assert class_index.tolist() == [[1, 3], [0, 2]] and rank.tolist() == [[1, 2], [1, 2]]
     assert logit.tolist() == [[3.0, 2.0], [5.0, 4.0]]
     torch.testing.assert_close(probability, logits.softmax(1).gather(1, class_index))
+    torch.testing.assert_close(scores, logits.softmax(1))
     assert select_classes(logits, 10)[0].shape == (2, 4)  # k beyond the classes: all of them
 
 
 def test_select_classes_chosen_ones_get_their_rank_among_all_classes():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, -1.0, 4.0, 0.0]])
-    class_index, rank, probability, logit = select_classes(logits, 1, torch.tensor([2, 1]))
+    class_index, rank, probability, logit, _ = select_classes(logits, 1, torch.tensor([2, 1]))
     assert class_index.tolist() == [[2, 1], [2, 1]]  # the same classes for every image, in the order asked
     assert rank.tolist() == [[3, 1], [2, 4]]
     assert logit.tolist() == [[1.0, 3.0], [4.0, -1.0]]
     torch.testing.assert_close(probability, logits.softmax(1).gather(1, class_index))
+
+
+def test_select_classes_with_sigmoid_ranks_by_logit_and_scores_each_class_alone():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, -1.0, 4.0, 0.0]])
+    softmax, sigmoid = select_classes(logits, 2), select_classes(logits, 2, activation="sigmoid")
+    assert torch.equal(sigmoid.class_index, softmax.class_index) and torch.equal(sigmoid.rank, softmax.rank)
+    torch.testing.assert_close(sigmoid.probability, sigmoid.logit.sigmoid())
+    torch.testing.assert_close(sigmoid.scores, logits.sigmoid())
+    assert (sigmoid.scores.sum(1) - 1).abs().min() > 0.5  # not a distribution over the classes
 
 
 def test_weighted_maps_sum_channels_by_their_weights():

@@ -30,12 +30,13 @@ class CAM(CamMethod):
     passes = "1 forward"
     compile_refusal = None
 
-    def __init__(self, model: CamModel, *, execution: Execution | None = None):  # noqa: D107 - the model's split fixes the layer
+    def __init__(self, model: CamModel, *, execution: Execution | None = None, activation: str = "softmax"):  # noqa: D107 - the model's split fixes the layer
         if model.head is None or model.features is None:
             raise UsageError(model.cam_refusal or f"{model.name}: CAM needs a global-average-pool -> linear head")
         self.model = model
         self.network = model.network
         self.execution = execution or Execution()
+        self.activation = activation
         self._check_execution()
         self.target = None
 
@@ -45,11 +46,19 @@ class CAM(CamMethod):
 
     @torch.inference_mode()
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None) -> ClassMaps:
-        return class_activation_maps(self.model, images, topk, classes, execution=self.execution)
+        return class_activation_maps(
+            self.model, images, topk, classes, execution=self.execution, activation=self.activation
+        )
 
 
 def class_activation_maps(
-    model: CamModel, images: Tensor, topk: int, classes: Tensor | None = None, *, execution: Execution | None = None
+    model: CamModel,
+    images: Tensor,
+    topk: int,
+    classes: Tensor | None = None,
+    *,
+    execution: Execution | None = None,
+    activation: str = "softmax",
 ) -> ClassMaps:
     """One forward pass, then the maps of the top-k classes (or of `classes`, int64 [K]) in one einsum.
 
@@ -58,6 +67,6 @@ def class_activation_maps(
     """
     feature_map = (execution or Execution()).forward(model.features, images).float()
     logits = model.head(feature_map.mean((2, 3)))
-    class_index, rank, probability, logit = select_classes(logits, topk, classes)
-    maps = weighted_maps(model.head.weight[class_index], feature_map)
-    return ClassMaps(class_index, rank, probability, logit, maps)
+    selection = select_classes(logits, topk, classes, activation)
+    maps = weighted_maps(model.head.weight[selection.class_index], feature_map)
+    return ClassMaps(*selection, maps)

@@ -53,7 +53,7 @@ class ImageWriter:
             class_name=names,
             overlay_path=overlay_paths,
             status=["ok"] * k,
-            correct=[is_correct(source.label, dict(zip(ranks, names, strict=True)))] * k,
+            correct=[is_correct(source.label, dict(zip(ranks, names, strict=True)), self._predicted(result, i))] * k,
             map=map_array(result.maps[i]),
             map_height=[result.maps.shape[2]] * k,
             map_width=[result.maps.shape[3]] * k,
@@ -61,6 +61,12 @@ class ImageWriter:
         if self.truth is not None:
             columns.update(self._ground_truth(source, sample, result, i))
         return table(columns, k)
+
+    def _predicted(self, result: BatchResult, i: int) -> list[str] | None:
+        """A multi-label run's predicted classes of image `i` (None in a softmax run)."""
+        if result.predicted is None:
+            return None
+        return [self.class_names[c] for c in np.flatnonzero(result.predicted[i])]
 
     def _ground_truth(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> dict:
         """The image's ground-truth columns; none (nulls) when the annotations miss it or name it malformed."""
