@@ -133,7 +133,9 @@ class ModelOptions(_Group):
 
     model: str = option(DEFAULT_MODEL, f"{DEFAULT_MODEL} (offline), a torchvision model name, or timm:NAME.")
     weights: str | None = option(
-        None, "A local checkpoint (state_dict, .safetensors), or 'none' for random init. Default: pretrained."
+        None,
+        "A local checkpoint (state_dict, .safetensors, torch.export .pt2), or 'none' for random init. "
+        "Default: pretrained.",
     )
     num_classes: int | None = option(None, "Classes of a fine-tuned checkpoint.", minimum=1)
     class_names: Path | None = option(None, "Text file of class names, one a line.", convert=_path)
