@@ -210,6 +210,11 @@ def _print_summary(result) -> None:
     if len(problems) > MAX_ERRORS_SHOWN:
         err.print(f"  ... {len(problems) - MAX_ERRORS_SHOWN} more annotation problems (`cambatch evaluate` lists them)")
     err.print(f"  report:   {result.report}", markup=False)
+    if getattr(result, "multi_label", False):
+        err.print(
+            "  multi-label: probabilities are per-class sigmoids; correct = the label's classes are those predicted",
+            markup=False,
+        )
     if getattr(result, "layer", None):
         err.print(f"  method:   {result.method} on layer {result.layer}", markup=False)
     if getattr(result, "faithfulness", None):
@@ -318,6 +323,7 @@ def summarize(
         )
         meta = {
             "model": settings.get("model"),
+            "multi_label": summary.multi_label,
             "run_id": settings.get("run_id"),
             "by": summary.by,
             "images": summary.images,
@@ -344,8 +350,10 @@ def summarize(
         ]
         table = summary.sorted(sort, top)
         table = table.drop(columns=[c for c in hidden if c in table.columns] if fmt == "table" else [])
+        multi_label = " · multi-label" if summary.multi_label else ""
         title = (
-            f"cambatch summarize · {settings.get('model', '?')} · run {settings.get('run_id', '?')} · per {summary.by}"
+            f"cambatch summarize · {settings.get('model', '?')}{multi_label} · run {settings.get('run_id', '?')} "
+            f"· per {summary.by}"
         )
         emit(table, fmt, title=title, caption=caption, meta=meta)  # type: ignore[arg-type]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import UsageError
 from .methods.registry import METHOD_CHOICES
-from .model.catalog import DEFAULT_MODEL
+from .model.catalog import ACTIVATIONS, DEFAULT_MODEL
 from .render.colormaps import COLORMAPS
 from .sources.remote import is_url
 
@@ -135,7 +135,9 @@ class ModelOptions(_Group):
 
     model: str = option(DEFAULT_MODEL, f"{DEFAULT_MODEL} (offline), a torchvision model name, or timm:NAME.")
     weights: str | None = option(
-        None, "A local checkpoint (state_dict, .safetensors), or 'none' for random init. Default: pretrained."
+        None,
+        "A local checkpoint (state_dict, .safetensors, torch.export .pt2), or 'none' for random init. "
+        "Default: pretrained.",
     )
     num_classes: int | None = option(None, "Classes of a fine-tuned checkpoint.", minimum=1)
     class_names: Path | None = option(None, "Text file of class names, one a line.", convert=_path)
@@ -144,6 +146,17 @@ class ModelOptions(_Group):
     )
     trust_checkpoint: bool = option(
         False, "Allow a full unpickle of --weights (pickled model, TorchScript): only for files you own."
+    )
+    activation: str = option(
+        ACTIVATIONS[0],
+        "How logits become probabilities: softmax (one class per image), or sigmoid (multi-label heads).",
+        choices=ACTIVATIONS,
+    )
+    threshold: float = option(
+        0.5,
+        "With --activation sigmoid: the classes predicted are those with probability >= this (for `correct`).",
+        minimum=0.0,
+        maximum=1.0,
     )
 
 

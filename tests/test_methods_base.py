@@ -60,11 +60,12 @@ def test_chosen_classes_are_explained_for_every_image(resnet18, resnet_images):
 
 def test_select_classes_top_k():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, -1.0, 4.0, 0.0]])
-    class_index, rank, probability, logit, kept = select_classes(logits, 2)
+    class_index, rank, probability, logit, scores, kept = select_classes(logits, 2)
     assert kept is None
     assert class_index.tolist() == [[1, 3], [0, 2]] and rank.tolist() == [[1, 2], [1, 2]]
     assert logit.tolist() == [[3.0, 2.0], [5.0, 4.0]]
     torch.testing.assert_close(probability, logits.softmax(1).gather(1, class_index))
+    torch.testing.assert_close(scores, logits.softmax(1))
     assert select_classes(logits, 10)[0].shape == (2, 4)  # k beyond the classes: all of them
 
 
@@ -80,7 +81,7 @@ def test_select_classes_chosen_ones_get_their_rank_among_all_classes():
 def test_select_classes_extra_class_keeps_its_true_rank_and_stand_ins_are_not_kept():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, -1.0, 4.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
     # image 0: class 0 is ranked 4th; image 1: class 2 is already in its top-2; image 2: no label
-    class_index, rank, probability, logit, kept = select_classes(logits, 2, extra=torch.tensor([0, 2, -1]))
+    class_index, rank, probability, logit, _, kept = select_classes(logits, 2, extra=torch.tensor([0, 2, -1]))
     assert class_index.tolist() == [[1, 3, 0], [0, 2, 0], [3, 2, 3]]
     assert rank.tolist() == [[1, 2, 4], [1, 2, 1], [1, 2, 1]]
     assert kept.tolist() == [[True, True, True], [True, True, False], [True, True, False]]
@@ -88,7 +89,16 @@ def test_select_classes_extra_class_keeps_its_true_rank_and_stand_ins_are_not_ke
     torch.testing.assert_close(probability, logits.softmax(1).gather(1, class_index))
     chosen = select_classes(logits, 1, torch.tensor([2]), extra=torch.tensor([1, 2, -1]))
     assert chosen[0].tolist() == [[2, 1], [2, 2], [2, 2]] and chosen[1][0].tolist() == [3, 1]
-    assert chosen[4].tolist() == [[True, True], [True, False], [True, False]]
+    assert chosen.kept.tolist() == [[True, True], [True, False], [True, False]]
+
+
+def test_select_classes_with_sigmoid_ranks_by_logit_and_scores_each_class_alone():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, -1.0, 4.0, 0.0]])
+    softmax, sigmoid = select_classes(logits, 2), select_classes(logits, 2, activation="sigmoid")
+    assert torch.equal(sigmoid.class_index, softmax.class_index) and torch.equal(sigmoid.rank, softmax.rank)
+    torch.testing.assert_close(sigmoid.probability, sigmoid.logit.sigmoid())
+    torch.testing.assert_close(sigmoid.scores, logits.sigmoid())
+    assert (sigmoid.scores.sum(1) - 1).abs().min() > 0.5  # not a distribution over the classes
 
 
 def test_weighted_maps_sum_channels_by_their_weights():

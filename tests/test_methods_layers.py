@@ -80,10 +80,54 @@ def test_a_model_without_any_spatial_layer_is_refused():
 
 def test_has_grid():
     tokens = TokenGrid(prefix=1, height=2, width=2)
-    assert has_grid(torch.Size([1, 8, 2, 3]), None) and has_grid(torch.Size([1, 8, 1, 3]), None)
-    assert not has_grid(torch.Size([1, 8, 1, 1]), None)
-    assert has_grid(torch.Size([1, 5, 16]), tokens) and not has_grid(torch.Size([1, 4, 16]), tokens)
-    assert not has_grid(torch.Size([1, 5, 16]), None)  # tokens of a model that is no ViT
+    assert has_grid(torch.Size([1, 8, 2, 2]), 32) and has_grid(torch.Size([1, 2, 2, 8]), 32)  # first / last
+    assert not has_grid(torch.Size([1, 8, 2, 3]), 32)  # a square input gives a square grid
+    assert not has_grid(torch.Size([1, 8, 1, 1]), 32) and not has_grid(torch.Size([1, 8, 64, 64]), 32)
+    assert has_grid(torch.Size([1, 5, 16]), 32, tokens) and not has_grid(torch.Size([1, 4, 16]), 32, tokens)
+    assert not has_grid(torch.Size([1, 5, 16]), 32)  # 5 tokens fill no square grid
+    assert has_grid(torch.Size([1, 49, 768]), 224)  # a Swin window's tokens: 7 x 7
+
+
+class Permute(nn.Module):
+    """Channels-first to channels-last, the way timm's Swin and ConvNeXt blocks do inside forward()."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+class SquareOnly(nn.Module):
+    """A model built for square inputs only (as Swin's windows are): a wider probe fails."""
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 7, 4, stride=4), *layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError("square inputs only")
+        return self.body(x).flatten(1)
+
+
+def test_a_map_as_wide_as_it_has_channels_is_settled_by_a_wider_input():
+    # At 28 px both nets output [1, 7, 7, 7]: channels-first and channels-last fit alike.
+    first = nn.Sequential(nn.Conv2d(3, 7, 4, stride=4), nn.Identity(), nn.Flatten())
+    last = nn.Sequential(nn.Conv2d(3, 7, 4, stride=4), Permute(), nn.Flatten())
+    assert locate_layer(first, 28, "1").layout == "channels_first"
+    target = locate_layer(last, 28, "1")
+    assert target.layout == "channels_last"
+    x = torch.randn(1, 3, 28, 28)
+    torch.testing.assert_close(target.to_grid(last[1](last[0](x))), last[0](x))  # back to the conv's own map
+
+
+def test_a_square_only_model_settles_the_layout_by_the_module_type_or_refuses():
+    by_type = SquareOnly(Permute(), nn.LayerNorm(7))  # LayerNorm normalizes the last axis: the channels
+    assert locate_layer(by_type, 28, "body.2").layout == "channels_last"
+    assert locate_layer(by_type, 28, "body.0").layout == "channels_first"  # a Conv2d's output
+    unknown = SquareOnly(Permute(), nn.Identity())
+    with pytest.raises(UsageError, match=r"'body.2' outputs shape \(1, 7, 7, 7\), which reads as channels-first"):
+        locate_layer(unknown, 28, "body.2")
+    with pytest.raises(UsageError, match="give another --layer"):
+        locate_layer(unknown, 28)  # the automatic choice is the same layer: refused, not guessed
 
 
 def test_token_grid_of_a_vit_and_none_for_a_cnn(vit):

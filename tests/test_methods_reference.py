@@ -9,6 +9,8 @@ upsampled bilinearly (half-pixel centres, as OpenCV) before comparing.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -171,3 +173,77 @@ def test_vit_eigencam_equals_the_sign_corrected_projection_of_the_patch_tokens(v
     theirs = torch.from_numpy(get_2d_projection_with_sign_correction(reshape_transform(captured["a"]).numpy()))
     r = pearson(ours, theirs)
     assert r.min() >= R_MIN, r  # a LayerNorm output: summing channels could not have fixed the sign
+
+
+def swin_reshape_transform(tensor: torch.Tensor, height: int = 7, width: int = 7) -> torch.Tensor:
+    """pytorch-grad-cam's documented Swin reshape (its `swinT_example.py`), word for word."""
+    result = tensor.reshape(tensor.size(0), height, width, tensor.size(2))
+    result = result.transpose(2, 3).transpose(1, 2)
+    return result
+
+
+SWIN, CONVNEXT = "timm:swin_tiny_patch4_window7_224", "timm:convnext_atto"
+
+
+@functools.cache
+def timm_case(name: str):
+    """Swin (channels-last maps, token sequences in its blocks) or ConvNeXt (pool -> LayerNorm -> linear head),
+    random init, and two sample images: built once for the module.
+    """
+    torch.manual_seed(0)
+    model = load_model(name, "none", require_cam_head=False)
+    return name, model, sample_batch(model, {"chelsea.png", "coffee.png"})
+
+
+@pytest.fixture(params=[SWIN, CONVNEXT])
+def channels_last_case(request):
+    return timm_case(request.param)
+
+
+def _compare_with_pytorch_grad_cam(model, images, method, layer, target, reshape=None) -> None:
+    explain = build_method(method, model, layer=layer)
+    ours = explain(images, 1)
+    with REFERENCE[method](model.network, [target], reshape_transform=reshape) as reference:
+        theirs = torch.from_numpy(reference(images, [ClassifierOutputTarget(int(c)) for c in ours.class_index[:, 0]]))
+    mine = as_grad_cam_does(ours.maps[:, 0], images.shape[-1])
+    empty = mine.flatten(1).amax(1) == 0  # random init: a map can be all negative, so empty after ReLU
+    assert torch.all(theirs[empty] == 0)
+    assert (~empty).sum() >= 1
+    r = pearson(mine[~empty], theirs[~empty])
+    assert r.min() >= R_MIN, (method, layer, r)
+
+
+@pytest.mark.parametrize("method", REFERENCE)
+def test_swin_and_convnext_gradient_methods_equal_pytorch_grad_cam(channels_last_case, method):
+    name, model, images = channels_last_case
+    explain = build_method(method, model)
+    if "swin" in name:  # its final norm is [B, 7, 7, 768]: read as channels-last, never transposed
+        assert (explain.layer, explain.target.layout) == ("norm", "channels_last")
+        reshape = lambda t: t.permute(0, 3, 1, 2)  # noqa: E731 - what the layout means, spelled out
+    else:
+        assert (explain.layer, explain.target.layout) == ("norm_pre", "channels_first")
+        reshape = None
+    _compare_with_pytorch_grad_cam(model, images, method, None, explain.target.module, reshape)
+
+
+def test_swin_gradcam_on_block_tokens_equals_pytorch_grad_cam_with_its_documented_reshape():
+    _, model, images = timm_case(SWIN)
+    target = model.network.layers[-1].blocks[-1].norm2  # the target layer pytorch-grad-cam's Swin example uses
+    explain = build_method("gradcam", model, layer="layers.3.blocks.1.norm2")
+    assert explain.target.layout == "tokens" and explain.target.module is target
+    _compare_with_pytorch_grad_cam(model, images, "gradcam", "layers.3.blocks.1.norm2", target, swin_reshape_transform)
+
+
+def test_auto_picks_cam_for_swin_and_gradcam_for_convnext(channels_last_case):
+    name, model, images = channels_last_case
+    explain = build_method("auto", model)
+    maps = explain(images, 2)
+    assert maps.maps.shape == (2, 2, 7, 7) and torch.isfinite(maps.maps).all()
+    if "swin" in name:  # pool -> linear after a per-token norm: CAM's identity holds on the channels-last map
+        assert explain.name == "cam"
+        with torch.inference_mode():
+            logits = model.network(images)
+            mean_plus_bias = maps.maps.mean((2, 3)) + model.head.bias[maps.class_index]
+        torch.testing.assert_close(mean_plus_bias, logits.gather(1, maps.class_index), atol=1e-4, rtol=1e-4)
+    else:
+        assert explain.name == "gradcam" and "LayerNorm2d" in model.cam_refusal and "does not hold" in model.cam_refusal

@@ -177,3 +177,67 @@ def test_sha256_of_a_file(tmp_path):
     data = bytes(range(256)) * 5000  # more than one read block
     (tmp_path / "f").write_bytes(data)
     assert sha256_of(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def exported_resnet18(tmp_path_factory):
+    """A random-init resnet18 saved twice: as a plain state_dict and as a `torch.export` archive."""
+    import torchvision
+
+    folder = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    network = torchvision.models.resnet18().eval()
+    torch.save(network.state_dict(), folder / "resnet18.pt")
+    program = torch.export.export(network, (torch.randn(1, 3, 224, 224),))
+    torch.export.save(program, folder / "resnet18.pt2")
+    return network, folder
+
+
+def test_a_torch_export_archive_gives_the_state_dict_without_unpickling(exported_resnet18, monkeypatch):
+    network, folder = exported_resnet18
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("unpickled")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    monkeypatch.setattr(torch.export, "load", no_unpickling)
+    weights = read_checkpoint(folder / "resnet18.pt2")
+    expected = network.state_dict()
+    assert set(weights) == set(expected)  # parameters, then buffers (num_batches_tracked too): the same names
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)
+    monkeypatch.undo()
+    trusted = read_checkpoint(folder / "resnet18.pt2", trust=True)  # torch.export.load, for files one owns
+    assert all(torch.equal(trusted[name], expected[name]) for name in expected)
+
+
+def test_a_pt2_run_matches_the_state_dict_run_exactly(exported_resnet18, tmp_path):
+    from cambatch.config import RunConfig
+    from cambatch.runner.pipeline import run
+
+    _, folder = exported_resnet18
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ["coffee.png", "chelsea.png"]:
+        (photos / name).write_bytes((SAMPLES / name).read_bytes())
+    reports = []
+    for weights in ["resnet18.pt", "resnet18.pt2"]:
+        out = tmp_path / weights
+        options = dict(model="resnet18", weights=str(folder / weights), workers=0, overlays=False, topk=3)
+        assert run(RunConfig.create(inputs=[photos], out=out, **options)).ok == 2
+        reports.append(pd.read_parquet(out / "report").sort_values(["path", "rank"]).reset_index(drop=True))
+    state_dict_run, export_run = reports
+    for column in ["class_index", "probability", "logit", "cam_max", "border_energy"]:
+        assert state_dict_run[column].equals(export_run[column]), column
+    assert all(np.array_equal(a, b) for a, b in zip(state_dict_run["map"], export_run["map"], strict=True))
+
+
+def test_a_pt2_for_another_architecture_or_damaged_is_refused(exported_resnet18, tmp_path):
+    from cambatch.model.build import load_model
+
+    _, folder = exported_resnet18
+    with pytest.raises(UsageError, match="resnet18.pt2 does not fit resnet34"):
+        load_model("resnet34", str(folder / "resnet18.pt2"))
+    damaged = tmp_path / "damaged.pt2"
+    damaged.write_bytes((folder / "resnet18.pt2").read_bytes()[:5000])
+    with pytest.raises(UsageError, match="cannot read the torch.export archive .*damaged.pt2"):
+        read_checkpoint(damaged)

@@ -86,6 +86,19 @@ def test_is_correct(label, names_by_rank, expected):
     assert is_correct(label, names_by_rank) is expected
 
 
+@pytest.mark.parametrize(
+    ("label", "predicted", "expected"),
+    [
+        ("Effusion|atelectasis", ["atelectasis", "effusion"], True),  # a set: order and case do not count
+        ("effusion", ["atelectasis", "effusion"], False),  # one predicted class too many
+        ("effusion|mass", ["effusion"], False),
+        ("effusion", [], False),
+    ],
+)
+def test_is_correct_multi_label_compares_the_label_set_with_the_predicted_set(label, predicted, expected):
+    assert is_correct(label, {1: "effusion"}, predicted) is expected
+
+
 def test_name_key_is_case_blind_and_treats_underscore_as_space():
     assert name_key("Tiger_Cat") == name_key("tiger cat") == name_key("  TIGER   cat ") == "tiger cat"
     assert name_key("jack-o'-lantern") == "jack-o'-lantern"

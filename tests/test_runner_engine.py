@@ -42,6 +42,19 @@ def pixels(count: int = 3, side: int = 32, seed: int = 0) -> torch.Tensor:
     )
 
 
+@pytest.mark.parametrize("method", ["cam", "gradcam"])
+def test_sigmoid_engine_predicts_the_classes_at_or_above_the_threshold(method):
+    model = tiny_model(seed=1)
+    engine = build_engine(model, torch.device("cpu"), method=method, topk=2, activation="sigmoid", threshold=0.5)
+    result = engine(pixels())
+    mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        logits = model.network((pixels().float() / 255 - mean) / std)
+    np.testing.assert_array_equal(result.predicted, (logits.sigmoid() >= 0.5).numpy())
+    np.testing.assert_allclose(result.columns["probability"], 1 / (1 + np.exp(-result.columns["logit"])), rtol=1e-5)
+    assert build_engine(model, torch.device("cpu"), topk=2)(pixels()).predicted is None  # softmax: no set
+
+
 def test_batch_result_holds_report_columns_raw_maps_and_display_maps():
     model = tiny_model(seed=1)
     result = build_engine(model, torch.device("cpu"), topk=2)(pixels())

@@ -290,6 +290,40 @@ def test_list_inputs_labels_and_correct(tmp_path):
     assert run(RunConfig.create(inputs=[], from_list=txt, out=tmp_path / "out_txt", workers=0)).ok == 1
 
 
+def test_a_multi_label_densenet_reports_sigmoids_ranked_by_logit_and_correct_by_label_set(tmp_path):
+    """CheXNet's setting: densenet121 with 14 sigmoid outputs (random init here), labels `a|b`."""
+    findings = [f"finding_{i}" for i in range(14)]
+    (tmp_path / "classes.txt").write_text("\n".join(findings) + "\n")
+    for name in ["coffee.png", "chelsea.png"]:
+        (tmp_path / name).write_bytes((SAMPLES / name).read_bytes())
+    everything = "|".join(reversed(findings))  # the set, in any order
+    (tmp_path / "list.csv").write_text(f"path,label\ncoffee.png,{everything}\nchelsea.png,finding_0|finding_3\n")
+    options = dict(model="densenet121", weights="none", num_classes=14, class_names=tmp_path / "classes.txt")
+    result = run(
+        RunConfig.create(
+            inputs=[],
+            from_list=tmp_path / "list.csv",
+            out=tmp_path / "out",
+            workers=0,
+            overlays=False,
+            topk=14,
+            activation="sigmoid",
+            threshold=0.0,
+            **options,  # every class predicted: the full set is correct
+        )
+    )
+    assert result.ok == 2 and result.multi_label
+    df = pd.read_parquet(tmp_path / "out" / "report").sort_values(["path", "rank"])
+    for _, rows in df.groupby("path"):
+        assert set(rows.class_name) == set(findings)
+        assert abs(rows.probability.sum() - 1) > 0.1  # per-class probabilities, not a softmax
+        np.testing.assert_allclose(rows.probability, 1 / (1 + np.exp(-rows.logit)), rtol=1e-5)
+        assert (np.diff(rows.logit.to_numpy()) <= 0).all() and list(rows["rank"]) == list(range(1, 15))
+    assert df.groupby("path").correct.all().to_dict() == {"chelsea.png": False, "coffee.png": True}
+    assert read_settings(tmp_path / "out")["activation"] == "sigmoid"
+    assert read_settings(tmp_path / "out")["threshold"] == 0.0
+
+
 def test_labels_from_dirs(tmp_path):
     for label, name in [("espresso", "coffee.png"), ("Egyptian_cat", "chelsea.png"), ("dog", "camera.png")]:
         (tmp_path / "train" / label).mkdir(parents=True)

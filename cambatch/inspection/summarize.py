@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..model.catalog import MULTI_LABEL
 from ..report.reader import has_labels, load_report, per_image, report_columns
 from .options import SORT_KEYS, GroupBy, Thresholds
 from .shortcuts import class_patterns
@@ -46,6 +47,11 @@ class ClassSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     lock_baseline: float = float("nan")  # the run's mean map correlation across groups (`shortcuts`)
     median_energy_in_gt: float = float("nan")  # of the annotated images (`--annotations`); NaN without
+
+    @property
+    def multi_label(self) -> bool:
+        """A run with `--activation sigmoid`: probabilities per class, `accuracy` by the predicted set."""
+        return self.settings.get("activation") == MULTI_LABEL
 
     @property
     def flagged(self) -> pd.DataFrame:

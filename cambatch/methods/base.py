@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
 from ..model.accel import Execution
+from ..model.catalog import MULTI_LABEL
 from .hooks import forward_with_tap, network_as_is
 from .layers import TargetLayer, locate_layer
 
@@ -30,23 +31,49 @@ class ClassMaps:
 
     class_index: torch.Tensor  # int64 [B, K]
     rank: torch.Tensor  # int64 [B, K]; 1 = the image's top prediction
-    probability: torch.Tensor  # float32 [B, K], softmax over all classes
+    probability: torch.Tensor  # float32 [B, K], softmax over all classes, or the sigmoid of the logit
     logit: torch.Tensor  # float32 [B, K]
+    scores: torch.Tensor  # float32 [B, N]: the probability of every class (a multi-label run's predicted set)
     maps: torch.Tensor  # float32 [B, K, h, w], raw (signed, not normalized)
     # bool [B, K]: False where a column only stands in (an `extra` class already explained, or none); None: all kept
     kept: torch.Tensor | None = None
 
 
-def select_classes(
-    logits: Tensor, topk: int, classes: Tensor | None = None, extra: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
-    """The classes to explain in each image, from logits [B, N]: (class_index, rank, probability, logit, kept).
+class Selection(NamedTuple):
+    """The classes explained in each image, and their scores: a `ClassMaps` without its maps."""
 
-    Each image's top-k classes, or `classes` (int64 [K]) for every image with their ranks among all
-    N classes. `extra` (int64 [B], -1 for none; `--explain-label`) adds one column per image with
-    that class at its true rank; where it is -1 or already explained, the column repeats the first
-    class and `kept` (bool [B, K]) is False there, so the whole batch keeps one shape. Every method
-    picks its classes here, so all of them explain the same ones.
+    class_index: Tensor
+    rank: Tensor
+    probability: Tensor
+    logit: Tensor
+    scores: Tensor
+    kept: Tensor | None = None  # see `ClassMaps.kept`
+
+    def with_maps(self, maps: Tensor) -> ClassMaps:
+        """These classes with their maps [B, K, h, w]."""
+        return ClassMaps(self.class_index, self.rank, self.probability, self.logit, self.scores, maps, self.kept)
+
+
+def probabilities(logits: Tensor, activation: str = "softmax") -> Tensor:
+    """Logits [B, N] as probabilities: softmax over the classes, or each logit's sigmoid (multi-label)."""
+    return logits.float().sigmoid() if activation == MULTI_LABEL else logits.float().softmax(1)
+
+
+def select_classes(
+    logits: Tensor,
+    topk: int,
+    classes: Tensor | None = None,
+    extra: Tensor | None = None,
+    activation: str = "softmax",
+) -> Selection:
+    """The classes to explain in each image, from logits [B, N].
+
+    Each image's top-k classes by logit (the order of either activation), or `classes` (int64 [K])
+    for every image with their ranks among all N classes. `extra` (int64 [B], -1 for none;
+    `--explain-label`) adds one column per image with that class at its true rank; where it is -1 or
+    already explained, the column repeats the first class and `kept` (bool [B, K]) is False there, so
+    the whole batch keeps one shape. Every method picks its classes here, so all of them explain the
+    same ones.
     """
     logits = logits.detach().float()
     if classes is None:
@@ -65,8 +92,8 @@ def select_classes(
     if classes is None:  # the top-k by position, as `topk` ordered them (ties keep distinct ranks)
         k = min(topk, logits.shape[1])
         rank[:, :k] = torch.arange(1, k + 1, device=logits.device)
-    probability = logits.softmax(1).gather(1, class_index)
-    return class_index, rank, probability, logit, kept
+    scores = probabilities(logits, activation)
+    return Selection(class_index, rank, scores.gather(1, class_index), logit, scores, kept)
 
 
 def weighted_maps(weights: Tensor, activations: Tensor) -> Tensor:
@@ -94,12 +121,15 @@ class CamMethod(ABC):
         input_size: int = 224,
         *,
         execution: Execution | None = None,
+        activation: str = "softmax",
     ):
         """`layer`: a dotted module path, a located `TargetLayer`, or None to find one with a
-        dummy forward pass at `input_size`; `execution`: precision and compilation (default fp32, eager).
+        dummy forward pass at `input_size`; `execution`: precision and compilation (default fp32, eager);
+        `activation`: how logits become the probabilities reported (`cambatch.model.catalog.ACTIVATIONS`).
         """
         self.network = network
         self.execution = execution or Execution()
+        self.activation = activation
         self._check_execution()
         self.target = layer if isinstance(layer, TargetLayer) else locate_layer(network, input_size, layer)
 
@@ -128,13 +158,13 @@ class CamMethod(ABC):
 
     def _tapped_forward(
         self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None
-    ) -> tuple[tuple[Tensor, ...], Tensor]:
-        """One forward pass (no gradient) with the target layer tapped: `select_classes`' five results,
-        and the layer's activations as float32 [B, C, h, w].
+    ) -> tuple[Selection, Tensor]:
+        """One forward pass (no gradient) with the target layer tapped: the `Selection`, and the
+        layer's activations as float32 [B, C, h, w].
         """
         with self.execution.autocast():
             logits, raw = forward_with_tap(self.network, images, self.target)
-        return select_classes(logits, topk, classes, extra), self.target.to_grid(raw).float()
+        return select_classes(logits, topk, classes, extra, self.activation), self.target.to_grid(raw).float()
 
     def settings(self) -> dict:
         """What a report needs to say about how its maps were made."""

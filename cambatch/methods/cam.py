@@ -30,12 +30,13 @@ class CAM(CamMethod):
     passes = "1 forward"
     compile_refusal = None
 
-    def __init__(self, model: CamModel, *, execution: Execution | None = None):  # noqa: D107 - the model's split fixes the layer
+    def __init__(self, model: CamModel, *, execution: Execution | None = None, activation: str = "softmax"):  # noqa: D107 - the model's split fixes the layer
         if model.head is None or model.features is None:
             raise UsageError(model.cam_refusal or f"{model.name}: CAM needs a global-average-pool -> linear head")
         self.model = model
         self.network = model.network
         self.execution = execution or Execution()
+        self.activation = activation
         self._check_execution()
         self.target = None
 
@@ -45,7 +46,9 @@ class CAM(CamMethod):
 
     @torch.inference_mode()
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
-        return class_activation_maps(self.model, images, topk, classes, extra, execution=self.execution)
+        return class_activation_maps(
+            self.model, images, topk, classes, extra, execution=self.execution, activation=self.activation
+        )
 
 
 def class_activation_maps(
@@ -56,6 +59,7 @@ def class_activation_maps(
     extra: Tensor | None = None,
     *,
     execution: Execution | None = None,
+    activation: str = "softmax",
 ) -> ClassMaps:
     """One forward pass, then the maps of the top-k classes (or of `classes`, int64 [K]; `extra`: see
     `select_classes`) in one einsum.
@@ -65,6 +69,6 @@ def class_activation_maps(
     """
     feature_map = (execution or Execution()).forward(model.features, images).float()
     logits = model.head(feature_map.mean((2, 3)))
-    class_index, rank, probability, logit, kept = select_classes(logits, topk, classes, extra)
-    maps = weighted_maps(model.head.weight[class_index], feature_map)
-    return ClassMaps(class_index, rank, probability, logit, maps, kept)
+    selection = select_classes(logits, topk, classes, extra, activation)
+    maps = weighted_maps(model.head.weight[selection.class_index], feature_map)
+    return selection.with_maps(maps)

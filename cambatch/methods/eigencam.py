@@ -28,7 +28,8 @@ class EigenCAM(CamMethod):
 
     @torch.inference_mode()
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
-        (class_index, rank, probability, logit, kept), activations = self._tapped_forward(images, topk, classes, extra)
+        selection, activations = self._tapped_forward(images, topk, classes, extra)
+        class_index = selection.class_index
         b, _, h, w = activations.shape
         points = activations.flatten(2).transpose(1, 2).double()  # [B, h*w, C]
         points = points - points.mean(1, keepdim=True)
@@ -40,4 +41,4 @@ class EigenCAM(CamMethod):
         flip = projection.amin(1).abs() > projection.amax(1).abs()
         projection = torch.where(flip[:, None], -projection, projection).float()  # [B, h*w]
         maps = projection.reshape(b, 1, h, w).expand(b, class_index.shape[1], h, w).contiguous()
-        return ClassMaps(class_index, rank, probability, logit, maps, kept)
+        return selection.with_maps(maps)

@@ -4,7 +4,7 @@ For each image and explained class c with probability p, the normalized input is
 the class's map (ReLU'd, min-max scaled to [0, 1], upsampled bilinearly to the input size, the
 way the overlay shows it) and run through the network again:
 
-- `masked_probability`: p_masked, the softmax probability of c for the masked input;
+- `masked_probability`: p_masked, the probability of c for the masked input (as `probability`: softmax or sigmoid);
 - `confidence_drop`: max(0, p - p_masked) / p; its mean is the paper's Average Drop (lower is better);
 - `confidence_increase`: p_masked > p; its mean is the Increase in Confidence (higher is better).
 
@@ -21,23 +21,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..model.accel import Execution
-from .base import ClassMaps
+from .base import ClassMaps, probabilities
 from .hooks import network_as_is
 from .normalize import unit_maps
 
 
 def faithfulness_scores(
-    network: nn.Module, images: Tensor, cams: ClassMaps, *, execution: Execution | None = None
+    network: nn.Module,
+    images: Tensor,
+    cams: ClassMaps,
+    *,
+    execution: Execution | None = None,
+    activation: str = "softmax",
 ) -> dict[str, Tensor]:
-    """[B, K] per image and class: `masked_probability`, `confidence_drop` (float32), `confidence_increase` (bool)."""
+    """[B, K] per image and class: `masked_probability`, `confidence_drop` (float32), `confidence_increase` (bool).
+
+    `activation` is the run's (softmax or sigmoid): the masked probability is computed as `probability` was.
+    """
     execution = execution or Execution()
     with network_as_is(network), torch.inference_mode():
         masks = unit_maps(cams.maps)  # [B, K, h, w]; all-negative or flat maps mask everything out
         masked = []
         for k in range(masks.shape[1]):  # one forward per rank, each over the whole batch
             mask = F.interpolate(masks[:, k : k + 1], size=images.shape[-2:], mode="bilinear", align_corners=False)
-            probabilities = execution.forward(network, images * mask.to(images.dtype)).float().softmax(1)
-            masked.append(probabilities.gather(1, cams.class_index[:, k : k + 1])[:, 0])
+            scores = probabilities(execution.forward(network, images * mask.to(images.dtype)), activation)
+            masked.append(scores.gather(1, cams.class_index[:, k : k + 1])[:, 0])
         masked_probability = torch.stack(masked, 1)
         p = cams.probability.float()
         drop = (p - masked_probability).clamp(min=0) / p.clamp(min=torch.finfo(torch.float32).tiny)

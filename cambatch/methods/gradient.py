@@ -32,17 +32,17 @@ class GradientMethod(CamMethod):
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
         with torch.inference_mode(False), self.execution.autocast():
             logits, leaf = forward_with_tap(self.network, images, self.target, grad_from_here=True)
-            class_index, rank, probability, logit, kept = select_classes(logits, topk, classes, extra)
+            selection = select_classes(logits, topk, classes, extra, self.activation)
             if not logits.requires_grad:
                 raise UsageError(f"the logits do not depend on layer {self.layer!r}; pick another --layer")
-            scores = logits.gather(1, class_index)  # [B, K], still in the graph
+            scores = logits.gather(1, selection.class_index)  # [B, K], still in the graph
             k = scores.shape[1]
             grads = [torch.autograd.grad(scores[:, r].sum(), leaf, retain_graph=r < k - 1)[0] for r in range(k)]
         with torch.no_grad():
             activations = self.target.to_grid(leaf.detach()).float()
             gradients = torch.stack([self.target.to_grid(g) for g in grads], 1).float()
             maps = self.combine(activations, gradients)
-        return ClassMaps(class_index, rank, probability, logit, maps, kept)
+        return selection.with_maps(maps)
 
     @abstractmethod
     def combine(self, activations: Tensor, gradients: Tensor) -> Tensor:

@@ -1,9 +1,12 @@
 """Which layer a method looks at: found with one dummy forward pass, or named with `--layer`.
 
-A layer qualifies when its output keeps a spatial grid: a [B, C, h, w] feature map that is not
-1 x 1, or, in a vision transformer, a [B, prefix + h*w, D] sequence of tokens that maps back
-onto the patch grid. The automatic choice is the last such layer to finish in the forward pass
-(as torchcam's `locate_candidate_layer` does), except for vision transformers, see `_vit_default`.
+A layer qualifies when its output keeps a spatial grid: a `[B, C, h, w]` or `[B, h, w, C]` map
+that is not 1 x 1, or a `[B, prefix + h*w, D]` sequence of tokens that maps back onto the grid
+(a ViT's patch grid, or a square one such as a Swin window's). The layout is read off the output
+shape, never assumed from the model (`cambatch.model.grids`); a shape that two layouts fit is
+settled by a second pass on a wider input, or by the module's type, or refused. The automatic
+choice is the last such layer to finish in the forward pass (as torchcam's
+`locate_candidate_layer` does), except for vision transformers, see `_vit_default`.
 """
 
 from __future__ import annotations
@@ -16,28 +19,20 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
+from ..model.grids import (
+    AMBIGUOUS,
+    CHANNELS_FIRST,
+    TOKENS,
+    TokenGrid,
+    layout_from_module,
+    layout_from_wider,
+    layout_of,
+    square_tokens,
+    to_channels_first,
+)
 from .hooks import network_as_is
 
 CANDIDATES_SHOWN = 12
-
-
-@dataclass(frozen=True)
-class TokenGrid:
-    """How a ViT's tokens map onto its patch grid: drop `prefix` tokens (class, distillation,
-    registers), lay the remaining `height * width` tokens out row by row.
-    """
-
-    prefix: int
-    height: int
-    width: int
-
-    def fits(self, shape: torch.Size) -> bool:
-        return len(shape) == 3 and shape[1] == self.prefix + self.height * self.width
-
-    def __call__(self, tokens: Tensor) -> Tensor:
-        """[B, prefix + h*w, D] -> [B, D, h, w]."""
-        batch, _, dim = tokens.shape
-        return tokens[:, self.prefix :].reshape(batch, self.height, self.width, dim).permute(0, 3, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -46,11 +41,12 @@ class TargetLayer:
 
     name: str  # dotted path in `network.named_modules()`
     module: nn.Module
-    tokens: TokenGrid | None = None  # set when the layer outputs ViT tokens
+    tokens: TokenGrid | None = None  # set when the layer outputs tokens
+    layout: str = CHANNELS_FIRST  # `grids.CHANNELS_FIRST`, `CHANNELS_LAST` or `TOKENS`
 
     def to_grid(self, output: Tensor) -> Tensor:
         """The layer's output (or a gradient of the same shape) as [B, C, h, w]."""
-        return self.tokens(output) if self.tokens is not None else output
+        return to_channels_first(output, self.layout, self.tokens)
 
 
 @dataclass(frozen=True)
@@ -61,10 +57,10 @@ class LayerOutput:
     shape: torch.Size
 
 
-def probe_layers(network: nn.Module, input_size: int) -> list[LayerOutput]:
-    """Every submodule's output shape from one dummy forward pass at the real input size, in the
-    order the modules finished (a module called twice keeps its last place). Hooks are removed
-    and the network's modes restored, even on error.
+def probe_layers(network: nn.Module, input_size: int, width: int | None = None) -> list[LayerOutput]:
+    """Every submodule's output shape from one dummy forward pass of one image `input_size` high
+    and `width` (default: `input_size`) wide, in the order the modules finished (a module called
+    twice keeps its last place). Hooks are removed and the network's modes restored, even on error.
     """
     finished: dict[str, torch.Size] = {}
 
@@ -74,48 +70,51 @@ def probe_layers(network: nn.Module, input_size: int) -> list[LayerOutput]:
             finished[name] = output.shape
 
     device = next((p.device for p in network.parameters()), torch.device("cpu"))
+    width = width or input_size
     handles = []
     try:
         with network_as_is(network), torch.inference_mode():
             for name, module in network.named_modules():
                 if name:
                     handles.append(module.register_forward_hook(partial(record, name=name)))
-            network(torch.zeros(1, 3, input_size, input_size, device=device))
+            network(torch.zeros(1, 3, input_size, width, device=device))
     except Exception as exc:  # noqa: BLE001 - the user's model: any failure means we cannot inspect it
-        raise UsageError(
-            f"a dummy forward pass at {input_size}x{input_size} failed ({type(exc).__name__}: {exc})"
-        ) from None
+        raise UsageError(f"a dummy forward pass at {input_size}x{width} failed ({type(exc).__name__}: {exc})") from None
     finally:
         for handle in handles:
             handle.remove()
     return [LayerOutput(name, shape) for name, shape in finished.items()]
 
 
-def token_grid(network: nn.Module) -> TokenGrid | None:
-    """The patch grid of a timm vision transformer (`vit_*`, `deit_*`, ...); None for other models."""
+def token_grid(network: nn.Module, input_size: int | None = None) -> TokenGrid | None:
+    """The patch grid of a timm vision transformer (`vit_*`, `deit_*`, ...); None for other models.
+
+    A ViT built with `dynamic_img_size` lays its patches out by the input it is given: pass `input_size`.
+    """
     patch_embed = getattr(network, "patch_embed", None)
     grid = getattr(patch_embed, "grid_size", None)
     prefix = getattr(network, "num_prefix_tokens", None)
     if grid is None or prefix is None:
         return None
+    if input_size is not None and getattr(patch_embed, "dynamic_img_size", False):
+        grid = patch_embed.dynamic_feat_size((input_size, input_size))
     return TokenGrid(int(prefix), int(grid[0]), int(grid[1]))
 
 
-def has_grid(shape: torch.Size, tokens: TokenGrid | None) -> bool:
-    if len(shape) == 4:
-        return any(side != 1 for side in shape[2:])
-    return tokens is not None and tokens.fits(shape)
+def has_grid(shape: torch.Size, input_size: int, tokens: TokenGrid | None = None) -> bool:
+    """Whether the output `shape` of a dummy pass at `input_size` keeps a spatial grid, in some layout."""
+    return layout_of(shape, input_size, tokens) is not None
 
 
 def locate_layer(network: nn.Module, input_size: int, name: str | None = None) -> TargetLayer:
     """The layer `name`, checked; or, without a name, the last layer whose output keeps a spatial grid.
 
-    Raises `UsageError` for an unknown name (listing close names and the candidates) or for a
-    layer whose output has no spatial grid.
+    Raises `UsageError` for an unknown name (listing close names and the candidates), for a
+    layer whose output has no spatial grid, or for one whose layout cannot be told.
     """
-    tokens = token_grid(network)
+    tokens = token_grid(network, input_size)
     outputs = probe_layers(network, input_size)
-    candidates = [out for out in outputs if has_grid(out.shape, tokens)]
+    candidates = [out for out in outputs if has_grid(out.shape, input_size, tokens)]
     modules = dict(network.named_modules())
     if name is None:
         name = _vit_default(network, tokens, candidates)
@@ -131,13 +130,35 @@ def locate_layer(network: nn.Module, input_size: int, name: str | None = None) -
         )
     else:
         shape = next((out.shape for out in outputs if out.name == name), None)
-        if shape is None or not has_grid(shape, tokens):
+        if shape is None or not has_grid(shape, input_size, tokens):
             what = f"outputs shape {tuple(shape)}" if shape is not None else "returns no tensor (or never runs)"
             raise UsageError(
                 f"layer {name!r} {what}: no spatial grid (layers with one, last first: {_listing(candidates)})"
             )
     shape = next(out.shape for out in outputs if out.name == name)
-    return TargetLayer(name, modules[name], tokens if len(shape) == 3 else None)
+    layout = layout_of(shape, input_size, tokens)
+    if layout == AMBIGUOUS:
+        layout = _settle_layout(network, input_size, name, modules[name], shape)
+    if layout == TOKENS:
+        return TargetLayer(name, modules[name], tokens or square_tokens(shape[1], input_size), TOKENS)
+    return TargetLayer(name, modules[name], None, layout)
+
+
+def _settle_layout(network: nn.Module, input_size: int, name: str, module: nn.Module, shape: torch.Size) -> str:
+    """The layout of a layer whose output two layouts fit: the axis that grows with a wider input,
+    else the module's type, else refused (a wrong guess would draw a transposed map).
+    """
+    try:
+        wider = next((out.shape for out in probe_layers(network, input_size, 2 * input_size) if out.name == name), None)
+    except UsageError:  # a model built for square inputs only (Swin's windows): ask the module
+        wider = None
+    layout = (layout_from_wider(shape, wider) if wider is not None else None) or layout_from_module(module, shape)
+    if layout is None:
+        raise UsageError(
+            f"layer {name!r} outputs shape {tuple(shape)}, which reads as channels-first and as channels-last alike, "
+            "and neither a wider input nor the module's type tells which; give another --layer"
+        )
+    return layout
 
 
 def _vit_default(network: nn.Module, tokens: TokenGrid | None, candidates: list[LayerOutput]) -> str | None:

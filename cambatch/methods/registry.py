@@ -47,10 +47,19 @@ def resolve_method_name(name: str, model, layer: str | None = None) -> str:
     return name
 
 
-def build_method(name: str, model, *, layer: str | None = None, scorecam_batch: int | None = None, execution=None):
+def build_method(
+    name: str,
+    model,
+    *,
+    layer: str | None = None,
+    scorecam_batch: int | None = None,
+    execution=None,
+    activation: str = "softmax",
+):
     """The method `name` (or `auto`) bound to a loaded `CamModel` (already on its device) and `layer`.
 
     `execution` (a `cambatch.model.accel.Execution`) sets precision and compilation; default fp32, eager.
+    `activation` (softmax or sigmoid) how the logits become the probabilities reported.
     """
     name = resolve_method_name(name, model, layer)
     cls = method_class(name)
@@ -61,8 +70,8 @@ def build_method(name: str, model, *, layer: str | None = None, scorecam_batch: 
             raise UsageError(
                 "layer (--layer) is for the other methods: cam weighs the layer that feeds the pooled linear head"
             )
-        return cls(model, execution=execution)
-    options = {"execution": execution}
+        return cls(model, execution=execution, activation=activation)
+    options = {"execution": execution, "activation": activation}
     if name == "scorecam":
         device_type = execution.device_type if execution is not None else "cpu"
         options["batch_size"] = scorecam_batch or SCORECAM_BATCH.get(device_type, 32)

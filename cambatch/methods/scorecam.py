@@ -35,14 +35,16 @@ class ScoreCAM(CamMethod):
         *,
         batch_size: int = 32,
         execution: Execution | None = None,
+        activation: str = "softmax",
     ):
         """As `CamMethod`; `batch_size`: masked images per forward pass."""
-        super().__init__(network, layer, input_size, execution=execution)
+        super().__init__(network, layer, input_size, execution=execution, activation=activation)
         self.batch_size = batch_size
 
     @torch.inference_mode()
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
-        (class_index, rank, probability, logit, kept), activations = self._tapped_forward(images, topk, classes, extra)
+        selection, activations = self._tapped_forward(images, topk, classes, extra)
+        class_index = selection.class_index
         b, c = activations.shape[:2]
         low = activations.amin((2, 3))
         span = activations.amax((2, 3)) - low  # [B, C]
@@ -60,7 +62,7 @@ class ScoreCAM(CamMethod):
             out = self.execution.forward(self.network, images[image_ids] * masks.to(images.dtype)).float()
             scores[image_ids, :, channel_ids] = out.gather(1, class_index[image_ids])
         maps = weighted_maps(scores.softmax(2), activations)
-        return ClassMaps(class_index, rank, probability, logit, maps, kept)
+        return selection.with_maps(maps)
 
     def settings(self) -> dict:
         return {**super().settings(), "scorecam_batch": self.batch_size}

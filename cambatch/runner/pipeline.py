@@ -35,6 +35,7 @@ from ..layout import OutputLayout
 from ..methods.base import CamMethod
 from ..model.accel import check_precision
 from ..model.build import CamModel, load_model
+from ..model.catalog import MULTI_LABEL
 from ..report.schema import name_key
 from ..report.writer import ReportWriter
 from ..sources.discover import ImageSource, discover
@@ -67,6 +68,7 @@ class RunResult:
     shard: str = "0/1"
     errors_by_path: dict[str, str] = field(default_factory=dict)
     method: str = ""  # the method used (`auto` resolved)
+    multi_label: bool = False  # --activation sigmoid: probabilities per class, `correct` by the predicted set
     layer: str | None = None  # the layer its maps come from
     faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
     annotation_problems: list[str] = field(default_factory=list)  # malformed --annotations entries, file:line
@@ -178,6 +180,7 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
             shard=str(shard),
             method=stages.method.name,
             layer=stages.method.layer,
+            multi_label=config.network.activation == MULTI_LABEL,
         )
         result.annotation_problems = list(truth.problems) if truth is not None else []
         manifest = _Manifest(layout=layout, settings=settings, started_at=started_at, result=result)
@@ -280,6 +283,8 @@ def build_stages(config: RunConfig) -> _Stages:
         classes=class_ids,
         want_display=config.output.overlays,
         faithfulness=maps.faithfulness,
+        activation=net.activation,
+        threshold=net.threshold,
     )
     plan = tuning.plan(
         device,
@@ -526,6 +531,8 @@ def _settings(config: RunConfig, stages: _Stages, run_id: str, shard: Shard) -> 
         "weights": model.weights,
         "weights_sha256": model.weights_sha256,
         **stages.method.settings(),
+        "activation": config.network.activation,
+        "threshold": config.network.threshold if config.network.activation == MULTI_LABEL else None,
         "topk": config.maps.topk,
         "classes": stages.class_ids,
         "explain_label": config.maps.explain_label,

@@ -37,6 +37,8 @@ RESULT_SETTINGS = {
     "weights_sha256": "weights",
     "method": "method",
     "layer": "layer",
+    "activation": "activation",
+    "threshold": "threshold",
     "topk": "topk",
     "classes": "classes",
     "explain_label": "explain_label",

@@ -54,7 +54,7 @@ class ImageWriter:
             class_name=names,
             overlay_path=overlay_paths,
             status=["ok"] * k,
-            correct=[is_correct(source.label, dict(zip(ranks, names, strict=True)))] * k,
+            correct=[is_correct(source.label, dict(zip(ranks, names, strict=True)), self._predicted(one))] * k,
             map=map_array(one.maps[0]),
             map_height=[one.maps.shape[2]] * k,
             map_width=[one.maps.shape[3]] * k,
@@ -62,6 +62,12 @@ class ImageWriter:
         if self.truth is not None:
             columns.update(self._ground_truth(source, sample, one))
         return table(columns, k)
+
+    def _predicted(self, one: BatchResult) -> list[str] | None:
+        """A multi-label run's predicted classes of a one-image result (None in a softmax run)."""
+        if one.predicted is None:
+            return None
+        return [self.class_names[c] for c in np.flatnonzero(one.predicted[0])]
 
     def _ground_truth(self, source: ImageSource, sample: Sample, one: BatchResult) -> dict:
         """The image's ground-truth columns; none (nulls) when the annotations miss it or name it malformed."""
