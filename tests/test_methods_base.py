@@ -71,7 +71,7 @@ def test_select_classes_top_k():
 
 def test_select_classes_chosen_ones_get_their_rank_among_all_classes():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, -1.0, 4.0, 0.0]])
-    class_index, rank, probability, logit, _ = select_classes(logits, 1, torch.tensor([2, 1]))
+    class_index, rank, probability, logit, _, _ = select_classes(logits, 1, torch.tensor([2, 1]))
     assert class_index.tolist() == [[2, 1], [2, 1]]  # the same classes for every image, in the order asked
     assert rank.tolist() == [[3, 1], [2, 4]]
     assert logit.tolist() == [[1.0, 3.0], [4.0, -1.0]]
