@@ -60,10 +60,10 @@ def passes(monkeypatch) -> list[tuple[str, bool, torch.dtype]]:
         conv.register_forward_hook(hook)  # stays for the whole run
         return model
 
-    def call(self, pixels):
+    def call(self, pixels, labels=None):
         in_batch[0] = True
         try:
-            return real_call(self, pixels)
+            return real_call(self, pixels, labels)
         finally:
             in_batch[0] = False
 
