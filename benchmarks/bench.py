@@ -416,7 +416,7 @@ def start_up(folder: Path, args) -> dict:
         "t1 = time.perf_counter()\n"
         "config = RunConfig.create(inputs=[sys.argv[1]], out=tempfile.mkdtemp(), model=sys.argv[2],"
         " weights=sys.argv[3] or None, precision=sys.argv[4], device=sys.argv[5])\n"
-        "pipeline._build(config)\n"
+        "pipeline.build_stages(config)\n"
         "print(json.dumps({'imports_s': t1 - t0, 'build_s': time.perf_counter() - t1}))\n"
     )
     cmd = [sys.executable, "-c", script, str(folder), args.model, args.weights or "", args.precision, args.device]
