@@ -358,6 +358,12 @@ def summarize(
         emit(table, fmt, title=title, caption=caption, meta=meta)  # type: ignore[arg-type]
 
 
+def _write_rows(frame, path: Path) -> None:
+    """`--out` of the inspection commands: their per-row table as one Parquet file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+
+
 @app.command()
 def compare(
     out_a: Path = typer.Argument(..., help="The earlier run's output folder (A)."),
@@ -376,8 +382,7 @@ def compare(
         result = compare_runs(out_a, out_b)
         figures = result.overview()
         if rows_out is not None:
-            rows_out.parent.mkdir(parents=True, exist_ok=True)
-            result.images.to_parquet(rows_out, index=False)
+            _write_rows(result.images, rows_out)
         caption = (
             f"{figures['compared']:,} images in both runs: top-1 changed for {figures['top1_changed']:,} "
             f"({figures['changed_share']:.1%}); mean box IoU {figures['mean_box_iou']:.3f}, "
@@ -422,8 +427,7 @@ def evaluate(
         for line in result.problems[:MAX_ERRORS_SHOWN]:
             err.print(f"cambatch: annotation: {line}", markup=False)
         if rows_out is not None:
-            rows_out.parent.mkdir(parents=True, exist_ok=True)
-            result.rows.to_parquet(rows_out, index=False)
+            _write_rows(result.rows, rows_out)
         m = result.metrics
         caption = f"{m['images']:,} images with ground truth · {m['thresholds']} thresholds"
         if m["best_threshold"] is not None:
