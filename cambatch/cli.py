@@ -230,7 +230,7 @@ def _print_summary(result) -> None:
             markup=False,
         )
     if result.overlays:
-        err.print(f"  overlays: {result.out / 'overlays'} ({result.overlays} images)", markup=False)
+        err.print(f"  overlays: {result.out}/overlays ({result.overlays} images)", markup=False)
 
 
 @app.command()
@@ -277,7 +277,7 @@ def _choice(value: Optional[str], allowed: tuple[str, ...], option: str) -> Opti
 
 @app.command()
 def summarize(
-    out: Path = typer.Argument(..., help="A run's output folder (or its report/ folder)."),
+    out: str = typer.Argument(..., help="A run's output folder (or its report/ folder), or its URL on a store."),
     by: Optional[str] = typer.Option(
         None, "--by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."
     ),

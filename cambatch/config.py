@@ -271,7 +271,7 @@ class RunConfig:
     """
 
     inputs: tuple[Path | str, ...] = ()  # local paths, and fsspec URLs as given
-    out: Path
+    out: Path | str  # a local folder, or an fsspec URL as given (`cambatch.runner.remote_out`)
     source: SourceOptions = field(default_factory=SourceOptions)
     network: ModelOptions = field(default_factory=ModelOptions)
     maps: MapOptions = field(default_factory=MapOptions)
@@ -282,14 +282,23 @@ class RunConfig:
     def __post_init__(self) -> None:
         # URLs stay text: a Path would fold `s3://bucket` into `s3:/bucket`.
         object.__setattr__(self, "inputs", tuple(str(p) if is_url(str(p)) else Path(p) for p in self.inputs))
-        if is_url(str(self.out)):
-            raise UsageError(
-                f"--out {self.out}: OUT must be a local or mounted folder (object stores are not supported "
-                "as OUT yet); write to a local folder and copy it over"
-            )
-        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "out", _out_location(self.out))
+        if isinstance(self.out, str):
+            self._check_out_url()
         if not self.inputs and self.source.from_list is None:
             raise UsageError("give at least one input folder or image, or a list of images (from_list, --from-list)")
+
+    def _check_out_url(self) -> None:
+        """What an OUT on a store (`cambatch.runner.remote_out`) cannot do yet, refused before any work."""
+        if self.output.gallery:
+            raise UsageError(
+                f"gallery (--gallery) needs a local OUT, not {self.out}: run `cambatch gallery` on a local copy"
+            )
+        if self.speed.engine == "ray":
+            raise UsageError(
+                f"--out {self.out}: --engine ray needs a local or shared OUT (its CAM actors write the report "
+                "parts there themselves); give a shared folder, or run without --engine ray"
+            )
 
     @classmethod
     def create(cls, inputs: str | Path | Sequence[str | Path] | None, out: str | Path, **options: Any) -> RunConfig:
@@ -339,3 +348,11 @@ def option_type(group: str, f: Field) -> Any:
 
 def default_of(f: Field) -> Any:
     return None if f.default is MISSING else f.default
+
+
+def _out_location(out: Path | str) -> Path | str:
+    """OUT as a `Path`, or as the URL text for an object store; a `file://` URL is the local folder it names."""
+    text = str(out)
+    if text.startswith("file://"):
+        return Path(text[len("file://") :])
+    return text.rstrip("/") if is_url(text) else Path(out)

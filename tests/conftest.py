@@ -72,3 +72,53 @@ def vit():
 
     torch.manual_seed(0)
     return load_model("timm:vit_tiny_patch16_224", "none", require_cam_head=False)
+
+
+# A local S3 server (moto, on 127.0.0.1) for the tests of URL inputs and OUT URLs: fake keys, and never ~/.aws,
+# a profile or the EC2 metadata service.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def aws_env(monkeypatch, endpoint: str, credentials: bool = True) -> None:
+    """Point botocore at `endpoint`, with fake keys or none."""
+    import s3fs
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    for name, value in FAKE_CREDENTIALS.items():
+        if credentials or name == "AWS_DEFAULT_REGION":
+            monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems by their arguments, not the environment
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The endpoint of a moto S3 server on 127.0.0.1, started for the session and stopped after it."""
+    from moto.server import ThreadedMotoServer
+
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    yield f"http://{host}:{port}"
+    srv.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """(name, s3fs filesystem) of a fresh, empty bucket on the local server."""
+    import s3fs
+
+    aws_env(monkeypatch, s3_server)
+    fs = s3fs.S3FileSystem()
+    name = f"bucket-{len(fs.ls(''))}"
+    fs.mkdir(name)
+    yield name, fs
+    s3fs.S3FileSystem.clear_instance_cache()

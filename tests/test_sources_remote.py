@@ -11,9 +11,7 @@ from datetime import datetime, timezone
 import boto3
 import pandas as pd
 import pytest
-import s3fs
-from conftest import PHOTOS, SAMPLES
-from moto.server import ThreadedMotoServer
+from conftest import PHOTOS, SAMPLES, aws_env
 from sources_support import assert_same_rows, by_image, write_shard
 from typer.testing import CliRunner
 
@@ -24,47 +22,14 @@ from cambatch.runner.pipeline import run
 from cambatch.sources.discover import discover
 from cambatch.sources.remote import is_url, store_error, version
 
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def _aws_env(monkeypatch, endpoint: str, credentials: bool = True) -> None:
-    """Point botocore at `endpoint`, with fake keys or none, and never at ~/.aws or the EC2 metadata service."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    for name, value in FAKE_CREDENTIALS.items():
-        if credentials or name == "AWS_DEFAULT_REGION":
-            monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems by their arguments, not the environment
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    yield f"http://{host}:{port}"
-    srv.stop()
-
 
 @pytest.fixture
-def bucket(server, monkeypatch):
+def bucket(s3_bucket):
     """A fresh bucket holding the sample photos under `photos/`."""
-    _aws_env(monkeypatch, server)
-    fs = s3fs.S3FileSystem()
-    name = f"bucket-{len(fs.ls(''))}"
-    fs.mkdir(name)
+    name, fs = s3_bucket
     for photo in PHOTOS:
         fs.put_file(str(photo), f"{name}/photos/{photo.name}")
-    yield name, fs
-    s3fs.S3FileSystem.clear_instance_cache()
+    return name, fs
 
 
 def test_urls_and_versions():
@@ -139,20 +104,20 @@ def _one_line_exit_2(tmp_path, url: str) -> str:
     return lines[0]
 
 
-def test_a_bad_url_is_one_line_with_exit_2(tmp_path, server, monkeypatch):
-    _aws_env(monkeypatch, server)
+def test_a_bad_url_is_one_line_with_exit_2(tmp_path, s3_server, monkeypatch):
+    aws_env(monkeypatch, s3_server)
     assert "nosuch" in _one_line_exit_2(tmp_path, "nosuch://bucket/photos")
     assert "no such object or prefix" in _one_line_exit_2(tmp_path, "s3://no-bucket-here/photos")
 
 
-def test_missing_credentials_are_one_line_with_exit_2(tmp_path, bucket, monkeypatch, server):
+def test_missing_credentials_are_one_line_with_exit_2(tmp_path, bucket, monkeypatch, s3_server):
     name, _ = bucket
-    _aws_env(monkeypatch, server, credentials=False)
+    aws_env(monkeypatch, s3_server, credentials=False)
     assert "no credentials found" in _one_line_exit_2(tmp_path, f"s3://{name}/photos")
 
 
 def test_an_unreachable_endpoint_is_one_line_with_exit_2(tmp_path, monkeypatch):
-    _aws_env(monkeypatch, f"http://127.0.0.1:{_free_port()}")
+    aws_env(monkeypatch, f"http://127.0.0.1:{_free_port()}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries would only make the test slower
     assert "endpoint unreachable" in _one_line_exit_2(tmp_path, "s3://bucket/photos")
 
@@ -163,18 +128,10 @@ def test_store_errors_name_the_cause():
     assert isinstance(store_error("s3://b/k", RuntimeError("boom")), UsageError)
 
 
-def test_an_out_url_is_refused_in_one_line_and_no_local_folder_is_made(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", str(SAMPLES), "--out", "s3://bucket/cams"])
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1 and "OUT must be a local or mounted folder" in lines[0]
-    assert list(tmp_path.iterdir()) == []  # not a folder called `s3:` beside the photos
-
-
-def test_a_second_listing_in_one_process_sees_objects_another_client_added(bucket, server):
+def test_a_second_listing_in_one_process_sees_objects_another_client_added(bucket, s3_server):
     name, _ = bucket
     url = f"s3://{name}/photos"
     assert len(discover([url])) == len(PHOTOS)
-    client = boto3.client("s3", endpoint_url=server)  # not through fsspec, so its listing cache knows nothing
+    client = boto3.client("s3", endpoint_url=s3_server)  # not through fsspec, so its listing cache knows nothing
     client.put_object(Bucket=name, Key=f"photos/late/{PHOTOS[0].name}", Body=PHOTOS[0].read_bytes())
     assert f"late/{PHOTOS[0].name}" in [s.rel for s in discover([url])]

@@ -2,20 +2,24 @@
 
 A report is a folder of Parquet parts. A part is written under a dot-name and renamed into place
 once complete (`cambatch.report.writer`), so every reader, resume included, lists the published
-parts with `published_parts` and never sees a torn file.
+parts with `published_parts` and never sees a torn file. A report on a store (`s3://bucket/cams`,
+written by `cambatch.runner.remote_out`) is read in place through pyarrow's filesystem over fsspec
+(`report_files`): only the row groups and columns asked for are fetched.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
 from ..layout import OutputLayout
+from ..sources.remote import filesystem, is_url, store_error
 from .schema import METADATA_KEY, newest_run
 
 
@@ -34,8 +38,8 @@ def published_parts(report_dir: Path) -> list[Path]:
 class DamagedPart(UsageError):
     """A published part that is not a complete Parquet file (truncated, copied half-way, overwritten)."""
 
-    def __init__(self, part: Path, reason: str):
-        folder = part.parent
+    def __init__(self, part: Path | str, reason: str):
+        folder = PurePosixPath(part).parent if isinstance(part, str) else part.parent
         super().__init__(
             f"damaged report part {part} (not a complete Parquet file: {reason}); move it out of {folder} "
             "(a rerun of `cambatch run` redoes its images) or restore it from a copy"
@@ -43,10 +47,10 @@ class DamagedPart(UsageError):
         self.part = part
 
 
-def footer(part: Path) -> pq.FileMetaData:
+def footer(part: Path | str, filesystem: pafs.FileSystem | None = None) -> pq.FileMetaData:
     """A part's Parquet footer (rows, schema, settings), or `DamagedPart` naming the file."""
     try:
-        return pq.read_metadata(part)
+        return pq.read_metadata(part, filesystem=filesystem)
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DamagedPart(part, reason) from None
@@ -85,9 +89,9 @@ def report_parts(out: Path | str) -> list[Path]:
     return parts
 
 
-def part_settings(part: Path) -> dict[str, Any]:
+def part_settings(part: Path | str, filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
     """The run settings one part stores in its schema metadata."""
-    metadata = footer(part).schema.to_arrow_schema().metadata or {}
+    metadata = footer(part, filesystem).schema.to_arrow_schema().metadata or {}
     return json.loads(metadata.get(METADATA_KEY, b"{}"))
 
 
@@ -97,7 +101,42 @@ def read_settings(out: Path | str) -> dict[str, Any]:
     A report resumed or sharded over several runs has one part (or more) per run.
     """
     by_run: dict[str, dict] = {}
-    for part in report_parts(out):
-        settings = part_settings(part)
-        by_run[str(settings.get("run_id", part.stem))] = settings
+    paths, filesystem = report_files(out)
+    for part in paths:
+        settings = part_settings(part, filesystem)
+        by_run[str(settings.get("run_id", PurePosixPath(part).stem))] = settings
     return {**by_run[newest_run(by_run)], "run_ids": sorted(by_run)}
+
+
+def report_files(out: Path | str) -> tuple[list[str], pafs.FileSystem | None]:
+    """`report_parts` for every reader: the parts' paths and the pyarrow filesystem to read them through
+    (None: local). `out` may also be a URL of a run's folder, its `report/` or one part on a store.
+    """
+    if not is_url(str(out)):
+        return [str(part) for part in report_parts(out)], None
+    return _store_parts(str(out).rstrip("/"))
+
+
+def _store_parts(url: str) -> tuple[list[str], pafs.FileSystem]:
+    fs, path = filesystem(url)
+    try:
+        parts = _listed_parts(fs, path)
+    except Exception as exc:  # noqa: BLE001 - every store raises its own kinds; all mean the report cannot be read
+        raise store_error(url, exc) from None
+    if not parts:
+        raise FileNotFoundError(f"no cambatch report under {url} (expected {url}/report/part-*.parquet)")
+    arrow = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+    for part in parts:
+        footer(part, arrow)
+    return parts, arrow
+
+
+def _listed_parts(fs, path: str) -> list[str]:
+    """The published parts at `path` on an fsspec filesystem: one part, a report folder, or a run's folder."""
+    fs.invalidate_cache(path)  # fsspec caches listings per filesystem: a reader must see new parts
+    if path.endswith(".parquet"):
+        fs.info(path)  # a missing part is `FileNotFoundError`, not a damaged one
+        return [path]
+    report = f"{path}/{OutputLayout(Path('.')).report_dir.name}"
+    folder = report if fs.isdir(report) else path
+    return sorted(entry.rstrip("/") for entry in fs.ls(folder, detail=False) if is_published(PurePosixPath(entry).name))

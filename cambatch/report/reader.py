@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .parts import read_settings, report_parts
+from .parts import read_settings, report_files
 from .schema import MAP_NAMES, is_correct
 
 # Low-cardinality text columns: categoricals make them small in memory and quick to group by.
@@ -33,8 +33,9 @@ _NULLABLE = {
 def report_columns(out: Path | str) -> list[str]:
     """The report's columns (the union over its parts), read from the part footers only."""
     names: dict[str, None] = {}
-    for part in report_parts(out):
-        names.update(dict.fromkeys(pq.read_schema(part).names))
+    paths, filesystem = report_files(out)
+    for part in paths:
+        names.update(dict.fromkeys(pq.read_schema(part, filesystem=filesystem).names))
     return list(names)
 
 
@@ -47,7 +48,7 @@ def load_report(
     where: ds.Expression | None = None,
     maps: bool = False,
 ) -> pd.DataFrame:
-    """The report of the run in `out` as a DataFrame, one row per image x class.
+    """The report of the run in `out` (a folder, or its URL on a store) as a DataFrame, one row per image x class.
 
     Filters are pushed down to pyarrow, so only matching row groups and the asked-for columns
     are read: `status="ok"`, `rank=1` (or several: `rank=[1, 2]`), `columns=[...]`, and any
@@ -64,8 +65,8 @@ def load_report(
     >>> df = cambatch.load_report("cams", status="ok", rank=1)      # doctest: +SKIP
     >>> df.groupby("class_name", observed=True).border_energy.mean()  # doctest: +SKIP
     """
-    parts = report_parts(out)
-    schemas = [pq.read_schema(p) for p in parts]
+    parts, filesystem = report_files(out)
+    schemas = [pq.read_schema(p, filesystem=filesystem) for p in parts]
     # Parts written by different cambatch versions may differ in columns: read their union.
     schema = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
     if columns is not None:
@@ -76,7 +77,7 @@ def load_report(
             )
     if columns is None and not maps:
         columns = [name for name in schema.names if name != "map"]
-    dataset = ds.dataset([str(p) for p in parts], schema=schema, format="parquet")
+    dataset = ds.dataset(parts, schema=schema, format="parquet", filesystem=filesystem)
     table = dataset.to_table(
         columns=list(columns) if columns is not None else None, filter=_filter(status, rank, where)
     )

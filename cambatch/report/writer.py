@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,7 +53,8 @@ class ReportWriter:
 
     A part is published (atomic rename) once it holds `images_per_part` images or has been open
     `part_seconds`, so a killed run loses at most one part's work and never leaves a torn file.
-    Callers add an image's rows only after its overlays are on disk.
+    Callers add an image's rows only after its overlays are on disk. `on_publish` is called after
+    each part is in place (an OUT on a store uploads it then: `cambatch.runner.remote_out`).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class ReportWriter:
         images_per_part: int = 1000,
         part_seconds: float = 60.0,
         rows_per_group: int = 4096,
+        on_publish: Callable[[], None] | None = None,
     ):
         report_dir.mkdir(parents=True, exist_ok=True)
         self.report_dir = report_dir
@@ -72,6 +75,7 @@ class ReportWriter:
         self.images_per_part = images_per_part
         self.part_seconds = part_seconds
         self.rows_per_group = rows_per_group
+        self.on_publish = on_publish
         self.published: list[Path] = []
         self.rows_added = 0  # rows handed to `add_image`, published or not yet
         self._part: _Part | None = None
@@ -97,6 +101,8 @@ class ReportWriter:
             self._flush()
             self.published.append(self._part.publish())
             self._part = None
+            if self.on_publish is not None:
+                self.on_publish()
 
     def close(self) -> None:
         """Publish what is left; a run that wrote nothing still leaves a readable (empty) part."""

@@ -7,6 +7,7 @@ batch runs, with a bounded number of images in flight so memory stays flat.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -36,6 +37,7 @@ from ..methods.base import CamMethod
 from ..model.accel import check_precision
 from ..model.build import CamModel, load_model
 from ..model.catalog import MULTI_LABEL
+from ..report.parts import published_parts
 from ..report.schema import name_key
 from ..report.writer import ReportWriter
 from ..sources.discover import ImageSource, discover
@@ -48,6 +50,7 @@ from .interrupt import stop_on_signals
 from .lock import OutputLock
 from .manifest import live_shard_settings, mark_died, versions, write_manifest
 from .progress import ProgressReporter, SilentProgress
+from .remote_out import StagedOut
 from .writer import ImageWriter, overlay_count
 
 
@@ -56,8 +59,8 @@ class RunResult:
     """What a run did: counts, speed, where its report is, and why it stopped early, if it did."""
 
     run_id: str
-    out: Path
-    report: Path
+    out: Path | str  # a URL when OUT is on a store
+    report: Path | str
     images: int
     ok: int = 0
     errors: int = 0
@@ -112,6 +115,7 @@ class Job:
     result: RunResult
     progress: ProgressReporter
     labels: list[int] | None = None  # per `todo` image, the class `--explain-label` adds (-1: none)
+    staged: StagedOut | None = None  # OUT is a URL: the staging folder's mirror, told of every published part
 
 
 def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResult:
@@ -122,14 +126,21 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
     the manifest says `failed`, the report keeps only its complete parts, and a rerun resumes.
     `--engine ray` runs the same job as a Ray Data pipeline (`cambatch.runner.ray_engine`).
     """
+    progress = progress or SilentProgress()
+    if isinstance(config.out, str):
+        return _run_into_store(config, progress)
+    return _run_local(config, progress)
+
+
+def _run_local(config: RunConfig, progress: ProgressReporter, staged: StagedOut | None = None) -> RunResult:
     layout = OutputLayout(config.out.expanduser().absolute())
     try:
         if config.speed.engine == "ray":
             from . import ray_engine  # Ray is an optional extra: imported only when asked for
 
             with ray_engine.connected(config):
-                return _run(config, progress or SilentProgress(), layout)
-        return _run(config, progress or SilentProgress(), layout)
+                return _run(config, progress, layout, staged)
+        return _run(config, progress, layout, staged)
     except OSError as exc:
         failure = output_failure(exc, layout)
         if failure is None:
@@ -137,7 +148,21 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
         raise failure from exc
 
 
-def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) -> RunResult:
+def _run_into_store(config: RunConfig, progress: ProgressReporter) -> RunResult:
+    """OUT is a URL: the run writes a local staging folder, which `StagedOut` mirrors to the store."""
+    with StagedOut(config.out) as staged:
+        try:
+            result = _run_local(dataclasses.replace(config, out=staged.staging), progress, staged)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                staged.finish()  # what the run published before it failed is kept on the store
+            raise
+        staged.finish()
+    result.out, result.report = config.out, f"{config.out}/{staged.layout.report_dir.name}"
+    return result
+
+
+def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout, staged: StagedOut | None) -> RunResult:
     started, started_at = time.monotonic(), datetime.now(timezone.utc)
     shard = parse_shard(config.source.shard)
     with OutputLock(layout.lock_path(shard.tag)):
@@ -170,6 +195,8 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
         todo = resume.plan(sources, layout.report_dir, config.job.retry_errors)
         if todo.purge_keys:
             resume.purge(layout, keys=todo.purge_keys)
+        if staged is not None:  # the store's report, purged like the staged one, before any work
+            staged.push(clear_overlays=config.job.overwrite and shard.count == 1)
 
         result = RunResult(
             run_id=run_id,
@@ -183,7 +210,7 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
             multi_label=config.network.activation == MULTI_LABEL,
         )
         result.annotation_problems = list(truth.problems) if truth is not None else []
-        manifest = _Manifest(layout=layout, settings=settings, started_at=started_at, result=result)
+        manifest = _Manifest(layout=layout, settings=settings, started_at=started_at, result=result, staged=staged)
         manifest.write("running")
         job = Job(
             config=config,
@@ -196,6 +223,7 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout) ->
             result=result,
             progress=progress,
             labels=label_classes(todo.todo, stages.model.class_names) if config.maps.explain_label else None,
+            staged=staged,
         )
         progress.start(len(todo.todo))
         try:
@@ -224,6 +252,7 @@ def execute_plain(job: Job, stop) -> None:
         job.layout.part_name(job.result.run_id, job.shard.tag),
         job.settings,
         images_per_part=job.config.output.images_per_part,
+        on_publish=job.staged.published if job.staged is not None else None,
     )
     try:
         with tuning.torch_threads(job.stages.plan.threads):
@@ -431,23 +460,35 @@ def collect(future: Future, report: ReportWriter, result: RunResult) -> None:
 class _Manifest:
     """`OUT/runs/<run_id>.json`, rewritten as the run's status changes."""
 
-    def __init__(self, *, layout: OutputLayout, settings: dict, started_at: datetime, result: RunResult):
+    def __init__(
+        self,
+        *,
+        layout: OutputLayout,
+        settings: dict,
+        started_at: datetime,
+        result: RunResult,
+        staged: StagedOut | None = None,
+    ):
         self.layout, self.settings, self.started_at, self.result = layout, settings, started_at, result
+        self.staged = staged
 
     def write(self, status: str, *, best_effort: bool = False) -> None:
         """Rewrite the manifest; `best_effort`: on the way out of a failure, which a full disk must not hide."""
         if best_effort and not self.layout.root.is_dir():
             return  # OUT vanished: writing the manifest would recreate it
         try:
-            self._write(status)
+            path = self._write(status)
         except OSError:
             if not best_effort:
                 raise
+            return
+        if self.staged is not None:
+            self.staged.manifest_written(path, final=status != "running")
 
-    def _write(self, status: str) -> None:
+    def _write(self, status: str) -> Path:
         r, s = self.result, self.settings
         ended = datetime.now(timezone.utc).isoformat() if status != "running" else None
-        write_manifest(
+        return write_manifest(
             self.layout.manifest_path(r.run_id),
             {
                 "run_id": r.run_id,
@@ -469,9 +510,15 @@ class _Manifest:
                 "images_per_s": round(r.images_per_s, 3),
                 "interrupted_by": r.interrupted,
                 "faithfulness": r.faithfulness,
+                "parts": self._parts(),
                 "settings": {k: v for k, v in s.items() if k != "class_names"},
             },
         )
+
+    def _parts(self) -> list[str]:
+        """The report parts this run has published (a Ray run's actors each publish their own)."""
+        prefix = self.layout.part_name(self.result.run_id, parse_shard(self.result.shard).tag) + "-"
+        return [part.name for part in published_parts(self.layout.report_dir) if part.name.startswith(prefix)]
 
 
 def _start_over(layout: OutputLayout, shard: Shard) -> None:

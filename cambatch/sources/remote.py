@@ -40,8 +40,8 @@ def filesystem(url: str):
         raise UsageError(f"cannot read {url}: {exc}") from None
 
 
-def store_error(url: str, exc: BaseException) -> UsageError:
-    """What went wrong reaching `url`, as one line a person can act on."""
+def store_error(url: str, exc: BaseException, *, doing: str = "read") -> UsageError:
+    """What went wrong reaching `url` (to `doing` it: read, write), as one line a person can act on."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "NoCredentialsError" in names or "PartialCredentialsError" in names:
         why = "no credentials found (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or the store's own)"
@@ -53,7 +53,7 @@ def store_error(url: str, exc: BaseException) -> UsageError:
         why = f"access denied ({_first_line(exc)})"
     else:
         why = f"{type(exc).__name__}: {_first_line(exc)}"
-    return UsageError(f"cannot read {url}: {why}")
+    return UsageError(f"cannot {doing} {url}: {why}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,240 @@
+"""OUT as a URL (`--out s3://bucket/cams`): the run writes a local staging folder, and every part it
+publishes there goes up to the store, its overlays first.
+
+An object store has no rename and no lock, so the guarantees are built from what it has: an object
+appears whole or not at all once its upload completes (S3, GCS, Azure). Hence the order:
+
+1. Before any work, the report's published parts are downloaded into the staging folder; resume,
+   the settings check and purges then work on them as on a local OUT, and parts a purge rewrote
+   or emptied are uploaded (or deleted) before the first image is processed.
+2. Each part the run publishes is uploaded after the overlays its rows name, so a row on the store
+   never points at an overlay that is not there. Uploads run on one background thread, in order,
+   beside the device; a staged overlay is deleted once it is up, so the staging folder stays small.
+3. The run's manifest (`runs/<run_id>.json`, which lists its parts) is uploaded last.
+
+A killed run leaves only whole objects: the parts that were up, their overlays, and overlays of a
+part that never made it (overwritten when the rerun redoes those images). There is no lock across
+machines: two runs writing one OUT URL at once are not prevented (the lock is per staging machine).
+Stores without whole-object uploads (sftp, ...) get each part under a dot-name, then moved into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ..layout import OutputLayout
+from ..report.parts import is_published, published_parts
+from ..sources.remote import filesystem, store_error
+from .failures import OutputUnwritable
+
+# Stores where an uploaded object appears only once complete: a part goes straight to its name.
+_WHOLE_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "memory"}
+
+
+class StagedOut:
+    """A run's OUT on a store: `staging` is the local folder the run writes, mirrored to `url`."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.fs, root = filesystem(self.url)
+        self.root = root.rstrip("/")
+        self.staging = Path(tempfile.mkdtemp(prefix="cambatch-out-"))
+        self.layout = OutputLayout(self.staging)
+        self._store = OutputLayout(Path("/"))  # relative names: `report`, `overlays`, `runs`
+        self._known: dict[str, tuple[int, int]] = {}  # staged part name -> (size, mtime_ns) as on the store
+        self._uploads = ThreadPoolExecutor(1, thread_name_prefix="cambatch-upload")
+        self._pending: list[Future] = []
+        self._lock = threading.Lock()  # one push at a time: the upload thread's and the final one
+        self._manifest: Path | None = None
+
+    def __enter__(self) -> StagedOut:
+        try:
+            self._check_writable()
+            self._pull()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def remote(self, rel: str) -> str:
+        """The store path of `rel`, a path relative to OUT."""
+        return f"{self.root}/{rel}"
+
+    def published(self) -> None:
+        """A part was published in the staging folder: upload it (and its overlays) in the background.
+
+        An upload that failed earlier ends the run here, rather than computing what cannot be saved.
+        """
+        self._raise_failed()
+        self._pending.append(self._uploads.submit(self.push))
+
+    def push(self, *, clear_overlays: bool = False) -> None:
+        """Make the store's report what the staging folder's is: new or rewritten parts up, emptied ones gone."""
+        with self._lock:
+            if clear_overlays:
+                self._remove(self.remote(self.layout.overlays_dir.name), recursive=True)
+            staged = {part.name: part for part in published_parts(self.layout.report_dir)}
+            for name in sorted(set(self._known) - set(staged)):
+                self._remove(self._remote_part(name))
+                del self._known[name]
+            for name, part in staged.items():
+                stamp = _stamp(part)
+                if self._known.get(name) != stamp:
+                    self._upload_overlays(part)
+                    self._put_part(part)
+                    self._known[name] = stamp
+
+    def manifest_written(self, path: Path, *, final: bool) -> None:
+        """A manifest of this run was (re)written: the first goes up at once, the final one after the parts."""
+        if final:
+            self._manifest = path
+        else:
+            self._put(path, self._remote_rel(path))
+
+    def finish(self) -> None:
+        """Wait for the uploads, push what is left, then the final manifest; an upload failure is exit 4.
+
+        After a failed upload the manifest still goes up if it says so (`failed`); one saying `completed`
+        would be false, and the store keeps the first one, which `cambatch runs` shows as died.
+        """
+        self._uploads.shutdown(wait=True)
+        try:
+            self._raise_failed()
+            self._guarded(self.push)
+        except OutputUnwritable:
+            if self._manifest is not None and _status(self._manifest) != "completed":
+                with contextlib.suppress(Exception):  # the upload failure is the error to report
+                    self._put_manifest()
+            raise
+        if self._manifest is not None:
+            self._guarded(self._put_manifest)
+
+    def _put_manifest(self) -> None:
+        self._put(self._manifest, self._remote_rel(self._manifest))
+
+    def close(self) -> None:
+        self._uploads.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _check_writable(self) -> None:
+        """Before any work: an object written and removed, so a missing bucket or a read-only key fails now."""
+        probe = self.remote(f"{self._store.runs_dir.name}/.cambatch-probe-{os.getpid()}")
+        try:
+            self._folders([probe])
+            self.fs.pipe_file(probe, b"")
+            self.fs.rm_file(probe)
+        except Exception as exc:  # noqa: BLE001 - every store raises its own kinds; all mean the same here
+            raise store_error(self.url, exc, doing="write") from None
+
+    def _pull(self) -> None:
+        """Download the report's published parts into the staging folder (the store is the truth)."""
+        folder = self.remote(self.layout.report_dir.name)
+        self.fs.invalidate_cache(folder)
+        try:
+            found = self.fs.find(folder, withdirs=False)
+        except FileNotFoundError:
+            found = []
+        except Exception as exc:  # noqa: BLE001
+            raise store_error(self.url, exc) from None
+        split = (path.rstrip("/").rsplit("/", 1) for path in found)
+        names = sorted(name for parent, name in split if parent == folder and is_published(name))
+        if not names:
+            return
+        self.layout.report_dir.mkdir(parents=True)
+        local = [str(self.layout.report_dir / name) for name in names]
+        try:
+            self.fs.get([self._remote_part(name) for name in names], local)
+        except Exception as exc:  # noqa: BLE001
+            raise store_error(self.url, exc) from None
+        self._known = {name: _stamp(Path(path)) for name, path in zip(names, local, strict=True)}
+
+    def _upload_overlays(self, part: Path) -> None:
+        """The overlays the part's rows name that are still staged (a rewritten old part's are up already)."""
+        rels = pq.read_table(part, columns=["overlay_path"]).column("overlay_path").drop_null().to_pylist()
+        staged = [(self.staging / rel, rel) for rel in dict.fromkeys(rels) if (self.staging / rel).is_file()]
+        if not staged:
+            return
+        targets = [self.remote(rel) for _, rel in staged]
+        self._folders(targets)
+        self.fs.put([str(local) for local, _ in staged], targets)
+        for local, _ in staged:
+            local.unlink()
+
+    def _put_part(self, part: Path) -> None:
+        target = self._remote_part(part.name)
+        if self._whole_objects():
+            self.fs.put_file(str(part), target)
+            return
+        temp = self._remote_part(f".{part.name}.tmp")
+        self._folders([temp])
+        self.fs.put_file(str(part), temp)
+        self.fs.mv(temp, target)
+
+    def _put(self, local: Path, rel: str) -> None:
+        self._folders([self.remote(rel)])
+        self.fs.put_file(str(local), self.remote(rel))
+
+    def _folders(self, paths: list[str]) -> None:
+        """Stores with folders (sftp, a local path) need them made; on object stores a key needs none, and
+        `makedirs` there would create a missing bucket instead of failing.
+        """
+        if self._whole_objects():
+            return
+        for folder in dict.fromkeys(path.rsplit("/", 1)[0] for path in paths):
+            self.fs.makedirs(folder, exist_ok=True)
+
+    def _remove(self, path: str, *, recursive: bool = False) -> None:
+        with contextlib.suppress(FileNotFoundError):  # already gone: what removing it was for
+            self.fs.rm(path, recursive=recursive)
+
+    def _remote_part(self, name: str) -> str:
+        return self.remote(f"{self.layout.report_dir.name}/{name}")
+
+    def _remote_rel(self, path: Path) -> str:
+        return path.relative_to(self.staging).as_posix()
+
+    def _whole_objects(self) -> bool:
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple | list) else (self.fs.protocol,)
+        return bool(set(protocols) & _WHOLE_OBJECT_STORES)
+
+    def _raise_failed(self) -> None:
+        for future in self._pending:
+            if future.done() and future.exception() is not None:
+                raise self._failure(future.exception()) from future.exception()
+        self._pending = [f for f in self._pending if not f.done()]
+
+    def _guarded(self, step) -> None:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - any store error: the run's report upload failed
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: BaseException) -> OutputUnwritable:
+        why = store_error(self.url, exc, doing="write")
+        return OutputUnwritable(
+            f"{why}; the parts already uploaded are kept, and a rerun of the same command redoes the rest"
+        )
+
+
+def _status(manifest: Path) -> str | None:
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns

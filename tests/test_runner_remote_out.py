@@ -1,0 +1,200 @@
+"""`cambatch.runner.remote_out`: OUT as a URL. A local S3 server (moto, on 127.0.0.1, started and stopped by
+the fixture) takes the output of real runs of the default model: the same rows as a local OUT, overlays up
+before the part that names them, resume and purges against the store, and one line for what cannot work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import PHOTOS, SAMPLES, aws_env
+from sources_support import assert_same_rows, by_image
+from typer.testing import CliRunner
+
+import cambatch
+from cambatch.cli import app
+from cambatch.config import RunConfig
+from cambatch.errors import UsageError
+from cambatch.layout import OutputLayout
+from cambatch.report.schema import SCHEMA
+from cambatch.runner.failures import OutputUnwritable
+from cambatch.runner.pipeline import run
+from cambatch.runner.remote_out import StagedOut
+
+
+@pytest.fixture
+def staging(tmp_path, monkeypatch):
+    """Where the runs' staging folders go, so a test can see that none is left behind."""
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _rows_on_store(fs, root: str) -> pd.DataFrame:
+    parts = sorted(p for p in fs.find(f"{root}/report") if p.endswith(".parquet"))
+    return pd.concat([pq.read_table(fs.open(p)).to_pandas() for p in parts], ignore_index=True)
+
+
+def _overlays_on_store(fs, root: str) -> set[str]:
+    return {p[len(root) + 1 :] for p in fs.find(f"{root}/overlays")}
+
+
+def _check_overlays_go_up_first(monkeypatch, fs, root: str) -> list[str]:
+    """Wrap the part upload: at that moment every overlay the part's rows name must be on the store already."""
+    uploaded: list[str] = []
+    original = StagedOut._put_part
+
+    def put_part(self, part):
+        named = pq.read_table(part, columns=["overlay_path"]).column("overlay_path").drop_null().to_pylist()
+        missing = set(named) - _overlays_on_store(fs, root)
+        assert not missing, f"{part.name} went up before its overlays {sorted(missing)[:3]}"
+        uploaded.append(part.name)
+        original(self, part)
+
+    monkeypatch.setattr(StagedOut, "_put_part", put_part)
+    return uploaded
+
+
+def test_a_run_into_s3_gives_the_local_rows_then_resumes_and_purges_against_the_store(
+    tmp_path, s3_bucket, sample_run, staging, monkeypatch
+):
+    name, fs = s3_bucket
+    _, local_rows = sample_run
+    root, url = f"{name}/cams", f"s3://{name}/cams"
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLES, photos)
+    uploaded = _check_overlays_go_up_first(monkeypatch, fs, root)
+
+    cli = CliRunner().invoke(app, ["run", str(photos), "--out", url, "--workers", "0"])
+    assert cli.exit_code == 0, cli.output
+    assert f"report:   {url}/report" in cli.output and f"overlays: {url}/overlays (21 images)" in cli.output
+    rows = _rows_on_store(fs, root)
+    assert_same_rows(by_image(rows, str), by_image(local_rows, str))
+    assert set(rows["overlay_path"]) == _overlays_on_store(fs, root) and len(uploaded) == 1
+    (manifest,) = fs.find(f"{root}/runs")
+    record = json.loads(fs.cat_file(manifest))
+    assert record["status"] == "completed" and record["parts"] == uploaded
+    assert list(staging.iterdir()) == []  # the staging folder is gone
+
+    # Read in place: the report, a map, the settings and `summarize`.
+    frame = cambatch.load_report(url, status="ok", rank=1)
+    assert sorted(frame["path"]) == sorted(p.name for p in PHOTOS)
+    assert cambatch.load_map(url, "chelsea.png", int(frame.set_index("path").loc["chelsea.png", "class_index"])).shape
+    assert cambatch.read_settings(url)["run_ids"] == [record["run_id"]]
+    shown = CliRunner().invoke(app, ["summarize", url, "--format", "csv"])
+    assert shown.exit_code == 0 and "egyptian cat" in shown.output.lower(), shown.output
+
+    again = run(RunConfig.create(photos, url, workers=0))
+    assert (again.processed, again.skipped) == (0, len(PHOTOS))
+
+    # A changed photo is redone: its old rows leave the store's part (rewritten), its new ones come in a new part.
+    (photos / "coffee.png").write_bytes(PHOTOS[0].read_bytes())
+    changed = run(RunConfig.create(photos, url, workers=0))
+    assert (changed.processed, changed.skipped) == (1, len(PHOTOS) - 1)
+    rows = _rows_on_store(fs, root)
+    assert rows.groupby("path").size().to_dict() == {p.name: 3 for p in PHOTOS}
+    assert set(rows.loc[rows["path"] == "coffee.png", "run_id"]) == {changed.run_id}
+    assert set(rows["overlay_path"]) <= _overlays_on_store(fs, root)
+
+
+def test_changed_settings_on_the_store_are_refused_and_overwrite_replaces_them(tmp_path, s3_bucket, staging):
+    name, fs = s3_bucket
+    root, url = f"{name}/cams", f"s3://{name}/cams"
+    run(RunConfig.create(PHOTOS[:2], url, workers=0))
+    refused = CliRunner().invoke(app, ["run", *map(str, PHOTOS[:2]), "--out", url, "--topk", "1"])
+    assert refused.exit_code == 2 and "other settings" in refused.output and "topk" in refused.output
+
+    redone = run(RunConfig.create(PHOTOS[:2], url, workers=0, topk=1, overwrite=True))
+    rows = _rows_on_store(fs, root)
+    assert set(rows["run_id"]) == {redone.run_id} and set(rows["rank"]) == {1}
+    assert _overlays_on_store(fs, root) == set(rows["overlay_path"])  # the old top-2/top-3 overlays are gone
+    assert list(staging.iterdir()) == []
+
+
+def test_a_failed_upload_ends_the_run_with_exit_4_and_a_rerun_completes(tmp_path, s3_bucket, staging, monkeypatch):
+    name, fs = s3_bucket
+    root, url = f"{name}/cams", f"s3://{name}/cams"
+    original = StagedOut._put_part
+
+    def refuse(self, part):
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(StagedOut, "_put_part", refuse)
+    with pytest.raises(OutputUnwritable, match="access denied") as failed:
+        run(RunConfig.create(PHOTOS, url, workers=0, images_per_part=2))
+    assert failed.value.exit_code == 4 and "a rerun of the same command redoes the rest" in str(failed.value)
+    assert not fs.find(f"{root}/report")
+    record = json.loads(fs.cat_file(fs.find(f"{root}/runs")[0]))
+    assert record["status"] == "failed"  # the final manifest still goes up
+    assert list(staging.iterdir()) == []
+
+    monkeypatch.setattr(StagedOut, "_put_part", original)
+    done = run(RunConfig.create(PHOTOS, url, workers=0, images_per_part=2))
+    assert (done.processed, done.skipped) == (len(PHOTOS), 0)
+    rows = _rows_on_store(fs, root)
+    assert rows.groupby("path").size().to_dict() == {p.name: 3 for p in PHOTOS}
+    assert set(rows["overlay_path"]) <= _overlays_on_store(fs, root)
+
+
+def test_an_out_that_cannot_be_written_is_one_line_with_exit_2_before_any_work(
+    tmp_path, s3_bucket, s3_server, monkeypatch
+):
+    name, _ = s3_bucket
+    monkeypatch.chdir(tmp_path)
+    for url, why in [("s3://no-bucket-here/cams", "no such object or prefix"), (f"s3://{name}/cams", "no credentials")]:
+        if why == "no credentials":
+            aws_env(monkeypatch, s3_server, credentials=False)
+        result = CliRunner().invoke(app, ["run", str(PHOTOS[0]), "--out", url])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"cambatch: error: cannot write {url}") and why in lines[0]
+    assert list(tmp_path.iterdir()) == []  # not a folder called `s3:` beside the photos
+
+
+def test_what_an_out_url_cannot_do_yet_is_refused_when_the_config_is_made(tmp_path):
+    with pytest.raises(UsageError, match="gallery"):
+        RunConfig.create(SAMPLES, "s3://b/cams", gallery=True)
+    with pytest.raises(UsageError, match="--engine ray"):
+        RunConfig.create(SAMPLES, "s3://b/cams", engine="ray")
+    assert RunConfig.create(SAMPLES, f"file://{tmp_path}/cams").out == tmp_path / "cams"
+    assert RunConfig.create(SAMPLES, "s3://b/cams/").out == "s3://b/cams"
+
+
+def _staged_part(staged: StagedOut, name: str, rows: int) -> None:
+    staged.layout.report_dir.mkdir(parents=True, exist_ok=True)
+    empty = pa.table({c: pa.nulls(rows, SCHEMA.field(c).type) for c in SCHEMA.names}, schema=SCHEMA)
+    pq.write_table(empty, staged.layout.report_dir / name)
+
+
+def test_a_store_without_whole_object_uploads_gets_each_part_under_a_dot_name_then_moved(tmp_path, monkeypatch):
+    target = tmp_path / "store" / "cams"
+    moves = []
+    with StagedOut(f"file://{target}") as staged:
+        assert not staged._whole_objects()
+        monkeypatch.setattr(staged.fs, "mv", lambda a, b: (moves.append((a, b)), shutil.move(a, b)))
+        _staged_part(staged, "part-a-00000.parquet", 2)
+        staged.push()
+        staged.finish()
+        staging = staged.staging
+    assert [p.name for p in (target / "report").iterdir()] == ["part-a-00000.parquet"]
+    assert moves == [(f"{target}/report/.part-a-00000.parquet.tmp", f"{target}/report/part-a-00000.parquet")]
+    assert not staging.exists()
+
+
+def test_pull_takes_only_published_parts_and_a_purge_that_empties_a_part_deletes_it(tmp_path):
+    target = tmp_path / "store" / "cams"
+    (target / "report").mkdir(parents=True)
+    layout = OutputLayout(target)
+    for name in ("part-a-00000.parquet", ".part-b-00000.parquet.tmp", "_common_metadata"):
+        (layout.report_dir / name).write_bytes(b"x")
+    with StagedOut(f"file://{target}") as staged:
+        assert sorted(p.name for p in staged.layout.report_dir.iterdir()) == ["part-a-00000.parquet"]
+        (staged.layout.report_dir / "part-a-00000.parquet").unlink()  # what a purge does to an emptied part
+        staged.push()
+    assert sorted(p.name for p in layout.report_dir.iterdir()) == [".part-b-00000.parquet.tmp", "_common_metadata"]
