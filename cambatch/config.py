@@ -294,11 +294,6 @@ class RunConfig:
             raise UsageError(
                 f"gallery (--gallery) needs a local OUT, not {self.out}: run `cambatch gallery` on a local copy"
             )
-        if self.speed.engine == "ray":
-            raise UsageError(
-                f"--out {self.out}: --engine ray needs a local or shared OUT (its CAM actors write the report "
-                "parts there themselves); give a shared folder, or run without --engine ray"
-            )
 
     @classmethod
     def create(cls, inputs: str | Path | Sequence[str | Path] | None, out: str | Path, **options: Any) -> RunConfig:

@@ -25,9 +25,10 @@ NOT_RUN = {
     "pytest": "the test suite itself",
     "cambatch run s3://bucket/photos --out cams-s3": "needs S3: tests/test_sources_remote.py runs it on moto",
     "cambatch run gs://bucket/shards --out cams-gcs": "needs Google Cloud Storage and gcsfs",
-    "cambatch run s3://bucket/photos --out s3://bucket/cams": "needs S3: tests/test_runner_remote_out.py runs it on moto",
+    "cambatch run s3://bucket/photos --out s3://bucket/cams": "needs S3: tests/test_runner_remote_out.py runs it "
+    "on moto",
     "cambatch summarize s3://bucket/cams": "needs S3: tests/test_runner_remote_out.py runs it on moto",
-    'python -c "import cambatch; print(cambatch.load_report(\'s3://bucket/cams\', rank=1).head())"': "needs S3: "
+    "python -c \"import cambatch; print(cambatch.load_report('s3://bucket/cams', rank=1).head())\"": "needs S3: "
     "tests/test_runner_remote_out.py reads the report on moto the same way",
     "ray job submit --address http://head-node:8265 -- cambatch run /shared/images --out /shared/cams --engine ray "
     "--device cuda --concurrency 8 --quiet": "needs a Ray cluster with GPUs; tests/test_runner_ray_engine.py runs the "

@@ -19,9 +19,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import ray
-from conftest import SAMPLES, make_folder
+from conftest import FAKE_CREDENTIALS, SAMPLES, make_folder
 from typer.testing import CliRunner
 
+import cambatch
 from cambatch.cli import app
 from cambatch.config import RunConfig
 from cambatch.report.parts import part_settings, published_parts
@@ -32,9 +33,18 @@ CLOSE = ["probability", "logit", "cam_max", "cam_mean", "peak_x", "peak_y", "bbo
 
 
 @pytest.fixture(scope="module")
-def ray_address():
-    """A local Ray for this module's tests: small object store, no dashboard."""
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 2**20, logging_level=logging.WARNING)
+def ray_address(s3_server):
+    """A local Ray for this module's tests: small object store, no dashboard; its workers reach the local S3
+    server with the fake keys (on a cluster, the nodes' own credentials: an instance role, or the job's env_vars).
+    """
+    env_vars = {"AWS_ENDPOINT_URL": s3_server, "AWS_EC2_METADATA_DISABLED": "true", **FAKE_CREDENTIALS}
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=300 * 2**20,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": env_vars},
+    )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -59,6 +69,25 @@ def test_ray_gives_the_plain_engines_rows_and_overlays(ray_address, tmp_path):
     assert manifest["status"] == "completed" and manifest["counts"]["ok"] == 7
     again = run(RunConfig.create([SAMPLES], tmp_path / "ray", engine="ray"))
     assert (again.skipped, again.processed) == (7, 0)  # resumed: nothing to do
+
+
+def test_ray_into_an_s3_out_gives_the_plain_rows_with_each_actor_uploading_its_parts(ray_address, s3_bucket, tmp_path):
+    name, fs = s3_bucket
+    url = f"s3://{name}/cams"
+    run(RunConfig.create([SAMPLES], tmp_path / "plain", workers=0))
+    result = run(RunConfig.create([SAMPLES], url, engine="ray", batch_size=4, images_per_part=2))
+    assert (result.ok, result.overlays, result.out) == (7, 21, url)
+    expected = _rows(tmp_path / "plain")
+    got = cambatch.load_report(url, maps=True).sort_values(["path", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[SAME].astype(object), expected[SAME].astype(object))
+    np.testing.assert_allclose(got[CLOSE].to_numpy(float), expected[CLOSE].to_numpy(float), rtol=1e-5, atol=1e-6)
+    assert set(got.overlay_path) == {p[len(name) + len("/cams/") :] for p in fs.find(f"{name}/cams/overlays")}
+    (manifest,) = fs.find(f"{name}/cams/runs")
+    record = json.loads(fs.cat_file(manifest))
+    on_store = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{name}/cams/report"))
+    assert record["status"] == "completed" and record["parts"] == on_store and all("-w" in p for p in on_store)
+    again = run(RunConfig.create([SAMPLES], url, engine="ray"))
+    assert (again.skipped, again.processed) == (7, 0)
 
 
 def test_a_driver_killed_with_sigkill_then_a_rerun_gives_every_image_exactly_once(ray_address, tmp_path):

@@ -157,11 +157,9 @@ def test_an_out_that_cannot_be_written_is_one_line_with_exit_2_before_any_work(
     assert list(tmp_path.iterdir()) == []  # not a folder called `s3:` beside the photos
 
 
-def test_what_an_out_url_cannot_do_yet_is_refused_when_the_config_is_made(tmp_path):
+def test_a_gallery_needs_a_local_out_and_a_file_url_is_the_local_folder(tmp_path):
     with pytest.raises(UsageError, match="gallery"):
         RunConfig.create(SAMPLES, "s3://b/cams", gallery=True)
-    with pytest.raises(UsageError, match="--engine ray"):
-        RunConfig.create(SAMPLES, "s3://b/cams", engine="ray")
     assert RunConfig.create(SAMPLES, f"file://{tmp_path}/cams").out == tmp_path / "cams"
     assert RunConfig.create(SAMPLES, "s3://b/cams/").out == "s3://b/cams"
 

@@ -518,7 +518,10 @@ class _Manifest:
     def _parts(self) -> list[str]:
         """The report parts this run has published (a Ray run's actors each publish their own)."""
         prefix = self.layout.part_name(self.result.run_id, parse_shard(self.result.shard).tag) + "-"
-        return [part.name for part in published_parts(self.layout.report_dir) if part.name.startswith(prefix)]
+        names = {part.name for part in published_parts(self.layout.report_dir) if part.name.startswith(prefix)}
+        if self.staged is not None and self.result.processed:  # a Ray run's actors upload their parts themselves
+            names.update(self.staged.parts_on_store(prefix))
+        return sorted(names)
 
 
 def _start_over(layout: OutputLayout, shard: Shard) -> None:

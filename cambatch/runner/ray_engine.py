@@ -8,7 +8,9 @@
 
 Every stage is the plain engine's code; only the transport differs. Sources travel pickled, so any
 `ImageSource` that `cambatch.sources` yields runs here unchanged. OUT must be the same folder on
-every node (a shared file system).
+every node (a shared file system), or a URL: then each actor stages its overlays and parts in a
+local folder of its own and uploads them (`cambatch.runner.remote_out`), and the driver counts the
+rows on the store.
 
 Each actor writes its own report parts (`OutputLayout.part_name(..., worker=...)`), published
 atomically every `--images-per-part` images or 60 s like the plain engine's, and its last one when
@@ -20,6 +22,7 @@ reader counts, and a rerun redoes those images.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 import secrets
@@ -34,12 +37,12 @@ import torch
 from ..config import RunConfig
 from ..data.preprocess import Batch, Failure, ImageFiles, Preprocess, Sample
 from ..errors import CambatchError, UsageError
-from ..layout import OutputLayout
 from ..methods.faithfulness import FaithfulnessTally
 from ..report.parts import footer, published_parts
 from ..report.writer import ReportWriter
 from . import tuning
 from .pipeline import Job, RunResult, build_stages, collect, label_classes, preprocess, submit_batch
+from .remote_out import StagedOut
 from .writer import ImageWriter
 
 # Decoding waits on the disk part of the time; and resources unlike the actors' keep Ray from fusing
@@ -118,6 +121,7 @@ def execute(job: Job, stop) -> None:
             "settings": job.settings,
             "writer": job.writer,
             "shard": job.shard.tag,
+            "store": job.staged.url if job.staged is not None else None,
         },
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(
@@ -131,7 +135,7 @@ def execute(job: Job, stop) -> None:
     expected = _gather(done, job, stop)
     del done, decoded, images  # the last references: Ray Data retires the actors, which publish their parts
     if not stop:
-        _await_published(job.layout, expected)
+        _await_published(job, expected)
 
 
 def _gather(done, job: Job, stop) -> dict[str, int]:
@@ -151,25 +155,27 @@ def _gather(done, job: Job, stop) -> dict[str, int]:
     return expected
 
 
-def _await_published(layout: OutputLayout, expected: dict[str, int], timeout: float = PUBLISH_TIMEOUT_S) -> None:
+def _await_published(job: Job, expected: dict[str, int], timeout: float = PUBLISH_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
+    where = job.staged.url if job.staged is not None else job.layout.report_dir
     while True:
-        missing = {prefix: rows - _published_rows(layout, prefix) for prefix, rows in expected.items()}
+        missing = {prefix: rows - _published_rows(job, prefix) for prefix, rows in expected.items()}
         missing = {prefix: rows for prefix, rows in missing.items() if rows > 0}
         if not missing:
             return
         if time.monotonic() > deadline:
             raise PartsNotPublished(
                 f"{sum(missing.values())} report rows of {len(missing)} Ray actor(s) never reached a published part "
-                f"in {layout.report_dir} (an actor died?); rerun the same command to redo their images"
+                f"in {where} (an actor died, or its upload failed?); rerun the same command to redo their images"
             )
-        time.sleep(0.1)
+        time.sleep(0.1 if job.staged is None else 1.0)  # a store answers each poll with requests
 
 
-def _published_rows(layout: OutputLayout, prefix: str) -> int:
-    return sum(
-        footer(part).num_rows for part in published_parts(layout.report_dir) if part.name.startswith(prefix + "-")
-    )
+def _published_rows(job: Job, prefix: str) -> int:
+    if job.staged is not None:
+        return job.staged.rows_on_store(prefix + "-")
+    parts = published_parts(job.layout.report_dir)
+    return sum(footer(part).num_rows for part in parts if part.name.startswith(prefix + "-"))
 
 
 def decode_batch(batch: dict[str, np.ndarray], prep: Preprocess) -> dict[str, np.ndarray]:
@@ -219,11 +225,17 @@ class CamActor:
     actor's parts (`prefix`) hold once published.
     """
 
-    def __init__(self, *, config: RunConfig, settings: dict, writer: ImageWriter, shard: str):  # noqa: D107
+    def __init__(  # noqa: D107
+        self, *, config: RunConfig, settings: dict, writer: ImageWriter, shard: str, store: str | None = None
+    ):
         self.stages = build_stages(config)  # built on this node: its device, its checks
         cpu = self.stages.device.type == "cpu"
         # On a CPU the actor holds `--threads` (default 1) of Ray's CPUs; decoding runs in other tasks.
         torch.set_num_threads(config.speed.threads or (1 if cpu else self.stages.plan.threads))
+        # OUT on a store: this actor's own staging folder, uploaded part by part like the plain engine's.
+        self.staged = StagedOut(store) if store is not None else None
+        if self.staged is not None:
+            writer = dataclasses.replace(writer, layout=self.staged.layout)
         self.writer = writer
         self.explain_label = config.maps.explain_label
         layout = writer.layout
@@ -236,6 +248,7 @@ class CamActor:
                 self.prefix,
                 {**settings, "device": str(self.stages.device)},
                 images_per_part=config.output.images_per_part,
+                on_publish=self.staged.published if self.staged is not None else None,
             )
         )
 
@@ -267,6 +280,11 @@ class CamActor:
         if hasattr(self, "report"):
             self.pool.shutdown()
             self.report.publish()
+        if getattr(self, "staged", None) is not None:
+            try:  # a failure shows on the driver: these rows never reach the store (`PartsNotPublished`)
+                self.staged.finish()
+            finally:
+                self.staged.close()
 
 
 class _SharedReport:

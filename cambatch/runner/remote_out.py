@@ -12,6 +12,10 @@ appears whole or not at all once its upload completes (S3, GCS, Azure). Hence th
    beside the device; a staged overlay is deleted once it is up, so the staging folder stays small.
 3. The run's manifest (`runs/<run_id>.json`, which lists its parts) is uploaded last.
 
+With `--engine ray` every CAM actor stages and uploads its own parts the same way (`StagedOut` without
+`__enter__`: nothing to pull), so actors on other nodes need no shared file system; the driver waits
+for their rows on the store, then uploads the manifest.
+
 A killed run leaves only whole objects: the parts that were up, their overlays, and overlays of a
 part that never made it (overwritten when the rerun redoes those images). There is no lock across
 machines: two runs writing one OUT URL at once are not prevented (the lock is per staging machine).
@@ -29,10 +33,11 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..layout import OutputLayout
-from ..report.parts import is_published, published_parts
+from ..report.parts import footer, is_published, published_parts
 from ..sources.remote import filesystem, store_error
 from .failures import OutputUnwritable
 
@@ -95,6 +100,22 @@ class StagedOut:
                     self._upload_overlays(part)
                     self._put_part(part)
                     self._known[name] = stamp
+
+    def parts_on_store(self, prefix: str) -> list[str]:
+        """The names of the published parts on the store that start with `prefix`."""
+        folder = self.remote(self.layout.report_dir.name)
+        self.fs.invalidate_cache(folder)
+        try:
+            found = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in found)
+        return sorted(name for name in names if is_published(name) and name.startswith(prefix))
+
+    def rows_on_store(self, prefix: str) -> int:
+        """The rows of the published parts on the store that start with `prefix` (read from their footers)."""
+        arrow = pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+        return sum(footer(self._remote_part(name), arrow).num_rows for name in self.parts_on_store(prefix))
 
     def manifest_written(self, path: Path, *, final: bool) -> None:
         """A manifest of this run was (re)written: the first goes up at once, the final one after the parts."""
