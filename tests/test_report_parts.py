@@ -8,14 +8,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cambatch.errors import UsageError
 from cambatch.report.parts import (
+    DamagedPart,
     is_published,
     part_settings,
     published_parts,
     read_settings,
     report_dir_of,
+    report_files,
     report_parts,
 )
+from cambatch.report.reader import load_report
 from cambatch.report.schema import METADATA_KEY, table
 
 
@@ -96,3 +100,26 @@ def test_report_parts_errors_say_what_was_expected(tmp_path):
     write_part(tmp_path / "empty" / "report" / ".part-x-00000.parquet.tmp")  # only a part being written
     with pytest.raises(FileNotFoundError, match="holds no complete report part"):
         report_parts(tmp_path / "empty")
+
+
+def test_a_report_given_as_a_url_is_read_in_place_with_the_same_rules(tmp_path):
+    out = tmp_path / "cams"
+    write_part(out / "report" / "part-r1-00000.parquet", {"run_id": "r1", "model": "m"})
+    write_part(out / "report" / "part-r2-00000.parquet", {"run_id": "r2", "model": "m"}, paths=("b.jpg",))
+    write_part(out / "report" / ".part-r3-00000.parquet.tmp", {"run_id": "r3"})  # being written: not the report
+    for given in (f"file://{out}", f"file://{out}/report/"):
+        paths, filesystem = report_files(given)
+        assert filesystem is not None and [Path(p).name for p in paths] == [
+            "part-r1-00000.parquet",
+            "part-r2-00000.parquet",
+        ]
+        assert read_settings(given)["run_ids"] == ["r1", "r2"]
+    assert sorted(load_report(f"file://{out}")["path"]) == ["a.jpg", "b.jpg"]
+    assert report_files(str(out)) == ([str(p) for p in report_parts(out)], None)  # local: no filesystem layer
+    one = f"file://{out}/report/part-r2-00000.parquet"
+    assert list(load_report(one)["path"]) == ["b.jpg"]
+    with pytest.raises(UsageError, match="no such object"):
+        report_files(f"file://{tmp_path}/missing")
+    (out / "report" / "part-r2-00000.parquet").write_bytes(b"torn")
+    with pytest.raises(DamagedPart, match="part-r2-00000.parquet"):
+        load_report(f"file://{out}")
