@@ -56,6 +56,13 @@ def image_dir(rel: str, input_root: str | None = None) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+# A report part being written (`report.writer`) or rewritten by a purge:
+# `.part-<run_id><shard>[-w<worker>]-NNNNN.parquet.tmp`.
+_TEMP_PART = re.compile(
+    r"^\.part-\d{8}T\d{6}Z-[0-9a-f]+(?P<shard>-shard\d{4}of\d{4})?(?:-w[0-9a-f]+)?-\d{5}\.parquet\.tmp$"
+)
+
+
 @dataclass(frozen=True)
 class OutputLayout:
     """The paths of one output folder `root`."""
@@ -85,6 +92,11 @@ class OutputLayout:
         (`--engine ray`: each CAM actor writes its own, `part-<run_id><shard>-w<worker>-00000.parquet`).
         """
         return f"part-{run_id}{shard_tag}" + (f"-w{worker}" if worker else "")
+
+    def temp_part_shard(self, name: str) -> str | None:
+        """The shard tag (`""` for a whole-dataset run) of a temporary part file's name; None for any other name."""
+        found = _TEMP_PART.match(name)
+        return None if found is None else found["shard"] or ""
 
     @property
     def purge_lock(self) -> Path:

@@ -5,8 +5,10 @@ before the part that names them, resume and purges against the store, and one li
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -24,7 +26,7 @@ from cambatch.layout import OutputLayout
 from cambatch.report.schema import SCHEMA
 from cambatch.runner.failures import OutputUnwritable
 from cambatch.runner.pipeline import run
-from cambatch.runner.remote_out import StagedOut
+from cambatch.runner.remote_out import STAGING_LOCK, STAGING_PREFIX, StagedOut, sweep
 
 
 @pytest.fixture
@@ -196,3 +198,21 @@ def test_pull_takes_only_published_parts_and_a_purge_that_empties_a_part_deletes
         (staged.layout.report_dir / "part-a-00000.parquet").unlink()  # what a purge does to an emptied part
         staged.push()
     assert sorted(p.name for p in layout.report_dir.iterdir()) == [".part-b-00000.parquet.tmp", "_common_metadata"]
+
+
+def test_a_killed_runs_staging_folder_is_swept_and_a_live_or_new_one_is_kept(tmp_path, staging):
+    an_hour_ago = time.time() - 3600
+    dead = staging / f"{STAGING_PREFIX}dead"
+    (dead / "overlays").mkdir(parents=True)
+    (dead / STAGING_LOCK).write_text("")  # nobody holds it: its run was killed
+    young = staging / f"{STAGING_PREFIX}young"
+    young.mkdir()  # made a moment ago: its run may not have taken its lock yet
+    live = StagedOut(f"file://{tmp_path}/store")
+    for folder in (dead, live.staging):
+        os.utime(folder, (an_hour_ago, an_hour_ago))
+    try:
+        assert sweep() == [dead]
+        assert live.staging.is_dir() and young.is_dir() and not dead.exists()
+    finally:
+        live.close()
+    assert not live.staging.exists()

@@ -14,7 +14,8 @@ from cambatch.cli import app
 from cambatch.layout import OutputLayout
 from cambatch.report.parts import published_parts
 from cambatch.report.schema import table
-from cambatch.runner.resume import plan, purge
+from cambatch.report.writer import ReportWriter
+from cambatch.runner.resume import plan, purge, sweep
 from cambatch.sources.discover import ImageSource
 from cambatch.sources.shard import Shard
 
@@ -170,3 +171,27 @@ def test_overlay_settings_count_only_when_overlays_are_written_and_overwrite_sta
     assert again.exit_code == 0, again.output
     df = pd.read_parquet(base / "out" / "report")
     assert len(df) == 6 and set(df["rank"]) == {1, 2, 3} and df.run_id.nunique() == 1
+
+
+def test_sweep_removes_the_temporary_parts_of_its_shard_only(tmp_path):
+    layout = OutputLayout(tmp_path)
+    published = write_part(
+        layout.report_dir, "part-20261201T000000Z-aaaaaa-00000.parquet", [("r", "a.jpg", 1, 1, "ok")]
+    )
+    open_parts = {}
+    for shard, worker in ((Shard(0, 1), None), (Shard(0, 1), "1a2b3c4d"), (Shard(1, 4), None), (Shard(2, 4), "9f")):
+        writer = ReportWriter(layout.report_dir, layout.part_name("20261202T010203Z-b1c2d3", shard.tag, worker), {})
+        writer.add_image(table({"path": ["x.jpg"], "status": ["ok"]}, 1))  # open: a temporary file, as a kill leaves it
+        open_parts.setdefault(shard.tag, []).append(writer._part.temp_path.name)
+    assert _temporary(layout) == sorted(sum(open_parts.values(), []))
+    assert all(layout.temp_part_shard(name) == tag for tag, found in open_parts.items() for name in found)
+
+    assert sweep(layout, Shard(1, 4)) == 1  # only shard 1's part: the other shards may be running
+    assert _temporary(layout) == sorted(open_parts[""] + open_parts["-shard0002of0004"])
+    assert sweep(layout, Shard(0, 1)) == 2  # the whole-dataset run's, its Ray workers' included
+    assert _temporary(layout) == open_parts["-shard0002of0004"] and published.is_file()
+    assert layout.temp_part_shard(published.name) is None and layout.temp_part_shard(".purge.lock") is None
+
+
+def _temporary(layout: OutputLayout) -> list[str]:
+    return sorted(p.name for p in layout.report_dir.iterdir() if p.name.endswith(".tmp"))

@@ -192,6 +192,7 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout, st
             layout.root,
         )
         mark_died(layout.root, shard.tag)  # this shard's lock is ours: a run still marked running died
+        resume.sweep(layout, shard)  # and so did the writers of this shard's temporary parts
         todo = resume.plan(sources, layout.report_dir, config.job.retry_errors)
         if todo.purge_keys:
             resume.purge(layout, keys=todo.purge_keys)

@@ -16,6 +16,7 @@ With `--engine ray` every CAM actor stages and uploads its own parts the same wa
 `__enter__`: nothing to pull), so actors on other nodes need no shared file system; the driver waits
 for their rows on the store, then uploads the manifest.
 
+A killed run's staging folder is removed by the next run into any OUT URL on that machine (`sweep`).
 A killed run leaves only whole objects: the parts that were up, their overlays, and overlays of a
 part that never made it (overwritten when the rerun redoes those images). There is no lock across
 machines: two runs writing one OUT URL at once are not prevented (the lock is per staging machine).
@@ -30,6 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,7 +42,11 @@ from ..layout import OutputLayout
 from ..report.parts import footer, is_published, published_parts
 from ..sources.remote import filesystem, store_error
 from .failures import OutputUnwritable
+from .lock import OutputLock, is_held
 
+STAGING_PREFIX = "cambatch-out-"  # the staging folders, under `tempfile.gettempdir()` ($TMPDIR)
+STAGING_LOCK = ".staging.lock"
+STAGING_GRACE_S = 60.0
 # Stores where an uploaded object appears only once complete: a part goes straight to its name.
 _WHOLE_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "memory"}
 
@@ -52,7 +58,8 @@ class StagedOut:
         self.url = url.rstrip("/")
         self.fs, root = filesystem(self.url)
         self.root = root.rstrip("/")
-        self.staging = Path(tempfile.mkdtemp(prefix="cambatch-out-"))
+        self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX))
+        self._held = OutputLock(self.staging / STAGING_LOCK).acquire()  # dies with this process: see `sweep`
         self.layout = OutputLayout(self.staging)
         self._store = OutputLayout(Path("/"))  # relative names: `report`, `overlays`, `runs`
         self._known: dict[str, tuple[int, int]] = {}  # staged part name -> (size, mtime_ns) as on the store
@@ -63,6 +70,7 @@ class StagedOut:
 
     def __enter__(self) -> StagedOut:
         try:
+            sweep(exclude=self.staging)
             self._check_writable()
             self._pull()
         except BaseException:
@@ -147,6 +155,7 @@ class StagedOut:
 
     def close(self) -> None:
         self._uploads.shutdown(wait=True, cancel_futures=True)
+        self._held.release()
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def _check_writable(self) -> None:
@@ -247,6 +256,23 @@ class StagedOut:
         return OutputUnwritable(
             f"{why}; the parts already uploaded are kept, and a rerun of the same command redoes the rest"
         )
+
+
+def sweep(*, exclude: Path | None = None, min_age_s: float = STAGING_GRACE_S) -> list[Path]:
+    """Remove the staging folders that killed runs left under the temporary folder; returns them.
+
+    A live run holds its folder's lock, and the kernel drops it when the run dies (`kill -9` too).
+    A folder younger than `min_age_s` may belong to a run that has not taken its lock yet.
+    """
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        if folder == exclude or not folder.is_dir() or is_held(folder / STAGING_LOCK):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another run's sweep may have taken it
+            if time.time() - folder.stat().st_mtime >= min_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
 
 
 def _status(manifest: Path) -> str | None:

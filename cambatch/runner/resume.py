@@ -111,6 +111,25 @@ def purge(layout: OutputLayout, keys: set[str] | None = None, shard: Shard | Non
     return removed
 
 
+def sweep(layout: OutputLayout, shard: Shard) -> int:
+    """Remove the temporary parts that killed runs of this shard left (an open part, a purge's rewrite).
+
+    Called under this shard's lock, so no live run of the shard is writing one; the purge lock keeps
+    another shard's purge, whose rewrite may carry any shard's name, from losing its file. Returns
+    the files removed.
+    """
+    if not layout.report_dir.is_dir():
+        return 0
+    removed = 0
+    with open(layout.purge_lock, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for path in layout.report_dir.iterdir():
+            if layout.temp_part_shard(path.name) == shard.tag:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def _matches(table: pa.Table, keys: set[str] | None, shard: Shard | None) -> pa.ChunkedArray:
     if shard is not None:
         owned = [shard.owns(path) for path in table.column("path").to_pylist()]
