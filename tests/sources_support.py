@@ -16,7 +16,10 @@ import pyarrow.parquet as pq
 from cambatch.report.schema import IMAGE_COLUMNS, PREDICTION_COLUMNS, STATISTIC_COLUMNS
 
 # What a run computes from an image's bytes: the rows of two runs over the same images must agree on all of it.
-COMPUTED = [c.name for c in (*IMAGE_COLUMNS[4:], *PREDICTION_COLUMNS, *STATISTIC_COLUMNS)] + ["status", "map"]
+# (Not where it was found, nor its version.)
+WHERE = {"path", "input_root", "file_size", "mtime_ns", "etag"}
+COMPUTED = [c.name for c in (*IMAGE_COLUMNS, *PREDICTION_COLUMNS, *STATISTIC_COLUMNS) if c.name not in WHERE]
+COMPUTED += ["status", "map"]
 
 
 def write_shard(target: Path, photos: list[Path], *, extra: dict[str, bytes] | None = None) -> Path:

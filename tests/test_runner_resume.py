@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +69,23 @@ def test_plan_skips_unchanged_images_and_redoes_new_changed_and_retried_ones(tmp
     retried = plan(sources, report, retry_errors=True)
     assert "bad.jpg" in [s.rel for s in retried.todo] and f"{root}\x00bad.jpg" in retried.purge_keys
     assert retried.skipped == 1
+
+
+def test_an_object_with_another_etag_is_redone_and_a_missing_etag_redoes_nothing(tmp_path):
+    root, names = str(ROOT), ["same.jpg", "rewritten.jpg", "row_without.jpg", "listing_without.jpg"]
+    rows = {"input_root": [root] * 4, "path": names, "file_size": [100] * 4, "mtime_ns": [5] * 4}
+    rows |= {"status": ["ok"] * 4, "etag": ["e1", "e1", None, "e1"]}  # a row without: written before ETags were kept
+    (tmp_path / "report").mkdir()
+    pq.write_table(table(rows, 4), tmp_path / "report" / "part-1-00000.parquet")
+    sources = [
+        replace(src("same.jpg"), etag="e1"),
+        replace(src("rewritten.jpg"), etag="e2"),  # same size, same second: only the ETag tells
+        replace(src("row_without.jpg"), etag="e3"),
+        src("listing_without.jpg"),
+    ]
+    done = plan(sources, tmp_path / "report")
+    assert [s.rel for s in done.todo] == ["rewritten.jpg"] and done.skipped == 3
+    assert done.purge_keys == {f"{root}\x00rewritten.jpg"}
 
 
 def test_purge_drops_only_the_keys_rows_and_rewrites_parts_in_place(tmp_path):

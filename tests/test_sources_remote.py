@@ -67,6 +67,8 @@ def test_an_s3_prefix_runs_like_the_local_folder_then_resumes_by_object_version(
     assert set(rows["path"]) == {p.name for p in PHOTOS} and set(rows["input_root"]) == {url}
     assert_same_rows(by_image(rows, str), by_image(folder_rows, str))
     assert (out / f"overlays/{PHOTOS[0].name}").is_dir()
+    etags = {p.name: fs.info(f"{name}/photos/{p.name}")["ETag"].strip('"') for p in PHOTOS}
+    assert rows.groupby("path")["etag"].first().to_dict() == etags  # each object's version, kept for resume
 
     again = run(RunConfig.create(url, out, workers=0))
     assert (again.processed, again.skipped) == (0, len(PHOTOS))

@@ -37,6 +37,12 @@ IMAGE_COLUMNS = (
     Column("input_root", pa.string(), "the INPUT it was found under, absolute (a URL as given)"),
     Column("file_size", pa.int64(), "bytes of the file the row describes (with `mtime_ns`: its version, for resume)"),
     Column("mtime_ns", pa.int64(), "modification time of that file, nanoseconds"),
+    Column(
+        "etag",
+        pa.string(),
+        "the object's ETag on a store (for a shard's or Parquet file's samples, the container's); resume redoes an "
+        "image whose ETag changed; null for local files",
+    ),
     Column("width", pa.int32(), "displayed width (after EXIF orientation)"),
     Column("height", pa.int32(), "displayed height"),
 )

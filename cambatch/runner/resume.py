@@ -5,8 +5,9 @@ another model, weights file, method, layer, top-k, class list, `--explain-label`
 (and, when overlays are written, another colormap, opacity or overlay size) is refused.
 
 An image is done when a published part holds rows for its (input_root, path) with the same size
-and modification time. A changed image, or with `retry_errors` a failed one, is redone: its old
-rows are purged first, so the report never holds two versions of an image.
+and modification time (and, on a store, the same ETag when both the row and the listing have one).
+A changed image, or with `retry_errors` a failed one, is redone: its old rows are purged first, so
+the report never holds two versions of an image.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..config import switch
 from ..errors import UsageError
 from ..layout import OutputLayout
 from ..report.parts import complete_parts, footer, part_settings
+from ..report.schema import SCHEMA
 from ..sources.discover import ImageSource
 from ..sources.shard import Shard
 
@@ -54,7 +56,7 @@ class SettingsChanged(UsageError):
     """The report in OUT was made with other settings than this run's."""
 
 
-_KEY_COLUMNS = ["input_root", "path", "file_size", "mtime_ns", "status"]
+_KEY_COLUMNS = ["input_root", "path", "file_size", "mtime_ns", "status", "etag"]
 _SEP = "\x00"
 
 
@@ -76,12 +78,23 @@ def plan(sources: list[ImageSource], report_dir: Path, retry_errors: bool = Fals
         seen = done.get(key)
         if seen is None:
             todo.append(source)
-        elif seen[:2] != (source.size, source.mtime_ns) or (retry_errors and seen[2] == "error"):
+        elif _changed(seen, source) or (retry_errors and seen[2] == "error"):
             todo.append(source)
             purge.add(key)
         else:
             skipped += 1
     return Plan(todo, skipped, purge)
+
+
+def _changed(seen: tuple[int, int, str, str | None], source: ImageSource) -> bool:
+    """Whether the image is another version than the one the report holds.
+
+    ETags are compared only when both sides have one: a report written before they were kept (or a
+    local file) is not redone for want of one.
+    """
+    if seen[:2] != (source.size, source.mtime_ns):
+        return True
+    return seen[3] is not None and source.etag is not None and seen[3] != source.etag
 
 
 def purge(layout: OutputLayout, keys: set[str] | None = None, shard: Shard | None = None) -> int:
@@ -138,18 +151,20 @@ def _matches(table: pa.Table, keys: set[str] | None, shard: Shard | None) -> pa.
     return pc.fill_null(pc.is_in(joined, value_set=pa.array(sorted(keys or ()), pa.string())), False)
 
 
-def indexed(report_dir: Path) -> dict[str, tuple[int, int, str]]:
-    """Every image the published parts hold: (size, mtime_ns, status) by image key."""
+def indexed(report_dir: Path) -> dict[str, tuple[int, int, str, str | None]]:
+    """Every image the published parts hold: (size, mtime_ns, status, etag) by image key."""
     return _index(report_dir)
 
 
-def _index(report_dir: Path) -> dict[str, tuple[int, int, str]]:
+def _index(report_dir: Path) -> dict[str, tuple[int, int, str, str | None]]:
     files = complete_parts(report_dir)
     if not files:
         return {}
-    table = ds.dataset(files, format="parquet").to_table(columns=_KEY_COLUMNS)
+    # The declared types: a part written before a key column existed reads it as nulls.
+    keys = pa.schema([SCHEMA.field(name) for name in _KEY_COLUMNS])
+    table = ds.dataset(files, format="parquet", schema=keys).to_table(columns=_KEY_COLUMNS)
     columns = [table.column(c).to_pylist() for c in _KEY_COLUMNS]
-    return {_key(root, path): (size, mtime, status) for root, path, size, mtime, status in zip(*columns, strict=True)}
+    return {_key(root, path): tuple(version) for root, path, *version in zip(*columns, strict=True)}
 
 
 def _key(input_root: str, path: str) -> str:

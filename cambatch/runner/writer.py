@@ -126,6 +126,7 @@ class ImageWriter:
             "input_root": str(source.input_root),
             "file_size": source.size,
             "mtime_ns": source.mtime_ns,
+            "etag": source.etag,
             "label": source.label,
             "width": width,
             "height": height,

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from ..errors import UsageError
 from .parquet import is_parquet_name, parquet_rows
-from .remote import RemoteFile, is_url, listing, store_error
+from .remote import RemoteFile, etag, is_url, listing, store_error
 from .remote import version as remote_version
 from .webdataset import is_shard_name, shard_members
 
@@ -35,6 +35,7 @@ class ImageSource:
     mtime_ns: int = -1
     label: str | None = None  # ground truth, when the input names it
     reader: SampleReader | None = None  # None: a local file, read from `path`
+    etag: str | None = None  # on a store: the object's (or its container's) ETag, compared by resume too
 
     def read_bytes(self) -> bytes:
         """The image's encoded bytes: the one place a loader worker reads an input."""
@@ -142,19 +143,20 @@ def _remote(url: str) -> list[ImageSource]:
     sources = []
     for info in found.infos:
         rel = info["name"][len(root) :].lstrip("/")
-        item_url, version = fs.unstrip_protocol(info["name"]), remote_version(info)
+        item_url, version, tag = fs.unstrip_protocol(info["name"]), remote_version(info), etag(info)
         if is_shard_name(rel) or is_parquet_name(rel):
             try:
-                sources.extend(
-                    _container(fs, info["name"], item_url, root=root_url, rel=rel, version=version, given=found.single)
+                samples = _container(
+                    fs, info["name"], item_url, root=root_url, rel=rel, version=version, given=found.single
                 )
+                sources.extend(replace(sample, etag=tag) for sample in samples)
             except UsageError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a store's own error while reading a container
                 raise store_error(item_url, exc) from None
         elif is_image_name(rel) or found.single:
             size, mtime_ns = version
-            sources.append(ImageSource(item_url, root_url, rel, size, mtime_ns, reader=RemoteFile(item_url)))
+            sources.append(ImageSource(item_url, root_url, rel, size, mtime_ns, reader=RemoteFile(item_url), etag=tag))
     return sources
 
 

@@ -100,6 +100,12 @@ def version(info: dict) -> tuple[int, int]:
     return size, int(float(when) * 1e9) if when is not None else -1
 
 
+def etag(info: dict) -> str | None:
+    """The object's ETag in an fsspec info dict (S3, GCS and Azure all give one), without its quotes; None if none."""
+    found = info.get("ETag") or info.get("etag")
+    return str(found).strip('"') if found else None
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """An object read whole by a loader worker (fsspec caches one filesystem per worker process)."""
