@@ -27,6 +27,18 @@ def make_folder(folder: Path, count: int, side: int = 160) -> list[str]:
     return names
 
 
+def cat_on_the_left(path: Path, orientation: int) -> None:
+    """A landscape JPEG (stored pixels) with the cat in its left half and plain grey on the right, and an
+    EXIF `orientation` (6: displayed turned 90 degrees clockwise, the cat on top).
+    """
+    cat = Image.open(SAMPLES / "chelsea.png").convert("RGB").resize((300, 200))
+    stored = Image.new("RGB", (600, 200), (128, 128, 128))
+    stored.paste(cat, (0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, quality=95, exif=exif)
+
+
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):
     """Run the default model over sample_images once (maps saved too)."""

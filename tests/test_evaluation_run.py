@@ -4,7 +4,9 @@ computed by hand; the same boxes in every annotation format give identical rows.
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import cat_on_the_left
 from evaluation_support import write_formats, write_report
+from sources_support import write_shard
 from typer.testing import CliRunner
 
 from cambatch.cli import app
@@ -203,6 +205,25 @@ def test_run_with_annotations_fills_labels_and_writes_what_evaluate_computes(tmp
     for column in ("gt_box_iou", "energy_in_gt"):
         assert np.allclose(report[column].astype(float), rows[column].astype(float), equal_nan=True, atol=1e-6)
     assert report["pointing_hit"].astype("boolean").equals(rows["pointing_hit"])
+
+
+def test_evaluate_maps_a_rotated_samples_truth_by_the_orientation_the_report_keeps(tmp_path):
+    import cambatch
+
+    photos, shards = tmp_path / "photos", tmp_path / "shards"
+    photos.mkdir()
+    cat_on_the_left(photos / "rotated.jpg", orientation=6)
+    write_shard(shards / "s.tar", [photos / "rotated.jpg"])  # a sample no file path reaches: it cannot be reopened
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("path,x0,y0,x1,y1,label\nrotated.jpg,0,0,299,199,tabby\n")  # the cat, in stored pixels
+    for given in (photos, shards):
+        out = tmp_path / f"out-{given.name}"
+        cambatch.run(given, out, annotations=csv, topk=2, overlays=False, progress=False, workers=0)
+        report = cambatch.load_report(out).sort_values("rank").reset_index(drop=True)
+        assert (report["orientation"] == 6).all()
+        rows = evaluate(out).rows.sort_values("rank").reset_index(drop=True)
+        assert np.allclose(report["gt_box_iou"].astype(float), rows["gt_box_iou"].astype(float), atol=1e-6), given
+        assert report["pointing_hit"].astype("boolean").equals(rows["pointing_hit"]), given
 
 
 def test_explain_label_row_is_scored_and_label_not_explained_is_no_longer_reported(tmp_path):

@@ -25,8 +25,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLES, make_folder
+from conftest import SAMPLES, cat_on_the_left, make_folder
 from PIL import Image
+from sources_support import write_shard
 from typer.testing import CliRunner
 
 from cambatch.cli import app
@@ -35,6 +36,7 @@ from cambatch.errors import UsageError
 from cambatch.report.parts import published_parts as parts
 from cambatch.report.parts import read_settings
 from cambatch.runner.pipeline import find_sources, new_run_id, resolve_classes, run
+from cambatch.sources.discover import ImageSource
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -490,16 +492,6 @@ def test_parquet_metadata_records_the_run(sample_run):
 # ---- decoding end to end: EXIF orientation, broken files ----
 
 
-def cat_on_the_left(path, orientation):
-    """A landscape file (stored pixels) with the cat in its left half and plain grey on the right."""
-    cat = Image.open(SAMPLES / "chelsea.png").convert("RGB").resize((300, 200))
-    stored = Image.new("RGB", (600, 200), (128, 128, 128))
-    stored.paste(cat, (0, 0))
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    stored.save(path, quality=95, exif=exif)
-
-
 def test_exif_rotation_gives_a_portrait_overlay_that_lines_up(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -516,6 +508,27 @@ def test_exif_rotation_gives_a_portrait_overlay_that_lines_up(tmp_path):
     redness = overlay[..., 0] - overlay[..., 2]
     assert redness[:300].mean() > redness[300:].mean() + 20
     assert result.ok == 1
+
+
+def test_ground_truth_of_a_rotated_sample_is_oriented_from_the_decode_without_a_second_read(tmp_path, monkeypatch):
+    folder, shards = tmp_path / "photos", tmp_path / "shards"
+    folder.mkdir()
+    cat_on_the_left(folder / "rotated.jpg", orientation=6)
+    write_shard(shards / "s.tar", [folder / "rotated.jpg"])
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,x0,y0,x1,y1,label\nrotated.jpg,0,0,299,199,tabby\n", encoding="utf-8")  # stored pixels
+    reads = []
+    original = ImageSource.read_bytes
+    monkeypatch.setattr(ImageSource, "read_bytes", lambda self: (reads.append(self.rel), original(self))[1])
+    coords = {}
+    for given in (folder, shards):
+        out = tmp_path / f"out-{given.name}"
+        run(RunConfig.create(inputs=[given], out=out, workers=0, topk=1, annotations=boxes))
+        row = pd.read_parquet(out / "report").iloc[0]
+        coords[given.name] = list(row.gt_box_coords)
+    # Turned 90 deg clockwise, the stored left half (x 0-299 of 600, y 0-199) is the displayed top (200 x 300).
+    assert coords["photos"] == coords["shards"] == [0.0, 0.0, 199.0, 299.0]
+    assert reads == ["rotated.jpg", "s.tar/rotated.jpg"]  # each sample read once, by the loader
 
 
 def test_broken_files_are_one_error_row_each_and_the_rest_succeed(tmp_path):

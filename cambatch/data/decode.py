@@ -29,6 +29,7 @@ class Decoded:
     image: Image.Image  # RGB, upright, possibly decoded at reduced scale
     width: int  # displayed size of the full-resolution image (after EXIF orientation)
     height: int
+    orientation: int = 1  # the EXIF orientation applied (1-8): ground truth in stored pixels is mapped by it
 
 
 def model_decode_size(width: int, height: int, *, image_size: int) -> tuple[int, int]:
@@ -79,7 +80,8 @@ def decode(path: Path | bytes, min_size: Callable[[int, int], tuple[int, int]] |
                     img.draft("RGB", (need_w, need_h))
                 img.load()
                 upright = ImageOps.exif_transpose(img)
-                return Decoded(image=to_rgb(upright), width=width, height=height)
+                applied = orientation if orientation in range(1, 9) else 1
+                return Decoded(image=to_rgb(upright), width=width, height=height, orientation=applied)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -79,7 +79,6 @@ class EncodedSample(Sample):
     """A JPEG still to decode on the GPU: its bytes and EXIF orientation travel instead of pixels."""
 
     data: torch.Tensor = field(default=None)  # uint8 [n], the file's bytes
-    orientation: int = 1
 
 
 @dataclass
@@ -106,6 +105,7 @@ class EncodedImageFiles(ImageFiles):
                 with Image.open(io.BytesIO(data)) as img:  # header only: EXIF and the bomb guard
                     Image._decompression_bomb_check(img.size)
                     orientation = img.getexif().get(0x0112, 1)
+                    orientation = orientation if orientation in range(1, 9) else 1
         except Exception:  # noqa: BLE001 - let the CPU path produce its usual message
             return self._decoded(index, data)
         width, height = (header.height, header.width) if orientation in TRANSPOSED else (header.width, header.height)
@@ -115,8 +115,8 @@ class EncodedImageFiles(ImageFiles):
             None,
             width,
             height,
+            orientation,
             data=torch.frombuffer(bytearray(data), dtype=torch.uint8),
-            orientation=orientation,
         )
 
 
@@ -203,7 +203,7 @@ class GpuDecoder:
             if self.prep.overlays:
                 photo = resize_uint8(upright, self.prep.overlay_size(sample.width, sample.height)).permute(1, 2, 0)
                 photo = photo.to("cpu", non_blocking=False)
-            samples.append(Sample(sample.index, None, photo, sample.width, sample.height))
+            samples.append(Sample(sample.index, None, photo, sample.width, sample.height, sample.orientation))
         pixels = torch.cat(inputs) if inputs else torch.empty(0, dtype=torch.uint8)
         return Batch(pixels, samples, failures)
 

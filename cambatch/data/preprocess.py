@@ -40,6 +40,7 @@ class Sample:
     photo: torch.Tensor | None  # uint8 [H, W, 3] at overlay size
     width: int
     height: int
+    orientation: int = 1  # the EXIF orientation the decode applied: the writer maps ground truth by it
 
 
 @dataclass
@@ -91,7 +92,7 @@ class ImageFiles(Dataset):
         size = prep.image_size
         pixels = _as_tensor(decoded.image.resize((size, size), Image.BILINEAR)).permute(2, 0, 1).contiguous()
         photo = _as_tensor(overlay_background(data, decoded, max_side=prep.max_side)) if prep.overlays else None
-        return Sample(index, pixels, photo, decoded.width, decoded.height)
+        return Sample(index, pixels, photo, decoded.width, decoded.height, decoded.orientation)
 
 
 def _as_tensor(image: Image.Image) -> torch.Tensor:

@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..inspection.options import DEFAULT_THRESHOLDS
 from ..report.reader import load_report, map_stack
 from ..report.schema import GROUND_TRUTH_NAMES, name_key
+from ..sources.remote import is_url
 from . import rows as per_row
 from .boxes import resize_boxes
 from .maps import EVAL_SIZE, score_maps
@@ -93,14 +94,26 @@ class _Images:
         return np.stack([self.masks.get(p, blank) for p in paths]) if paths else np.zeros((0, *blank.shape), bool)
 
 
+def _orientation(stated, root, path) -> int:
+    """The EXIF orientation the run applied: from the report, else (a report written before it was kept)
+    read again from the local image.
+    """
+    if not _missing(stated):
+        return int(stated)
+    return orientation(Path(str(root)) / str(path)) if root and not is_url(str(root)) else 1
+
+
 def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
     by_path: dict[str, tuple[np.ndarray, Truth | None]] = {}
     masks: dict[str, np.ndarray] = {}
-    for path, root, width, height in frame[["path", "input_root", "width", "height"]].drop_duplicates("path").values:
+    if "orientation" not in frame.columns:  # a report written before the column existed
+        frame = frame.assign(orientation=None)
+    columns = ["path", "input_root", "width", "height", "orientation"]
+    for path, root, width, height, stated in frame[columns].drop_duplicates("path").values:
         found = truth.find(str(path))
         boxes = np.zeros((0, 4))
         if found is not None and found.error is None and (found.boxes or found.masks):
-            orient = orientation(Path(str(root)) / str(path)) if root else 1
+            orient = _orientation(stated, root, path)
             size = (int(width), int(height))
             boxes = displayed_boxes(found, size, orient) if found.boxes else boxes
             mask = readable_mask(found, size, orient) if found.masks else None

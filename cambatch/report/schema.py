@@ -45,6 +45,12 @@ IMAGE_COLUMNS = (
     ),
     Column("width", pa.int32(), "displayed width (after EXIF orientation)"),
     Column("height", pa.int32(), "displayed height"),
+    Column(
+        "orientation",
+        pa.int8(),
+        "the EXIF orientation (1-8) the decode applied to the stored pixels: `evaluate` maps ground truth given "
+        "in stored pixels by it, without reopening the image; null on error rows",
+    ),
 )
 PREDICTION_COLUMNS = (
     Column("rank", pa.int16(), "1 = top prediction"),

@@ -192,6 +192,7 @@ def decode_batch(batch: dict[str, np.ndarray], prep: Preprocess) -> dict[str, np
         "pixels": np.stack([item.pixels.numpy() if isinstance(item, Sample) else blank for item in items]),
         "width": np.array([item.width if isinstance(item, Sample) else -1 for item in items]),
         "height": np.array([item.height if isinstance(item, Sample) else -1 for item in items]),
+        "orientation": np.array([item.orientation if isinstance(item, Sample) else 1 for item in items]),
     }
     if prep.overlays:  # overlay backgrounds differ in size: a ragged column
         photos = [item.photo.numpy() if isinstance(item, Sample) else np.zeros((1, 1, 3), np.uint8) for item in items]
@@ -211,6 +212,7 @@ def _batch(columns: dict[str, np.ndarray]) -> Batch:
             photo=torch.from_numpy(np.array(photos[i])) if photos is not None else None,
             width=int(columns["width"][i]),
             height=int(columns["height"][i]),
+            orientation=int(columns["orientation"][i]),
         )
         for i in good
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import io
 import os
 import threading
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from PIL import Image
 
 from ..annotations.masks import readable_mask
 from ..annotations.model import Annotations
-from ..annotations.orient import displayed_boxes, orientation
+from ..annotations.orient import displayed_boxes
 from ..data.preprocess import Sample
 from ..evaluation.rows import grid_masks, ground_truth_columns
 from ..layout import OutputLayout
@@ -50,7 +49,7 @@ class ImageWriter:
         k = len(names)
         columns = {name: values[0] for name, values in one.columns.items()}
         columns.update(
-            self._base(source, sample.width, sample.height, k),
+            self._base(source, sample, k),
             class_name=names,
             overlay_path=overlay_paths,
             status=["ok"] * k,
@@ -74,9 +73,7 @@ class ImageWriter:
         found = self.truth.find(source.rel)
         if found is None or found.error is not None:
             return {}
-        size = (sample.width, sample.height)
-        held = source.local_path or io.BytesIO(source.read_bytes())  # a URL or container sample: its bytes
-        orient = orientation(held)
+        size, orient = (sample.width, sample.height), sample.orientation  # as the decode found them: no second read
         boxes = displayed_boxes(found, size, orient) if found.boxes else np.zeros((0, 4))
         k = one.maps.shape[1]
         gt = np.broadcast_to(boxes, (k, *boxes.shape)).reshape(k, -1, 4)
@@ -93,7 +90,7 @@ class ImageWriter:
         return columns
 
     def error_row(self, source: ImageSource, message: str) -> pa.Table:
-        return table({**self._base(source, None, None, 1), "status": ["error"], "error": [message]}, 1)
+        return table({**self._base(source, None, 1), "status": ["error"], "error": [message]}, 1)
 
     def _overlays(
         self, source: ImageSource, sample: Sample, one: BatchResult, names: list[str], ranks: list[int]
@@ -119,8 +116,8 @@ class ImageWriter:
             paths.append(rel)
         return paths
 
-    def _base(self, source: ImageSource, width: int | None, height: int | None, rows: int) -> dict[str, list]:
-        """The columns every row of the image shares."""
+    def _base(self, source: ImageSource, sample: Sample | None, rows: int) -> dict[str, list]:
+        """The columns every row of the image shares (`sample` None: an error row)."""
         values = {
             "path": source.rel,
             "input_root": str(source.input_root),
@@ -128,8 +125,9 @@ class ImageWriter:
             "mtime_ns": source.mtime_ns,
             "etag": source.etag,
             "label": source.label,
-            "width": width,
-            "height": height,
+            "width": sample.width if sample is not None else None,
+            "height": sample.height if sample is not None else None,
+            "orientation": sample.orientation if sample is not None else None,
             "model": self.model_name,
             "method": self.method,
             "run_id": self.run_id,
