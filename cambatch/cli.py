@@ -366,8 +366,8 @@ def _write_rows(frame, path: Path) -> None:
 
 @app.command()
 def compare(
-    out_a: Path = typer.Argument(..., help="The earlier run's output folder (A)."),
-    out_b: Path = typer.Argument(..., help="The later run's output folder (B)."),
+    out_a: str = typer.Argument(..., help="The earlier run's output folder (A), or its URL on a store."),
+    out_b: str = typer.Argument(..., help="The later run's output folder (B), or its URL on a store."),
     top: Optional[int] = typer.Option(COMPARE_TOP, "--top", help="Classes shown in the summary table (0: all)."),
     fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
     rows_out: Optional[Path] = typer.Option(None, "--out", help="Write the per-image rows to this Parquet file."),
@@ -404,7 +404,7 @@ def compare(
 
 @app.command()
 def evaluate(
-    out: Path = typer.Argument(..., help="A run's output folder."),
+    out: str = typer.Argument(..., help="A run's output folder, or its URL on a store."),
     annotations: Optional[Path] = typer.Option(
         None, "--annotations", help="Ground truth (default: the run's --annotations); see README, Ground truth."
     ),

@@ -105,6 +105,23 @@ def test_a_run_into_s3_gives_the_local_rows_then_resumes_and_purges_against_the_
     assert set(rows["overlay_path"]) <= _overlays_on_store(fs, root)
 
 
+def test_evaluate_and_compare_read_a_report_on_the_store(tmp_path, s3_bucket, sample_run, staging):
+    name, _ = s3_bucket
+    url = f"s3://{name}/cams"
+    run(RunConfig.create(SAMPLES, url, workers=0, overlays=False))
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,x0,y0,x1,y1,label\nchelsea.png,60,10,420,299,tabby\n", encoding="utf-8")
+    local = sample_run[0].out
+    for args in (["evaluate", url, "--annotations", str(boxes)], ["compare", str(local), url]):
+        stored = CliRunner().invoke(app, [*args, "--format", "json"])
+        here = CliRunner().invoke(app, [*[str(local) if a == url else a for a in args], "--format", "json"])
+        assert stored.exit_code == 0 and here.exit_code == 0, stored.output
+        if args[0] == "evaluate":  # the same report in two places: the same figures
+            assert json.loads(stored.stdout) == json.loads(here.stdout)
+        else:
+            assert '"top1_changed": 0' in stored.stdout and '"compared": 7' in stored.stdout, stored.stdout
+
+
 def test_changed_settings_on_the_store_are_refused_and_overwrite_replaces_them(tmp_path, s3_bucket, staging):
     name, fs = s3_bucket
     root, url = f"{name}/cams", f"s3://{name}/cams"
