@@ -26,6 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _HEAD_PASSTHROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
 _POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout)
 _NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
+# Auxiliary classifiers (GoogLeNet, Inception v3) branch off the trunk and run in training only.
+_AUX_HEADS = ("aux1", "aux2", "AuxLogits")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -308,7 +310,11 @@ def _split(name: str, network: nn.Module) -> tuple[nn.Module, nn.Linear]:
     elif hasattr(network, "layers"):  # MNASNet
         features = network.layers
     else:
-        body = [m for n, m in network.named_children() if n != head_name and not isinstance(m, _POOLING)]
+        body = [
+            m
+            for n, m in network.named_children()
+            if n != head_name and n not in _AUX_HEADS and not isinstance(m, _POOLING)
+        ]
         features = nn.Sequential(*body)
     return features, head
 
