@@ -21,8 +21,6 @@ from .catalog import DEFAULT_MODEL
 from .checkpoints import read_checkpoint, sha256_of
 from .grids import AMBIGUOUS, CHANNELS_LAST, layout_from_wider, layout_of
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _HEAD_PASSTHROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
 _POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout)
 _NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
