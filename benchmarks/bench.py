@@ -258,7 +258,9 @@ def stage_costs(folder: Path, args, device) -> dict[str, float]:
     try:
         samples = {}
         for overlays in (True, False):
-            prep = Preprocess(image_size=model.input_size, overlays=overlays, max_side=1024)
+            prep = Preprocess(
+                image_size=model.input_size, interpolation=model.interpolation, overlays=overlays, max_side=1024
+            )
             files = ImageFiles(sources, prep)
             files[0]  # first-call costs (PIL's plugins) are not per image
             start = time.thread_time()

@@ -28,7 +28,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 
 def images_for(model, device: torch.device) -> torch.Tensor:
     sources = discover([SAMPLES])
-    files = ImageFiles(sources, Preprocess(image_size=model.input_size))
+    files = ImageFiles(sources, Preprocess(image_size=model.input_size, interpolation=model.interpolation))
     pixels = collate([files[i] for i in range(len(sources))]).pixels.float() / 255
     mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
     return ((pixels - mean) / std).to(device)

@@ -105,6 +105,10 @@ def test_version_and_help_do_not_need_torch():
         (["run", "{photos}", "--out", "{out}", "--classes", "unicorn"], "unknown class"),
         (["run", "{photos}", "--out", "{out}", "--model", "vgg11", "--weights", "none"], "head"),
         (["run", "{photos}", "--out", "{out}", "--weights", "{photos}/missing.pt"], "weights file not found"),
+        (
+            ["run", "{photos}", "--out", "{out}", "--model", "vit_b_16", "--weights", "none", "--image-size", "320"],
+            "vit_b_16 cannot take --image-size 320 (AssertionError: Wrong image height!",
+        ),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(tmp_path, two_photos, args, message):
@@ -250,6 +254,19 @@ def test_cam_is_still_refused_where_the_head_is_not_gap_linear(tmp_path, photos,
     assert result.exit_code == 2
     expected = "CAM needs a global-average-pool -> linear head" if model == "mobilenet_v3_small" else "CAM needs a CNN"
     assert expected in result.output and result.output.count("\n") == 1
+
+
+def test_a_timm_vit_runs_at_another_image_size_on_its_larger_patch_grid(tmp_path, photos):
+    out = tmp_path / "out"
+    vit = MODELS["vit_tiny"][0]
+    result = invoke(
+        "run", photos, "--out", out, *vit, "--image-size", 320, "--method", "gradcam", "--no-overlays", "--workers", 0
+    )
+    assert result.exit_code == 0, result.output
+    df = cambatch.load_report(out, maps=True)
+    assert len(df) == 6 and (df.status == "ok").all()
+    assert (df.map_height == 20).all() and (df.map_width == 20).all()  # 320 / 16 patches a side, not 224's 14
+    assert read_settings(out / "report")["input_size"] == 320
 
 
 def test_faithfulness_columns_summary_and_manifest(tmp_path, photos):

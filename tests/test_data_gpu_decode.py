@@ -22,7 +22,7 @@ from cambatch.data.gpu_decode import (
     resize_uint8,
     use_gpu_decode,
 )
-from cambatch.data.preprocess import Failure, ImageFiles, Preprocess
+from cambatch.data.preprocess import RESAMPLING, Failure, ImageFiles, Preprocess
 from cambatch.errors import UsageError
 from cambatch.sources.discover import ImageSource
 
@@ -60,13 +60,15 @@ def test_orient_matches_pil_exif_transpose(orientation):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_resize_uint8_is_close_to_pil():
+@pytest.mark.parametrize("interpolation, other", [("bilinear", "bicubic"), ("bicubic", "bilinear")])
+def test_resize_uint8_is_close_to_pil(interpolation, other):
     photo = Image.open(SAMPLES / "chelsea.png").convert("RGB")
-    ours = (
-        resize_uint8(torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1), (224, 224)).permute(1, 2, 0).numpy()
-    )
-    pil = np.asarray(photo.resize((224, 224), Image.BILINEAR))
-    assert np.abs(ours.astype(int) - pil.astype(int)).mean() < 2.0
+    picture = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)
+    ours = resize_uint8(picture, (224, 224), interpolation).permute(1, 2, 0).numpy().astype(int)
+    pil = {name: np.asarray(photo.resize((224, 224), RESAMPLING[name])).astype(int) for name in (interpolation, other)}
+    assert np.abs(ours - pil[interpolation]).mean() < 2.0
+    # closer to PIL's own filter than to the other one: the model's interpolation reaches the GPU path
+    assert np.abs(ours - pil[interpolation]).mean() < np.abs(ours - pil[other]).mean()
 
 
 @pytest.fixture
@@ -110,8 +112,9 @@ def _fake_gpu():
     return decode, calls
 
 
-def test_gpu_decoder_falls_back_per_image_and_keeps_order(jpeg_folder):
-    prep = Preprocess(image_size=64, overlays=True, max_side=128)
+@pytest.mark.parametrize("interpolation, other", [("bilinear", "bicubic"), ("bicubic", "bilinear")])
+def test_gpu_decoder_falls_back_per_image_and_keeps_order(jpeg_folder, interpolation, other):
+    prep = Preprocess(image_size=64, interpolation=interpolation, overlays=True, max_side=128)
     items = [EncodedImageFiles(jpeg_folder, prep)[i] for i in range(len(jpeg_folder))]
     decode, calls = _fake_gpu()
     decoder = GpuDecoder(prep, CPU, decode_fn=decode)
@@ -126,6 +129,12 @@ def test_gpu_decoder_falls_back_per_image_and_keeps_order(jpeg_folder):
     # the GPU path's input of the rotated photo agrees with the CPU path's
     cpu = ImageFiles(jpeg_folder, prep)[2]
     assert (batch.pixels[3].int() - cpu.pixels.int()).abs().float().mean() < 3.0
+    # the model input is resized with the model's interpolation (baseline.jpg, decoded on the "GPU")
+    from torchvision.io import decode_jpeg
+
+    full = decode_jpeg(torch.frombuffer(bytearray(jpeg_folder[0].path.read_bytes()), dtype=torch.uint8))
+    assert torch.equal(batch.pixels[2], resize_uint8(full, (64, 64), interpolation))
+    assert not torch.equal(batch.pixels[2], resize_uint8(full, (64, 64), other))
 
 
 def test_gpu_decode_modes_on_a_cpu():

@@ -103,3 +103,41 @@ def test_a_head_with_more_than_a_linear_layer_is_refused():
     net.fc = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 5))
     with pytest.raises(UsageError, match="but its head is Linear -> ReLU -> Linear; pick a model with such a head"):
         _split("mlp", net)
+
+
+def test_a_timm_model_takes_mean_std_size_and_interpolation_from_its_own_config():
+    from timm.data import resolve_data_config
+
+    vit = load_model("timm:vit_tiny_patch16_224", "none", require_cam_head=False)
+    assert (vit.mean, vit.std, vit.input_size, vit.interpolation) == ((0.5,) * 3, (0.5,) * 3, 224, "bicubic")
+    config = resolve_data_config(model=vit.network)
+    assert (vit.mean, vit.std, vit.interpolation) == (config["mean"], config["std"], config["interpolation"])
+    convnext = load_model("timm:convnext_atto", "none", require_cam_head=False)
+    assert (convnext.mean, convnext.interpolation) == ((0.485, 0.456, 0.406), "bicubic")
+
+
+def test_torchvision_weights_and_the_default_model_keep_their_own_interpolation(default_model, resnet18):
+    assert load_model("efficientnet_b0", "none").interpolation == "bicubic"  # its weights' transforms say so
+    assert resnet18.interpolation == "bilinear"
+    # the embedded Lite0 weights were evaluated bilinear, whatever timm's tf_efficientnet_lite0 config says
+    assert (default_model.interpolation, default_model.input_size) == ("bilinear", 224)
+
+
+def test_another_image_size_builds_a_timm_vit_with_dynamic_image_sizes():
+    from cambatch.methods.layers import token_grid
+    from cambatch.model.grids import TokenGrid
+
+    assert not load_model("timm:vit_tiny_patch16_224", "none", require_cam_head=False).network.dynamic_img_size
+    vit = load_model("timm:vit_tiny_patch16_224", "none", image_size=320, require_cam_head=False)
+    assert vit.input_size == 320 and vit.network.dynamic_img_size
+    assert token_grid(vit.network, 320) == TokenGrid(prefix=1, height=20, width=20)  # 320 / 16 patches a side
+    assert vit.interpolation == "bicubic" and vit.mean == (0.5,) * 3  # the config still applies
+
+
+def test_a_model_that_cannot_take_the_image_size_is_refused_with_the_reason():
+    with pytest.raises(
+        UsageError,
+        match=r"vit_b_16 cannot take --image-size 320 \(AssertionError: Wrong image height! Expected 224 but got "
+        r"320!\); its own input size is 224",
+    ):
+        load_model("vit_b_16", "none", image_size=320, require_cam_head=False)

@@ -32,10 +32,11 @@ from typer.testing import CliRunner
 
 from cambatch.cli import app
 from cambatch.config import RunConfig
+from cambatch.data.preprocess import ImageFiles
 from cambatch.errors import UsageError
 from cambatch.report.parts import published_parts as parts
 from cambatch.report.parts import read_settings
-from cambatch.runner.pipeline import find_sources, new_run_id, resolve_classes, run
+from cambatch.runner.pipeline import build_stages, find_sources, new_run_id, preprocess, resolve_classes, run
 from cambatch.sources.discover import ImageSource
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -485,6 +486,7 @@ def test_parquet_metadata_records_the_run(sample_run):
     assert settings["model"] == "efficientnet_lite0"
     assert settings["method"] == "cam" and settings["topk"] == 3
     assert settings["input_size"] == 224 and settings["mean"] == [0.5, 0.5, 0.5]
+    assert settings["interpolation"] == "bilinear"  # the embedded Lite0 weights' resize
     assert len(settings["class_names"]) == 1000 and settings["class_names"][967] == "espresso"
     assert settings["run_id"] == result.run_id and settings["torch_version"] and settings["cambatch_version"]
 
@@ -774,3 +776,30 @@ def test_predictions_depend_only_on_the_image_and_the_model_settings(tmp_path):
         assert worst <= 1e-5, (name, worst)
         for column in statistics:
             np.testing.assert_allclose(df[column], reference[column], rtol=1e-4, atol=1e-4, err_msg=f"{name} {column}")
+
+
+def test_a_timm_models_input_is_timms_own_eval_transform_without_its_crop(tmp_path):
+    """ViT-tiny's config: bicubic, mean = std = 0.5. cambatch resizes the whole image (no crop): timm's
+    transform with crop_pct 1 and crop_mode squash. The same PIL resize of the same pixels, so the two
+    differ only by float32 rounding of the normalization (x - 127.5) / 127.5 vs (x / 255 - 0.5) / 0.5,
+    about 6e-8 (measured); a bilinear resize would differ by up to ~0.26. Both photos decode at full
+    scale for 224 (a larger JPEG would decode at a reduced scale, which timm's transform does not do).
+    """
+    from timm.data import create_transform, resolve_data_config
+
+    config = RunConfig.create(
+        SAMPLES, tmp_path / "out", model="timm:vit_tiny_patch16_224", weights="none", method="gradcam", device="cpu"
+    )
+    stages = build_stages(config)
+    prep = preprocess(config, stages)
+    assert prep.interpolation == "bicubic" and prep.image_size == 224
+    timm_config = {**resolve_data_config(model=stages.model.network), "crop_pct": 1.0, "crop_mode": "squash"}
+    theirs = create_transform(**timm_config)
+    bilinear = create_transform(**{**timm_config, "interpolation": "bilinear"})
+    sources = [s for s in find_sources(config, tmp_path / "out") if s.rel in ("chelsea.png", "rocket.jpg")]
+    files = ImageFiles(sources, prep)
+    for index, source in enumerate(sources):
+        ours = stages.engine.normalize(files[index].pixels[None])[0]
+        photo = Image.open(source.path).convert("RGB")
+        assert (ours - theirs(photo)).abs().max() < 1e-6, source.rel
+        assert (ours - bilinear(photo)).abs().max() > 0.02, source.rel

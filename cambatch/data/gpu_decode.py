@@ -161,12 +161,14 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
     return image
 
 
-def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[3, H, W] uint8 to [3, h, w] uint8 (size = (w, h)), bilinear with antialiasing like PIL's."""
+def resize_uint8(image: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
+    """[3, H, W] uint8 to [3, h, w] uint8 (size = (w, h)), bilinear or bicubic with antialiasing like PIL's
+    (torch's antialiased kernels are PIL's, bicubic's a = -0.5 included).
+    """
     w, h = size
     if image.shape[-2:] == (h, w):
         return image
-    out = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    out = F.interpolate(image[None].float(), size=(h, w), mode=interpolation, align_corners=False, antialias=True)
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -198,7 +200,7 @@ class GpuDecoder:
                 failures.append(Failure(sample.index, picture))
                 continue
             upright = picture if upright else orient(picture, sample.orientation)
-            inputs.append(resize_uint8(upright, (size, size))[None])
+            inputs.append(resize_uint8(upright, (size, size), self.prep.interpolation)[None])
             photo = None
             if self.prep.overlays:
                 photo = resize_uint8(upright, self.prep.overlay_size(sample.width, sample.height)).permute(1, 2, 0)

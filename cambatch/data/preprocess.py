@@ -9,9 +9,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
 from ..render.overlay import overlay_size
 from ..sources.discover import ImageSource
 from .decode import DecodeError, decode, model_decode_size, overlay_background
+
+# The resizes models' configs ask for (timm's `interpolation`, torchvision's weight transforms), as PIL filters.
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,8 +23,16 @@ class Preprocess:
     """How a picture becomes a model input (the whole image, no crop) and, with `overlays`, an overlay background."""
 
     image_size: int
+    interpolation: str = "bilinear"  # the model's own (`CamModel.interpolation`), never an output option
     overlays: bool = False
     max_side: int = 0  # cap on the overlay background's longest side; 0 keeps the photo's size
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in RESAMPLING:
+            raise UsageError(
+                f"the model's config asks for {self.interpolation!r} resizing; cambatch resizes with "
+                f"{' or '.join(RESAMPLING)}"
+            )
 
     def overlay_size(self, width: int, height: int) -> tuple[int, int]:
         """The photo's own size, its longest side capped by `max_side`."""
@@ -90,7 +102,8 @@ class ImageFiles(Dataset):
         prep = self.prep
         decoded = decode(data, min_size=prep.decode_size)
         size = prep.image_size
-        pixels = _as_tensor(decoded.image.resize((size, size), Image.BILINEAR)).permute(2, 0, 1).contiguous()
+        resized = decoded.image.resize((size, size), RESAMPLING[prep.interpolation])
+        pixels = _as_tensor(resized).permute(2, 0, 1).contiguous()
         photo = _as_tensor(overlay_background(data, decoded, max_side=prep.max_side)) if prep.overlays else None
         return Sample(index, pixels, photo, decoded.width, decoded.height, decoded.orientation)
 

@@ -96,7 +96,8 @@ def token_grid(network: nn.Module, input_size: int | None = None) -> TokenGrid |
     prefix = getattr(network, "num_prefix_tokens", None)
     if grid is None or prefix is None:
         return None
-    if input_size is not None and getattr(patch_embed, "dynamic_img_size", False):
+    # timm keeps the flag on the model (`VisionTransformer.dynamic_img_size`), its patch embedding then unchecked.
+    if input_size is not None and getattr(network, "dynamic_img_size", False):
         grid = patch_embed.dynamic_feat_size((input_size, input_size))
     return TokenGrid(int(prefix), int(grid[0]), int(grid[1]))
 

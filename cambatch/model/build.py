@@ -21,11 +21,25 @@ from .catalog import DEFAULT_MODEL
 from .checkpoints import read_checkpoint, sha256_of
 from .grids import AMBIGUOUS, CHANNELS_LAST, layout_from_wider, layout_of
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _HEAD_PASSTHROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
 _POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout)
 _NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
+# Auxiliary classifiers (GoogLeNet, Inception v3) branch off the trunk and run in training only.
+_AUX_HEADS = ("aux1", "aux2", "AuxLogits")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputConfig:
+    """How the model's own training fed it pictures: what preprocessing must repeat.
+
+    Read from timm's `resolve_model_data_config` or torchvision's weight transforms. Their crop
+    (`crop_pct`, `resize_size`) is not used: the whole image is resized, so maps cover all of it.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    size: int
+    interpolation: str  # "bilinear" or "bicubic"
 
 
 @dataclass
@@ -44,6 +58,7 @@ class CamModel:
     weights_sha256: str | None
     cam_refusal: str | None = None  # why CAM does not apply, when features/head are None
     feature_layer: str = ""  # a name for the layer whose output CAM weighs
+    interpolation: str = "bilinear"  # how pictures are resized to the input, from the model's config
 
     def to(self, device: torch.device) -> CamModel:
         self.network.to(device)
@@ -86,11 +101,11 @@ def load_model(
     """
     weights_file = Path(weights).expanduser() if weights not in (None, "none") else None
     if name == DEFAULT_MODEL:
-        network, mean, std, size = _build_default(weights, num_classes)
+        network, inputs = _build_default(weights, num_classes)
     elif name.startswith("timm:"):
-        network, mean, std, size = _build_timm(name[5:], weights, num_classes)
+        network, inputs = _build_timm(name[5:], weights, num_classes, image_size)
     else:
-        network, mean, std, size = _build_torchvision(name, weights, num_classes)
+        network, inputs = _build_torchvision(name, weights, num_classes)
     if weights_file is not None:
         state = read_checkpoint(weights_file, trust_checkpoint)
         if isinstance(state, torch.jit.ScriptModule):  # TorchScript hides its layers: take its weights
@@ -104,7 +119,9 @@ def load_model(
             summary = str(exc).split("\n\t")[1:3]
             raise UsageError(f"{weights_file} does not fit {name}: {'; '.join(summary) or exc}") from None
     network.eval()
-    input_size = image_size or size
+    input_size = image_size or inputs.size
+    if input_size != inputs.size:
+        _check_input_size(name, network, input_size, inputs.size)
     try:
         features, head = _split(name, network)
         _check_cam_head(name, network, features, head, input_size)
@@ -118,8 +135,8 @@ def load_model(
         network=network,
         features=features,
         head=head,
-        mean=mean,
-        std=std,
+        mean=inputs.mean,
+        std=inputs.std,
         input_size=input_size,
         class_names=_class_names(
             head.out_features if head is not None else _output_classes(name, network, input_size), class_names_file
@@ -128,7 +145,18 @@ def load_model(
         weights_sha256=sha256_of(weights_file) if weights_file else None,
         cam_refusal=cam_refusal,
         feature_layer=_features_name(network, features) if features is not None else "",
+        interpolation=inputs.interpolation,
     )
+
+
+@torch.inference_mode()
+def _check_input_size(name: str, network: nn.Module, size: int, own: int) -> None:
+    """Refuse an `--image-size` the model cannot take (a ViT without dynamic sizes), with the reason."""
+    try:
+        network(torch.zeros(1, 3, size, size))
+    except Exception as exc:  # noqa: BLE001 - any failure at this size means the size is refused
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
+        raise UsageError(f"{name} cannot take --image-size {size} ({reason}); its own input size is {own}") from None
 
 
 def _features_name(network: nn.Module, features: nn.Module) -> str:
@@ -153,7 +181,8 @@ def _build_default(weights: str | None, num_classes: int | None):
         if num_classes not in (None, 1000):
             raise UsageError("the embedded weights have 1000 classes; give --weights for another --num-classes")
         network.load_state_dict(_embedded_lite0_state(network))
-    return network, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224
+    # How the embedded weights were evaluated (not timm's tf_efficientnet_lite0 config, which says bicubic).
+    return network, InputConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), size=224, interpolation="bilinear")
 
 
 def _embedded_lite0_state(network: nn.Module) -> dict[str, torch.Tensor]:
@@ -172,8 +201,9 @@ def _embedded_lite0_state(network: nn.Module) -> dict[str, torch.Tensor]:
     return mapped
 
 
-def _build_timm(arch: str, weights: str | None, num_classes: int | None):
+def _build_timm(arch: str, weights: str | None, num_classes: int | None, image_size: int | None):
     import timm
+    from timm.data import resolve_model_data_config
 
     if arch not in timm.list_models():
         close = difflib.get_close_matches(arch, timm.list_models(), n=3)
@@ -183,16 +213,31 @@ def _build_timm(arch: str, weights: str | None, num_classes: int | None):
         _hf_cache_only()
     kwargs = {"num_classes": num_classes} if num_classes else {}
     try:
-        network = timm.create_model(arch, pretrained=pretrained, **kwargs)
+        network = _create_timm(arch, pretrained, kwargs, image_size)
     except (OSError, RuntimeError) as exc:
         raise _offline_error(f"timm:{arch}", exc) from None
-    cfg = network.pretrained_cfg
-    return (
-        network,
-        tuple(cfg.get("mean", IMAGENET_MEAN)),
-        tuple(cfg.get("std", IMAGENET_STD)),
-        cfg.get("input_size", (3, 224, 224))[-1],
+    cfg = resolve_model_data_config(network)
+    return network, InputConfig(
+        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), size=cfg["input_size"][-1], interpolation=cfg["interpolation"]
     )
+
+
+def _create_timm(arch: str, pretrained: bool, kwargs: dict, image_size: int | None) -> nn.Module:
+    """`timm.create_model`; at another input size than its own, a ViT-style model with dynamic image sizes
+    (its position embedding resampled to the patch grid of each input). Models without that option
+    are built as they are; `_check_input_size` then says whether they take the size.
+    """
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    own = get_pretrained_cfg(arch)
+    if image_size is not None and (own is None or image_size != own.input_size[-1]):
+        try:
+            return timm.create_model(arch, pretrained=pretrained, dynamic_img_size=True, **kwargs)
+        except TypeError as exc:  # the model's constructor has no such option: nothing was built yet
+            if "dynamic_img_size" not in str(exc):
+                raise
+    return timm.create_model(arch, pretrained=pretrained, **kwargs)
 
 
 def _hf_cache_only() -> None:
@@ -225,7 +270,12 @@ def _build_torchvision(name: str, weights: str | None, num_classes: int | None):
         except (URLError, OSError) as exc:
             raise _offline_error(name, exc) from None
     transforms = default_weights.transforms()
-    return network, tuple(transforms.mean), tuple(transforms.std), transforms.crop_size[0]
+    return network, InputConfig(
+        mean=tuple(transforms.mean),
+        std=tuple(transforms.std),
+        size=transforms.crop_size[0],
+        interpolation=transforms.interpolation.value,
+    )
 
 
 def _offline_error(name: str, exc: Exception) -> UsageError:
@@ -258,7 +308,11 @@ def _split(name: str, network: nn.Module) -> tuple[nn.Module, nn.Linear]:
     elif hasattr(network, "layers"):  # MNASNet
         features = network.layers
     else:
-        body = [m for n, m in network.named_children() if n != head_name and not isinstance(m, _POOLING)]
+        body = [
+            m
+            for n, m in network.named_children()
+            if n != head_name and n not in _AUX_HEADS and not isinstance(m, _POOLING)
+        ]
         features = nn.Sequential(*body)
     return features, head
 

@@ -101,10 +101,14 @@ class CamEngine:
         self._shift = torch.tensor(model.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._scale = torch.tensor(model.std, device=self.device).view(1, 3, 1, 1) * 255
 
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, S, S] to the model's input on the device, with the model's mean and std."""
+        with torch.no_grad():  # not inference mode: the gradient methods backpropagate from these images' logits
+            return (pixels.to(self.device, non_blocking=True).float() - self._shift) / self._scale
+
     def __call__(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> BatchResult:
         """The batch's maps and columns; `labels` (int64 [B], -1 for none) are explained too (`--explain-label`)."""
-        with torch.no_grad():  # not inference mode: the gradient methods backpropagate from these images' logits
-            images = (pixels.to(self.device, non_blocking=True).float() - self._shift) / self._scale
+        images = self.normalize(pixels)
         cams = self.method(images, self.topk, self.classes, labels)
         with torch.inference_mode():
             b, k, h, w = cams.maps.shape

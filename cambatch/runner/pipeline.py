@@ -552,7 +552,10 @@ def resolve_classes(requested: tuple[str, ...], class_names: list[str]) -> list[
 def preprocess(config: RunConfig, stages: _Stages) -> Preprocess:
     """How this run turns a picture into a model input and an overlay background."""
     return Preprocess(
-        image_size=stages.model.input_size, overlays=config.output.overlays, max_side=config.output.max_side
+        image_size=stages.model.input_size,
+        interpolation=stages.model.interpolation,
+        overlays=config.output.overlays,
+        max_side=config.output.max_side,
     )
 
 
@@ -589,6 +592,7 @@ def _settings(config: RunConfig, stages: _Stages, run_id: str, shard: Shard) -> 
         "explain_label": config.maps.explain_label,
         "input_size": model.input_size,
         "resize": "whole image to input_size x input_size, no crop",
+        "interpolation": model.interpolation,
         "mean": list(model.mean),
         "std": list(model.std),
         "device": str(stages.device),

@@ -32,7 +32,7 @@ from ..sources.discover import ImageSource
 from ..sources.shard import Shard
 
 # What produced a report's rows, as `pipeline._settings` records it, and the option that sets each
-# (None: a property of the model).
+# (None: a property of the model: its preprocessing).
 RESULT_SETTINGS = {
     "model": "model",
     "weights": "weights",
@@ -47,6 +47,7 @@ RESULT_SETTINGS = {
     "input_size": "image_size",
     "mean": None,
     "std": None,
+    "interpolation": None,
 }
 # Compared only when the new run writes overlays (its `options`).
 OVERLAY_SETTINGS = ("overlays", "colormap", "alpha", "max_side")
@@ -230,4 +231,4 @@ def _shown(value) -> str:
 
 def _flag(name: str) -> str:
     option = RESULT_SETTINGS.get(name, name)
-    return switch(option) if option is not None else "normalization of --model"
+    return switch(option) if option is not None else "preprocessing of --model (from its config)"
