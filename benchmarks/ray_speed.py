@@ -1,10 +1,12 @@
 """Throughput of `--engine ray` against the plain engine on the same photos, on this machine.
 
-    python benchmarks/ray_speed.py [--images 512] [--num-cpus N] [--concurrency 1] [--batch-size 8] [--no-overlays]
+    python benchmarks/ray_speed.py [--images 512] [--rounds 3] [--num-cpus N] [--concurrency 1] [--batch-size 8]
+                                   [--no-overlays]
 
-Generates the photos (`benchmarks/photos.py`), runs the plain engine, then the Ray engine on a local
-Ray started beforehand (as a cluster would be: its start-up is not the job's), each into a fresh
-OUT, and prints both rates and their ratio. A rate is images over the run's own elapsed time,
+Generates the photos (`benchmarks/photos.py`), then, `--rounds` times, runs the plain engine and the
+Ray engine on a local Ray started just before it (as a cluster would be: its start-up is not the
+job's), each into a fresh OUT, and prints both rates, their ratio, and the median ratio: on this
+shared virtual machine one round's rates can move by 2x. A rate is images over the run's own elapsed time,
 which includes loading the model (on the driver and in every actor for Ray). The load average is
 printed before and after: on a shared machine the ratio means little when other jobs compete.
 """
@@ -15,9 +17,9 @@ import argparse
 import logging
 import os
 import shutil
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,33 +36,42 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="CAM actors (default: cambatch's)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--no-overlays", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="plain then ray, this many times: the median ratio")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cambatch-ray-speed")
     args = parser.parse_args()
     photos = args.work / "photos"
     generate(photos, args.images)
     options = {"batch_size": args.batch_size, "overlays": not args.no_overlays, "overwrite": True}
     print(f"{args.images} photos, load average before: {_load()}", flush=True)
+    ratios = []
+    for round_ in range(1, args.rounds + 1):
+        plain = run(RunConfig.create([photos], _fresh(args.work / "out-plain"), **options))
+        distributed = _ray_run(photos, args, options)
+        ratios.append(distributed.images_per_s / plain.images_per_s)
+        print(
+            f"round {round_}: plain {plain.processed} images in {plain.elapsed_s:.1f} s = "
+            f"{plain.images_per_s:.2f} img/s; ray {distributed.processed} in {distributed.elapsed_s:.1f} s = "
+            f"{distributed.images_per_s:.2f} img/s; ratio {ratios[-1]:.2f}x; load average {_load()}",
+            flush=True,
+        )
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"ratio ray / plain: median {statistics.median(ratios):.2f}x over {len(ratios)} rounds ({listed})")
 
-    plain = run(RunConfig.create([photos], _fresh(args.work / "out-plain"), **options))
-    print(f"plain: {plain.processed} images in {plain.elapsed_s:.1f} s = {plain.images_per_s:.2f} img/s", flush=True)
 
+def _ray_run(photos: Path, args: argparse.Namespace, options: dict):
+    """One Ray run on a local Ray started just before (its start-up is not the job's) and stopped after,
+    so that its daemons do not share the cores with the plain run.
+    """
     import ray
 
-    started = time.monotonic()
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    print(f"local Ray with {args.num_cpus} CPUs up in {time.monotonic() - started:.1f} s", flush=True)
     try:
-        distributed = run(
-            RunConfig.create(
-                [photos], _fresh(args.work / "out-ray"), engine="ray", concurrency=args.concurrency, **options
-            )
+        config = RunConfig.create(
+            [photos], _fresh(args.work / "out-ray"), engine="ray", concurrency=args.concurrency, **options
         )
+        return run(config)
     finally:
         ray.shutdown()
-    print(
-        f"ray:   {distributed.processed} images in {distributed.elapsed_s:.1f} s = {distributed.images_per_s:.2f} img/s"
-    )
-    print(f"ratio ray / plain: {distributed.images_per_s / plain.images_per_s:.2f}x; load average after: {_load()}")
 
 
 def _fresh(out: Path) -> Path:

@@ -183,6 +183,9 @@ def decode_batch(batch: dict[str, np.ndarray], prep: Preprocess) -> dict[str, np
 
     A failed image keeps its row with its message in `error` (and placeholder pixels), so rows never shift.
     """
+    # As the plain engine's loader workers: the CAM actors (their start-up, then their forwards) win
+    # every contended core, and decoding runs in the time they leave.
+    tuning.background_priority()
     files = ImageFiles([pickle.loads(raw) for raw in batch["source"]], prep)
     items = [files[i] for i in range(len(files))]
     blank = np.zeros((3, prep.image_size, prep.image_size), np.uint8)
