@@ -39,9 +39,7 @@ def test_weights_in_the_torch_hub_cache_count_as_offline(tmp_path, monkeypatch):
     rows = dict(torchvision_models())
     assert rows["resnet18"] is True and rows["resnet50"] is False
     assert set(rows) == set(torchvision.models.list_models(module=torchvision.models))
-    stream = io.StringIO()
-    print_catalog(Console(file=stream, width=200))
-    lines = stream.getvalue().splitlines()
+    lines = _printed_catalog(width=200)
     assert any("resnet18" in line and "yes (cached)" in line for line in lines)
     assert any("resnet50" in line and "needs download" in line for line in lines)
     assert any("efficientnet_lite0 (default)" in line and "yes" in line for line in lines)
@@ -72,10 +70,15 @@ def test_every_torchvision_model_belongs_to_one_family_and_every_timm_pattern_na
 
 
 def test_models_prints_the_methods_of_each_family():
-    stream = io.StringIO()
-    print_catalog(Console(file=stream, width=300))
-    lines = stream.getvalue().splitlines()
+    lines = _printed_catalog(width=300)
     assert any("resnet18" in line and "ResNet" in line for line in lines)
     assert any("│ ConvNeXt " in line and "gradient methods only (LayerNorm between" in line for line in lines)
     assert any("timm Swin" in line and "cam + gradient methods" in line for line in lines)
     assert any("timm:NAME" in line and "checked as the run starts" in line for line in lines)
+
+
+def _printed_catalog(width: int) -> list[str]:
+    """The lines `cambatch models` prints, on a console `width` wide."""
+    stream = io.StringIO()
+    print_catalog(Console(file=stream, width=width))
+    return stream.getvalue().splitlines()

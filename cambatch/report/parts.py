@@ -100,9 +100,13 @@ def read_settings(out: Path | str) -> dict[str, Any]:
 
     A report resumed or sharded over several runs has one part (or more) per run.
     """
+    return settings_of(*report_files(out))
+
+
+def settings_of(parts: list[str], filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
+    """`read_settings` of parts already listed (`report_files`)."""
     by_run: dict[str, dict] = {}
-    paths, filesystem = report_files(out)
-    for part in paths:
+    for part in parts:
         settings = part_settings(part, filesystem)
         by_run[str(settings.get("run_id", PurePosixPath(part).stem))] = settings
     return {**by_run[newest_run(by_run)], "run_ids": sorted(by_run)}
@@ -125,18 +129,32 @@ def _store_parts(url: str) -> tuple[list[str], pafs.FileSystem]:
         raise store_error(url, exc) from None
     if not parts:
         raise FileNotFoundError(f"no cambatch report under {url} (expected {url}/report/part-*.parquet)")
-    arrow = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+    arrow = arrow_filesystem(fs)
     for part in parts:
         footer(part, arrow)
     return parts, arrow
 
 
+def arrow_filesystem(fs) -> pafs.FileSystem:
+    """An fsspec filesystem as pyarrow reads through it (its credentials and endpoint, not pyarrow's own)."""
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def store_parts(fs, folder: str) -> list[str]:
+    """`published_parts` of a folder on an fsspec filesystem: their paths on it, in name order.
+
+    A missing folder is `FileNotFoundError` (fsspec's), for the caller to take as it means.
+    """
+    fs.invalidate_cache(folder)  # fsspec caches listings per filesystem: a reader must see new parts
+    found = (entry.rstrip("/") for entry in fs.ls(folder, detail=False))
+    return sorted(entry for entry in found if is_published(PurePosixPath(entry).name))
+
+
 def _listed_parts(fs, path: str) -> list[str]:
     """The published parts at `path` on an fsspec filesystem: one part, a report folder, or a run's folder."""
-    fs.invalidate_cache(path)  # fsspec caches listings per filesystem: a reader must see new parts
+    fs.invalidate_cache(path)
     if path.endswith(".parquet"):
         fs.info(path)  # a missing part is `FileNotFoundError`, not a damaged one
         return [path]
     report = f"{path}/{OutputLayout(Path('.')).report_dir.name}"
-    folder = report if fs.isdir(report) else path
-    return sorted(entry.rstrip("/") for entry in fs.ls(folder, detail=False) if is_published(PurePosixPath(entry).name))
+    return store_parts(fs, report if fs.isdir(report) else path)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .parts import read_settings, report_files
+from .parts import report_files, settings_of
 from .schema import MAP_NAMES, is_correct
 
 # Low-cardinality text columns: categoricals make them small in memory and quick to group by.
@@ -87,7 +87,7 @@ def load_report(
         # Sorted categories read better in tables and plots; "ok"/"error" always exist for status.
         extra = ["error", "ok"] if column == "status" else []
         frame[column] = frame[column].cat.set_categories(sorted(set(frame[column].cat.categories) | set(extra)))
-    frame.attrs.update(read_settings(out))
+    frame.attrs.update(settings_of(parts, filesystem))
     return frame
 
 

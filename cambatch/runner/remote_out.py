@@ -33,13 +33,12 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..layout import OutputLayout
-from ..report.parts import footer, is_published, published_parts
+from ..report.parts import arrow_filesystem, footer, published_parts, store_parts
 from ..sources.remote import filesystem, store_error
 from .failures import OutputUnwritable
 from .lock import OutputLock, is_held
@@ -61,7 +60,6 @@ class StagedOut:
         self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX))
         self._held = OutputLock(self.staging / STAGING_LOCK).acquire()  # dies with this process: see `sweep`
         self.layout = OutputLayout(self.staging)
-        self._store = OutputLayout(Path("/"))  # relative names: `report`, `overlays`, `runs`
         self._known: dict[str, tuple[int, int]] = {}  # staged part name -> (size, mtime_ns) as on the store
         self._uploads = ThreadPoolExecutor(1, thread_name_prefix="cambatch-upload")
         self._pending: list[Future] = []
@@ -109,20 +107,18 @@ class StagedOut:
                     self._put_part(part)
                     self._known[name] = stamp
 
-    def parts_on_store(self, prefix: str) -> list[str]:
+    def parts_on_store(self, prefix: str = "") -> list[str]:
         """The names of the published parts on the store that start with `prefix`."""
-        folder = self.remote(self.layout.report_dir.name)
-        self.fs.invalidate_cache(folder)
         try:
-            found = self.fs.ls(folder, detail=False)
-        except FileNotFoundError:
+            found = store_parts(self.fs, self.remote(self.layout.report_dir.name))
+        except FileNotFoundError:  # no report yet
             return []
-        names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in found)
-        return sorted(name for name in names if is_published(name) and name.startswith(prefix))
+        names = (PurePosixPath(path).name for path in found)
+        return [name for name in names if name.startswith(prefix)]
 
     def rows_on_store(self, prefix: str) -> int:
         """The rows of the published parts on the store that start with `prefix` (read from their footers)."""
-        arrow = pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+        arrow = arrow_filesystem(self.fs)
         return sum(footer(self._remote_part(name), arrow).num_rows for name in self.parts_on_store(prefix))
 
     def manifest_written(self, path: Path, *, final: bool) -> None:
@@ -160,7 +156,7 @@ class StagedOut:
 
     def _check_writable(self) -> None:
         """Before any work: an object written and removed, so a missing bucket or a read-only key fails now."""
-        probe = self.remote(f"{self._store.runs_dir.name}/.cambatch-probe-{os.getpid()}")
+        probe = self.remote(f"{self.layout.runs_dir.name}/.cambatch-probe-{os.getpid()}")
         try:
             self._folders([probe])
             self.fs.pipe_file(probe, b"")
@@ -170,16 +166,10 @@ class StagedOut:
 
     def _pull(self) -> None:
         """Download the report's published parts into the staging folder (the store is the truth)."""
-        folder = self.remote(self.layout.report_dir.name)
-        self.fs.invalidate_cache(folder)
         try:
-            found = self.fs.find(folder, withdirs=False)
-        except FileNotFoundError:
-            found = []
-        except Exception as exc:  # noqa: BLE001
+            names = self.parts_on_store()
+        except Exception as exc:  # noqa: BLE001 - every store raises its own kinds; all mean it cannot be read
             raise store_error(self.url, exc) from None
-        split = (path.rstrip("/").rsplit("/", 1) for path in found)
-        names = sorted(name for parent, name in split if parent == folder and is_published(name))
         if not names:
             return
         self.layout.report_dir.mkdir(parents=True)

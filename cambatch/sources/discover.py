@@ -146,10 +146,18 @@ def _remote(url: str) -> list[ImageSource]:
         item_url, version, tag = fs.unstrip_protocol(info["name"]), remote_version(info), etag(info)
         if is_shard_name(rel) or is_parquet_name(rel):
             try:
-                samples = _container(
-                    fs, info["name"], item_url, root=root_url, rel=rel, version=version, given=found.single
+                sources.extend(
+                    _container(
+                        fs,
+                        info["name"],
+                        item_url,
+                        root=root_url,
+                        rel=rel,
+                        version=version,
+                        etag=tag,
+                        given=found.single,
+                    )
                 )
-                sources.extend(replace(sample, etag=tag) for sample in samples)
             except UsageError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a store's own error while reading a container
@@ -161,14 +169,23 @@ def _remote(url: str) -> list[ImageSource]:
 
 
 def _container(
-    fs, path: str, url: str, *, root: Path | str, rel: str, version: tuple[int, int], given: bool = False
+    fs,
+    path: str,
+    url: str,
+    *,
+    root: Path | str,
+    rel: str,
+    version: tuple[int, int],
+    etag: str | None = None,
+    given: bool = False,
 ) -> list[ImageSource]:
     """The samples of a tar shard (`rel/member`) or a Parquet file (`rel#row`); `given`: named as an INPUT,
-    so a Parquet file without an image column is refused rather than passed over.
+    so a Parquet file without an image column is refused rather than passed over. Every sample carries
+    the container's version (and `etag`, on a store).
     """
     if is_shard_name(rel):
         return [
-            ImageSource(f"{url}/{name}", root, f"{rel}/{name}", size, version[1], reader=reader)
+            ImageSource(f"{url}/{name}", root, f"{rel}/{name}", size, version[1], reader=reader, etag=etag)
             for name, size, reader in shard_members(fs, path, url)
             if is_image_name(name)
         ]
@@ -179,7 +196,7 @@ def _container(
         return []
     # A row's bytes are not known without reading it: the file's size and mtime are every row's version.
     return [
-        ImageSource(f"{url}#{row}", root, f"{rel}#{row}", version[0], version[1], label, reader)
+        ImageSource(f"{url}#{row}", root, f"{rel}#{row}", version[0], version[1], label, reader, etag)
         for row, reader, label in rows
     ]
 
