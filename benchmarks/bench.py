@@ -242,7 +242,8 @@ def stage_costs(folder: Path, args, device) -> dict[str, float]:
     """
     import torch
 
-    from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+    from cambatch.data.inputs import Preprocess
+    from cambatch.data.preprocess import ImageFiles, collate
     from cambatch.model.build import load_model
     from cambatch.runner.engine import build_engine
     from cambatch.runner.tuning import plan

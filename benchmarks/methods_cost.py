@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+from cambatch.data.inputs import Preprocess
+from cambatch.data.preprocess import ImageFiles, collate
 from cambatch.methods.registry import METHODS, build_method
 from cambatch.model.build import load_model
 from cambatch.sources.discover import discover

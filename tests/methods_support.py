@@ -16,7 +16,8 @@ from cambatch.model.build import CamModel
 
 def sample_batch(model: CamModel, names=None) -> torch.Tensor:
     """The sample images as the pipeline feeds them (whole image resized, normalized), [B, 3, S, S]."""
-    from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+    from cambatch.data.inputs import Preprocess
+    from cambatch.data.preprocess import ImageFiles, collate
     from cambatch.sources.discover import discover
 
     sources = [s for s in discover([SAMPLES]) if names is None or s.rel in names]

@@ -22,7 +22,8 @@ from cambatch.data.gpu_decode import (
     resize_uint8,
     use_gpu_decode,
 )
-from cambatch.data.preprocess import RESAMPLING, Failure, ImageFiles, Preprocess
+from cambatch.data.inputs import RESAMPLING, Preprocess
+from cambatch.data.preprocess import Failure, ImageFiles
 from cambatch.errors import UsageError
 from cambatch.sources.discover import ImageSource
 

@@ -3,37 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-from cambatch.data.preprocess import Batch, Failure, ImageFiles, Preprocess, Sample, collate
+from cambatch.data.inputs import Preprocess
+from cambatch.data.preprocess import Batch, Failure, ImageFiles, Sample, collate
 from cambatch.sources.discover import ImageSource
-
-
-@pytest.mark.parametrize(
-    "max_side, size, expected",
-    [
-        (0, (4000, 3000), (4000, 3000)),  # 0: the photo's own size
-        (1024, (800, 600), (800, 600)),  # already under the cap
-        (1024, (4000, 3000), (1024, 768)),
-        (300, (400, 600), (200, 300)),  # portrait: the longest side is the height
-        (1024, (4000, 40), (1024, 10)),
-        (100, (5000, 10), (100, 1)),  # never 0 pixels
-    ],
-)
-def test_overlay_size_caps_the_longest_side(max_side, size, expected):
-    assert Preprocess(image_size=224, overlays=True, max_side=max_side).overlay_size(*size) == expected
-
-
-def test_the_model_decode_size_follows_the_input_size_alone_and_the_background_the_overlay():
-    without = Preprocess(image_size=224)
-    with_overlays = Preprocess(image_size=224, overlays=True, max_side=1024)
-    for prep in (without, with_overlays, Preprocess(image_size=224, overlays=True, max_side=0)):
-        assert prep.decode_size(4000, 3000) == (224, 224)  # only the model input, whatever the overlay options
-        assert prep.decode_size(100, 80) == (100, 80)  # never more than the photo
-    assert with_overlays.overlay_size(4000, 3000) == (1024, 768)
-    assert with_overlays.overlay_size(4000, 200) == (1024, 51)
 
 
 def test_a_jpeg_gives_the_model_the_same_pixels_with_and_without_overlays_and_a_full_size_background(tmp_path):

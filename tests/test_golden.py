@@ -21,7 +21,8 @@ from conftest import SAMPLES
 from golden_support import GOLDEN, overlay_prints, thumbs
 
 import cambatch
-from cambatch.data.preprocess import ImageFiles, Preprocess, collate
+from cambatch.data.inputs import Preprocess
+from cambatch.data.preprocess import ImageFiles, collate
 from cambatch.methods.cam import class_activation_maps
 from cambatch.runner.engine import build_engine
 from cambatch.sources.discover import discover

@@ -1,3 +1,3 @@
-"""From files to model inputs: decoding (`decode`), uint8 batches in loader workers (`preprocess`),
-nvJPEG on a GPU (`gpu_decode`).
+"""From files to model inputs: decoding (`decode`), a file's input and overlay arrays (`inputs`, torch-free),
+uint8 batches in loader workers (`preprocess`), nvJPEG on a GPU (`gpu_decode`).
 """

@@ -24,7 +24,8 @@ from PIL import Image
 
 from ..errors import UsageError
 from .decode import TRANSPOSED, DecodeError, decode
-from .preprocess import Batch, Failure, ImageFiles, Preprocess, Sample, collate
+from .inputs import Preprocess
+from .preprocess import Batch, Failure, ImageFiles, Sample, collate
 
 _BASELINE_SOF = (0xC0, 0xC1)  # baseline and extended sequential Huffman DCT: what nvJPEG's batched path takes
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}

@@ -1,46 +1,14 @@
-"""Turn decoded pictures into model inputs and overlay backgrounds, in loader workers."""
+"""Model inputs and overlay backgrounds as tensors, in loader workers: samples, failures carried as values, batches."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import UsageError
-from ..render.overlay import overlay_size
 from ..sources.discover import ImageSource
-from .decode import DecodeError, decode, model_decode_size, overlay_background
-
-# The resizes models' configs ask for (timm's `interpolation`, torchvision's weight transforms), as PIL filters.
-RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Preprocess:
-    """How a picture becomes a model input (the whole image, no crop) and, with `overlays`, an overlay background."""
-
-    image_size: int
-    interpolation: str = "bilinear"  # the model's own (`CamModel.interpolation`), never an output option
-    overlays: bool = False
-    max_side: int = 0  # cap on the overlay background's longest side; 0 keeps the photo's size
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in RESAMPLING:
-            raise UsageError(
-                f"the model's config asks for {self.interpolation!r} resizing; cambatch resizes with "
-                f"{' or '.join(RESAMPLING)}"
-            )
-
-    def overlay_size(self, width: int, height: int) -> tuple[int, int]:
-        """The photo's own size, its longest side capped by `max_side`."""
-        return overlay_size(width, height, self.max_side)
-
-    def decode_size(self, width: int, height: int) -> tuple[int, int]:
-        """The least displayed size the model's decode keeps (`decode.model_decode_size`)."""
-        return model_decode_size(width, height, image_size=self.image_size)
+from .inputs import Preprocess, failure_message, prepare
 
 
 @dataclass
@@ -89,28 +57,19 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> Sample | Failure:
         try:
             return self._load(index)
-        except DecodeError as exc:
-            return Failure(index, str(exc))
         except Exception as exc:  # noqa: BLE001 - any one file's failure must stay one row
-            return Failure(index, f"{type(exc).__name__}: {exc}")
+            return Failure(index, failure_message(exc))
 
     def _load(self, index: int) -> Sample:
         # Read here, in the worker: local, remote and container samples alike, never on the device path.
         return self._decoded(index, self.sources[index].read_bytes())
 
     def _decoded(self, index: int, data: bytes) -> Sample:
-        prep = self.prep
-        decoded = decode(data, min_size=prep.decode_size)
-        size = prep.image_size
-        resized = decoded.image.resize((size, size), RESAMPLING[prep.interpolation])
-        pixels = _as_tensor(resized).permute(2, 0, 1).contiguous()
-        photo = _as_tensor(overlay_background(data, decoded, max_side=prep.max_side)) if prep.overlays else None
-        return Sample(index, pixels, photo, decoded.width, decoded.height, decoded.orientation)
-
-
-def _as_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB picture to uint8 [H, W, 3]; tensors travel from loader workers through shared memory."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8))
+        # Tensors travel from loader workers to the main process through shared memory.
+        prepared = prepare(data, self.prep)
+        photo = torch.from_numpy(prepared.photo) if prepared.photo is not None else None
+        pixels = torch.from_numpy(prepared.pixels)
+        return Sample(index, pixels, photo, prepared.width, prepared.height, prepared.orientation)
 
 
 def collate(items: list[Sample | Failure]) -> Batch:

@@ -30,7 +30,8 @@ from ..annotations.model import Annotations
 from ..annotations.readers import load_annotations
 from ..config import RunConfig, SpeedOptions
 from ..data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
-from ..data.preprocess import Batch, ImageFiles, Preprocess, collate
+from ..data.inputs import Preprocess
+from ..data.preprocess import Batch, ImageFiles, collate
 from ..errors import UsageError
 from ..layout import OutputLayout
 from ..methods.base import CamMethod

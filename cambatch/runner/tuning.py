@@ -12,6 +12,9 @@ without that stall (README, Performance):
   away, where all-core OpenMP collapses (8x slower measured at load 5 on 2 cores).
 
 On a GPU the device does the model's work, so every core but one decodes.
+
+Torch is imported only where a function needs it: Ray's decode tasks take `background_priority`
+from here and never load torch (`runner.ray_decode`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def cpu_cores() -> int:
@@ -124,15 +129,16 @@ class ThreadChooser:
         trial: int = 2,
         period: int = 60,
         clock: Callable[[], float] = time.perf_counter,
-        apply: Callable[[int], None] = torch.set_num_threads,
+        apply: Callable[[int], None] | None = None,  # default: torch.set_num_threads
     ):  # noqa: D107
-        self.choices, self.trial, self.period, self.clock, self.apply = choices, trial, period, clock, apply
+        self.choices, self.trial, self.period, self.clock = choices, trial, period, clock
+        self.apply = apply or _set_torch_threads
         self._plan: list[tuple[int, bool]] = []  # (thread count, timed) of the coming batches
         self._rates: dict[int, list[float]] = {}
         self._kept_rate = 0.0  # the kept count's rate in its trial; a batch at under half of it starts a new trial
         if choices:
             self._plan = self._next_round()
-            apply(self._plan[0][0])
+            self.apply(self._plan[0][0])
         self._last = clock()
 
     def batch_done(self, images: int) -> None:
@@ -174,9 +180,17 @@ class ThreadChooser:
 @contextmanager
 def torch_threads(count: int):
     """Torch's intra-op thread count set to `count` for the block, then restored."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, count))
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _set_torch_threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)
