@@ -215,9 +215,13 @@ class CamActor:
         self, *, config: RunConfig, settings: dict, writer: ImageWriter, shard: str, store: str | None = None
     ):
         self.stages = build_stages(config)  # built on this node: its device, its checks
-        cpu = self.stages.device.type == "cpu"
+        plan, cpu = self.stages.plan, self.stages.device.type == "cpu"
         # On a CPU the actor holds `--threads` (default 1) of Ray's CPUs; decoding runs in other tasks.
-        torch.set_num_threads(config.speed.threads or (1 if cpu else self.stages.plan.threads))
+        torch.set_num_threads(config.speed.threads or (1 if cpu else plan.threads))
+        # Without `--threads`, its forwards may also take the cores the decode tasks leave idle, as the
+        # plain engine's do: the chooser keeps that only while it is faster.
+        choices = tuning.actor_thread_choices(tuning.cpu_cores(), config.speed.concurrency or 1)
+        self.chooser = tuning.ThreadChooser(choices if cpu and not config.speed.threads else ())
         # OUT on a store: this actor's own staging folder, uploaded part by part like the plain engine's.
         self.staged = StagedOut(store) if store is not None else None
         if self.staged is not None:
@@ -226,7 +230,10 @@ class CamActor:
         self.explain_label = config.maps.explain_label
         layout = writer.layout
         self.prefix = layout.part_name(writer.run_id, shard, worker=secrets.token_hex(4))
-        self.pool = ThreadPoolExecutor(self.stages.plan.writer_threads, thread_name_prefix="cambatch-writer")
+        background = tuning.background_priority if plan.background else None  # as the plain engine's writers
+        self.pool = ThreadPoolExecutor(
+            plan.writer_threads, thread_name_prefix="cambatch-writer", initializer=background
+        )
         self.device = threading.Lock()  # one batch on the device at a time
         self.report = _SharedReport(
             ReportWriter(
@@ -249,6 +256,7 @@ class CamActor:
             batch = _batch(columns)
             futures = submit_batch(batch, sources, engine, self.writer, self.report, counts, self.pool, labels=labels)
             tally = engine.tally
+            self.chooser.batch_done(len(batch.samples))
         for future in futures:  # the overlays are written while the other batch is on the device
             collect(future, self.report, counts)
         return {

@@ -101,6 +101,16 @@ def cpu_workers(cores: int) -> int:
     return max(1, round(cores / 3))
 
 
+def actor_thread_choices(cores: int, actors: int) -> tuple[int, ...]:
+    """The torch thread counts a CPU CAM actor of `--engine ray` chooses between (`ThreadChooser`).
+
+    The one Ray CPU it holds, or its share of the node's `cores` were all `actors` on this node:
+    never more than the node has, whatever Ray places where. () when the share is one core.
+    """
+    share = max(1, cores // max(1, actors))
+    return (1, share) if share > 1 else ()
+
+
 def background_priority(*_: object) -> None:
     """Lower the calling thread to the lowest CPU priority (nice 19; Linux nice values are per thread).
 
