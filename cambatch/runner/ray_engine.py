@@ -217,11 +217,11 @@ class CamActor:
         self.stages = build_stages(config)  # built on this node: its device, its checks
         plan, cpu = self.stages.plan, self.stages.device.type == "cpu"
         # On a CPU the actor holds `--threads` (default 1) of Ray's CPUs; decoding runs in other tasks.
-        torch.set_num_threads(config.speed.threads or (1 if cpu else plan.threads))
+        self.threads = config.speed.threads or (1 if cpu else plan.threads)
         # Without `--threads`, its forwards may also take the cores the decode tasks leave idle, as the
         # plain engine's do: the chooser keeps that only while it is faster.
         choices = tuning.actor_thread_choices(tuning.cpu_cores(), config.speed.concurrency or 1)
-        self.chooser = tuning.ThreadChooser(choices if cpu and not config.speed.threads else ())
+        self.chooser = tuning.ThreadChooser(choices if cpu and not config.speed.threads else (), apply=self._use)
         # OUT on a store: this actor's own staging folder, uploaded part by part like the plain engine's.
         self.staged = StagedOut(store) if store is not None else None
         if self.staged is not None:
@@ -252,6 +252,8 @@ class CamActor:
         engine = self.stages.engine
         labels = label_classes(sources, self.stages.model.class_names) if self.explain_label else None
         with self.device:
+            # Set on each call: Ray runs the calls on a pool of threads, and OpenMP keeps a count per thread.
+            torch.set_num_threads(self.threads)
             engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
             batch = _batch(columns)
             futures = submit_batch(batch, sources, engine, self.writer, self.report, counts, self.pool, labels=labels)
@@ -268,6 +270,9 @@ class CamActor:
             "failed": [pickle.dumps(counts.errors_by_path)],
             "tally": [pickle.dumps(tally)],
         }
+
+    def _use(self, threads: int) -> None:
+        self.threads = threads  # the chooser's pick, for the next batch
 
     def __del__(self):
         # Ray Data retires an actor gracefully once the dataset is done: publish the part it still holds.
