@@ -1,9 +1,6 @@
-"""`cambatch.data.inputs`: a file's model input and overlay background as arrays, its failure as a message, no torch."""
+"""`cambatch.data.inputs`: a file's model input and overlay background as arrays, its failure as a message."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -78,8 +75,3 @@ def test_a_failure_message_is_a_decode_errors_words_else_its_type_and_message():
         prepare(b"", Preprocess(image_size=24))
     assert failure_message(bad.value) == "empty file (0 bytes)"
     assert failure_message(FileNotFoundError("no such file: a.jpg")) == "FileNotFoundError: no such file: a.jpg"
-
-
-def test_importing_it_loads_no_torch():
-    code = "import sys, cambatch.data.inputs; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -1,10 +1,12 @@
-"""The inspection side and the CLI never import torch: reading a report is quick and needs no model."""
+"""The inspection side, the CLI and Ray's decode tasks never import torch: reading a report is quick and needs
+no model, and a decode worker starts without torch's import."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from conftest import SAMPLES
 from inspecting_support import synthesize_run
 
 HEAVY = ("torch", "torchvision", "timm")
@@ -36,6 +38,21 @@ def test_the_cli_and_the_run_options_load_without_torch_or_pandas():
         "print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))"
     )
     assert fresh_interpreter(code) == "[]"
+
+
+def test_rays_decode_tasks_run_without_torch(tmp_path):
+    """What a Ray decode worker does (`runner.ray_decode`): unpickle sources and a `Preprocess`, decode, no torch."""
+    code = f"""
+import pickle, sys
+import numpy as np
+from cambatch.data.inputs import Preprocess
+from cambatch.runner.ray_decode import decode_batch
+from cambatch.sources.discover import discover
+sources = np.array([pickle.dumps(s) for s in discover([{str(SAMPLES)!r}])], dtype=object)
+columns = decode_batch({{"source": sources}}, pickle.loads(pickle.dumps(Preprocess(image_size=32, overlays=True))))
+print(columns["pixels"].shape, sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    assert fresh_interpreter(code) == "(7, 3, 32, 32) []"
 
 
 def test_importing_the_model_side_does_load_torch():

@@ -1,12 +1,10 @@
-"""`cambatch.runner.ray_decode`: Ray's decode task gives the plain loader's inputs as columns, rows never shift,
-and a worker that runs it never loads torch.
+"""`cambatch.runner.ray_decode`: Ray's decode task gives the plain loader's inputs as columns, rows never shift
+(that it runs without torch: `test_imports.py`).
 """
 
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 from conftest import SAMPLES
@@ -37,8 +35,3 @@ def test_a_batch_gives_the_plain_loaders_pixels_sizes_and_failures_row_for_row(t
         assert columns["orientation"][i] == sample.orientation
     assert [pickle.loads(raw).rel for raw in columns["source"]] == ["chelsea.png", "empty.jpg", "rocket.jpg"]
     assert "photo" not in decode_batch({"source": columns["source"][:1]}, Preprocess(image_size=64))
-
-
-def test_a_decode_worker_loads_no_torch():
-    code = "import sys, cambatch.runner.ray_decode; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

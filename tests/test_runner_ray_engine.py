@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,14 +21,21 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import ray
+import torch
 from conftest import FAKE_CREDENTIALS, SAMPLES, make_folder
 from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
 from cambatch.config import RunConfig
+from cambatch.layout import OutputLayout
 from cambatch.report.parts import part_settings, published_parts
-from cambatch.runner.pipeline import run
+from cambatch.runner.engine import CamEngine
+from cambatch.runner.pipeline import build_stages, image_writer, preprocess, run
+from cambatch.runner.ray_decode import decode_batch
+from cambatch.runner.ray_engine import CamActor
+from cambatch.sources.discover import discover
+from cambatch.sources.shard import parse_shard
 
 SAME = ["path", "rank", "class_index", "class_name", "status", "width", "height", "overlay_path", "input_root"]
 CLOSE = ["probability", "logit", "cam_max", "cam_mean", "peak_x", "peak_y", "bbox_x0", "border_energy", "entropy"]
@@ -130,3 +139,40 @@ def test_without_ray_the_run_is_refused_in_one_line_with_exit_2(tmp_path, monkey
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "pip install 'cambatch[ray]'" in lines[0], result.output
     assert not (tmp_path / "out").exists()  # before any work
+
+
+def test_an_actor_forwards_at_its_thread_count_on_any_calling_thread_and_publishes_when_dropped(tmp_path, monkeypatch):
+    # Ray runs an actor's calls on a pool of threads, and OpenMP keeps a thread count per thread: a count
+    # set only in the constructor never reaches the forwards.
+    config = RunConfig.create([SAMPLES], tmp_path / "out", engine="ray", threads=1, batch_size=2)
+    stages = build_stages(config)
+    layout = OutputLayout(tmp_path / "out")
+    layout.root.mkdir()
+    writer = image_writer(config, stages, layout, "20261202T000000Z-abcdef")
+    actors = [CamActor(config=config, settings={}, writer=writer, shard=parse_shard(config.source.shard).tag)]
+    sources = discover([SAMPLES])[:2]
+    columns = decode_batch(
+        {"source": np.array([pickle.dumps(s) for s in sources], dtype=object)}, preprocess(config, stages)
+    )
+    seen, results = [], []
+    forward = CamEngine.__call__
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return forward(self, *args, **kwargs)
+
+    def ray_pool_thread():
+        torch.set_num_threads(3)  # this thread's own count, as a pool thread may have
+        try:
+            results.append(actors[0](columns))
+        finally:
+            torch.set_num_threads(1)
+
+    monkeypatch.setattr(CamEngine, "__call__", recording)
+    caller = threading.Thread(target=ray_pool_thread)
+    caller.start()
+    caller.join()
+    assert seen == [1] and results[0]["ok"] == [2]
+    actors.clear()  # as Ray Data retires it: the last reference goes, and the actor publishes at once, no collector
+    (part,) = published_parts(layout.report_dir)
+    assert pq.read_metadata(part).num_rows == results[0]["rows"][0] > 0

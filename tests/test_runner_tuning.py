@@ -12,6 +12,7 @@ from cambatch.runner.tuning import (
     CPU_BATCH,
     GPU_BATCH,
     ThreadChooser,
+    actor_thread_choices,
     background_priority,
     cpu_cores,
     cpu_workers,
@@ -153,3 +154,21 @@ def test_a_kept_count_that_slows_down_is_tried_again_at_once():
         used.append(clock.threads)
         clock.run_batch(chooser)
     assert used == [1, 1, 1, 2, 2, 2, 2, 2, 2, 1, 1, 1]  # the slow batch at 2 threads ends the kept period
+
+
+def test_the_chooser_says_the_count_for_the_next_batch():
+    applied = []
+    chooser = ThreadChooser((1, 2), trial=1, clock=iter(range(100)).__next__, apply=applied.append)
+    assert chooser.threads == 1 == applied[-1]
+    for _ in range(2):  # count 1: one untimed batch, one timed
+        chooser.batch_done(8)
+    assert chooser.threads == 2 == applied[-1]
+    assert ThreadChooser(()).threads is None
+
+
+@pytest.mark.parametrize(
+    "cores, actors, expected",
+    [(2, 1, (1, 2)), (16, 4, (1, 4)), (16, 1, (1, 16)), (4, 4, ()), (2, 3, ()), (1, 1, ())],
+)
+def test_a_cpu_actor_chooses_between_its_ray_cpu_and_its_share_of_the_node(cores, actors, expected):
+    assert actor_thread_choices(cores, actors) == expected

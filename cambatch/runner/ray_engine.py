@@ -221,7 +221,7 @@ class CamActor:
         # Without `--threads`, its forwards may also take the cores the decode tasks leave idle, as the
         # plain engine's do: the chooser keeps that only while it is faster.
         choices = tuning.actor_thread_choices(tuning.cpu_cores(), config.speed.concurrency or 1)
-        self.chooser = tuning.ThreadChooser(choices if cpu and not config.speed.threads else (), apply=self._use)
+        self.chooser = tuning.ThreadChooser(choices if cpu and not config.speed.threads else ())
         # OUT on a store: this actor's own staging folder, uploaded part by part like the plain engine's.
         self.staged = StagedOut(store) if store is not None else None
         if self.staged is not None:
@@ -253,7 +253,7 @@ class CamActor:
         labels = label_classes(sources, self.stages.model.class_names) if self.explain_label else None
         with self.device:
             # Set on each call: Ray runs the calls on a pool of threads, and OpenMP keeps a count per thread.
-            torch.set_num_threads(self.threads)
+            torch.set_num_threads(self.chooser.threads or self.threads)
             engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
             batch = _batch(columns)
             futures = submit_batch(batch, sources, engine, self.writer, self.report, counts, self.pool, labels=labels)
@@ -271,11 +271,10 @@ class CamActor:
             "tally": [pickle.dumps(tally)],
         }
 
-    def _use(self, threads: int) -> None:
-        self.threads = threads  # the chooser's pick, for the next batch
-
     def __del__(self):
-        # Ray Data retires an actor gracefully once the dataset is done: publish the part it still holds.
+        # Ray Data retires an actor gracefully once the dataset is done, by dropping its last reference:
+        # publish the part it still holds. Nothing the actor holds may refer back to it (a bound method
+        # kept as a callback would): a cycle defers this to the collector, after the process tore down.
         if hasattr(self, "report"):
             self.pool.shutdown()
             self.report.publish()

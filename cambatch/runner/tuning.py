@@ -151,6 +151,11 @@ class ThreadChooser:
             self.apply(self._plan[0][0])
         self._last = clock()
 
+    @property
+    def threads(self) -> int | None:
+        """The thread count for the next batch; None without choices."""
+        return self._plan[0][0] if self.choices else None
+
     def batch_done(self, images: int) -> None:
         """Note a finished batch of `images`; may switch the thread count for the next one."""
         now = self.clock()
