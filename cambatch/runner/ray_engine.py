@@ -220,8 +220,9 @@ class CamActor:
         self.threads = config.speed.threads or (1 if cpu else plan.threads)
         # Without `--threads`, its forwards may also take the cores the decode tasks leave idle, as the
         # plain engine's do: the chooser keeps that only while it is faster.
-        choices = tuning.actor_thread_choices(tuning.cpu_cores(), config.speed.concurrency or 1)
-        self.chooser = tuning.ThreadChooser(choices if cpu and not config.speed.threads else ())
+        chooses = cpu and not config.speed.threads
+        choices = tuning.actor_thread_choices(tuning.cpu_cores(), config.speed.concurrency or 1) if chooses else ()
+        self.chooser = tuning.ThreadChooser(choices)
         # OUT on a store: this actor's own staging folder, uploaded part by part like the plain engine's.
         self.staged = StagedOut(store) if store is not None else None
         if self.staged is not None:
