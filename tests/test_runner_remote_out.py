@@ -136,7 +136,11 @@ def test_changed_settings_on_the_store_are_refused_and_overwrite_replaces_them(t
     assert list(staging.iterdir()) == []
 
 
-def test_a_failed_upload_ends_the_run_with_exit_4_and_a_rerun_completes(tmp_path, s3_bucket, staging, monkeypatch):
+# 2 images a part: the failure usually shows while the run computes; one part: only once it is done.
+@pytest.mark.parametrize("images_per_part", [2, len(PHOTOS)])
+def test_a_failed_upload_ends_the_run_with_exit_4_and_a_rerun_completes(
+    tmp_path, s3_bucket, staging, monkeypatch, images_per_part
+):
     name, fs = s3_bucket
     root, url = f"{name}/cams", f"s3://{name}/cams"
     original = StagedOut._put_part
@@ -146,7 +150,7 @@ def test_a_failed_upload_ends_the_run_with_exit_4_and_a_rerun_completes(tmp_path
 
     monkeypatch.setattr(StagedOut, "_put_part", refuse)
     with pytest.raises(OutputUnwritable, match="access denied") as failed:
-        run(RunConfig.create(PHOTOS, url, workers=0, images_per_part=2))
+        run(RunConfig.create(PHOTOS, url, workers=0, images_per_part=images_per_part))
     assert failed.value.exit_code == 4 and "a rerun of the same command redoes the rest" in str(failed.value)
     assert not fs.find(f"{root}/report")
     record = json.loads(fs.cat_file(fs.find(f"{root}/runs")[0]))
@@ -154,7 +158,7 @@ def test_a_failed_upload_ends_the_run_with_exit_4_and_a_rerun_completes(tmp_path
     assert list(staging.iterdir()) == []
 
     monkeypatch.setattr(StagedOut, "_put_part", original)
-    done = run(RunConfig.create(PHOTOS, url, workers=0, images_per_part=2))
+    done = run(RunConfig.create(PHOTOS, url, workers=0, images_per_part=images_per_part))
     assert (done.processed, done.skipped) == (len(PHOTOS), 0)
     rows = _rows_on_store(fs, root)
     assert rows.groupby("path").size().to_dict() == {p.name: 3 for p in PHOTOS}

@@ -236,6 +236,8 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout, st
                     ray_engine.execute(job, stop)
                 else:
                     execute_plain(job, stop)
+                if staged is not None:  # every part on the store before the manifest can say `completed`
+                    staged.drain()
         except BaseException:
             manifest.write("failed", best_effort=True)
             raise

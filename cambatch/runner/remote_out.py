@@ -10,7 +10,8 @@ appears whole or not at all once its upload completes (S3, GCS, Azure). Hence th
 2. Each part the run publishes is uploaded after the overlays its rows name, so a row on the store
    never points at an overlay that is not there. Uploads run on one background thread, in order,
    beside the device; a staged overlay is deleted once it is up, so the staging folder stays small.
-3. The run's manifest (`runs/<run_id>.json`, which lists its parts) is uploaded last.
+3. The run's manifest (`runs/<run_id>.json`, which lists its parts) is uploaded last. The run
+   `drain`s the uploads before its manifest may say `completed`, so a late failure makes it `failed`.
 
 With `--engine ray` every CAM actor stages and uploads its own parts the same way (`StagedOut` without
 `__enter__`: nothing to pull), so actors on other nodes need no shared file system; the driver waits
@@ -65,6 +66,7 @@ class StagedOut:
         self._pending: list[Future] = []
         self._lock = threading.Lock()  # one push at a time: the upload thread's and the final one
         self._manifest: Path | None = None
+        self._failed: OutputUnwritable | None = None  # an upload failure, once `drain` saw it
 
     def __enter__(self) -> StagedOut:
         try:
@@ -128,16 +130,30 @@ class StagedOut:
         else:
             self._put(path, self._remote_rel(path))
 
+    def drain(self) -> None:
+        """Wait for the background uploads, then push what is left: every published part is on the store.
+
+        The run calls this before its manifest says `completed`, so that a late upload failure makes the
+        run `failed` instead. A failure is exit 4, and stays the outcome: `finish` raises it again.
+        """
+        if self._failed is None:
+            self._uploads.shutdown(wait=True)
+            try:
+                self._raise_failed()
+                self._guarded(self.push)
+            except OutputUnwritable as failure:
+                self._failed = failure
+        if self._failed is not None:
+            raise self._failed
+
     def finish(self) -> None:
-        """Wait for the uploads, push what is left, then the final manifest; an upload failure is exit 4.
+        """`drain`, then upload the final manifest; an upload failure is exit 4.
 
         After a failed upload the manifest still goes up if it says so (`failed`); one saying `completed`
         would be false, and the store keeps the first one, which `cambatch runs` shows as died.
         """
-        self._uploads.shutdown(wait=True)
         try:
-            self._raise_failed()
-            self._guarded(self.push)
+            self.drain()
         except OutputUnwritable:
             if self._manifest is not None and _status(self._manifest) != "completed":
                 with contextlib.suppress(Exception):  # the upload failure is the error to report
