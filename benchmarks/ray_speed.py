@@ -1,34 +1,44 @@
 """Throughput of `--engine ray` against the plain engine on the same photos, on this machine.
 
     python benchmarks/ray_speed.py [--images 512] [--rounds 3] [--num-cpus N] [--concurrency 1] [--batch-size 8]
-                                   [--no-overlays]
+                                   [--no-overlays] [--in-process]
 
 Generates the photos (`benchmarks/photos.py`), then, `--rounds` times, runs the plain engine, the
 Ray engine on a local Ray started just before it (as a cluster would be: its start-up is not the
 job's), and the plain engine again, each into a fresh OUT.
 
-It prints each rate, the Ray rate's ratio to the mean of the two plain rates around it, and the
-median ratio: on this shared virtual machine one round's rates can move by 2x. A rate is images over
-the run's own elapsed time, which includes loading the model (on the driver and in every actor for
-Ray). The load average is printed after each round: on a shared machine the ratio means little
-when other jobs compete.
+Each run is a `cambatch run` command in a fresh process, as a user or a scheduled job runs it: both
+engines then pay their cold start (imports, the model, the first forwards), the plain engine in its
+one process and Ray in the driver and in every CAM actor. Two rates are printed for each run: images
+over the command's wall time, and the run's own rate from its manifest (its elapsed time starts once
+cambatch is imported). `--in-process` runs them all in this process instead, as `cambatch.run`
+calls: after the first run the plain engine is warm (torch, timm, its thread pools), while each Ray
+run still starts cold actors, so this measures the Ray engine's start-up as well as its rate.
+
+It prints each ratio of the Ray rate to the mean of the two plain rates around it, and the median
+ratio: on this shared virtual machine one round's rates can move by 2x. The load average is printed
+after each round: on a shared machine the ratio means little when other jobs compete.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photos import generate  # noqa: E402
 
-from cambatch.config import RunConfig  # noqa: E402
+from cambatch.config import RunConfig, switch  # noqa: E402
+from cambatch.layout import OutputLayout  # noqa: E402
 from cambatch.runner.pipeline import run  # noqa: E402
 
 
@@ -39,6 +49,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="CAM actors (default: cambatch's)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--no-overlays", action="store_true")
+    parser.add_argument("--in-process", action="store_true", help="every run in this process (`cambatch.run`)")
     parser.add_argument(
         "--rounds", type=int, default=3, help="plain, ray, plain again, this many times: the median ratio"
     )
@@ -46,39 +57,68 @@ def main() -> None:
     args = parser.parse_args()
     photos = args.work / "photos"
     generate(photos, args.images)
-    options = {"batch_size": args.batch_size, "overlays": not args.no_overlays, "overwrite": True}
-    print(f"{args.images} photos, load average before: {_load()}", flush=True)
-    ratios = []
+    options = {"batch_size": args.batch_size, "overlays": not args.no_overlays}
+    runner = _in_process if args.in_process else _command
+    print(
+        f"{args.images} photos, {'in this process' if args.in_process else 'a command each'}, "
+        f"load average before: {_load()}",
+        flush=True,
+    )
+    ratios: dict[str, list[float]] = {}
     for round_ in range(1, args.rounds + 1):
-        before = run(RunConfig.create([photos], _fresh(args.work / "out-plain"), **options))
-        distributed = _ray_run(photos, args, options)
-        after = run(RunConfig.create([photos], _fresh(args.work / "out-plain"), **options))
-        ratios.append(2 * distributed.images_per_s / (before.images_per_s + after.images_per_s))
-        print(
-            f"round {round_}: plain {_rate(before)}; ray {_rate(distributed)}; plain again {after.images_per_s:.2f} "
-            f"img/s; ratio {ratios[-1]:.2f}x; load average {_load()}",
-            flush=True,
+        before = runner(photos, args.work / "out-plain", options)
+        distributed = _with_local_ray(
+            args, lambda address: runner(photos, args.work / "out-ray", options, address, args.concurrency)
         )
-    listed = ", ".join(f"{r:.2f}" for r in ratios)
-    print(f"ratio ray / plain: median {statistics.median(ratios):.2f}x over {len(ratios)} rounds ({listed})")
+        after = runner(photos, args.work / "out-plain", options)
+        parts = []
+        for rate in before:
+            ratio = 2 * distributed[rate] / (before[rate] + after[rate])
+            ratios.setdefault(rate, []).append(ratio)
+            parts.append(
+                f"{rate}: plain {before[rate]:.2f}, ray {distributed[rate]:.2f}, plain again "
+                f"{after[rate]:.2f} img/s, ratio {ratio:.2f}x"
+            )
+        print(f"round {round_}: " + "; ".join(parts) + f"; load average {_load()}", flush=True)
+    for rate, found in ratios.items():
+        listed = ", ".join(f"{r:.2f}" for r in found)
+        print(f"ratio ray / plain ({rate}): median {statistics.median(found):.2f}x over {len(found)} rounds ({listed})")
 
 
-def _rate(result) -> str:
-    return f"{result.processed} images in {result.elapsed_s:.1f} s = {result.images_per_s:.2f} img/s"
+def _command(
+    photos: Path, out: Path, options: dict, ray_address: str | None = None, concurrency: int | None = None
+) -> dict[str, float]:
+    """One `cambatch run` in a fresh process: its rate over the command's wall time, and the run's own."""
+    command = [sys.executable, "-m", "cambatch", "run", str(photos), "--out", str(_fresh(out)), "--quiet"]
+    command += [switch("overlays")] if not options["overlays"] else []
+    command += [switch("batch_size"), str(options["batch_size"])] if options["batch_size"] else []
+    if ray_address is not None:
+        command += [switch("engine"), "ray", switch("ray_address"), ray_address]
+        command += [switch("concurrency"), str(concurrency)] if concurrency else []
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    wall = time.perf_counter() - started
+    manifest = json.loads(next(OutputLayout(out).runs_dir.glob("*.json")).read_text(encoding="utf-8"))
+    return {"command": manifest["counts"]["ok"] / wall, "run": manifest["images_per_s"]}
 
 
-def _ray_run(photos: Path, args: argparse.Namespace, options: dict):
-    """One Ray run on a local Ray started just before (its start-up is not the job's) and stopped after,
-    so that its daemons do not share the cores with the plain runs.
+def _in_process(
+    photos: Path, out: Path, options: dict, ray_address: str | None = None, concurrency: int | None = None
+) -> dict[str, float]:
+    """One run in this process (`cambatch.run`); a Ray run joins the Ray this process started."""
+    engine = {"engine": "ray", "concurrency": concurrency} if ray_address is not None else {}
+    return {"run": run(RunConfig.create([photos], _fresh(out), **options, **engine)).images_per_s}
+
+
+def _with_local_ray(args: argparse.Namespace, ray_run):
+    """`ray_run(address)` on a local Ray started just before (its start-up is not the job's) and stopped
+    after, so that its daemons do not share the cores with the plain runs.
     """
     import ray
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     try:
-        config = RunConfig.create(
-            [photos], _fresh(args.work / "out-ray"), engine="ray", concurrency=args.concurrency, **options
-        )
-        return run(config)
+        return ray_run(ray.get_runtime_context().gcs_address)
     finally:
         ray.shutdown()
 
