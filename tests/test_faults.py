@@ -67,6 +67,8 @@ def test_kill_9_at_random_moments_with_2_loader_workers_then_an_immediate_rerun_
         assert df.overlay_path.notna().all() and all(_complete_jpeg(out / p) for p in df.overlay_path), (trial, moment)
         left = [p.name for p in (out / "report").iterdir() if p.name.endswith(".tmp")]
         assert not left, (trial, moment, left)  # the killed run's open part was swept by the rerun
+        torn = list((out / "overlays").rglob(".*.tmp"))
+        assert not torn, (trial, moment, torn)  # and the overlays it was writing, when the rerun redid their images
     listing = subprocess.run(
         [sys.executable, "-m", "cambatch", "runs", str(out)], capture_output=True, text=True, check=True
     ).stdout  # a pipe, as `| cat`: every cell whole

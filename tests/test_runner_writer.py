@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -92,6 +94,25 @@ def test_overlays_are_saved_at_the_photos_size_under_their_names(tmp_path):
         pixels = np.asarray(image.convert("RGB"), dtype=int)
     assert pixels[:, :5, 0].mean() > 100 > pixels[:, -5:, 0].mean()  # the map's hot column is on the left
     assert rows.column("correct").to_pylist() == [None, None]  # no label
+
+
+def test_a_redone_image_removes_the_temp_files_a_killed_run_left_in_its_folder(tmp_path):
+    folder = tmp_path / "out" / "overlays" / "pumpkins" / "p1.jpg"
+    folder.mkdir(parents=True)
+    torn = [folder / ".top1_jack_o_lantern.jpg.140213.tmp", folder / ".top3_espresso.jpg.99.tmp"]
+    for path in torn:
+        path.write_bytes(b"\xff\xd8 half a JPEG")
+    rows = writer(tmp_path).ok_rows(source(tmp_path), sample(), batch_result(), 1)
+    assert sorted(p.name for p in folder.iterdir()) == ["top1_jack_o_lantern.jpg", "top2_tabby.jpg"]
+    assert overlay_count(rows) == 2
+
+
+def test_a_first_run_lists_no_overlay_folder(tmp_path, monkeypatch):
+    listed = []
+    original = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: listed.append(self) or original(self, pattern))
+    writer(tmp_path).ok_rows(source(tmp_path), sample(), batch_result(), 1)
+    assert listed == [] and len(list((tmp_path / "out" / "overlays" / "pumpkins" / "p1.jpg").iterdir())) == 2
 
 
 def test_chosen_classes_are_named_without_rank_and_correct_follows_rank_one(tmp_path):

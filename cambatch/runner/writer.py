@@ -6,6 +6,7 @@ import errno
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -98,7 +99,7 @@ class ImageWriter:
         if sample.photo is None:
             return [None] * len(names)
         photo = Image.fromarray(sample.photo.numpy())
-        paths = []
+        paths, folder = [], None
         root = str(source.input_root) if self.several_roots else None
         for k, (name, rank) in enumerate(zip(names, ranks, strict=True)):
             rel = self.layout.overlay_rel(
@@ -111,7 +112,9 @@ class ImageWriter:
             target = self.layout.root / rel
             if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.layout.root))
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent != folder:
+                folder = target.parent
+                _image_folder(folder)
             _save_atomically(overlay(photo, one.display[0, k], self.colormap, self.alpha), target)
             paths.append(rel)
         return paths
@@ -133,6 +136,19 @@ class ImageWriter:
             "run_id": self.run_id,
         }
         return {name: [value] * rows for name, value in values.items()}
+
+
+def _image_folder(folder: Path) -> None:
+    """Make an image's overlay folder. One that exists is a rerun's: remove the temp files a killed run left.
+
+    Only this image's writer writes there (one image is one writer task, in one shard), so any temp file
+    in it is torn. A first run creates its folders and lists none of them.
+    """
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        for torn in folder.glob(".*.tmp"):
+            torn.unlink(missing_ok=True)
 
 
 def _save_atomically(picture: Image.Image, target) -> None:
