@@ -1,7 +1,7 @@
 """Throughput of `--engine ray` against the plain engine on the same photos, on this machine.
 
     python benchmarks/ray_speed.py [--images 512] [--rounds 3] [--num-cpus N] [--concurrency 1] [--batch-size 8]
-                                   [--no-overlays] [--in-process]
+                                   [--no-overlays] [--in-process | --steady]
 
 Generates the photos (`benchmarks/photos.py`), then, `--rounds` times, runs the plain engine, the
 Ray engine on a local Ray started just before it (as a cluster would be: its start-up is not the
@@ -14,6 +14,11 @@ over the command's wall time, and the run's own rate from its manifest (its elap
 cambatch is imported). `--in-process` runs them all in this process instead, as `cambatch.run`
 calls: after the first run the plain engine is warm (torch, timm, its thread pools), while each Ray
 run still starts cold actors, so this measures the Ray engine's start-up as well as its rate.
+
+`--steady` separates the two: each engine runs as a command on N and on 2N photos (the first N
+are the same photos), and N / the difference of the two wall times is its steady rate; what is left
+of the N-photo wall time is its fixed cost (start-up, first batches, last part), as
+`benchmarks/bench.py` measures the plain engine.
 
 It prints each ratio of the Ray rate to the mean of the two plain rates around it, and the median
 ratio: on this shared virtual machine one round's rates can move by 2x. The load average is printed
@@ -49,21 +54,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="CAM actors (default: cambatch's)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--no-overlays", action="store_true")
-    parser.add_argument("--in-process", action="store_true", help="every run in this process (`cambatch.run`)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--in-process", action="store_true", help="every run in this process (`cambatch.run`)")
+    mode.add_argument("--steady", action="store_true", help="steady rate and fixed cost from N and 2N photos")
     parser.add_argument(
         "--rounds", type=int, default=3, help="plain, ray, plain again, this many times: the median ratio"
     )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cambatch-ray-speed")
     args = parser.parse_args()
-    photos = args.work / "photos"
-    generate(photos, args.images)
+    photos = generate_folder(args.work, args.images)
     options = {"batch_size": args.batch_size, "overlays": not args.no_overlays}
+    how = "in this process" if args.in_process else "a command each"
+    print(f"{args.images} photos, {how}, load average before: {_load()}", flush=True)
+    if args.steady:
+        _steady(args, photos, generate_folder(args.work, 2 * args.images), options)
+        return
     runner = _in_process if args.in_process else _command
-    print(
-        f"{args.images} photos, {'in this process' if args.in_process else 'a command each'}, "
-        f"load average before: {_load()}",
-        flush=True,
-    )
     ratios: dict[str, list[float]] = {}
     for round_ in range(1, args.rounds + 1):
         before = runner(photos, args.work / "out-plain", options)
@@ -83,6 +89,39 @@ def main() -> None:
     for rate, found in ratios.items():
         listed = ", ".join(f"{r:.2f}" for r in found)
         print(f"ratio ray / plain ({rate}): median {statistics.median(found):.2f}x over {len(found)} rounds ({listed})")
+
+
+def generate_folder(work: Path, count: int) -> Path:
+    """The benchmark's `count` photos, in a folder of their own (the first N of any count are the same)."""
+    folder = work / f"photos-{count}"
+    generate(folder, count)
+    return folder
+
+
+def _steady(args: argparse.Namespace, photos: Path, twice: Path, options: dict) -> None:
+    """Per round, each engine on N and 2N photos: its steady rate and fixed cost, and the ratio of the rates."""
+    n = args.images
+    for round_ in range(1, args.rounds + 1):
+        walls: dict[str, list[float]] = {"plain": [], "ray": []}
+        for folder, count in ((photos, n), (twice, 2 * n)):  # the engines side by side at each size
+            walls["plain"].append(count / _command(folder, args.work / "out-plain", options)["command"])
+            rates = _with_local_ray(
+                args, lambda address, f=folder: _command(f, args.work / "out-ray", options, address, args.concurrency)
+            )
+            walls["ray"].append(count / rates["command"])
+        found = {}
+        for engine, (once, double) in walls.items():
+            steady = n / (double - once)
+            found[engine] = (steady, once - n / steady, (once, double))
+        parts = [
+            f"{engine}: {n} photos in {walls[0]:.1f} s, {2 * n} in {walls[1]:.1f} s, steady {steady:.2f} img/s, "
+            f"fixed {fixed:.1f} s"
+            for engine, (steady, fixed, walls) in found.items()
+        ]
+        ratio = found["ray"][0] / found["plain"][0]
+        print(
+            f"round {round_}: " + "; ".join(parts) + f"; steady ratio {ratio:.2f}x; load average {_load()}", flush=True
+        )
 
 
 def _command(
