@@ -99,7 +99,7 @@ class ImageWriter:
         if sample.photo is None:
             return [None] * len(names)
         photo = Image.fromarray(sample.photo.numpy())
-        paths, folder = [], None
+        paths = []
         root = str(source.input_root) if self.several_roots else None
         for k, (name, rank) in enumerate(zip(names, ranks, strict=True)):
             rel = self.layout.overlay_rel(
@@ -112,9 +112,8 @@ class ImageWriter:
             target = self.layout.root / rel
             if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.layout.root))
-            if target.parent != folder:
-                folder = target.parent
-                _image_folder(folder)
+            if k == 0:  # an image's overlays share one folder
+                _image_folder(target.parent)
             _save_atomically(overlay(photo, one.display[0, k], self.colormap, self.alpha), target)
             paths.append(rel)
         return paths
