@@ -104,8 +104,7 @@ def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool
     tall = np.zeros((n, t, h + 1, w), np.uint8)  # the extra zero row keeps tiles apart
     np.greater(scores[:, None], cut[:, :, None, None], out=tall[:, :, :h].view(bool))
     rows, packed = _compact_rows(tall.reshape(-1, w))
-    # Grana's block-based labelling: the fastest of OpenCV's on these smooth masks.
-    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(packed, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    count, labels, stats = _label(cv2, packed)
     stats = stats[1:].astype(np.int64)
     top, bottom = rows[stats[:, 1]], rows[stats[:, 1] + stats[:, 3] - 1]  # rows of the tall image
     tile = top // (h + 1)
@@ -118,6 +117,15 @@ def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool
     area = np.concatenate([area, np.full(len(empty), -1.0)])
     pixels = np.concatenate([stats[:, 4], np.zeros(len(empty), np.int64)])
     return tile + first * t, boxes, area, pixels
+
+
+def _label(cv2, packed: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """OpenCV's 8-connected labels and stats (row 0: the background) of a 0/1 image, which may have no rows."""
+    if not len(packed):  # no pixel above any threshold: OpenCV 5 refuses an empty image, and there is nothing to label
+        return 1, np.zeros(packed.shape, np.int32), np.zeros((1, 5), np.int32)
+    # Grana's block-based labelling: the fastest of OpenCV's on these smooth masks.
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(packed, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    return count, labels, stats
 
 
 def _compact_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
