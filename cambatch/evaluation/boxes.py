@@ -97,14 +97,13 @@ def components(maps: np.ndarray, thresholds: np.ndarray, *, outline: bool = True
 
 
 def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool) -> tuple[np.ndarray, ...]:
-    cv2 = _cv2()
     n, h, w = scores.shape
     t = len(thresholds)
     cut = (thresholds[None, :] * scores.reshape(n, -1).max(1)[:, None].astype(np.float64)).astype(np.int64)
     tall = np.zeros((n, t, h + 1, w), np.uint8)  # the extra zero row keeps tiles apart
     np.greater(scores[:, None], cut[:, :, None, None], out=tall[:, :, :h].view(bool))
     rows, packed = _compact_rows(tall.reshape(-1, w))
-    count, labels, stats = _label(cv2, packed)
+    count, labels, stats = _label(packed)
     stats = stats[1:].astype(np.int64)
     top, bottom = rows[stats[:, 1]], rows[stats[:, 1] + stats[:, 3] - 1]  # rows of the tall image
     tile = top // (h + 1)
@@ -119,8 +118,9 @@ def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool
     return tile + first * t, boxes, area, pixels
 
 
-def _label(cv2, packed: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+def _label(packed: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """OpenCV's 8-connected labels and stats (row 0: the background) of a 0/1 image, which may have no rows."""
+    cv2 = _cv2()  # first: a missing extra is refused whatever the maps hold
     if not len(packed):  # no pixel above any threshold: OpenCV 5 refuses an empty image, and there is nothing to label
         return 1, np.zeros(packed.shape, np.int32), np.zeros((1, 5), np.int32)
     # Grana's block-based labelling: the fastest of OpenCV's on these smooth masks.
