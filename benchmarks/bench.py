@@ -48,6 +48,8 @@ sys.path.insert(0, str(HERE))
 import photos  # noqa: E402
 
 LOADS: list[str] = []  # the load averages seen, one per section
+# The `tuning.plan` of a run that leaves threads, workers, batch size and writers to the machine.
+MACHINE_CHOOSES = {"threads": None, "workers": None, "batch_size": None, "writer_threads": None}
 
 
 def main() -> None:
@@ -187,7 +189,7 @@ def forward_limit(args, device) -> dict:
     cores = cpu_cores()
     default_threads = sorted({1, max(1, cores // 2), cores}) if device.type == "cpu" else [min(4, cores)]
     thread_counts = [int(t) for t in args.l_threads.split(",")] if args.l_threads else default_threads
-    execution = Execution(device.type, args.precision)
+    execution = Execution(device_type=device.type, precision=args.precision, compile=False)
     before = torch.get_num_threads()
     best = {"rate": 0.0, "config": ""}
     per_threads: dict[int, tuple[float, str]] = {}
@@ -242,6 +244,7 @@ def stage_costs(folder: Path, args, device) -> dict[str, float]:
     """
     import torch
 
+    from cambatch.config import RunConfig
     from cambatch.data.inputs import Preprocess
     from cambatch.data.preprocess import ImageFiles, collate
     from cambatch.model.build import load_model
@@ -251,7 +254,7 @@ def stage_costs(folder: Path, args, device) -> dict[str, float]:
 
     sources = discover([folder])[: args.p_images]
     model = load_model(args.model, args.weights)
-    batch_size = plan(device).batch_size
+    batch_size = plan(device, overlays=True, **MACHINE_CHOOSES).batch_size
     costs: dict[str, float] = {}
     pinned = _pin_to_one_core()
     threads = torch.get_num_threads()
@@ -269,7 +272,8 @@ def stage_costs(folder: Path, args, device) -> dict[str, float]:
             costs[f"decode_{_mode(overlays)}"] = (time.thread_time() - start) * 1e3 / len(files)
         for overlays in (True, False):
             batches = [collate(samples[overlays][i : i + batch_size]) for i in range(0, len(sources), batch_size)]
-            engine = build_engine(model, device, topk=args.topk, precision=args.precision, want_display=overlays)
+            config = RunConfig.create([folder], "unused", topk=args.topk, precision=args.precision, overlays=overlays)
+            engine = build_engine(model, device, config, classes=None)
             engine(batches[0].pixels)  # first-call costs (oneDNN's kernels, cuDNN's search) are not per image
             sync(device)
             clock = time.thread_time if device.type == "cpu" else time.perf_counter
@@ -358,7 +362,7 @@ def steady_rows(steady: dict, bound: dict, n: int, args, device) -> list[tuple[s
     rows = []
     for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
         s = steady[mode]
-        p = plan(device, overlays=mode == "overlays")
+        p = plan(device, overlays=mode == "overlays", **MACHINE_CHOOSES)
         rows.append(
             (
                 f"steady state, {label}: ({2 * n} - {n} photos) / "
@@ -415,11 +419,11 @@ def start_up(folder: Path, args) -> dict:
         "import json, sys, time, tempfile\n"
         "t0 = time.perf_counter()\n"
         "from cambatch.config import RunConfig\n"
-        "from cambatch.runner import pipeline\n"
+        "from cambatch.runner import job\n"
         "t1 = time.perf_counter()\n"
         "config = RunConfig.create(inputs=[sys.argv[1]], out=tempfile.mkdtemp(), model=sys.argv[2],"
         " weights=sys.argv[3] or None, precision=sys.argv[4], device=sys.argv[5])\n"
-        "pipeline.build_stages(config)\n"
+        "job.build_stages(config)\n"
         "print(json.dumps({'imports_s': t1 - t0, 'build_s': time.perf_counter() - t1}))\n"
     )
     cmd = [sys.executable, "-c", script, str(folder), args.model, args.weights or "", args.precision, args.device]

@@ -21,7 +21,9 @@ import torch
 from cambatch.data.inputs import Preprocess
 from cambatch.data.preprocess import ImageFiles, collate
 from cambatch.methods.registry import METHODS, build_method
+from cambatch.model.accel import Execution
 from cambatch.model.build import load_model
+from cambatch.model.catalog import ACTIVATIONS
 from cambatch.sources.discover import discover
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
@@ -55,11 +57,14 @@ def main() -> None:
         weights = None if name == "efficientnet_lite0" else "none"
         model = load_model(name, weights, require_cam_head=False).to(device)
         images = images_for(model, device)
+        execution = Execution(device_type=device.type, precision="fp32", compile=False)
         runs = {"(plain forward)": (None, lambda network=model.network, images=images: network(images))}
         for method in args.methods:
             if method == "cam" and model.head is None:
                 continue
-            explain = build_method(method, model)
+            explain = build_method(
+                method, model, layer=None, scorecam_batch=None, execution=execution, activation=ACTIVATIONS[0]
+            )
             runs[method] = (explain, lambda explain=explain, images=images: explain(images, args.topk))
         seconds: dict[str, list[float]] = {key: [] for key in runs}
         for repeat in range(args.repeats + 1):  # round-robin, so that load drift hits every method alike

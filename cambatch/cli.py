@@ -20,16 +20,19 @@ from rich.markup import escape
 
 from . import __version__
 from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of, switch
+from .errors import ExitCode
+from .evaluation.options import DEFAULT_THRESHOLDS
 from .inspection.options import (
     COMPARE_TOP,
     DEFAULT_PAGE_SIZE,
-    DEFAULT_THRESHOLDS,
     FORMATS,
-    GROUP_BY,
     PAGE_SIZES,
-    SORT_KEYS,
+    Format,
+    GroupBy,
+    SortKey,
     Thresholds,
 )
+from .render.colormaps import COLORMAPS
 
 app = typer.Typer(
     help="Batched Class Activation Maps over image folders: overlays and a Parquet report.",
@@ -38,8 +41,17 @@ app = typer.Typer(
     add_completion=False,
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-EXIT_INTERRUPTED = 130
 MAX_ERRORS_SHOWN = 10
+
+# The options several commands share, declared once.
+DEBUG = typer.Option(False, "--debug", help="Show tracebacks instead of one-line messages.")
+FORMAT = typer.Option(FORMATS[0], "--format", help="table for people; csv and json for scripts.")
+GROUPING = "class or label (default: label when the run has labels)."
+
+
+def _help(text: str) -> str:
+    """A help text shown as written: typer renders help as rich markup, which would eat `[ray]`."""
+    return escape(text)
 
 
 def _version(value: bool) -> None:
@@ -71,14 +83,15 @@ def _reported_errors(debug: bool):
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("cambatch: interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001 - unexpected: still one line, the traceback on request
         if debug:
             raise
         err.print(
-            f"[red]cambatch: internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+            f"[red]cambatch: internal error:[/] {escape(f'{type(exc).__name__}: {exc}')} "
+            "(rerun with --debug for the traceback)"
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
 
 
 # ---- `cambatch run`: its options are built from `cambatch.config` (declared there once) ----
@@ -101,9 +114,9 @@ def run_command(
     if config.output.gallery and not result.interrupted:
         _build_gallery(result.out, None, DEFAULT_PAGE_SIZE, debug)
     if result.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(ExitCode.INTERRUPTED)
     if fail_on_error and result.errors:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def config_options(cli_options: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +141,7 @@ def _option_parameter(name: str, group: str, f: dataclasses.Field) -> inspect.Pa
     kind = option_type(group, f)
     base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
     cli_type = str if typing.get_origin(base) is tuple else base
-    help_text = spec.help + (f" One of: {', '.join(map(str, spec.choices))}." if spec.choices else "")
+    help_text = _help(spec.help + (f" One of: {', '.join(map(str, spec.choices))}." if spec.choices else ""))
     if cli_type is bool:
         flag_name = switch(name)
         default = typer.Option(
@@ -160,7 +173,7 @@ def _run_signature() -> inspect.Signature:
             "fail_on_error",
             typer.Option(False, "--fail-on-error", help="Exit 1 if any image failed.", rich_help_panel=command_panel),
         ),
-        ("debug", typer.Option(False, "--debug", help="Show tracebacks.", rich_help_panel=command_panel)),
+        ("debug", DEBUG),
     ]
     parameters = [
         inspect.Parameter(
@@ -237,12 +250,11 @@ def _print_summary(result) -> None:
 @app.command()
 def runs(
     out: Path = typer.Argument(..., help="An output folder of `cambatch run`."),
-    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
+    fmt: Format = FORMAT,
 ) -> None:
     """List the runs recorded in OUT/runs/ (status, counts, speed); a run whose process is gone shows `died`."""
-    from .runner.manifest import print_runs
+    from .inspection.runs import print_runs
 
-    _choice(fmt, FORMATS, "--format")
     if not print_runs(out, Console(), fmt):
         err.print(f"cambatch: no runs recorded in {out}")
 
@@ -270,21 +282,13 @@ def _inspect_errors(debug: bool):
             raise UsageError(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)) from None
 
 
-def _choice(value: Optional[str], allowed: tuple[str, ...], option: str) -> Optional[str]:
-    if value is not None and value not in allowed:
-        raise typer.BadParameter(f"choose from {', '.join(allowed)}", param_hint=option)
-    return value
-
-
 @app.command()
 def summarize(
     out: str = typer.Argument(..., help="A run's output folder (or its report/ folder), or its URL on a store."),
-    by: Optional[str] = typer.Option(
-        None, "--by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."
-    ),
+    by: Optional[GroupBy] = typer.Option(None, "--by", help=f"Group by {GROUPING}"),
     top: Optional[int] = typer.Option(None, "--top", help="Show only the first N rows."),
-    sort: str = typer.Option(SORT_KEYS[0], "--sort", help=f"One of: {', '.join(SORT_KEYS)}."),
-    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
+    sort: SortKey = typer.Option("images", "--sort", help="The column the rows are sorted by."),
+    fmt: Format = FORMAT,
     border_ratio: float = typer.Option(
         Thresholds.border_ratio, help="Flag 'border' when a class's mean border_energy >= this x the median."
     ),
@@ -299,17 +303,15 @@ def summarize(
         Thresholds.off_object_ratio,
         help="With --annotations: flag 'off-object' when a class's mean energy_in_gt <= this x the median.",
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DEBUG,
 ) -> None:
     """Per predicted class (or label): images, probability, accuracy, map statistics, and flags."""
-    _choice(by, GROUP_BY, "--by")
-    _choice(fmt, FORMATS, "--format")
     with _inspect_errors(debug):
         from .inspection.summarize import summarize_run
         from .inspection.tables import emit
 
         thresholds = Thresholds(border_ratio, spread_ratio, off_object_ratio, lock_score=lock_score)
-        summary = summarize_run(out, by, thresholds)  # type: ignore[arg-type]
+        summary = summarize_run(out, by, thresholds)
         settings = summary.settings
         caption = (
             f"{summary.images:,} images ({summary.errors:,} failed) · "
@@ -356,7 +358,7 @@ def summarize(
             f"cambatch summarize · {settings.get('model', '?')}{multi_label} · run {settings.get('run_id', '?')} "
             f"· per {summary.by}"
         )
-        emit(table, fmt, title=title, caption=caption, meta=meta)  # type: ignore[arg-type]
+        emit(table, fmt, title=title, caption=caption, meta=meta)
 
 
 def _write_rows(frame, path: Path) -> None:
@@ -370,12 +372,11 @@ def compare(
     out_a: str = typer.Argument(..., help="The earlier run's output folder (A), or its URL on a store."),
     out_b: str = typer.Argument(..., help="The later run's output folder (B), or its URL on a store."),
     top: Optional[int] = typer.Option(COMPARE_TOP, "--top", help="Classes shown in the summary table (0: all)."),
-    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
+    fmt: Format = FORMAT,
     rows_out: Optional[Path] = typer.Option(None, "--out", help="Write the per-image rows to this Parquet file."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DEBUG,
 ) -> None:
     """Two runs over the same images: changed top-1, peak shift and box IoU, classes that changed most."""
-    _choice(fmt, FORMATS, "--format")
     with _inspect_errors(debug):
         from .inspection.compare import compare_runs
         from .inspection.tables import emit
@@ -398,7 +399,7 @@ def compare(
         title = (
             f"cambatch compare · A {figures['model_a']} {figures['run_a']} → B {figures['model_b']} {figures['run_b']}"
         )
-        emit(result.classes.head(top) if top else result.classes, fmt, title=title, caption=caption, meta=figures)  # type: ignore[arg-type]
+        emit(result.classes.head(top) if top else result.classes, fmt, title=title, caption=caption, meta=figures)
         if rows_out is not None:
             err.print(f"cambatch: per-image rows: {rows_out}", markup=False)
 
@@ -412,12 +413,11 @@ def evaluate(
     thresholds: int = typer.Option(
         DEFAULT_THRESHOLDS, "--thresholds", min=2, help="CAM thresholds swept: 0, 1/N, ..., 1 - 1/N."
     ),
-    fmt: str = typer.Option(FORMATS[0], "--format", help=f"One of: {', '.join(FORMATS)} (csv and json for scripts)."),
+    fmt: Format = FORMAT,
     rows_out: Optional[Path] = typer.Option(None, "--out", help="Write the per-row columns to this Parquet file."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DEBUG,
 ) -> None:
     """The run's maps against ground truth: MaxBoxAcc, MaxBoxAccV2, GT-known/top-1 loc, pointing, energy."""
-    _choice(fmt, FORMATS, "--format")
     with _inspect_errors(debug):
         import pandas as pd
 
@@ -437,23 +437,20 @@ def evaluate(
             caption += f" · {m['label_not_explained']:,} label classes not explained (count as misses; --explain-label)"
         if fmt == "table":
             figures = pd.DataFrame({"value": pd.Series(m, dtype=object)}).rename_axis("metric")
-            emit(figures, fmt, title=f"cambatch evaluate · {out}", caption=caption)  # type: ignore[arg-type]
-        emit(result.per_class, fmt, title="per class", meta=m)  # type: ignore[arg-type]
+            emit(figures, fmt, title=f"cambatch evaluate · {out}", caption=caption)
+        emit(result.per_class, fmt, title="per class", meta=m)
 
 
 @app.command()
 def gallery(
     out: Path = typer.Argument(..., help="A run's output folder."),
-    group_by: Optional[str] = typer.Option(
-        None, "--group-by", help=f"{' or '.join(GROUP_BY)} (default: label when the run has labels)."
-    ),
+    group_by: Optional[GroupBy] = typer.Option(None, "--group-by", help=f"Cards grouped by {GROUPING}"),
     page_size: int = typer.Option(
         DEFAULT_PAGE_SIZE, "--page-size", help=f"Cards per page: {', '.join(map(str, PAGE_SIZES))}."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DEBUG,
 ) -> None:
     """Build a static HTML gallery of the run in OUT/gallery/index.html (opens from disk, no server)."""
-    _choice(group_by, GROUP_BY, "--group-by")
     _build_gallery(out, group_by, page_size, debug)
 
 
@@ -465,10 +462,8 @@ def overlays(
         None, "--where", help="A pandas query over the report's columns, e.g. 'rank == 1 and probability > 0.5'."
     ),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N selected images (by path)."),
-    colormap: Optional[str] = typer.Option(
-        None, "--colormap", help="jet, turbo, viridis or inferno (default: the run's)."
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    colormap: Optional[str] = typer.Option(None, "--colormap", help=f"{', '.join(COLORMAPS)} (default: the run's)."),
+    debug: bool = DEBUG,
 ) -> None:
     """Render the overlays of any subset of a run later, from the report's maps, as `cambatch run` writes them."""
     with _inspect_errors(debug):
@@ -486,7 +481,7 @@ def _build_gallery(out: Path, group_by: Optional[str], page_size: int, debug: bo
     with _inspect_errors(debug):
         from .inspection.gallery import build_gallery
 
-        made = build_gallery(out, group_by=group_by, page_size=page_size)  # type: ignore[arg-type]
+        made = build_gallery(out, group_by=group_by, page_size=page_size)
     err.print(
         f"cambatch: gallery of {made.images:,} images ({made.errors:,} errors) in {made.seconds:.1f}s; "
         f"{made.thumbnails_written:,} thumbnails made, {made.thumbnails_fresh:,} reused",

@@ -20,12 +20,10 @@ from typing import Any
 
 from .errors import UsageError
 from .methods.registry import METHOD_CHOICES
-from .model.catalog import ACTIVATIONS, DEFAULT_MODEL
+from .model.catalog import ACTIVATIONS, DEFAULT_MODEL, PRECISIONS
 from .render.colormaps import COLORMAPS
 from .sources.remote import is_url
 
-# `--precision` choices and the torch dtype each one autocasts to (None: plain float32).
-PRECISIONS: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 GPU_DECODE_MODES = ("auto", "on", "off")
 ENGINES = ("plain", "ray")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

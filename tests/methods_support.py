@@ -11,7 +11,33 @@ from conftest import SAMPLES
 from PIL import Image
 from torch import nn
 
+from cambatch.config import RunConfig
+from cambatch.model.accel import Execution
 from cambatch.model.build import CamModel
+from cambatch.model.catalog import ACTIVATIONS
+
+
+def run_config(**options) -> RunConfig:
+    """A `RunConfig` with the declared defaults but for `options` (its INPUT and OUT are never used)."""
+    return RunConfig.create(["unused"], "unused", **options)
+
+
+def cpu_execution(precision: str = "fp32", *, compile: bool = False) -> Execution:
+    return Execution(device_type="cpu", precision=precision, compile=compile)
+
+
+def bind(name: str, model: CamModel, *, layer=None, scorecam_batch=None, execution=None, activation=ACTIVATIONS[0]):
+    """`build_method` with the run's defaults for what a test leaves out (fp32 on the CPU, softmax)."""
+    from cambatch.methods.registry import build_method
+
+    return build_method(
+        name,
+        model,
+        layer=layer,
+        scorecam_batch=scorecam_batch,
+        execution=execution or cpu_execution(),
+        activation=activation,
+    )
 
 
 def sample_batch(model: CamModel, names=None) -> torch.Tensor:
@@ -69,3 +95,26 @@ def tiny_model(seed: int = 0, negative_head: bool = False) -> CamModel:
         weights="none",
         weights_sha256=None,
     )
+
+
+def cams_of(model: CamModel, images, topk: int, classes=None, extra=None, *, execution=None, activation=ACTIVATIONS[0]):
+    """`class_activation_maps` with the run's defaults for what a test leaves out."""
+    from cambatch.methods.cam import class_activation_maps
+
+    return class_activation_maps(
+        model, images, topk, classes, extra, execution=execution or cpu_execution(), activation=activation
+    )
+
+
+def faithfulness_of(network, images, cams, *, execution=None, activation=ACTIVATIONS[0]):
+    """`faithfulness_scores` with the run's defaults for what a test leaves out."""
+    from cambatch.methods.faithfulness import faithfulness_scores
+
+    return faithfulness_scores(network, images, cams, execution=execution or cpu_execution(), activation=activation)
+
+
+def engine_for(model: CamModel, *, classes=None, **options):
+    """A CPU `CamEngine` for `model` built as a run with `options` builds it (`classes`: indices, or the top-k)."""
+    from cambatch.runner.engine import build_engine
+
+    return build_engine(model, torch.device("cpu"), run_config(**options), classes=classes)

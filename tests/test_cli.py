@@ -92,6 +92,26 @@ def test_version_and_help_do_not_need_torch():
     assert invoke("--help").exit_code == 0
 
 
+
+def test_every_option_help_is_shown_as_declared_brackets_included(monkeypatch):
+    """typer renders help as rich markup: an unescaped `[ray]` would vanish from `--help`."""
+    import click
+    import typer.main
+    import typer.rich_utils
+
+    from cambatch.config import option_fields, spec_of
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 4000)  # one line per option: its help unwrapped
+    shown = " ".join(runner.invoke(app, ["run", "--help"], terminal_width=4000).output.split())
+    for name, (_, f) in option_fields().items():
+        assert " ".join(spec_of(f).help.split()) in shown, name
+    assert "pip install 'cambatch[ray]'" in shown
+    for command_name, command in typer.main.get_command(app).commands.items():
+        shown = " ".join(runner.invoke(app, [command_name, "--help"], terminal_width=4000).output.split())
+        for param in command.params:
+            if isinstance(param, click.Option) and param.help:
+                assert " ".join(click.unstyle(param.help).replace("\\[", "[").split()) in shown, param.name
+
 @pytest.mark.parametrize(
     "args, message",
     [

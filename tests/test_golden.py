@@ -19,12 +19,11 @@ import pytest
 import torch
 from conftest import SAMPLES
 from golden_support import GOLDEN, overlay_prints, thumbs
+from methods_support import cams_of, engine_for
 
 import cambatch
 from cambatch.data.inputs import Preprocess
 from cambatch.data.preprocess import ImageFiles, collate
-from cambatch.methods.cam import class_activation_maps
-from cambatch.runner.engine import build_engine
 from cambatch.sources.discover import discover
 
 KEY = ["path", "rank"]
@@ -70,7 +69,7 @@ def test_load_map_reads_the_map_the_run_computed_from_the_report_alone(sample_ru
     prep = Preprocess(image_size=default_model.input_size, overlays=True, max_side=1024)  # the run's defaults
     files = ImageFiles(sources, prep)
     batch = collate([files[i] for i in range(len(sources))])
-    computed = build_engine(default_model, torch.device("cpu"), topk=3, want_display=False)(batch.pixels)
+    computed = engine_for(default_model, topk=3, overlays=False)(batch.pixels)
     for i, sample in enumerate(batch.samples):
         path = sources[sample.index].rel
         for k, class_index in enumerate(computed.class_index[i]):
@@ -81,7 +80,7 @@ def test_load_map_reads_the_map_the_run_computed_from_the_report_alone(sample_ru
     # ... and those maps are CAM's: the model's own logit is the map's mean plus the bias.
     with torch.inference_mode():
         normalized = (batch.pixels.float() / 255 - 0.5) / 0.5  # EfficientNet-Lite0's mean and std
-        cams = class_activation_maps(default_model, normalized, 3)
+        cams = cams_of(default_model, normalized, 3)
     row = raw[(raw.path == sources[batch.samples[0].index].rel) & (raw["rank"] == 1)].iloc[0]
     kept = cambatch.load_map(result.out, row.path, row.class_index)
     bias = float(default_model.head.bias.detach()[row.class_index])

@@ -17,12 +17,12 @@ from contextlib import nullcontext
 
 import pytest
 import torch
+from methods_support import bind, cpu_execution, faithfulness_of
 from torch import Tensor, nn
 
 from cambatch.errors import UsageError
-from cambatch.methods.faithfulness import faithfulness_scores
 from cambatch.methods.layers import TokenGrid, token_grid
-from cambatch.methods.registry import METHODS, build_method, method_class
+from cambatch.methods.registry import METHODS, method_class
 from cambatch.model.accel import Execution
 from cambatch.model.build import CamModel, _check_cam_head, _split
 
@@ -185,7 +185,7 @@ def images(seed: int = 1, batch: int = BATCH) -> Tensor:
 
 
 def build(name: str, model: CamModel, execution: Execution | None = None, layer: str | None = None):
-    return build_method(name, model, layer=layer, scorecam_batch=SCORECAM_BATCH, execution=execution)
+    return bind(name, model, layer=layer, scorecam_batch=SCORECAM_BATCH, execution=execution)
 
 
 def faults(model: CamModel) -> tuple[str, Fault, Fault]:
@@ -377,7 +377,7 @@ def test_network_left_as_found(name, kind, grad_context, precision):
     user_state(model)
     with GRAD_CONTEXTS[grad_context]():
         before = snapshot(model)
-        method = build(name, model, Execution("cpu", precision))  # finding the layer probes the network too
+        method = build(name, model, cpu_execution(precision))  # finding the layer probes the network too
         assert_as_before(model, before)
         out = method(images(), 2)
         assert_as_before(model, before)
@@ -397,7 +397,7 @@ def test_every_pass_runs_in_eval_mode(name, kind):
     try:
         method = build(name, model)
         out = method(x, 2)
-        faithfulness_scores(model.network, x, out, execution=method.execution)
+        faithfulness_of(model.network, x, out, execution=method.execution)
     finally:
         for handle in handles:
             handle.remove()
@@ -413,7 +413,7 @@ def test_network_left_as_found_when_the_call_raises(name, kind, precision):
     model = make_model(kind)
     user_state(model)
     early_name, early, late = faults(model)
-    execution = Execution("cpu", precision)
+    execution = cpu_execution(precision)
     x = images()
     method = build(name, model, execution)
     early.calls, late.backward_calls = 0, 0
@@ -481,12 +481,12 @@ class PassRecorder:
 @pytest.mark.parametrize(("name", "kind"), PAIRS, ids=PAIR_IDS)
 def test_bf16_runs_every_forward_pass_under_autocast(name, kind):
     model, x = make_model(kind), images()
-    method = build(name, model, Execution("cpu", "bf16"))
+    method = build(name, model, cpu_execution("bf16"))
     # cam's head is applied to the pooled float32 features outside autocast, by design (exact identity).
     recorder = PassRecorder(model, skip=(model.head,) if name == "cam" else ())
     try:
         out = method(x, 2, None)
-        scores = faithfulness_scores(model.network, x, out, execution=method.execution)
+        scores = faithfulness_of(model.network, x, out, execution=method.execution)
     finally:
         recorder.remove()
     assert recorder.layers, "no conv or linear ran"
@@ -510,7 +510,7 @@ def test_bf16_runs_every_forward_pass_under_autocast(name, kind):
 def test_fp32_runs_no_pass_under_autocast():
     model = make_model("cnn")
     for name in METHODS:
-        method = build(name, model, Execution("cpu", "fp32"))
+        method = build(name, model, cpu_execution("fp32"))
         recorder = PassRecorder(model)
         try:
             method(images(), 2)
@@ -563,11 +563,11 @@ def test_methods_that_hook_every_pass_refuse_compile(name, kind, fake_compile):
     model = make_model(kind)
     before = hook_state(model.network)
     with pytest.raises(UsageError, match=rf"compile \(--compile\) does not apply to {name}: ") as refused:
-        build(name, model, Execution("cpu", "fp32", compile=True))
+        build(name, model, cpu_execution(compile=True))
     assert method_class(name).compile_refusal in str(refused.value)
     assert "\n" not in str(refused.value)
     assert not fake_compile and hook_state(model.network) == before
-    build(name, model, Execution("cpu", "bf16"))  # without compile it builds
+    build(name, model, cpu_execution("bf16"))  # without compile it builds
 
 
 class NetworkCalls:
@@ -585,7 +585,7 @@ class NetworkCalls:
 def test_compiled_passes_go_through_the_compiled_module(name, kind, fake_compile):
     model, x = make_model(kind), images()
     eager = build(name, model)(x, 2)
-    method = build(name, model, Execution("cpu", "fp32", compile=True))
+    method = build(name, model, cpu_execution(compile=True))
     assert not fake_compile  # compiled on first use, not when built
     calls = NetworkCalls(model.network)
     try:
@@ -637,12 +637,12 @@ def varying_channels(method, x: Tensor) -> int:
 def test_faithfulness_passes_go_through_the_compiled_module(kind, fake_compile):
     model, x = make_model(kind), images()
     cams = build("gradcam", model)(x, 2)
-    eager = faithfulness_scores(model.network, x, cams)
+    eager = faithfulness_of(model.network, x, cams)
     assert not fake_compile
     calls = NetworkCalls(model.network)
     recorder = PassRecorder(model)
     try:
-        compiled = faithfulness_scores(model.network, x, cams, execution=Execution("cpu", "bf16", compile=True))
+        compiled = faithfulness_of(model.network, x, cams, execution=cpu_execution("bf16", compile=True))
     finally:
         calls.handle.remove()
         recorder.remove()
@@ -660,5 +660,5 @@ def test_compile_refusal_is_checked_before_any_work(fake_compile):
         refusal = method_class(name).compile_refusal
         context = pytest.raises(UsageError, match=name) if refusal else nullcontext()
         with context:
-            build(name, model, Execution("cpu", "fp32", compile=True))
+            build(name, model, cpu_execution(compile=True))
     assert not fake_compile

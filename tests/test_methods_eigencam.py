@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from methods_support import tiny_model
-
-from cambatch.methods import build_method
+from methods_support import bind, tiny_model
 
 
 def svd_projection(activations: torch.Tensor) -> torch.Tensor:
@@ -25,7 +23,7 @@ def svd_projection(activations: torch.Tensor) -> torch.Tensor:
 def test_eigencam_is_the_sign_fixed_first_principal_component(size):
     model = tiny_model(seed=13)
     images = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(6))
-    maps = build_method("eigencam", model)(images, 3).maps
+    maps = bind("eigencam", model)(images, 3).maps
     with torch.no_grad():
         expected = svd_projection(model.network.body(images))
     torch.testing.assert_close(maps[:, 0], expected, atol=1e-4, rtol=1e-3)
@@ -36,7 +34,7 @@ def test_eigencam_is_the_sign_fixed_first_principal_component(size):
 def test_eigencam_is_class_agnostic_but_reports_each_class():
     model = tiny_model(seed=13)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    cams = build_method("eigencam", model)(images, 3)
+    cams = bind("eigencam", model)(images, 3)
     assert torch.equal(cams.maps[:, 0], cams.maps[:, 1]) and torch.equal(cams.maps[:, 0], cams.maps[:, 2])
     assert cams.rank.tolist() == [[1, 2, 3]] * 2 and cams.class_index.shape == (2, 3)
-    assert not type(build_method("eigencam", model)).class_specific
+    assert not type(bind("eigencam", model)).class_specific

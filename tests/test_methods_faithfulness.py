@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from methods_support import tiny_model
+from methods_support import bind, faithfulness_of, tiny_model
 
-from cambatch.methods import FaithfulnessTally, build_method, faithfulness_scores
+from cambatch.methods import FaithfulnessTally
 
 
 def test_faithfulness_scores_follow_their_definition():
     model = tiny_model(seed=7)
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-    cams = build_method("gradcam", model)(images, 2)
-    columns = faithfulness_scores(model.network, images, cams)
+    cams = bind("gradcam", model)(images, 2)
+    columns = faithfulness_of(model.network, images, cams)
     scores = torch.stack(
         [columns["masked_probability"], columns["confidence_drop"], columns["confidence_increase"].float()], 2
     )
@@ -54,8 +54,8 @@ def test_faithfulness_leaves_the_network_as_it_was():
     model = tiny_model(seed=7)
     model.network.train()
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-    cams = build_method("cam", model)(images, 2)
-    faithfulness_scores(model.network, images, cams)
+    cams = bind("cam", model)(images, 2)
+    faithfulness_of(model.network, images, cams)
     assert all(m.training for m in model.network.modules())
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from methods_support import sample_batch
+from methods_support import bind, sample_batch
 
-from cambatch.methods import build_method
 from cambatch.methods.registry import method_class
 
 GRADIENT = ("gradcam", "gradcampp", "xgradcam", "layercam")
@@ -16,8 +15,8 @@ GRADIENT = ("gradcam", "gradcampp", "xgradcam", "layercam")
 def test_gradcam_is_relu_cam_up_to_a_positive_scale_on_a_gap_linear_model(which, default_model, resnet18):
     model = default_model if which == "default" else resnet18
     images = sample_batch(model, {"chelsea.png", "coffee.png", "rocket.jpg"})
-    cam = build_method("cam", model)(images, 3)
-    grad = build_method("gradcam", model)(images, 3)
+    cam = bind("cam", model)(images, 3)
+    grad = bind("gradcam", model)(images, 3)
     assert torch.equal(cam.class_index, grad.class_index)
     h, w = cam.maps.shape[-2:]
     # d logit_c / dA = w_c / (h w) at every position, so Grad-CAM = CAM / (h w), and so are their ReLUs.
@@ -52,7 +51,7 @@ def test_gradient_method_formulas_on_known_activations_and_gradients():
 
 
 def test_gradient_methods_work_even_when_called_under_inference_mode(resnet18, resnet_images):
-    explain = build_method("gradcam", resnet18)
+    explain = bind("gradcam", resnet18)
     expected = explain(resnet_images[:2], 2).maps
     with torch.inference_mode():
         images = resnet_images[:2].clone()
@@ -63,6 +62,6 @@ def test_gradient_methods_work_even_when_called_under_inference_mode(resnet18, r
 def test_vit_gradient_methods_give_patch_grid_maps(vit):
     images = sample_batch(vit, {"chelsea.png", "astronaut.png"})
     for method in GRADIENT:
-        maps = build_method(method, vit)(images, 2).maps
+        maps = bind(method, vit)(images, 2).maps
         assert maps.shape == (2, 2, 14, 14) and torch.isfinite(maps).all()
         assert (maps.flatten(2).abs().amax(2) > 0).all(), method  # after the last attention they would be 0

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from methods_support import TinyNet, tiny_model
+from methods_support import TinyNet, bind, tiny_model
 from torch import nn
 
 from cambatch.errors import UsageError
-from cambatch.methods import METHODS, build_method
-from cambatch.methods.hooks import ActivationTap, forward_with_tap, network_as_is
-from cambatch.methods.layers import TargetLayer
+from cambatch.methods import METHODS
+from cambatch.methods.hooks import ActivationTap, TargetLayer, forward_with_tap, network_as_is
 
 ALL = tuple(METHODS)  # cam, gradcam, gradcampp, xgradcam, layercam, scorecam, eigencam
 
@@ -40,7 +39,7 @@ def test_hooks_are_removed_and_the_model_left_as_it_was_even_on_error(method):
     model.network.train()  # a user's model in training mode stays in training mode
     model.network.body[0].weight.requires_grad_(False)  # and a frozen layer stays frozen
     before = _snapshot(model.network)
-    explain = build_method(method, model)
+    explain = bind(method, model)
     explain(torch.randn(3, 3, 32, 32), 2)
     _assert_as_before(model.network, before)
     with pytest.raises(RuntimeError):

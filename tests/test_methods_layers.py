@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from methods_support import TinyNet
+from methods_support import TinyNet, bind
 from torch import nn
 
 from cambatch.errors import UsageError
-from cambatch.methods import TokenGrid, build_method, locate_layer
+from cambatch.methods import TokenGrid, locate_layer
 from cambatch.methods.layers import has_grid, probe_layers, token_grid
 from cambatch.model.build import load_model
 
@@ -23,27 +23,27 @@ def test_a_failing_layer_search_leaves_no_hook():
 def test_target_layers_found_automatically(default_model, resnet18, vit):
     torch.manual_seed(0)
     mobilenet = load_model("mobilenet_v3_small", "none", require_cam_head=False)
-    assert build_method("gradcam", default_model).layer == "bn2"
-    assert build_method("gradcam", resnet18).layer == "layer4"
-    assert build_method("gradcam", mobilenet).layer == "features"
-    vit_method = build_method("gradcam", vit)
+    assert bind("gradcam", default_model).layer == "bn2"
+    assert bind("gradcam", resnet18).layer == "layer4"
+    assert bind("gradcam", mobilenet).layer == "features"
+    vit_method = bind("gradcam", vit)
     assert vit_method.layer == "blocks.11.norm1"
     assert vit_method.target.tokens == TokenGrid(prefix=1, height=14, width=14)
-    assert build_method("cam", default_model).layer == "forward_features"
-    assert build_method("cam", resnet18).layer == "layer4"
+    assert bind("cam", default_model).layer == "forward_features"
+    assert bind("cam", resnet18).layer == "layer4"
 
 
 def test_layer_override_and_wrong_names(resnet18, resnet_images):
-    explain = build_method("gradcam", resnet18, layer="layer3")
+    explain = bind("gradcam", resnet18, layer="layer3")
     assert explain(resnet_images[:1], 1).maps.shape == (1, 1, 14, 14)
     with pytest.raises(UsageError) as wrong:
-        build_method("gradcam", resnet18, layer="layer5")
+        bind("gradcam", resnet18, layer="layer5")
     message = str(wrong.value)
     assert "unknown layer 'layer5'" in message and "did you mean" in message and "layer4 [512, 7, 7]" in message
     with pytest.raises(UsageError, match=r"layer 'fc' outputs shape \(1, 1000\): no spatial grid"):
-        build_method("gradcam", resnet18, layer="fc")
+        bind("gradcam", resnet18, layer="fc")
     with pytest.raises(UsageError, match="is for the other methods"):
-        build_method("cam", resnet18, layer="layer4")
+        bind("cam", resnet18, layer="layer4")
 
 
 def test_token_grid_drops_prefix_tokens_and_keeps_row_major_patch_order():

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from methods_support import tiny_model
+from methods_support import engine_for, tiny_model
 
 from cambatch.methods import METHODS
 from cambatch.methods.normalize import display_maps, unit_maps
-from cambatch.runner.engine import build_engine
 
 ALL = tuple(METHODS)  # cam, gradcam, gradcampp, xgradcam, layercam, scorecam, eigencam
 
@@ -17,7 +16,7 @@ ALL = tuple(METHODS)  # cam, gradcam, gradcampp, xgradcam, layercam, scorecam, e
 @pytest.mark.parametrize("method", ALL)
 def test_all_negative_maps_give_zeros_never_nan(method):
     model = tiny_model(negative_head=True)
-    engine = build_engine(model, torch.device("cpu"), topk=3, method=method, faithfulness=True)
+    engine = engine_for(model, topk=3, method=method, faithfulness=True)
     pixels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     out = engine(pixels)
     assert np.isfinite(out.maps.astype(np.float32)).all()

@@ -14,9 +14,9 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from methods_support import bind
 from test_methods import sample_batch, tiny_model
 
-from cambatch.methods import build_method
 from cambatch.model.build import load_model
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
@@ -59,7 +59,7 @@ def case(request, default_model):
 
 def test_cam_equals_torchcam_cam(case):
     which, model, images = case
-    ours = build_method("cam", model)(images, TOPK)
+    ours = bind("cam", model)(images, TOPK)
     layer, fc = LAYERS[which]
     with torchcam_methods.CAM(model.network, layer, fc) as extractor:
         with torch.inference_mode():
@@ -76,7 +76,7 @@ def test_cam_equals_torchcam_cam(case):
 @pytest.mark.parametrize("method", REFERENCE)
 def test_gradient_methods_equal_pytorch_grad_cam(case, method):
     which, model, images = case
-    explain = build_method(method, model)
+    explain = bind(method, model)
     assert explain.layer == LAYERS[which][0]  # found automatically: the layer the references are given
     ours = explain(images, TOPK)
     target = dict(model.network.named_modules())[explain.layer]
@@ -104,7 +104,7 @@ def vit_case():
 
 def test_vit_gradcam_equals_pytorch_grad_cam_with_its_reshape_transform(vit_case):
     vit, images = vit_case
-    explain = build_method("gradcam", vit)
+    explain = bind("gradcam", vit)
     ours = explain(images, 1)
     target = vit.network.blocks[-1].norm1
     with pytorch_grad_cam.GradCAM(vit.network, [target], reshape_transform=reshape_transform) as reference:
@@ -120,7 +120,7 @@ def test_vit_gradcam_equals_pytorch_grad_cam_with_its_reshape_transform(vit_case
 def test_scorecam_equals_torchcam_scorecam():
     model = tiny_model(seed=11)
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    ours = build_method("scorecam", model, scorecam_batch=10)(images, TOPK)
+    ours = bind("scorecam", model, scorecam_batch=10)(images, TOPK)
     with torchcam_methods.ScoreCAM(model.network, "body", batch_size=10, input_shape=(3, 32, 32)) as extractor:
         with torch.inference_mode():
             model.network(images)
@@ -133,7 +133,7 @@ def test_scorecam_equals_torchcam_scorecam():
 
 def test_eigencam_is_pytorch_grad_cams_sign_corrected_projection(case):
     which, model, images = case
-    explain = build_method("eigencam", model)
+    explain = bind("eigencam", model)
     ours = explain(images[:4], TOPK)
     captured = {}
     hook = explain.target.module.register_forward_hook(lambda m, i, o: captured.update(a=o.detach()))
@@ -152,7 +152,7 @@ def test_eigencam_is_pytorch_grad_cams_sign_corrected_projection(case):
 def test_eigencam_both_gram_forms_equal_pytorch_grad_cams_svd(size):
     model = tiny_model(seed=13)
     images = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(6))
-    ours = build_method("eigencam", model, layer="body")(images, 1).maps[:, 0]
+    ours = bind("eigencam", model, layer="body")(images, 1).maps[:, 0]
     with torch.inference_mode():
         activations = model.network.body(images)
     theirs = torch.from_numpy(get_2d_projection_with_sign_correction(activations.numpy()))
@@ -161,7 +161,7 @@ def test_eigencam_both_gram_forms_equal_pytorch_grad_cams_svd(size):
 
 def test_vit_eigencam_equals_the_sign_corrected_projection_of_the_patch_tokens(vit_case):
     vit, images = vit_case
-    explain = build_method("eigencam", vit)
+    explain = bind("eigencam", vit)
     ours = explain(images, 1).maps[:, 0]
     captured = {}
     hook = explain.target.module.register_forward_hook(lambda m, i, o: captured.update(a=o.detach()))
@@ -201,7 +201,7 @@ def channels_last_case(request):
 
 
 def _compare_with_pytorch_grad_cam(model, images, method, layer, target, reshape=None) -> None:
-    explain = build_method(method, model, layer=layer)
+    explain = bind(method, model, layer=layer)
     ours = explain(images, 1)
     with REFERENCE[method](model.network, [target], reshape_transform=reshape) as reference:
         theirs = torch.from_numpy(reference(images, [ClassifierOutputTarget(int(c)) for c in ours.class_index[:, 0]]))
@@ -216,7 +216,7 @@ def _compare_with_pytorch_grad_cam(model, images, method, layer, target, reshape
 @pytest.mark.parametrize("method", REFERENCE)
 def test_swin_and_convnext_gradient_methods_equal_pytorch_grad_cam(channels_last_case, method):
     name, model, images = channels_last_case
-    explain = build_method(method, model)
+    explain = bind(method, model)
     if "swin" in name:  # its final norm is [B, 7, 7, 768]: read as channels-last, never transposed
         assert (explain.layer, explain.target.layout) == ("norm", "channels_last")
         reshape = lambda t: t.permute(0, 3, 1, 2)  # noqa: E731 - what the layout means, spelled out
@@ -229,14 +229,14 @@ def test_swin_and_convnext_gradient_methods_equal_pytorch_grad_cam(channels_last
 def test_swin_gradcam_on_block_tokens_equals_pytorch_grad_cam_with_its_documented_reshape():
     _, model, images = timm_case(SWIN)
     target = model.network.layers[-1].blocks[-1].norm2  # the target layer pytorch-grad-cam's Swin example uses
-    explain = build_method("gradcam", model, layer="layers.3.blocks.1.norm2")
+    explain = bind("gradcam", model, layer="layers.3.blocks.1.norm2")
     assert explain.target.layout == "tokens" and explain.target.module is target
     _compare_with_pytorch_grad_cam(model, images, "gradcam", "layers.3.blocks.1.norm2", target, swin_reshape_transform)
 
 
 def test_auto_picks_cam_for_swin_and_gradcam_for_convnext(channels_last_case):
     name, model, images = channels_last_case
-    explain = build_method("auto", model)
+    explain = bind("auto", model)
     maps = explain(images, 2)
     assert maps.maps.shape == (2, 2, 7, 7) and torch.isfinite(maps.maps).all()
     if "swin" in name:  # pool -> linear after a per-token norm: CAM's identity holds on the channels-last map

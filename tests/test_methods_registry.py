@@ -7,10 +7,9 @@ import sys
 
 import pytest
 import torch
-from methods_support import tiny_model
+from methods_support import bind, cpu_execution, tiny_model
 
 from cambatch.errors import UsageError
-from cambatch.methods import build_method
 from cambatch.methods.base import CamMethod
 from cambatch.methods.registry import METHOD_CHOICES, METHODS, method_class, resolve_method_name
 from cambatch.model.accel import Execution
@@ -26,15 +25,15 @@ def test_cam_refusal_stays_and_auto_falls_back_to_gradcam(resnet18, vit):
     mobilenet = load_model("mobilenet_v3_small", "none", require_cam_head=False)
     assert mobilenet.head is None and len(mobilenet.class_names) == 1000
     with pytest.raises(UsageError, match="CAM needs a global-average-pool -> linear head"):
-        build_method("cam", mobilenet)
+        bind("cam", mobilenet)
     with pytest.raises(UsageError, match="features are not a spatial map"):
-        build_method("cam", vit)
-    assert build_method("auto", mobilenet).name == "gradcam"
-    assert build_method("auto", vit).name == "gradcam"
-    assert build_method("auto", resnet18).name == "cam"
-    assert build_method("auto", resnet18, layer="layer3").name == "gradcam"
+        bind("cam", vit)
+    assert bind("auto", mobilenet).name == "gradcam"
+    assert bind("auto", vit).name == "gradcam"
+    assert bind("auto", resnet18).name == "cam"
+    assert bind("auto", resnet18, layer="layer3").name == "gradcam"
     with pytest.raises(KeyError, match="gradcam\\+\\+"):  # RunConfig refuses it with the choices (test_config)
-        build_method("gradcam++", resnet18)
+        bind("gradcam++", resnet18)
 
 
 def test_every_registered_name_is_its_class_name():
@@ -56,20 +55,31 @@ def test_auto_resolves_without_building_anything():
 
 def test_scorecam_batch_defaults_by_device_and_the_option_wins():
     model = tiny_model()
-    assert build_method("scorecam", model).batch_size == 32
-    assert build_method("scorecam", model, execution=Execution("cuda")).batch_size == 256
-    assert build_method("scorecam", model, scorecam_batch=3, execution=Execution("cuda")).batch_size == 3
+    assert bind("scorecam", model).batch_size == 32
+    assert (
+        bind("scorecam", model, execution=Execution(device_type="cuda", precision="fp32", compile=False)).batch_size
+        == 256
+    )
+    assert (
+        bind(
+            "scorecam",
+            model,
+            scorecam_batch=3,
+            execution=Execution(device_type="cuda", precision="fp32", compile=False),
+        ).batch_size
+        == 3
+    )
 
 
 def test_the_method_gets_the_execution_and_the_layer():
     model = tiny_model()
-    execution = Execution("cpu", "bf16")
-    method = build_method("xgradcam", model, layer="body.2", execution=execution)
+    execution = cpu_execution("bf16")
+    method = bind("xgradcam", model, layer="body.2", execution=execution)
     assert method.execution is execution and method.layer == "body.2" and method.network is model.network
-    assert build_method("cam", model).execution.dtype is None  # default: fp32, eager
+    assert bind("cam", model).execution.dtype is None  # default: fp32, eager
     with pytest.raises(UsageError, match="layer \\(--layer\\) is for the other methods"):
-        build_method("cam", model, layer="body")
-    assert isinstance(build_method("eigencam", model)(torch.randn(1, 3, 32, 32), 2).maps, torch.Tensor)
+        bind("cam", model, layer="body")
+    assert isinstance(bind("eigencam", model)(torch.randn(1, 3, 32, 32), 2).maps, torch.Tensor)
 
 
 def test_the_registry_loads_without_torch():

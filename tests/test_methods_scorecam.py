@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from methods_support import tiny_model
-
-from cambatch.methods import build_method
+from methods_support import bind, tiny_model
 
 
 def with_constant_channels(seed: int):
@@ -42,7 +40,7 @@ def naive_scorecam(model, images: torch.Tensor, class_index: torch.Tensor) -> to
 def test_scorecam_follows_its_definition(batch_size):
     model = with_constant_channels(seed=11)
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    cams = build_method("scorecam", model, scorecam_batch=batch_size)(images, 2)
+    cams = bind("scorecam", model, scorecam_batch=batch_size)(images, 2)
     assert cams.maps.shape == (3, 2, 16, 16)
     torch.testing.assert_close(cams.maps, naive_scorecam(model, images, cams.class_index), atol=1e-5, rtol=1e-4)
 
@@ -54,7 +52,7 @@ def test_only_varying_channels_are_forwarded():
         activations = model.network.body(images)
     varying = int((activations.amax((2, 3)) > activations.amin((2, 3))).sum())
     assert varying <= 3 * 14  # channels 0 and 1 never vary
-    explain = build_method("scorecam", model, scorecam_batch=4)  # (its layer search runs one dummy pass)
+    explain = bind("scorecam", model, scorecam_batch=4)  # (its layer search runs one dummy pass)
     rows = []
     hook = model.network.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
     try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from methods_support import cams_of, cpu_execution
 from torch import nn
 
 from cambatch.errors import UsageError
-from cambatch.methods.cam import class_activation_maps
-from cambatch.model.accel import Execution, check_precision, prepare_network
+from cambatch.model.accel import check_precision, prepare_network
 from cambatch.model.build import load_model
 
 CPU = torch.device("cpu")
@@ -30,9 +30,9 @@ def test_precision_checks():
 def test_channels_last_keeps_the_cam_identity(small_model):
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        before = class_activation_maps(small_model, images, 3)
+        before = cams_of(small_model, images, 3)
         prepare_network(small_model.network, CPU)
-        after = class_activation_maps(small_model, images, 3)
+        after = cams_of(small_model, images, 3)
         bias = small_model.head.bias[after.class_index]
     assert small_model.network.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(before.class_index, after.class_index)
@@ -45,8 +45,8 @@ def test_bf16_autocast_hands_float32_features_to_the_head():
     model = load_model("resnet18", "none")
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        reference = class_activation_maps(model, images, 1)
-        fast = class_activation_maps(model, images, 1, execution=Execution("cpu", "bf16"))
+        reference = cams_of(model, images, 1)
+        fast = cams_of(model, images, 1, execution=cpu_execution("bf16"))
     assert fast.maps.dtype == torch.float32 and fast.logit.dtype == torch.float32
     scale = reference.maps.abs().max()
     assert (fast.maps - reference.maps).abs().max() < 0.1 * scale
@@ -68,10 +68,10 @@ def test_fp32_runs_without_autocast_and_bf16_under_it():
             seen["dtype"] = torch.get_autocast_dtype("cpu")
             return x
 
-    Execution("cpu", "fp32").forward(Probe(), torch.zeros(1))
+    cpu_execution("fp32").forward(Probe(), torch.zeros(1))
     assert seen["autocast"] is False
-    assert Execution().dtype is None and Execution().precision == "fp32"
-    execution = Execution("cpu", "bf16")
+    assert cpu_execution().dtype is None and cpu_execution().precision == "fp32"
+    execution = cpu_execution("bf16")
     execution.forward(Probe(), torch.zeros(1))
     assert seen == {"autocast": True, "dtype": torch.bfloat16} and execution.dtype is torch.bfloat16
     with execution.autocast():
@@ -88,12 +88,12 @@ def test_compile_compiles_each_module_once_and_runs_the_compiled_one(monkeypatch
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     a, b = nn.Identity(), nn.Identity()
-    execution = Execution("cpu", compile=True)
+    execution = cpu_execution(compile=True)
     assert execution.forward(a, torch.zeros(1)).item() == 100  # through the compiled graph
     execution.forward(a, torch.zeros(1))
     execution.forward(b, torch.zeros(1))
     assert compiled == [a, b]
-    assert Execution("cpu").forward(a, torch.zeros(1)).item() == 0 and compiled == [a, b]  # eager: never compiled
+    assert cpu_execution().forward(a, torch.zeros(1)).item() == 0 and compiled == [a, b]  # eager: never compiled
     assert repr(execution) == "Execution('cpu', precision='fp32', compile=True)"
 
 

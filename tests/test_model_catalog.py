@@ -10,11 +10,11 @@ import pytest
 import timm
 import torch
 import torchvision
+from methods_support import bind
 from rich.console import Console
 from typer.testing import CliRunner
 
 from cambatch.cli import app
-from cambatch.methods import build_method
 from cambatch.model.build import load_model
 from cambatch.model.catalog import FAMILIES, family_of, print_catalog, torchvision_models
 
@@ -54,7 +54,7 @@ def test_each_familys_claim_is_what_load_model_says_of_its_example(family):
         assert model.cam_refusal is None and model.head is not None
     else:
         assert model.cam_refusal is not None and family.evidence in model.cam_refusal, model.cam_refusal
-    assert build_method("gradcam", model).layer  # the gradient methods find a target layer in every family
+    assert bind("gradcam", model).layer  # the gradient methods find a target layer in every family
 
 
 def test_every_torchvision_model_belongs_to_one_family_and_every_timm_pattern_names_models():

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import SAMPLES
-from methods_support import normalized_batch, tiny_model
+from methods_support import cams_of, engine_for, normalized_batch, tiny_model
 from PIL import Image
 
 from cambatch.errors import UsageError
-from cambatch.methods.cam import class_activation_maps
 from cambatch.methods.statistics import map_statistics
 from cambatch.report.schema import FAITHFULNESS_NAMES, STAT_NAMES
-from cambatch.runner.engine import build_engine, resolve_device
+from cambatch.runner.engine import resolve_device
 
 
 def test_engine_normalizes_uint8_on_the_device_like_the_reference(default_model):
@@ -27,9 +26,9 @@ def test_engine_normalizes_uint8_on_the_device_like_the_reference(default_model)
             for n in names
         ]
     )
-    result = build_engine(default_model, torch.device("cpu"), topk=2)(pixels)
+    result = engine_for(default_model, topk=2)(pixels)
     with torch.inference_mode():
-        reference = class_activation_maps(default_model, normalized_batch(default_model, names), topk=2)
+        reference = cams_of(default_model, normalized_batch(default_model, names), topk=2)
     np.testing.assert_array_equal(result.class_index, reference.class_index.numpy())
     np.testing.assert_allclose(result.maps, reference.maps.numpy(), atol=2e-2, rtol=1e-2)
     assert set(STAT_NAMES) <= set(result.columns) and result.columns["cam_max"].shape == (2, 2)
@@ -45,19 +44,19 @@ def pixels(count: int = 3, side: int = 32, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["cam", "gradcam"])
 def test_sigmoid_engine_predicts_the_classes_at_or_above_the_threshold(method):
     model = tiny_model(seed=1)
-    engine = build_engine(model, torch.device("cpu"), method=method, topk=2, activation="sigmoid", threshold=0.5)
+    engine = engine_for(model, method=method, topk=2, activation="sigmoid", threshold=0.5)
     result = engine(pixels())
     mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
     with torch.inference_mode():
         logits = model.network((pixels().float() / 255 - mean) / std)
     np.testing.assert_array_equal(result.predicted, (logits.sigmoid() >= 0.5).numpy())
     np.testing.assert_allclose(result.columns["probability"], 1 / (1 + np.exp(-result.columns["logit"])), rtol=1e-5)
-    assert build_engine(model, torch.device("cpu"), topk=2)(pixels()).predicted is None  # softmax: no set
+    assert engine_for(model, topk=2)(pixels()).predicted is None  # softmax: no set
 
 
 def test_batch_result_holds_report_columns_raw_maps_and_display_maps():
     model = tiny_model(seed=1)
-    result = build_engine(model, torch.device("cpu"), topk=2)(pixels())
+    result = engine_for(model, topk=2)(pixels())
     assert set(result.columns) == {"class_index", "rank", "probability", "logit", *STAT_NAMES}
     assert all(value.shape == (3, 2) and isinstance(value, np.ndarray) for value in result.columns.values())
     assert result.maps.shape == (3, 2, 16, 16) and result.maps.dtype == np.float16
@@ -67,25 +66,25 @@ def test_batch_result_holds_report_columns_raw_maps_and_display_maps():
     # The statistics are those of the raw maps, before they were stored as float16.
     images = (pixels().float() - 0.5 * 255) / (0.25 * 255)
     with torch.inference_mode():
-        maps = class_activation_maps(model, images, 2).maps
+        maps = cams_of(model, images, 2).maps
     expected = map_statistics(maps.reshape(6, 16, 16))["cam_max"].reshape(3, 2).numpy()
     np.testing.assert_allclose(result.columns["cam_max"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_without_overlays_no_display_maps_and_chosen_classes_for_every_image():
-    engine = build_engine(tiny_model(seed=1), torch.device("cpu"), topk=3, classes=[4, 0], want_display=False)
+    engine = engine_for(tiny_model(seed=1), topk=3, classes=[4, 0], overlays=False)
     result = engine(pixels())
     assert result.display is None
     assert result.class_index.tolist() == [[4, 0]] * 3 and result.maps.shape[1] == 2
 
 
 def test_faithfulness_adds_its_columns_and_feeds_the_tally():
-    engine = build_engine(tiny_model(seed=1), torch.device("cpu"), topk=2, faithfulness=True)
+    engine = engine_for(tiny_model(seed=1), topk=2, faithfulness=True)
     engine(pixels(3))
     result = engine(pixels(2, seed=1))
     assert set(FAITHFULNESS_NAMES) <= set(result.columns) and result.columns["confidence_increase"].dtype == bool
     assert engine.tally.summary()["maps"] == 10 and engine.tally.top1_maps == 5
-    plain = build_engine(tiny_model(seed=1), torch.device("cpu"), topk=2)
+    plain = engine_for(tiny_model(seed=1), topk=2)
     plain(pixels())
     assert plain.tally.summary() is None and not set(FAITHFULNESS_NAMES) & set(plain(pixels()).columns)
 

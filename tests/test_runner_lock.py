@@ -13,8 +13,8 @@ from conftest import make_folder
 from typer.testing import CliRunner
 
 from cambatch.cli import app
-from cambatch.errors import CambatchError
-from cambatch.runner.lock import OutputLock, OutputLocked, is_held
+from cambatch.errors import CambatchError, OutputLocked
+from cambatch.runner.lock import OutputLock, is_held
 
 
 def test_a_second_run_on_a_locked_output_is_refused_with_exit_3(tmp_path):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import platform
 
 import pytest
-from rich.console import Console
 
 import cambatch
 from cambatch.errors import UsageError
@@ -17,7 +15,6 @@ from cambatch.runner.manifest import (
     live_shard_settings,
     live_status,
     mark_died,
-    print_runs,
     read_manifests,
     versions,
     write_manifest,
@@ -71,48 +68,11 @@ def test_values_json_cannot_hold_are_written_as_text(tmp_path):
     assert json.loads(path.read_text())["out"] == str(tmp_path)
 
 
-def test_print_runs_lists_each_run_and_counts_them(tmp_path):
-    layout = OutputLayout(tmp_path)
-    write_manifest(layout.manifest_path("20250101T000000Z-aaaaaa"), record("20250101T000000Z-aaaaaa", "2025-01-01"))
-    write_manifest(
-        layout.manifest_path("20250102T000000Z-bbbbbb"),
-        record("20250102T000000Z-bbbbbb", "2025-01-02", status="interrupted", images_per_s=None),
-    )
-    stream = io.StringIO()
-    assert print_runs(tmp_path, Console(file=stream, width=250)) == 2
-    text = stream.getvalue()
-    assert "20250101T000000Z-aaaaaa" in text and "20250102T000000Z-bbbbbb" in text
-    assert "interrupted" in text and "12.3" in text
-    assert print_runs(tmp_path / "none", Console(file=io.StringIO())) == 0
-
-
 def test_versions_name_python_and_the_packages():
     found = versions()
     assert found["python"] == platform.python_version()
     assert found["cambatch"] == cambatch.__version__
     assert found["torch"] and set(found) == {"python", "cambatch", "torch", "torchvision", "timm"}
-
-
-def test_off_a_terminal_every_cell_is_whole_and_csv_json_list_the_same(tmp_path):
-    layout = OutputLayout(tmp_path)
-    model = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k_with_a_very_long_name"
-    write_manifest(layout.manifest_path("20250101T000000Z-aaaaaa"), record("20250101T000000Z-aaaaaa", "2025-01-01"))
-    write_manifest(
-        layout.manifest_path("20250102T000000Z-bbbbbb"),
-        record("20250102T000000Z-bbbbbb", "2025-01-02", status="running", model=model),  # no process holds its lock
-    )
-    stream = io.StringIO()
-    print_runs(tmp_path, Console(file=stream, width=60))  # a pipe: no terminal to fit
-    text = stream.getvalue()
-    assert "…" not in text and model in text and "20250102T000000Z-bbbbbb" in text
-    assert "died" in text and "running" not in text  # its process is gone
-    stream = io.StringIO()
-    print_runs(tmp_path, Console(file=stream), "csv")
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("run,status,") and lines[2].startswith("20250102T000000Z-bbbbbb,died,")
-    stream = io.StringIO()
-    print_runs(tmp_path, Console(file=stream), "json")
-    assert [r["status"] for r in json.loads(stream.getvalue())] == ["completed", "died"]
 
 
 def test_a_running_run_whose_lock_is_held_stays_running_and_mark_died_marks_the_rest(tmp_path):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import cambatch
 from cambatch.cli import app
 from cambatch.methods.registry import METHODS
-from cambatch.runner import pipeline
+from cambatch.runner import job
 from cambatch.runner.engine import CamEngine
 
 FAST = {
@@ -48,7 +48,7 @@ def passes(monkeypatch) -> list[tuple[str, bool, torch.dtype]]:
     """
     seen: list[tuple[str, bool, torch.dtype]] = []
     in_batch = [False]
-    real_load, real_call = pipeline.load_model, CamEngine.__call__
+    real_load, real_call = job.load_model, CamEngine.__call__
 
     def load_model(*args, **kwargs):
         model = real_load(*args, **kwargs)
@@ -67,7 +67,7 @@ def passes(monkeypatch) -> list[tuple[str, bool, torch.dtype]]:
         finally:
             in_batch[0] = False
 
-    monkeypatch.setattr(pipeline, "load_model", load_model)
+    monkeypatch.setattr(job, "load_model", load_model)
     monkeypatch.setattr(CamEngine, "__call__", call)
     return seen
 

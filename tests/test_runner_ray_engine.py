@@ -31,7 +31,8 @@ from cambatch.config import RunConfig
 from cambatch.layout import OutputLayout
 from cambatch.report.parts import part_settings, published_parts
 from cambatch.runner.engine import CamEngine
-from cambatch.runner.pipeline import build_stages, image_writer, preprocess, run
+from cambatch.runner.job import build_stages, image_writer, preprocess
+from cambatch.runner.pipeline import run
 from cambatch.runner.ray_decode import decode_batch
 from cambatch.runner.ray_engine import CamActor
 from cambatch.sources.discover import discover
@@ -148,7 +149,7 @@ def test_an_actor_forwards_at_its_thread_count_on_any_calling_thread_and_publish
     stages = build_stages(config)
     layout = OutputLayout(tmp_path / "out")
     layout.root.mkdir()
-    writer = image_writer(config, stages, layout, "20261202T000000Z-abcdef")
+    writer = image_writer(config, stages, layout, "20261202T000000Z-abcdef", truth=None, several_roots=False)
     actors = [CamActor(config=config, settings={}, writer=writer, shard=parse_shard(config.source.shard).tag)]
     sources = discover([SAMPLES])[:2]
     columns = decode_batch(

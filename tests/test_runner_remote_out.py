@@ -21,10 +21,9 @@ from typer.testing import CliRunner
 import cambatch
 from cambatch.cli import app
 from cambatch.config import RunConfig
-from cambatch.errors import UsageError
+from cambatch.errors import OutputUnwritable, UsageError
 from cambatch.layout import OutputLayout
 from cambatch.report.schema import SCHEMA
-from cambatch.runner.failures import OutputUnwritable
 from cambatch.runner.pipeline import run
 from cambatch.runner.remote_out import STAGING_LOCK, STAGING_PREFIX, StagedOut, sweep
 

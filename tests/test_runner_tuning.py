@@ -16,11 +16,17 @@ from cambatch.runner.tuning import (
     background_priority,
     cpu_cores,
     cpu_workers,
-    plan,
     torch_threads,
 )
+from cambatch.runner.tuning import plan as tuning_plan
 
 CPU = torch.device("cpu")
+
+
+def plan(device, **given):
+    """`tuning.plan` with nothing given but `given` (a run without --threads, --workers, ...)."""
+    unset = {"overlays": True, "threads": None, "workers": None, "batch_size": None, "writer_threads": None}
+    return tuning_plan(device, **{**unset, **given})
 
 
 @pytest.mark.parametrize("cores", [1, 2, 4, 16, 64])

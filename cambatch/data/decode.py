@@ -41,13 +41,19 @@ def model_decode_size(width: int, height: int, *, image_size: int) -> tuple[int,
     return min(width, image_size), min(height, image_size)
 
 
+def overlay_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The overlay size of a `width` x `height` photo: its own, the longest side capped by `max_side` (0: no cap)."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def overlay_background(path: Path | bytes, decoded: Decoded, *, max_side: int) -> Image.Image:
     """The overlay background at overlay size, from the model's decode of `path` (a file, or the
     image's bytes as a source's reader fetched them); a JPEG decoded
     too small for it is decoded again, larger. `run`'s loader and `cambatch overlays` both draw on it.
     """
-    from ..render.overlay import overlay_size  # torch-free, as this module is
-
     target = overlay_size(decoded.width, decoded.height, max_side)
     image = decoded.image
     if image.width < target[0] or image.height < target[1]:

@@ -13,8 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UsageError
-from ..render.overlay import overlay_size
-from .decode import DecodeError, decode, model_decode_size, overlay_background
+from .decode import DecodeError, decode, model_decode_size, overlay_background, overlay_size
 
 # The resizes models' configs ask for (timm's `interpolation`, torchvision's weight transforms), as PIL filters.
 RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}

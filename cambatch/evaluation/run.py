@@ -18,13 +18,13 @@ from ..annotations.model import Annotations, Truth
 from ..annotations.orient import displayed_boxes, orientation
 from ..annotations.readers import load_annotations
 from ..errors import UsageError
-from ..inspection.options import DEFAULT_THRESHOLDS
 from ..report.reader import load_report, map_stack
 from ..report.schema import GROUND_TRUTH_NAMES, name_key
 from ..sources.remote import is_url
 from . import rows as per_row
 from .boxes import resize_boxes
 from .maps import EVAL_SIZE, score_maps
+from .options import DEFAULT_THRESHOLDS
 from .protocol import (
     CAM_PAPER_THRESHOLD,
     BoxSweep,

@@ -22,6 +22,7 @@ from markupsafe import Markup
 from ..layout import OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
 from ..report.reader import has_labels, load_report, per_image, report_columns, several_inputs
+from ..report.settings import summary_of
 from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
 from .shortcut_pictures import shortcut_pictures
 from .summarize import summarize
@@ -235,13 +236,7 @@ def _meta(df: pd.DataFrame, top: pd.DataFrame, labelled: bool, by_class) -> dict
     errors = int(df.loc[df["status"] == "error", "path"].nunique())
     run_ids = settings.get("run_ids") or [settings.get("run_id")]
     return {
-        "model": settings.get("model", "?"),
-        "method": settings.get("method", "cam"),
-        "weights": settings.get("weights"),
-        "topk": settings.get("topk"),
-        "input_size": settings.get("input_size"),
-        "device": settings.get("device"),
-        "version": settings.get("cambatch_version"),
+        **summary_of(settings),
         "run_id": run_ids[-1],
         "runs": len(run_ids),
         "created": _run_time(run_ids[-1]),

@@ -6,13 +6,15 @@ Plain Python (no pandas), so the CLI lists them in `--help` without loading the 
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+# Each choice is a `Literal` (the CLI takes it as the option's type, so click checks the choice) and its
+# values as a tuple.
 GroupBy = Literal["class", "label"]
-GROUP_BY = ("class", "label")
+GROUP_BY: tuple[str, ...] = get_args(GroupBy)
 Format = Literal["table", "csv", "json"]
-FORMATS = ("table", "csv", "json")
-SORT_KEYS = (
+FORMATS: tuple[str, ...] = get_args(Format)
+SortKey = Literal[
     "images",
     "mean_probability",
     "accuracy",
@@ -23,11 +25,11 @@ SORT_KEYS = (
     "energy_in_gt",
     "pointing_acc",
     "name",
-)
+]
+SORT_KEYS: tuple[str, ...] = get_args(SortKey)
 PAGE_SIZES = (30, 60, 120, 240)  # gallery cards per page
 DEFAULT_PAGE_SIZE = 60
 COMPARE_TOP = 20  # classes in `compare`'s table
-DEFAULT_THRESHOLDS = 100  # CAM thresholds `evaluate` sweeps (the protocol's interval 0.01)
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,7 @@ class _Style:
             rel = self.layout.overlay_rel(str(first["path"]), str(name), rank, class_index=int(index), input_root=root)
             target = self.layout.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            overlay(photo, display_map(raw), self.colormap, self.alpha).save(target, quality=JPEG_QUALITY)
+            picture = overlay(photo, display_map(raw), colormap=self.colormap, alpha=self.alpha)
+            picture.save(target, quality=JPEG_QUALITY)
             paths.append(rel)
         return paths

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from ..errors import UsageError
 from ..model.accel import Execution
 from ..model.catalog import MULTI_LABEL
-from .hooks import forward_with_tap, network_as_is
-from .layers import TargetLayer, locate_layer
+from .hooks import TargetLayer, forward_with_tap, network_as_is
+from .layers import locate_layer
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Selection(NamedTuple):
         return ClassMaps(self.class_index, self.rank, self.probability, self.logit, self.scores, maps, self.kept)
 
 
-def probabilities(logits: Tensor, activation: str = "softmax") -> Tensor:
+def probabilities(logits: Tensor, activation: str) -> Tensor:
     """Logits [B, N] as probabilities: softmax over the classes, or each logit's sigmoid (multi-label)."""
     return logits.float().sigmoid() if activation == MULTI_LABEL else logits.float().softmax(1)
 
@@ -64,7 +64,8 @@ def select_classes(
     topk: int,
     classes: Tensor | None = None,
     extra: Tensor | None = None,
-    activation: str = "softmax",
+    *,
+    activation: str,
 ) -> Selection:
     """The classes to explain in each image, from logits [B, N].
 
@@ -120,15 +121,15 @@ class CamMethod(ABC):
         layer: str | TargetLayer | None = None,
         input_size: int = 224,
         *,
-        execution: Execution | None = None,
-        activation: str = "softmax",
+        execution: Execution,
+        activation: str,
     ):
         """`layer`: a dotted module path, a located `TargetLayer`, or None to find one with a
-        dummy forward pass at `input_size`; `execution`: precision and compilation (default fp32, eager);
+        dummy forward pass at `input_size`; `execution`: precision and compilation;
         `activation`: how logits become the probabilities reported (`cambatch.model.catalog.ACTIVATIONS`).
         """
         self.network = network
-        self.execution = execution or Execution()
+        self.execution = execution
         self.activation = activation
         self._check_execution()
         self.target = layer if isinstance(layer, TargetLayer) else locate_layer(network, input_size, layer)
@@ -164,7 +165,8 @@ class CamMethod(ABC):
         """
         with self.execution.autocast():
             logits, raw = forward_with_tap(self.network, images, self.target)
-        return select_classes(logits, topk, classes, extra, self.activation), self.target.to_grid(raw).float()
+        selection = select_classes(logits, topk, classes, extra, activation=self.activation)
+        return selection, self.target.to_grid(raw).float()
 
     def settings(self) -> dict:
         """What a report needs to say about how its maps were made."""

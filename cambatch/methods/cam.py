@@ -30,12 +30,12 @@ class CAM(CamMethod):
     passes = "1 forward"
     compile_refusal = None
 
-    def __init__(self, model: CamModel, *, execution: Execution | None = None, activation: str = "softmax"):  # noqa: D107 - the model's split fixes the layer
+    def __init__(self, model: CamModel, *, execution: Execution, activation: str):  # noqa: D107 - the model's split fixes the layer
         if model.head is None or model.features is None:
             raise UsageError(model.cam_refusal or f"{model.name}: CAM needs a global-average-pool -> linear head")
         self.model = model
         self.network = model.network
-        self.execution = execution or Execution()
+        self.execution = execution
         self.activation = activation
         self._check_execution()
         self.target = None
@@ -58,8 +58,8 @@ def class_activation_maps(
     classes: Tensor | None = None,
     extra: Tensor | None = None,
     *,
-    execution: Execution | None = None,
-    activation: str = "softmax",
+    execution: Execution,
+    activation: str,
 ) -> ClassMaps:
     """One forward pass, then the maps of the top-k classes (or of `classes`, int64 [K]; `extra`: see
     `select_classes`) in one einsum.
@@ -67,8 +67,8 @@ def class_activation_maps(
     `images` are normalized model inputs [B, 3, S, S]. The feature extractor runs through
     `execution` (autocast, compilation); the head and the maps are computed in float32.
     """
-    feature_map = (execution or Execution()).forward(model.features, images).float()
+    feature_map = execution.forward(model.features, images).float()
     logits = model.head(feature_map.mean((2, 3)))
-    selection = select_classes(logits, topk, classes, extra, activation)
+    selection = select_classes(logits, topk, classes, extra, activation=activation)
     maps = weighted_maps(model.head.weight[selection.class_index], feature_map)
     return selection.with_maps(maps)

@@ -31,14 +31,13 @@ def faithfulness_scores(
     images: Tensor,
     cams: ClassMaps,
     *,
-    execution: Execution | None = None,
-    activation: str = "softmax",
+    execution: Execution,
+    activation: str,
 ) -> dict[str, Tensor]:
     """[B, K] per image and class: `masked_probability`, `confidence_drop` (float32), `confidence_increase` (bool).
 
     `activation` is the run's (softmax or sigmoid): the masked probability is computed as `probability` was.
     """
-    execution = execution or Execution()
     with network_as_is(network), torch.inference_mode():
         masks = unit_maps(cams.maps)  # [B, K, h, w]; all-negative or flat maps mask everything out
         masked = []

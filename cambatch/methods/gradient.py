@@ -32,7 +32,7 @@ class GradientMethod(CamMethod):
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
         with torch.inference_mode(False), self.execution.autocast():
             logits, leaf = forward_with_tap(self.network, images, self.target, grad_from_here=True)
-            selection = select_classes(logits, topk, classes, extra, self.activation)
+            selection = select_classes(logits, topk, classes, extra, activation=self.activation)
             if not logits.requires_grad:
                 raise UsageError(f"the logits do not depend on layer {self.layer!r}; pick another --layer")
             scores = logits.gather(1, selection.class_index)  # [B, K], still in the graph

@@ -10,15 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
+from ..model.grids import CHANNELS_FIRST, TokenGrid, to_channels_first
 
-if TYPE_CHECKING:
-    from .layers import TargetLayer
+
+@dataclass(frozen=True)
+class TargetLayer:
+    """The module a method hooks, and how its output becomes a [B, C, h, w] map."""
+
+    name: str  # dotted path in `network.named_modules()`
+    module: nn.Module
+    tokens: TokenGrid | None = None  # set when the layer outputs tokens
+    layout: str = CHANNELS_FIRST  # `grids.CHANNELS_FIRST`, `CHANNELS_LAST` or `TOKENS`
+
+    def to_grid(self, output: Tensor) -> Tensor:
+        """The layer's output (or a gradient of the same shape) as [B, C, h, w]."""
+        return to_channels_first(output, self.layout, self.tokens)
 
 
 @contextmanager

@@ -21,32 +21,16 @@ from torch import Tensor, nn
 from ..errors import UsageError
 from ..model.grids import (
     AMBIGUOUS,
-    CHANNELS_FIRST,
     TOKENS,
     TokenGrid,
     layout_from_module,
     layout_from_wider,
     layout_of,
     square_tokens,
-    to_channels_first,
 )
-from .hooks import network_as_is
+from .hooks import TargetLayer, network_as_is
 
 CANDIDATES_SHOWN = 12
-
-
-@dataclass(frozen=True)
-class TargetLayer:
-    """The module a method hooks, and how its output becomes a [B, C, h, w] map."""
-
-    name: str  # dotted path in `network.named_modules()`
-    module: nn.Module
-    tokens: TokenGrid | None = None  # set when the layer outputs tokens
-    layout: str = CHANNELS_FIRST  # `grids.CHANNELS_FIRST`, `CHANNELS_LAST` or `TOKENS`
-
-    def to_grid(self, output: Tensor) -> Tensor:
-        """The layer's output (or a gradient of the same shape) as [B, C, h, w]."""
-        return to_channels_first(output, self.layout, self.tokens)
 
 
 @dataclass(frozen=True)

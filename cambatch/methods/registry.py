@@ -51,14 +51,14 @@ def build_method(
     name: str,
     model,
     *,
-    layer: str | None = None,
-    scorecam_batch: int | None = None,
-    execution=None,
-    activation: str = "softmax",
+    layer: str | None,
+    scorecam_batch: int | None,
+    execution,
+    activation: str,
 ):
     """The method `name` (or `auto`) bound to a loaded `CamModel` (already on its device) and `layer`.
 
-    `execution` (a `cambatch.model.accel.Execution`) sets precision and compilation; default fp32, eager.
+    `execution` (a `cambatch.model.accel.Execution`) sets precision and compilation;
     `activation` (softmax or sigmoid) how the logits become the probabilities reported.
     """
     name = resolve_method_name(name, model, layer)
@@ -73,6 +73,5 @@ def build_method(
         return cls(model, execution=execution, activation=activation)
     options = {"execution": execution, "activation": activation}
     if name == "scorecam":
-        device_type = execution.device_type if execution is not None else "cpu"
-        options["batch_size"] = scorecam_batch or SCORECAM_BATCH.get(device_type, 32)
+        options["batch_size"] = scorecam_batch or SCORECAM_BATCH.get(execution.device_type, 32)
     return cls(model.network, layer, model.input_size, **options)

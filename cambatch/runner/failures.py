@@ -10,7 +10,7 @@ import errno
 import os
 from pathlib import Path
 
-from ..errors import CambatchError
+from ..errors import OutputUnwritable
 from ..layout import OutputLayout
 from . import resume
 
@@ -18,12 +18,6 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 _VANISHED = (errno.ENOENT, errno.ESTALE)
 _KNOWN = (*_FULL, *_READ_ONLY, *_VANISHED, errno.EIO)
-
-
-class OutputUnwritable(CambatchError):
-    """OUT could not be written; what is in its complete report parts is kept."""
-
-    exit_code = 4
 
 
 def output_failure(exc: OSError, layout: OutputLayout) -> OutputUnwritable | None:

@@ -21,14 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import CambatchError
-
-
-class OutputLocked(CambatchError):
-    """Another live run holds this output folder (and shard)."""
-
-    exit_code = 3
-
+from ..errors import OutputLocked
 
 # Record locks never conflict within one process, so this process's own holds are kept here too.
 _HELD: dict[str, dict] = {}

@@ -1,22 +1,29 @@
-"""Run manifests: `OUT/runs/<run_id>.json`, one per run, and `cambatch runs OUT` to list them."""
+"""Run manifests: `OUT/runs/<run_id>.json`, one per run, rewritten as its status changes, and read back
+(`cambatch runs`, the settings of live shards, runs that died).
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
+import socket
+import sys
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from ..errors import CambatchError
-from ..inspection.tables import print_whole
 from ..layout import OutputLayout
+from ..report.parts import published_parts
+from ..report.settings import summary_of
 from ..sources.shard import parse_shard
 from .lock import is_held
+
+if TYPE_CHECKING:  # the job imports torch; a manifest is read without it (`cambatch runs`)
+    from .job import RunResult
+    from .remote_out import StagedOut
 
 
 def versions() -> dict[str, str | None]:
@@ -101,37 +108,64 @@ def mark_died(out: Path, shard_tag: str) -> list[str]:
     return marked
 
 
-RUN_COLUMNS = ("run", "status", "started", "shard", "model", "method", "device", "ok", "error", "skipped", "img/s")
+class RunManifest:
+    """`OUT/runs/<run_id>.json` of one run, rewritten as the run's status changes."""
 
+    def __init__(
+        self,
+        *,
+        layout: OutputLayout,
+        settings: dict,
+        started_at: datetime,
+        result: RunResult,
+        staged: StagedOut | None,
+    ):
+        self.layout, self.settings, self.started_at, self.result = layout, settings, started_at, result
+        self.staged = staged
 
-def run_rows(out: Path) -> list[dict]:
-    """One row per recorded run, oldest first: what `cambatch runs` prints (status `died` when the process is gone)."""
-    rows = []
-    for r in read_manifests(out):
-        counts = r.get("counts", {})
-        rate = r.get("images_per_s")
-        values = (r.get("run_id", "?"), live_status(r, out), str(r.get("started", ""))[:19], r.get("shard", ""))
-        values += (r.get("model", ""), r.get("method", ""), r.get("device", ""))
-        values += (counts.get("ok", ""), counts.get("error", ""), counts.get("skipped", ""))
-        values += (round(rate, 1) if isinstance(rate, (int, float)) else "",)
-        rows.append(dict(zip(RUN_COLUMNS, values, strict=True)))
-    return rows
+    def write(self, status: str, *, best_effort: bool = False) -> None:
+        """Rewrite the manifest; `best_effort`: on the way out of a failure, which a full disk must not hide."""
+        if best_effort and not self.layout.root.is_dir():
+            return  # OUT vanished: writing the manifest would recreate it
+        try:
+            path = self._write(status)
+        except OSError:
+            if not best_effort:
+                raise
+            return
+        if self.staged is not None:
+            self.staged.manifest_written(path, final=status != "running")
 
+    def _write(self, status: str) -> Path:
+        r = self.result
+        ended = datetime.now(timezone.utc).isoformat() if status != "running" else None
+        return write_manifest(
+            self.layout.manifest_path(r.run_id),
+            {
+                "run_id": r.run_id,
+                "status": status,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "argv": sys.argv,
+                "shard": r.shard,
+                "started": self.started_at.isoformat(),
+                "ended": ended,
+                **summary_of(self.settings),
+                "versions": versions(),
+                "counts": {"images": r.images, "ok": r.ok, "error": r.errors, "skipped": r.skipped},
+                "elapsed_s": round(r.elapsed_s, 3),
+                "images_per_s": round(r.images_per_s, 3),
+                "interrupted_by": r.interrupted,
+                "faithfulness": r.faithfulness,
+                "parts": self._parts(),
+                "settings": {k: v for k, v in self.settings.items() if k != "class_names"},
+            },
+        )
 
-def print_runs(out: Path, console: Console, fmt: str = "table") -> int:
-    """The runs of `out` as a table (off a terminal every cell whole: a cron log, `| cat`), CSV or JSON."""
-    rows = run_rows(out)
-    if fmt == "csv":
-        writer = csv.DictWriter(console.file, fieldnames=RUN_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    elif fmt == "json":
-        console.file.write(json.dumps(rows, indent=1, default=str) + "\n")
-    else:
-        table = Table(title=f"cambatch runs in {out}")
-        for column in RUN_COLUMNS:
-            table.add_column(column, justify="right" if column in ("ok", "error", "skipped", "img/s") else "left")
-        for row in rows:
-            table.add_row(*(str(value) for value in row.values()))
-        print_whole(table, console)
-    return len(rows)
+    def _parts(self) -> list[str]:
+        """The report parts this run has published (a Ray run's actors each publish their own)."""
+        prefix = self.layout.part_name(self.result.run_id, parse_shard(self.result.shard).tag) + "-"
+        names = {part.name for part in published_parts(self.layout.report_dir) if part.name.startswith(prefix)}
+        if self.staged is not None and self.result.processed:  # a Ray run's actors upload their parts themselves
+            names.update(self.staged.parts_on_store(prefix))
+        return sorted(names)

@@ -34,14 +34,15 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, SpeedOptions
 from ..data.preprocess import Batch, Failure, Sample
 from ..errors import CambatchError, UsageError
 from ..methods.faithfulness import FaithfulnessTally
 from ..report.parts import footer, published_parts
 from ..report.writer import ReportWriter
 from . import tuning
-from .pipeline import Job, RunResult, build_stages, collect, label_classes, preprocess, submit_batch
+from .batches import collect, submit_batch
+from .job import Job, RunResult, Stages, build_stages, label_classes, preprocess
 from .ray_decode import decode_batch
 from .remote_out import StagedOut
 from .writer import ImageWriter
@@ -53,6 +54,11 @@ PUBLISH_TIMEOUT_S = 120.0
 # Batches an actor takes at once (threads): one on the device while the other's overlays are written,
 # the overlap the plain engine gets from its writer threads.
 BATCHES_PER_ACTOR = 2  # for the retired actors' last parts
+
+
+# The driver's model stays on its CPU (a head node may have no GPU) and never decodes: it only checks the
+# settings and records them; the actors run the model.
+DRIVER_SPEED = SpeedOptions(device="cpu", gpu_decode="off", engine="ray")
 
 
 class PartsNotPublished(CambatchError):
@@ -91,6 +97,15 @@ def connected(config: RunConfig):
         yield ray
     finally:
         ray.shutdown()
+
+
+def driver_config(config: RunConfig) -> RunConfig:
+    """The driver builds the model only to check the settings and record them."""
+    return dataclasses.replace(config, speed=DRIVER_SPEED)
+
+
+def recorded_device(stages: Stages) -> str:
+    return "ray"  # each actor's parts record the device it ran on
 
 
 def execute(job: Job, stop) -> None:

@@ -38,10 +38,10 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 
+from ..errors import OutputUnwritable
 from ..layout import OutputLayout
 from ..report.parts import arrow_filesystem, footer, published_parts, store_parts
 from ..sources.remote import filesystem, store_error
-from .failures import OutputUnwritable
 from .lock import OutputLock, is_held
 
 STAGING_PREFIX = "cambatch-out-"  # the staging folders, under `tempfile.gettempdir()` ($TMPDIR)

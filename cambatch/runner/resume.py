@@ -1,6 +1,7 @@
 """Resume and incremental runs: what the report already holds, what is left to do, and whether it may be resumed.
 
-A report is resumed only by a run with the settings that produced its rows (`check_settings`):
+A report is resumed only by a run with the settings that produced its rows (`check_settings`, comparing those
+`report.settings.RunSettings` marks):
 another model, weights file, method, layer, top-k, class list, `--explain-label`, input size or normalization
 (and, when overlays are written, another colormap, opacity or overlay size) is refused.
 
@@ -13,7 +14,6 @@ the report never holds two versions of an image.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,29 +28,9 @@ from ..errors import UsageError
 from ..layout import OutputLayout
 from ..report.parts import complete_parts, footer, part_settings
 from ..report.schema import SCHEMA
+from ..report.settings import PREPROCESSING, differences, resume_option
 from ..sources.discover import ImageSource
 from ..sources.shard import Shard
-
-# What produced a report's rows, as `pipeline._settings` records it, and the option that sets each
-# (None: a property of the model: its preprocessing).
-RESULT_SETTINGS = {
-    "model": "model",
-    "weights": "weights",
-    "weights_sha256": "weights",
-    "method": "method",
-    "layer": "layer",
-    "activation": "activation",
-    "threshold": "threshold",
-    "topk": "topk",
-    "classes": "classes",
-    "explain_label": "explain_label",
-    "input_size": "image_size",
-    "mean": None,
-    "std": None,
-    "interpolation": None,
-}
-# Compared only when the new run writes overlays (its `options`).
-OVERLAY_SETTINGS = ("overlays", "colormap", "alpha", "max_side")
 
 
 class SettingsChanged(UsageError):
@@ -176,7 +156,7 @@ def check_settings(earlier: list[dict], now: dict, out: Path) -> None:
     """Refuse (exit 2, one line) when any of `earlier` (a part's or a live shard's settings) differs from `now`."""
     changed: dict[str, tuple] = {}
     for before in earlier:
-        for name, values in _differences(before, now).items():
+        for name, values in differences(before, now).items():
             changed.setdefault(name, values)
     if changed:
         listed = "; ".join(f"{name} ({_flag(name)}): {old} there, {new} now" for name, (old, new) in changed.items())
@@ -194,41 +174,6 @@ def report_settings(report_dir: Path) -> list[dict]:
     return [part_settings(part) for part in complete_parts(report_dir) if footer(part).num_rows]
 
 
-def _comparable(settings: dict, with_overlays: bool) -> dict:
-    values = {name: settings[name] for name in RESULT_SETTINGS if name in settings}
-    if "model" in settings:  # parts written before --explain-label existed explained no label
-        values["explain_label"] = bool(settings.get("explain_label", False))
-    if values.get("classes") is not None:
-        values.pop("topk", None)  # chosen classes: the top-k is not what picked the rows
-    if values.get("weights_sha256"):
-        values.pop("weights", None)  # a file is its content: the same file elsewhere is the same weights
-    options = settings.get("options") or {}
-    if with_overlays:
-        values.update({name: options[name] for name in OVERLAY_SETTINGS if name in options})
-    return values
-
-
-def _differences(before: dict, now: dict) -> dict[str, tuple]:
-    overlays = bool((now.get("options") or {}).get("overlays", True))
-    old, new = _comparable(before, overlays), _comparable(now, overlays)
-    if overlays and (before.get("options") or {}).get("overlays") is False:
-        old["overlays"] = False
-    return {
-        name: (_shown(old[name]), _shown(value))
-        for name, value in new.items()
-        if name in old and _plain(old[name]) != _plain(value)
-    }
-
-
-def _plain(value):
-    """JSON round trip: a tuple read back from a part's metadata is a list."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def _shown(value) -> str:
-    return "none" if value is None else str(value)
-
-
 def _flag(name: str) -> str:
-    option = RESULT_SETTINGS.get(name, name)
-    return switch(option) if option is not None else "preprocessing of --model (from its config)"
+    option = resume_option(name)
+    return "preprocessing of --model (from its config)" if option in (None, PREPROCESSING) else switch(option)

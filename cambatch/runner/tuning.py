@@ -55,14 +55,16 @@ class Plan:
 def plan(
     device: torch.device,
     *,
-    overlays: bool = True,
-    threads: int | None = None,
-    workers: int | None = None,
-    batch_size: int | None = None,
-    writer_threads: int | None = None,
+    overlays: bool,
+    threads: int | None,
+    workers: int | None,
+    batch_size: int | None,
+    writer_threads: int | None,
     cores: int | None = None,
 ) -> Plan:
-    """The settings for a run; any given value is kept, the others are chosen around it."""
+    """The settings for a run; any given value (not None) is kept, the others are chosen around it for
+    `cores` (default: this machine's).
+    """
     cores = cores or cpu_cores()
     if device.type == "cpu":
         workers = cpu_workers(cores) if workers is None else workers

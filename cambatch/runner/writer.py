@@ -114,7 +114,7 @@ class ImageWriter:
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.layout.root))
             if k == 0:  # an image's overlays share one folder
                 _image_folder(target.parent)
-            _save_atomically(overlay(photo, one.display[0, k], self.colormap, self.alpha), target)
+            _save_atomically(overlay(photo, one.display[0, k], colormap=self.colormap, alpha=self.alpha), target)
             paths.append(rel)
         return paths
 

@@ -1,0 +1,262 @@
+"""A run as its engines take it: the `Job` (what is left to do, and everything that turns an image into
+overlays and rows), the `Stages` built from a config before the first batch, and the run's result.
+
+`cambatch.runner.pipeline` plans a `Job`; an engine (`plain_engine`, `ray_engine`) executes it, one
+batch at a time through `cambatch.runner.batches`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..annotations.model import Annotations
+from ..config import RunConfig
+from ..data.gpu_decode import use_gpu_decode
+from ..data.inputs import Preprocess
+from ..errors import UsageError
+from ..layout import OutputLayout
+from ..methods.base import CamMethod
+from ..model.accel import check_precision
+from ..model.build import CamModel, load_model
+from ..model.catalog import MULTI_LABEL
+from ..report.schema import name_key
+from ..report.settings import RunSettings
+from ..sources.discover import ImageSource, discover
+from ..sources.lists import read_list
+from ..sources.shard import Shard
+from . import tuning
+from .engine import CamEngine, build_engine, resolve_device
+from .progress import ProgressReporter
+from .remote_out import StagedOut
+from .writer import ImageWriter
+
+RESIZE = "whole image to input_size x input_size, no crop"
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    """What a run did: counts, speed, where its report is, and why it stopped early, if it did."""
+
+    run_id: str
+    out: Path | str  # a URL when OUT is on a store
+    report: Path | str
+    images: int
+    ok: int = 0
+    errors: int = 0
+    overlays: int = 0
+    elapsed_s: float = 0.0
+    skipped: int = 0  # already in the report from an earlier run
+    interrupted: str | None = None  # the signal that stopped the run early
+    shard: str = "0/1"
+    errors_by_path: dict[str, str] = field(default_factory=dict)
+    method: str = ""  # the method used (`auto` resolved)
+    multi_label: bool = False  # --activation sigmoid: probabilities per class, `correct` by the predicted set
+    layer: str | None = None  # the layer its maps come from
+    faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
+    annotation_problems: list[str] = field(default_factory=list)  # malformed --annotations entries, file:line
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.errors
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(kw_only=True)
+class Stages:
+    """What a run builds before its first batch, from its config."""
+
+    model: CamModel
+    device: torch.device
+    method: CamMethod
+    engine: CamEngine
+    plan: tuning.Plan
+    gpu_decode: bool
+    class_ids: list[int] | None
+
+
+@dataclass(kw_only=True)
+class Job:
+    """A planned run as an engine takes it: the images still to do, and everything that turns them into
+    overlays and report rows.
+    """
+
+    config: RunConfig
+    stages: Stages
+    layout: OutputLayout
+    todo: list[ImageSource]
+    settings: dict
+    shard: Shard
+    writer: ImageWriter
+    result: RunResult
+    progress: ProgressReporter
+    labels: list[int] | None = None  # per `todo` image, the class `--explain-label` adds (-1: none)
+    staged: StagedOut | None = None  # OUT is a URL: the staging folder's mirror, told of every published part
+
+
+def new_run_id(started_at: datetime) -> str:
+    """The UTC start time first, so that run ids sort by age (`report.schema.newest_run`)."""
+    return started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
+    """The images of the INPUTs (the output folder excluded) and of the list."""
+    source = config.source
+    found = (
+        discover(list(config.inputs), exclude=out, labels_from_dirs=source.labels_from_dirs) if config.inputs else []
+    )
+    if source.from_list is not None:
+        found += read_list(source.from_list)
+    return found
+
+
+def build_stages(config: RunConfig) -> Stages:
+    """Model, device, method and engine, in the order their checks need; nothing runs yet."""
+    net, maps, speed = config.network, config.maps, config.speed
+    device = resolve_device(speed.device)
+    check_precision(speed.precision, device)
+    gpu_decode = use_gpu_decode(speed.gpu_decode, device)  # `on` without nvJPEG: refused before any work
+    model = load_model(
+        net.model,
+        net.weights,
+        num_classes=net.num_classes,
+        class_names_file=net.class_names,
+        image_size=net.image_size,
+        trust_checkpoint=net.trust_checkpoint,
+        require_cam_head=maps.method == "cam",
+    )
+    class_ids = resolve_classes(maps.classes, model.class_names) if maps.classes else None
+    engine = build_engine(model, device, config, classes=class_ids)
+    plan = tuning.plan(
+        device,
+        overlays=config.output.overlays,
+        threads=speed.threads,
+        workers=speed.workers,
+        batch_size=speed.batch_size,
+        writer_threads=speed.writer_threads,
+    )
+    return Stages(
+        model=model,
+        device=device,
+        method=engine.method,
+        engine=engine,
+        plan=plan,
+        gpu_decode=gpu_decode,
+        class_ids=class_ids,
+    )
+
+
+def run_settings(config: RunConfig, stages: Stages, *, run_id: str, shard: Shard, device: str) -> RunSettings:
+    """What produced the report: stored in every part's Parquet metadata and in the manifest."""
+    model, maps, net = stages.model, config.maps, config.network
+    return RunSettings(
+        run_id=run_id,
+        cambatch_version=__version__,
+        torch_version=torch.__version__,
+        model=model.name,
+        weights=model.weights,
+        weights_sha256=model.weights_sha256,
+        **stages.method.settings(),
+        activation=net.activation,
+        threshold=net.threshold if net.activation == MULTI_LABEL else None,
+        topk=maps.topk,
+        classes=stages.class_ids,
+        explain_label=maps.explain_label,
+        input_size=model.input_size,
+        resize=RESIZE,
+        interpolation=model.interpolation,
+        mean=list(model.mean),
+        std=list(model.std),
+        device=device,
+        shard=str(shard),
+        class_names=model.class_names,
+        options=config.options(),
+        inputs=[p if isinstance(p, str) else str(Path(p).absolute()) for p in config.inputs],
+    )
+
+
+def with_annotated_labels(sources: list[ImageSource], truth: Annotations | None) -> list[ImageSource]:
+    """Sources without a label take the annotations' label (as `--labels-from-dirs` gives one)."""
+    if truth is None:
+        return sources
+    labelled = []
+    for source in sources:
+        found = truth.find(source.rel)
+        label = source.label or (found.label if found is not None else None)
+        labelled.append(dataclasses.replace(source, label=label) if label != source.label else source)
+    return labelled
+
+
+def label_classes(sources: list[ImageSource], class_names: list[str]) -> list[int]:
+    """Each source's label as a class index (by `name_key`, else a class index written as text, as the WSOL
+    metadata gives it); -1 without a label or for a label that names no class.
+    """
+    by_name = {name_key(name): i for i, name in enumerate(class_names)}
+    found = []
+    for source in sources:
+        label = source.label or ""
+        index = by_name.get(name_key(label)) if label else None
+        if index is None and label.isdigit() and int(label) < len(class_names):
+            index = int(label)
+        found.append(-1 if index is None else index)
+    return found
+
+
+def resolve_classes(requested: tuple[str, ...], class_names: list[str]) -> list[int]:
+    """Class names (compared by `name_key`) or indices to indices."""
+    by_name = {name_key(name): i for i, name in enumerate(class_names)}
+    resolved = []
+    for item in requested:
+        if item.isdigit() and int(item) < len(class_names):
+            resolved.append(int(item))
+        elif name_key(item) in by_name:
+            resolved.append(by_name[name_key(item)])
+        else:
+            raise UsageError(
+                f"unknown class {item!r} (classes, --classes): give a class name or an index below {len(class_names)}"
+            )
+    return list(dict.fromkeys(resolved))
+
+
+def image_writer(
+    config: RunConfig,
+    stages: Stages,
+    layout: OutputLayout,
+    run_id: str,
+    *,
+    truth: Annotations | None,
+    several_roots: bool,
+) -> ImageWriter:
+    out = config.output
+    return ImageWriter(
+        layout=layout,
+        model_name=stages.model.name,
+        method=stages.method.name,
+        run_id=run_id,
+        class_names=stages.model.class_names,
+        colormap=out.colormap,
+        alpha=out.alpha,
+        overlays=out.overlays,
+        named_by_rank=stages.class_ids is None,
+        truth=truth,
+        several_roots=several_roots,
+    )
+
+
+def preprocess(config: RunConfig, stages: Stages) -> Preprocess:
+    """How this run turns a picture into a model input and an overlay background."""
+    return Preprocess(
+        image_size=stages.model.input_size,
+        interpolation=stages.model.interpolation,
+        overlays=config.output.overlays,
+        max_side=config.output.max_side,
+    )

@@ -1,0 +1,101 @@
+"""`--engine plain`: the job in this process. Loader worker processes decode; the main thread keeps the
+device busy; a small thread pool renders overlays while the next batch runs, with a bounded number of
+images in flight so memory stays flat.
+
+An engine module (`cambatch.runner.engines`) offers `connected`, `driver_config`, `recorded_device`
+and `execute`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+
+from torch.utils.data import DataLoader
+
+from ..config import RunConfig
+from ..data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded
+from ..data.preprocess import ImageFiles, collate
+from ..report.writer import ReportWriter
+from ..sources.discover import ImageSource
+from . import tuning
+from .batches import collect, submit_batch
+from .job import Job, Stages, preprocess
+
+
+def connected(config: RunConfig) -> AbstractContextManager:
+    """Nothing to join: the run is this process."""
+    return nullcontext()
+
+
+def driver_config(config: RunConfig) -> RunConfig:
+    """This process runs the model itself, as configured."""
+    return config
+
+
+def recorded_device(stages: Stages) -> str:
+    return str(stages.device)
+
+
+def execute(job: Job, stop) -> None:
+    """The job in this process: loader workers decode, the device computes, writer threads finish images."""
+    report = ReportWriter(
+        job.layout.report_dir,
+        job.layout.part_name(job.result.run_id, job.shard.tag),
+        job.settings,
+        images_per_part=job.config.output.images_per_part,
+        on_publish=job.staged.published if job.staged is not None else None,
+    )
+    try:
+        with tuning.torch_threads(job.stages.plan.threads):
+            _process(job, _loader(job.todo, job.config, job.stages), report=report, stop=stop)
+        report.close()
+    except BaseException:
+        report.abort()
+        raise
+
+
+def _process(job: Job, loader, *, report: ReportWriter, stop) -> None:
+    """The hot loop: the device works on one batch while writer threads finish earlier ones."""
+    result, plan = job.result, job.stages.plan
+    background = tuning.background_priority if plan.background else None
+    chooser = tuning.ThreadChooser(plan.thread_choices)
+    with ThreadPoolExecutor(plan.writer_threads, thread_name_prefix="cambatch-writer", initializer=background) as pool:
+        in_flight: deque[Future] = deque()
+        try:
+            for batch in loader:
+                futures = submit_batch(
+                    batch, job.todo, job.stages.engine, job.writer, report, result, pool, labels=job.labels
+                )
+                in_flight.extend(futures)
+                # Bound the images waiting on the writers: memory stays flat however long the run.
+                while len(in_flight) > 4 * plan.batch_size:
+                    collect(in_flight.popleft(), report, result)
+                job.progress.advance(len(batch.samples) + len(batch.failures))
+                chooser.batch_done(len(batch.samples))
+                if stop:
+                    break
+        except Exception:
+            if not stop:  # loader workers may die of the same Ctrl-C; then finish what is in flight
+                raise
+        finally:
+            if stop:
+                result.interrupted = stop.signal_name
+        while in_flight:
+            collect(in_flight.popleft(), report, result)
+
+
+def _loader(sources: list[ImageSource], config: RunConfig, stages: Stages) -> DataLoader | DecodedBatches:
+    plan, device = stages.plan, stages.device
+    prep = preprocess(config, stages)
+    loader = DataLoader(
+        EncodedImageFiles(sources, prep) if stages.gpu_decode else ImageFiles(sources, prep),
+        batch_size=plan.batch_size,
+        num_workers=plan.workers,
+        collate_fn=collate_encoded if stages.gpu_decode else collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=2 if plan.workers else None,
+        worker_init_fn=tuning.background_priority if plan.background else None,
+    )
+    return DecodedBatches(loader, GpuDecoder(prep, device)) if stages.gpu_decode else loader

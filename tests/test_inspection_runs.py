@@ -1,0 +1,62 @@
+"""`cambatch.inspection.runs`: the runs of OUT as `cambatch runs` prints them (table, CSV, JSON)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from cambatch.inspection.runs import print_runs
+from cambatch.layout import OutputLayout
+from cambatch.runner.manifest import write_manifest
+
+
+def record(run_id: str, started: str, **extra) -> dict:
+    return {
+        "run_id": run_id,
+        "status": "completed",
+        "started": started,
+        "shard": "0/1",
+        "model": "efficientnet_lite0",
+        "counts": {"images": 3, "ok": 2, "error": 1, "skipped": 0},
+        "images_per_s": 12.345,
+        **extra,
+    }
+
+
+def test_print_runs_lists_each_run_and_counts_them(tmp_path):
+    layout = OutputLayout(tmp_path)
+    write_manifest(layout.manifest_path("20250101T000000Z-aaaaaa"), record("20250101T000000Z-aaaaaa", "2025-01-01"))
+    write_manifest(
+        layout.manifest_path("20250102T000000Z-bbbbbb"),
+        record("20250102T000000Z-bbbbbb", "2025-01-02", status="interrupted", images_per_s=None),
+    )
+    stream = io.StringIO()
+    assert print_runs(tmp_path, Console(file=stream, width=250)) == 2
+    text = stream.getvalue()
+    assert "20250101T000000Z-aaaaaa" in text and "20250102T000000Z-bbbbbb" in text
+    assert "interrupted" in text and "12.3" in text
+    assert print_runs(tmp_path / "none", Console(file=io.StringIO())) == 0
+
+
+def test_off_a_terminal_every_cell_is_whole_and_csv_json_list_the_same(tmp_path):
+    layout = OutputLayout(tmp_path)
+    model = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k_with_a_very_long_name"
+    write_manifest(layout.manifest_path("20250101T000000Z-aaaaaa"), record("20250101T000000Z-aaaaaa", "2025-01-01"))
+    write_manifest(
+        layout.manifest_path("20250102T000000Z-bbbbbb"),
+        record("20250102T000000Z-bbbbbb", "2025-01-02", status="running", model=model),  # no process holds its lock
+    )
+    stream = io.StringIO()
+    print_runs(tmp_path, Console(file=stream, width=60))  # a pipe: no terminal to fit
+    text = stream.getvalue()
+    assert "…" not in text and model in text and "20250102T000000Z-bbbbbb" in text
+    assert "died" in text and "running" not in text  # its process is gone
+    stream = io.StringIO()
+    print_runs(tmp_path, Console(file=stream), "csv")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("run,status,") and lines[2].startswith("20250102T000000Z-bbbbbb,died,")
+    stream = io.StringIO()
+    print_runs(tmp_path, Console(file=stream), "json")
+    assert [r["status"] for r in json.loads(stream.getvalue())] == ["completed", "died"]
