@@ -16,6 +16,7 @@ from cambatch.data.gpu_decode import (
     EncodedImageFiles,
     GpuDecoder,
     collate_encoded,
+    decode_jpegs,
     gpu_decodable,
     orient,
     read_jpeg_header,
@@ -100,15 +101,13 @@ def test_workers_hand_baseline_jpegs_over_undecoded(jpeg_folder):
 def _fake_gpu():
     """A stand-in for decode_jpeg(device=...) that, like nvJPEG's batched call, fails whole
     when one image of the batch is bad (here: a file cut short, with no end-of-image marker)."""
-    from torchvision.io import decode_jpeg
-
     calls = []
 
-    def decode(data, mode, device):
+    def decode(data, device):
         calls.append(len(data))
         if any(bytes(d[-2:].numpy()) != b"\xff\xd9" for d in data):
             raise RuntimeError("nvjpeg: bad data")
-        return [t.to(device) for t in decode_jpeg(data, mode=mode)]
+        return decode_jpegs(data, device)
 
     return decode, calls
 
@@ -181,3 +180,19 @@ def test_decoded_batches_finish_every_batch_through_the_decoder(jpeg_folder):
     assert all(not getattr(b, "encoded", None) and b.pixels.shape[0] == len(b.samples) for b in seen)  # complete
     assert sorted(s.index for b in seen for s in b.samples) == [0, 1, 2, 4]
     assert [f.index for b in seen for f in b.failures] == [3]
+
+
+def test_decode_jpegs_is_torchvisions_decoder_and_matches_pil(jpeg_folder):
+    """The one call into torchvision's (deprecated) image decoding: it must still decode, as PIL does."""
+    path = jpeg_folder[0].path
+    picture = decode_jpegs([torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)], CPU)[0]
+    reference = np.asarray(Image.open(path).convert("RGB"))
+    assert picture.shape == (3, *reference.shape[:2]) and picture.dtype == torch.uint8
+    assert np.abs(picture.permute(1, 2, 0).numpy().astype(int) - reference).mean() < 2  # IDCTs differ by rounding
+
+
+def test_a_decompression_bomb_is_left_to_the_cpu_path_and_refused_there(jpeg_folder, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every test JPEG is past it
+    prep = Preprocess(image_size=64)
+    item = EncodedImageFiles(jpeg_folder[:1], prep)[0]
+    assert isinstance(item, Failure) and "decompression-bomb guard" in item.error

@@ -103,8 +103,8 @@ class EncodedImageFiles(ImageFiles):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as img:  # header only: EXIF and the bomb guard
-                    Image._decompression_bomb_check(img.size)
+                # Header only: EXIF, and PIL's decompression-bomb guard, which `Image.open` applies.
+                with Image.open(io.BytesIO(data)) as img:
                     orientation = img.getexif().get(0x0112, 1)
                     orientation = orientation if orientation in range(1, 9) else 1
         except Exception:  # noqa: BLE001 - let the CPU path produce its usual message
@@ -127,17 +127,27 @@ def collate_encoded(items: list[Sample | Failure]) -> EncodedBatch:
     return EncodedBatch(batch.pixels, batch.samples, batch.failures, encoded)
 
 
+def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """JPEG bytes (uint8 tensors) to RGB uint8 [3, H, W] pictures on `device`, in one batched call.
+
+    The one place cambatch calls torchvision's image decoding, which torchvision 0.29 deprecates in
+    favour of TorchCodec: when it goes, only this function changes (tests/test_data_gpu_decode.py
+    decodes through it on the CPU, so a removal or a changed signature fails there first).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
 def cuda_jpeg_available(device: torch.device) -> bool:
     """Whether nvJPEG decoding works on `device` (a one-pixel probe)."""
     if device.type != "cuda":
         return False
     try:
-        from torchvision.io import decode_jpeg
-
         buffer = io.BytesIO()
         Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, "JPEG")
         data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
-        out = decode_jpeg([data], device=device)
+        out = decode_jpegs([data], device)
         return out[0].shape == (3, 8, 8)
     except Exception:  # noqa: BLE001 - any failure: no GPU decoding
         return False
@@ -176,13 +186,10 @@ def resize_uint8(image: torch.Tensor, size: tuple[int, int], interpolation: str 
 class GpuDecoder:
     """Completes `EncodedBatch`es on `device`: decode, orient, resize; CPU fallback per image."""
 
-    def __init__(self, prep: Preprocess, device: torch.device, decode_fn=None):
-        from torchvision.io import ImageReadMode, decode_jpeg
-
+    def __init__(self, prep: Preprocess, device: torch.device, decode_fn=decode_jpegs):
         self.prep = prep
         self.device = device
-        self._rgb = ImageReadMode.RGB
-        self._decode = decode_fn or decode_jpeg
+        self._decode = decode_fn
         self.gpu_images = 0
         self.cpu_fallbacks = 0
 
@@ -214,7 +221,7 @@ class GpuDecoder:
         """(uint8 [3, H, W] on the device or the reason it could not be read, whether already upright)."""
         data = [s.data for s in encoded]
         try:
-            pictures = self._decode(data, mode=self._rgb, device=self.device)
+            pictures = self._decode(data, self.device)
             self.gpu_images += len(pictures)
             return [(picture, False) for picture in pictures]
         except Exception:  # noqa: BLE001 - the batched call gives no partial results: one at a time
@@ -222,7 +229,7 @@ class GpuDecoder:
         results: list[tuple[torch.Tensor | str, bool]] = []
         for sample in encoded:
             try:
-                results.append((self._decode([sample.data], mode=self._rgb, device=self.device)[0], False))
+                results.append((self._decode([sample.data], self.device)[0], False))
                 self.gpu_images += 1
             except Exception:  # noqa: BLE001 - not for nvJPEG: the CPU decodes it
                 results.append((self._cpu_decode(sample), True))
