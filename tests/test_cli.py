@@ -92,7 +92,6 @@ def test_version_and_help_do_not_need_torch():
     assert invoke("--help").exit_code == 0
 
 
-
 def test_every_option_help_is_shown_as_declared_brackets_included(monkeypatch):
     """typer renders help as rich markup: an unescaped `[ray]` would vanish from `--help`."""
     import click
@@ -111,6 +110,7 @@ def test_every_option_help_is_shown_as_declared_brackets_included(monkeypatch):
         for param in command.params:
             if isinstance(param, click.Option) and param.help:
                 assert " ".join(click.unstyle(param.help).replace("\\[", "[").split()) in shown, param.name
+
 
 @pytest.mark.parametrize(
     "args, message",

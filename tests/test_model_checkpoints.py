@@ -210,7 +210,6 @@ def test_a_torch_export_archive_gives_the_state_dict_without_unpickling(exported
     assert all(torch.equal(trusted[name], expected[name]) for name in expected)
 
 
-
 def test_a_torch_whose_private_archive_reader_moved_is_named_as_the_cause(exported_resnet18, monkeypatch):
     """`_pt2_weights` is the one user of torch's private reader: when it moves, the message says so."""
     from torch.export.pt2_archive import _package
@@ -219,6 +218,7 @@ def test_a_torch_whose_private_archive_reader_moved_is_named_as_the_cause(export
     monkeypatch.delattr(_package, "_build_file_map")
     with pytest.raises(UsageError, match=r"changed its torch.export archive reader .*--trust-checkpoint"):
         read_checkpoint(folder / "resnet18.pt2")
+
 
 def test_a_pt2_run_matches_the_state_dict_run_exactly(exported_resnet18, tmp_path):
     from cambatch.config import RunConfig
