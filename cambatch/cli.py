@@ -303,6 +303,14 @@ def summarize(
         Thresholds.off_object_ratio,
         help="With --annotations: flag 'off-object' when a class's mean energy_in_gt <= this x the median.",
     ),
+    insensitive_corr: float = typer.Option(
+        Thresholds.insensitive_corr,
+        help="With --sanity: flag 'model-insensitive' when a class's mean sanity_rank_corr >= this.",
+    ),
+    agnostic_ssim: float = typer.Option(
+        Thresholds.agnostic_ssim,
+        help="With --sanity: flag 'class-agnostic' when a class's mean class_sensitivity >= this.",
+    ),
     debug: bool = DEBUG,
 ) -> None:
     """Per predicted class (or label): images, probability, accuracy, map statistics, and flags."""
@@ -310,7 +318,14 @@ def summarize(
         from .inspection.summarize import summarize_run
         from .inspection.tables import emit
 
-        thresholds = Thresholds(border_ratio, spread_ratio, off_object_ratio, lock_score=lock_score)
+        thresholds = Thresholds(
+            border_ratio,
+            spread_ratio,
+            off_object_ratio,
+            lock_score=lock_score,
+            insensitive_corr=insensitive_corr,
+            agnostic_ssim=agnostic_ssim,
+        )
         summary = summarize_run(out, by, thresholds)
         settings = summary.settings
         caption = (
@@ -321,6 +336,12 @@ def summarize(
             + (
                 f"; off-object: energy_in_gt <= {off_object_ratio:g}x its median {summary.median_energy_in_gt:.3f}"
                 if "energy_in_gt" in summary.table.columns
+                else ""
+            )
+            + (
+                f"; model-insensitive: sanity_rank_corr >= {insensitive_corr:g}, "
+                f"class-agnostic: class_sensitivity >= {agnostic_ssim:g}"
+                if "sanity_rank_corr" in summary.table.columns
                 else ""
             )
         )
@@ -340,12 +361,17 @@ def summarize(
             "lock_baseline": summary.lock_baseline,
             "median_energy_in_gt": summary.median_energy_in_gt,
             "off_object_ratio": off_object_ratio,
+            "insensitive_corr": insensitive_corr,
+            "agnostic_ssim": agnostic_ssim,
+            **summary.trust,
         }
         hidden = [
             "border_flag",
             "spread_flag",
             "fixed_location_flag",
             "off_object_flag",
+            "model_insensitive_flag",
+            "class_agnostic_flag",
             "peak_x0",
             "peak_y0",
             "peak_x1",

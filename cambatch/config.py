@@ -185,6 +185,18 @@ class MapOptions(_Group):
     faithfulness: bool = option(
         False, "Score each map: masked_probability, confidence_drop, confidence_increase columns."
     )
+    sanity: bool = option(
+        False,
+        "Sanity-check each map (docs/trust.md): sanity_rank_corr against a re-initialised model, class_sensitivity "
+        "against another class's map. Holds a second copy of the model; 2 more passes of the method per batch.",
+    )
+    road: bool = option(
+        False, "ROAD faithfulness of each map (docs/trust.md): road_morf, road_lerf, road_combined; 18 forwards a map."
+    )
+    deletion_insertion: bool = option(
+        False,
+        "RISE deletion and insertion of each map (docs/trust.md): deletion_auc, insertion_auc; 30 forwards a map.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

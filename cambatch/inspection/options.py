@@ -24,6 +24,13 @@ SortKey = Literal[
     "position_lock",
     "energy_in_gt",
     "pointing_acc",
+    "sanity_rank_corr",
+    "class_sensitivity",
+    "road_morf",
+    "road_lerf",
+    "road_combined",
+    "deletion_auc",
+    "insertion_auc",
     "name",
 ]
 SORT_KEYS: tuple[str, ...] = get_args(SortKey)
@@ -34,7 +41,9 @@ COMPARE_TOP = 20  # classes in `compare`'s table
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When `summarize` flags a class, as multiples of the dataset's median (see `cambatch.inspection.summarize`)."""
+    """When `summarize` flags a class: multiples of the dataset's median (see `cambatch.inspection.summarize`), and
+    levels of the trust columns' means.
+    """
 
     border_ratio: float = 1.5
     spread_ratio: float = 1.5
@@ -42,3 +51,6 @@ class Thresholds:
     _: KW_ONLY
     lock_score: float = 0.25  # `fixed-location`: position lock at or above this (see `cambatch.inspection.shortcuts`)
     min_lock_images: int = 5  # ... in a group of at least this many images
+    # `model-insensitive` and `class-agnostic` (see `cambatch.inspection.trust`; docs/trust.md for the values measured)
+    insensitive_corr: float = 0.9  # flag at or above this mean sanity_rank_corr
+    agnostic_ssim: float = 0.95  # flag at or above this mean class_sensitivity

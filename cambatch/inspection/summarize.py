@@ -15,6 +15,9 @@ than the dataset's typical map:
   class mean map's peak (`peak_x`, `peak_y`) and peak region (`peak_x0` ... `peak_y1`) come with it.
 - `off-object` (runs with `--annotations`): mean `energy_in_gt` <= `off_object_ratio` x the median
   `energy_in_gt` of the annotated images (default 0.5): the class's maps miss the ground truth.
+- `model-insensitive` and `class-agnostic` (runs with `--sanity`): see `cambatch.inspection.trust`,
+  which also gives each group's and the run's means of the columns of `--sanity`, `--road` and
+  `--deletion-insertion`.
 
 Every image counts once, through its top-1 row (see `cambatch.load.per_image`).
 """
@@ -29,8 +32,10 @@ import pandas as pd
 
 from ..model.catalog import MULTI_LABEL
 from ..report.reader import has_labels, load_report, per_image, report_columns
+from ..report.schema import TRUST_NAMES
 from .options import SORT_KEYS, GroupBy, Thresholds
 from .shortcuts import class_patterns
+from .trust import FLAGS, trust_table
 
 
 @dataclass
@@ -47,6 +52,7 @@ class ClassSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     lock_baseline: float = float("nan")  # the run's mean map correlation across groups (`shortcuts`)
     median_energy_in_gt: float = float("nan")  # of the annotated images (`--annotations`); NaN without
+    trust: dict[str, float] = field(default_factory=dict)  # the run's means of the trust columns (`inspection.trust`)
 
     @property
     def multi_label(self) -> bool:
@@ -85,8 +91,9 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     mean `energy_in_gt` and `pointing_acc` (the share of `pointing_hit`); when `df` holds the
     maps (`load_report(..., maps=True)`), `position_lock`, `peak_x`, `peak_y` and the peak region
     `peak_x0`, `peak_y0`, `peak_x1`, `peak_y1` of the class mean map; the booleans `border_flag`,
-    `spread_flag` (`off_object_flag` with annotations, `fixed_location_flag` with maps), and `flags`
-    (text, empty when none).
+    `spread_flag` (`off_object_flag` with annotations, `fixed_location_flag` with maps); the means of the
+    trust columns the report holds and `model_insensitive_flag`, `class_agnostic_flag` (`inspection.trust`);
+    and `flags` (text, empty when none).
 
     >>> import cambatch
     >>> s = cambatch.summarize_report(cambatch.load_report("cams"))  # doctest: +SKIP
@@ -128,8 +135,11 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     if annotated:
         table["off_object_flag"] = table["energy_in_gt"] <= thresholds.off_object_ratio * median_energy
     off_object = table["off_object_flag"] if annotated else [False] * len(table)
+    trust, trust_means = trust_table(images, key, thresholds)
+    table = table.join(trust)
     flags = {"border": table["border_flag"], "spread": table["spread_flag"]}
     flags |= {"off-object": off_object, "fixed-location": table["fixed_location_flag"]}
+    flags |= {name: table[column] for name, (column, _, _) in FLAGS.items()}
     table["flags"] = [
         ", ".join(name for name, hit in zip(flags, hits, strict=True) if hit)
         for hits in zip(*flags.values(), strict=True)
@@ -138,6 +148,7 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
         table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs), baseline
     )
     summary.median_energy_in_gt = median_energy
+    summary.trust = trust_means
     return summary
 
 
@@ -175,6 +186,7 @@ def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresh
         "map_width",
         "energy_in_gt",
         "pointing_hit",
+        *TRUST_NAMES,
     ]
     present = set(report_columns(out))
     return summarize(load_report(out, columns=[c for c in wanted if c in present]), by, thresholds)

@@ -97,6 +97,35 @@ FAITHFULNESS_COLUMNS = (
     Column("confidence_drop", pa.float32(), "max(0, p - p_masked) / p; its mean is the Average Drop"),
     Column("confidence_increase", pa.bool_(), "p_masked > p; its mean is the Increase in Confidence"),
 )
+# --sanity, --road, --deletion-insertion (`cambatch.methods.sanity`, `.road`, `.deletion`; docs/trust.md); null
+# without the option, and NaN (null) where a map is flat.
+TRUST_COLUMNS = (
+    Column(
+        "sanity_rank_corr",
+        pa.float32(),
+        "Spearman correlation of |map| with the |map| of the same image and class by the re-initialised model "
+        "(Quantus MPRT); near 1: the map ignores the weights (lower is better)",
+    ),
+    Column(
+        "class_sensitivity",
+        pa.float32(),
+        "SSIM of the map with the map of another class (Quantus RandomLogit); near 1: the map ignores the class "
+        "(lower is better)",
+    ),
+    Column(
+        "road_morf",
+        pa.float32(),
+        "ROAD, the most relevant pixels removed first: mean change of the probability (lower is better)",
+    ),
+    Column(
+        "road_lerf",
+        pa.float32(),
+        "ROAD, the least relevant pixels removed first: mean change of the probability (higher is better)",
+    ),
+    Column("road_combined", pa.float32(), "(road_lerf - road_morf) / 2 (higher is better)"),
+    Column("deletion_auc", pa.float32(), "RISE deletion: area under the probability curve (lower is better)"),
+    Column("insertion_auc", pa.float32(), "RISE insertion: area under the probability curve (higher is better)"),
+)
 # --annotations (`cambatch.evaluation.rows.ground_truth_columns` computes them); null without it or for an image
 # the annotations do not name. Boxes are mapped into the displayed image first.
 GROUND_TRUTH_COLUMNS = (
@@ -121,6 +150,7 @@ COLUMNS = (
     + STATISTIC_COLUMNS
     + OUTCOME_COLUMNS
     + FAITHFULNESS_COLUMNS
+    + TRUST_COLUMNS
     + GROUND_TRUTH_COLUMNS
     + (GT_BOX_COLUMN,)
     + MAP_COLUMNS
@@ -128,6 +158,7 @@ COLUMNS = (
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 STAT_NAMES = tuple(c.name for c in STATISTIC_COLUMNS)
 FAITHFULNESS_NAMES = tuple(c.name for c in FAITHFULNESS_COLUMNS)
+TRUST_NAMES = tuple(c.name for c in TRUST_COLUMNS)
 MAP_NAMES = tuple(c.name for c in MAP_COLUMNS)
 GROUND_TRUTH_NAMES = tuple(c.name for c in GROUND_TRUTH_COLUMNS)
 

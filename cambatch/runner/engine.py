@@ -10,10 +10,13 @@ import torch
 
 from ..config import RunConfig
 from ..errors import UsageError
-from ..methods.base import CamMethod
+from ..methods.base import CamMethod, ClassMaps
+from ..methods.deletion import deletion_insertion_scores
 from ..methods.faithfulness import FaithfulnessTally, faithfulness_scores
 from ..methods.normalize import display_maps
 from ..methods.registry import build_method
+from ..methods.road import road_scores
+from ..methods.sanity import SanityCheck
 from ..methods.statistics import map_statistics
 from ..model.accel import Execution, prepare_network
 from ..model.build import CamModel
@@ -73,8 +76,9 @@ class BatchResult:
 class CamEngine:
     """Runs batches of uint8 images through `method` (bound to `model` on its device).
 
-    `faithfulness` adds the masked-input scores; `want_display` the uint8 maps overlays are drawn from;
-    `threshold`, for a multi-label method (`activation` sigmoid), picks each image's predicted classes.
+    `faithfulness` adds the masked-input scores; `sanity`, `road` and `deletion_insertion` the columns of
+    `methods.sanity`, `methods.road` and `methods.deletion`; `want_display` the uint8 maps overlays are drawn
+    from; `threshold`, for a multi-label method (`activation` sigmoid), picks each image's predicted classes.
     """
 
     def __init__(
@@ -86,6 +90,9 @@ class CamEngine:
         classes: list[int] | None,
         want_display: bool,
         faithfulness: bool,
+        sanity: bool,
+        road: bool,
+        deletion_insertion: bool,
         threshold: float,
     ):  # noqa: D107
         self.model = model
@@ -97,6 +104,9 @@ class CamEngine:
         self.classes = torch.tensor(classes, dtype=torch.int64, device=self.device) if classes else None
         self.want_display = want_display
         self.faithfulness = faithfulness
+        self.sanity = SanityCheck(method) if sanity else None  # holds the re-initialised copy of the model
+        self.road = road
+        self.deletion_insertion = deletion_insertion
         self.tally = FaithfulnessTally()  # running averages of the faithfulness scores, for the run's summary
         # Normalizing uint8 on the device: (x / 255 - mean) / std == (x - 255 mean) / (255 std).
         self._shift = torch.tensor(model.mean, device=self.device).view(1, 3, 1, 1) * 255
@@ -111,6 +121,7 @@ class CamEngine:
         """The batch's maps and columns; `labels` (int64 [B], -1 for none) are explained too (`--explain-label`)."""
         images = self.normalize(pixels)
         cams = self.method(images, self.topk, self.classes, labels)
+        checks = self.sanity(images, cams) if self.sanity else {}  # outside inference mode: a gradient method
         with torch.inference_mode():
             b, k, h, w = cams.maps.shape
             columns = {
@@ -126,6 +137,7 @@ class CamEngine:
                 columns |= faithfulness_scores(
                     self.model.network, images, cams, execution=self.execution, activation=self.method.activation
                 )
+            columns |= checks | self._perturbation_scores(images, cams)
             display = display_maps(cams.maps) if self.want_display else None
             maps = cams.maps.half()
             predicted = cams.scores >= self.threshold if self.method.activation == MULTI_LABEL else None
@@ -139,6 +151,16 @@ class CamEngine:
         )
         self.tally.add(host if self.faithfulness else None, result.rank, result.kept)
         return result
+
+    def _perturbation_scores(self, images: torch.Tensor, cams: ClassMaps) -> dict[str, torch.Tensor]:
+        """The columns of `--road` and `--deletion-insertion` asked for."""
+        scores = {}
+        options = {"execution": self.execution, "activation": self.method.activation}
+        if self.road:
+            scores |= road_scores(self.model.network, images, cams, **options)
+        if self.deletion_insertion:
+            scores |= deletion_insertion_scores(self.model.network, images, cams, **options)
+        return scores
 
 
 def build_engine(model: CamModel, device: torch.device, config: RunConfig, *, classes: list[int] | None) -> CamEngine:
@@ -164,5 +186,8 @@ def build_engine(model: CamModel, device: torch.device, config: RunConfig, *, cl
         classes=classes,
         want_display=config.output.overlays,
         faithfulness=maps.faithfulness,
+        sanity=maps.sanity,
+        road=maps.road,
+        deletion_insertion=maps.deletion_insertion,
         threshold=net.threshold,
     )
