@@ -11,8 +11,8 @@ from cambatch.methods.imputation import linear_imputation, neighbour_sum
 road = pytest.importorskip("pytorch_grad_cam.metrics.road")
 
 # Each imputed value within this of the exact solution (scipy's spsolve), for images of unit variance: the
-# solver stops at a residual 1e-4 of the right-hand side's (`TOLERANCE`).
-VALUE_BOUND = 1e-3
+# solver stops at a residual 1e-3 of the right-hand side's (`TOLERANCE`); the largest difference seen was 6e-3.
+VALUE_BOUND = 1e-2
 
 
 def smooth_map(size: int, seed: int) -> torch.Tensor:
@@ -43,7 +43,7 @@ def test_imputed_pixels_are_the_weighted_mean_of_their_neighbours():
     filled = linear_imputation(images, known, noise=0.0, generator=None)
     weights = neighbour_sum(torch.ones(1, 1, 40, 40))
     mean = neighbour_sum(filled) / weights
-    assert ((filled - mean).abs() * ~known).max() < 1e-3
+    assert ((filled - mean).abs() * ~known).max() < 1e-2
 
 
 def test_neighbour_sum_is_the_roads_3x3_kernel():
@@ -71,3 +71,18 @@ def test_nothing_to_impute_and_nothing_known():
     assert torch.equal(linear_imputation(images, everything, noise=0.0, generator=None), images)
     nothing = linear_imputation(images, ~everything, noise=0.0, generator=None)
     assert torch.equal(nothing, torch.zeros_like(images))  # no unique solution: zeros, never NaN
+
+
+@pytest.mark.parametrize("size", [2, 7, 15, 224])
+def test_the_grid_transfers_are_bilinear_and_each_others_transpose(size):
+    from cambatch.methods.imputation import _double, _halve
+
+    g = torch.Generator().manual_seed(size)
+    coarse, fine = torch.randn(2, 3, (size + 1) // 2, 4, generator=g), torch.randn(2, 3, size, 4, generator=g)
+    doubled, halved = torch.empty_like(fine), torch.empty_like(coarse)
+    _double(coarse, doubled, -2)
+    _halve(fine, halved, -2)
+    assert (doubled * fine).sum() == pytest.approx(float((coarse * halved).sum()), rel=1e-5)  # <P e, r> = <e, P^T r>
+    if size % 2 == 0:
+        expected = F.interpolate(coarse, size=(size, 4), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(doubled, expected)

@@ -10,8 +10,10 @@ from methods_support import cams_of, engine_for, normalized_batch, tiny_model
 from PIL import Image
 
 from cambatch.errors import UsageError
+from cambatch.methods.deletion import deletion_insertion_scores
+from cambatch.methods.road import road_scores
 from cambatch.methods.statistics import map_statistics
-from cambatch.report.schema import FAITHFULNESS_NAMES, STAT_NAMES
+from cambatch.report.schema import FAITHFULNESS_NAMES, STAT_NAMES, TRUST_NAMES
 from cambatch.runner.engine import resolve_device
 
 
@@ -87,6 +89,24 @@ def test_faithfulness_adds_its_columns_and_feeds_the_tally():
     plain = engine_for(tiny_model(seed=1), topk=2)
     plain(pixels())
     assert plain.tally.summary() is None and not set(FAITHFULNESS_NAMES) & set(plain(pixels()).columns)
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam"])
+def test_trust_options_add_the_columns_their_functions_compute(method):
+    model = tiny_model(seed=1)
+    engine = engine_for(model, method=method, topk=2, sanity=True, road=True, deletion_insertion=True)
+    result = engine(pixels())
+    images = engine.normalize(pixels())
+    cams = engine.method(images, 2)
+    options = {"execution": engine.execution, "activation": "softmax"}
+    expected = engine.sanity(images, cams)
+    expected |= road_scores(model.network, images, cams, **options)
+    expected |= deletion_insertion_scores(model.network, images, cams, **options)
+    assert set(expected) == set(TRUST_NAMES)
+    for name, values in expected.items():
+        assert result.columns[name].shape == (3, 2) and result.columns[name].dtype == np.float32
+        np.testing.assert_allclose(result.columns[name], values.detach().numpy(), atol=1e-6, err_msg=name)
+    assert not set(TRUST_NAMES) & set(engine_for(model, topk=2)(pixels()).columns)
 
 
 def test_resolve_device(monkeypatch):

@@ -8,7 +8,9 @@
 One module per method family (`cam`, `gradient`, `scorecam`, `eigencam`), each with the formula and
 the paper in its docstring; `base` (the interface and the class selection every method shares),
 `hooks` and `layers` (the target layer), `statistics`, `normalize` and `faithfulness` (what is
-computed from the maps). `registry` names them for `--method` and builds one for a loaded model.
+computed from the maps), and the trust checks of docs/trust.md: `sanity` (a re-initialised model,
+another class), `road` (with `imputation`) and `deletion`, which share `perturbation`. `registry`
+names the methods for `--method` and builds one for a loaded model.
 Nothing here imports from the run. Importing this package is cheap: names load on first use.
 """
 
@@ -34,6 +36,10 @@ _LAZY = {
     "locate_layer": "layers",
     "FaithfulnessTally": "faithfulness",
     "faithfulness_scores": "faithfulness",
+    "SanityCheck": "sanity",
+    "road_scores": "road",
+    "deletion_insertion_scores": "deletion",
+    "linear_imputation": "imputation",
     "map_statistics": "statistics",
     "METHODS": "registry",
     "METHOD_CHOICES": "registry",

@@ -96,13 +96,7 @@ def deletion_insertion_scores(
             return torch.where(changed, after, before)
 
         inside = probe(
-            network,
-            make,
-            classes.repeat_interleave(2 * inner),
-            chunk=b,
-            batch=b,
-            execution=execution,
-            activation=activation,
+            network, make, classes.repeat_interleave(2 * inner), chunk=b, execution=execution, activation=activation
         ).view(-1, 2, inner)
         baseline = probabilities(execution.forward(network, torch.zeros_like(images[:1])), activation)[0, classes]
         from_blur = probabilities(execution.forward(network, start), activation).gather(1, cams.class_index)

@@ -1,9 +1,9 @@
 """What the perturbation metrics (ROAD, deletion and insertion) share: maps at the input's resolution,
 and perturbed inputs scored in forwards of a bounded size.
 
-A metric lists its perturbed inputs as jobs 0..n-1 and builds them a chunk at a time on demand
-(`make(jobs)`), so no more than one chunk of perturbed images is ever held: a batch of 64 images
-with 3 classes asks for thousands of them.
+A metric lists its perturbed inputs as jobs 0..n-1 and builds any slice of them on demand
+(`make(jobs)`), so no more than one forward's worth of perturbed images is ever held: a batch of 64
+images with 3 classes asks for thousands of them.
 """
 
 from __future__ import annotations
@@ -36,18 +36,15 @@ def probe(
     classes: Tensor,
     *,
     chunk: int,
-    batch: int,
     execution: Execution,
     activation: str,
 ) -> Tensor:
     """float32 [n]: the probability of class `classes[j]` (int64 [n]) for each perturbed input j, built by
-    `make(jobs)` (int64 job numbers) `chunk` at a time and forwarded `batch` at a time (the caller holds the
-    network in eval mode).
+    `make(jobs)` for int64 job numbers, `chunk` inputs per forward pass (the caller holds the network in eval mode).
     """
     scores = []
     for start in range(0, classes.shape[0], chunk):
         jobs = torch.arange(start, min(start + chunk, classes.shape[0]), device=classes.device)
-        for inputs, wanted in zip(make(jobs).split(batch), classes[jobs].split(batch), strict=True):
-            out = probabilities(execution.forward(network, inputs), activation)
-            scores.append(out.gather(1, wanted[:, None])[:, 0])
+        out = probabilities(execution.forward(network, make(jobs)), activation)
+        scores.append(out.gather(1, classes[jobs, None])[:, 0])
     return torch.cat(scores)

@@ -1,0 +1,118 @@
+"""What the trust options cost (docs/trust.md): a run's img/s with each, and ROAD against pytorch-grad-cam.
+
+    python benchmarks/trust_cost.py [--topk 3] [--threads T] [--peer-images 2]
+
+1. `cambatch.run` over sample_images/ (7 photos; the default model, CPU, --no-overlays, decoding in
+   the main process), plain and then with each of --sanity, --road, --deletion-insertion: img/s as
+   the run reports it, and the slowdown against the plain run.
+2. ROAD per image: pytorch-grad-cam's `ROADCombined` (one call per image batch with
+   `ClassifierOutputSoftmaxTarget`, maps at the input's resolution: its documented use) against
+   `cambatch.methods.road.road_scores`, on the first M sample images and the default model's top-1
+   CAM: the same network (prepared as a run prepares it: channels_last weights), maps and threads;
+   seconds per image, the speed-up, and the largest difference of road_combined (each with its own
+   imputation noise, 0.01).
+
+`--threads` sets torch's threads for both parts (default: torch's own). The load average (1, 5, 15
+min) is printed before and after each part: on a shared machine the figures move with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cambatch
+from cambatch.methods.perturbation import input_maps
+from cambatch.methods.registry import build_method
+from cambatch.methods.road import road_scores
+from cambatch.model.accel import Execution, prepare_network
+from cambatch.model.build import load_model
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+OPTIONS = ({}, {"sanity": True}, {"road": True}, {"deletion_insertion": True})
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_costs(topk: int, threads: int | None) -> None:
+    print(f"\n1. cambatch run sample_images/ --topk {topk} --no-overlays --workers 0 ({load()})")
+    print("| options | img/s | slowdown |\n| --- | ---: | ---: |")
+    plain = None
+    with tempfile.TemporaryDirectory() as work:
+        for i, options in enumerate(OPTIONS):
+            result = cambatch.run(
+                SAMPLES,
+                Path(work) / str(i),
+                topk=topk,
+                overlays=False,
+                workers=0,
+                threads=threads,
+                progress=False,
+                **options,
+            )
+            speed = result.images_per_s
+            plain = plain or speed
+            flags = " ".join(f"--{name.replace('_', '-')}" for name in options) or "(none)"
+            print(f"| {flags} | {speed:.3f} | {plain / speed:.1f}x |")
+    print(f"({load()})")
+
+
+def road_against_pytorch_grad_cam(images_count: int) -> None:
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from cambatch.data.inputs import Preprocess
+    from cambatch.data.preprocess import ImageFiles, collate
+    from cambatch.sources.discover import discover
+
+    model = load_model()
+    prepare_network(model.network, torch.device("cpu"))
+    files = ImageFiles(discover([SAMPLES])[:images_count], Preprocess(image_size=model.input_size))
+    pixels = collate([files[i] for i in range(len(files))]).pixels.float() / 255
+    mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
+    images = (pixels - mean) / std
+    execution = Execution(device_type="cpu", precision="fp32", compile=False)
+    cam = build_method("cam", model, layer=None, scorecam_batch=None, execution=execution, activation="softmax")
+    cams = cam(images, 1)
+    print(f"\n2. ROAD (MoRF + LeRF at 10..90 %) of the top-1 CAM of {len(images)} sample images ({load()})")
+    start = time.perf_counter()
+    ours = road_scores(model.network, images, cams, execution=execution, activation="softmax")["road_combined"]
+    ours_s = (time.perf_counter() - start) / len(images)
+    maps = input_maps(cams.maps, images.shape[-2:])[:, 0].numpy()
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in cams.class_index[:, 0]]
+    start = time.perf_counter()
+    theirs = ROADCombined()(images, maps, targets, model.network.eval())
+    theirs_s = (time.perf_counter() - start) / len(images)
+    print("| implementation | s / image | road_combined |\n| --- | ---: | --- |")
+    print(f"| cambatch road_scores | {ours_s:.2f} | {np.round(ours[:, 0].numpy(), 4).tolist()} |")
+    print(f"| pytorch-grad-cam ROADCombined | {theirs_s:.2f} | {np.round(theirs, 4).tolist()} |")
+    difference = float(np.abs(ours[:, 0].numpy() - theirs).max())
+    print(f"speed-up {theirs_s / ours_s:.1f}x; largest |difference| of road_combined {difference:.2e} ({load()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--topk", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--peer-images", type=int, default=4)
+    parser.add_argument("--parts", default="12", help="which parts to run: 1, 2 or 12")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {load()}")
+    if "1" in args.parts:
+        run_costs(args.topk, args.threads)
+    if "2" in args.parts:
+        road_against_pytorch_grad_cam(args.peer_images)
+
+
+if __name__ == "__main__":
+    main()
