@@ -3,8 +3,8 @@
     python benchmarks/trust_cost.py [--topk 3] [--threads T] [--peer-images 2]
 
 1. `cambatch.run` over sample_images/ (7 photos; the default model, CPU, --no-overlays, decoding in
-   the main process), plain and then with each of --sanity, --road, --deletion-insertion: img/s as
-   the run reports it, and the slowdown against the plain run.
+   the main process), plain and then with each of --sanity, --road, --deletion-insertion, after one
+   plain run that warms the process up: img/s as the run reports it, and the slowdown against plain.
 2. ROAD per image: pytorch-grad-cam's `ROADCombined` (one call per image batch with
    `ClassifierOutputSoftmaxTarget`, maps at the input's resolution: its documented use) against
    `cambatch.methods.road.road_scores`, on the first M sample images and the default model's top-1
@@ -46,18 +46,11 @@ def run_costs(topk: int, threads: int | None) -> None:
     print(f"\n1. cambatch run sample_images/ --topk {topk} --no-overlays --workers 0 ({load()})")
     print("| options | img/s | slowdown |\n| --- | ---: | ---: |")
     plain = None
+    common = {"topk": topk, "overlays": False, "workers": 0, "threads": threads, "progress": False}
     with tempfile.TemporaryDirectory() as work:
+        cambatch.run(SAMPLES, Path(work) / "warm-up", **common)
         for i, options in enumerate(OPTIONS):
-            result = cambatch.run(
-                SAMPLES,
-                Path(work) / str(i),
-                topk=topk,
-                overlays=False,
-                workers=0,
-                threads=threads,
-                progress=False,
-                **options,
-            )
+            result = cambatch.run(SAMPLES, Path(work) / str(i), **common, **options)
             speed = result.images_per_s
             plain = plain or speed
             flags = " ".join(f"--{name.replace('_', '-')}" for name in options) or "(none)"
@@ -92,8 +85,8 @@ def road_against_pytorch_grad_cam(images_count: int) -> None:
     theirs = ROADCombined()(images, maps, targets, model.network.eval())
     theirs_s = (time.perf_counter() - start) / len(images)
     print("| implementation | s / image | road_combined |\n| --- | ---: | --- |")
-    print(f"| cambatch road_scores | {ours_s:.2f} | {np.round(ours[:, 0].numpy(), 4).tolist()} |")
-    print(f"| pytorch-grad-cam ROADCombined | {theirs_s:.2f} | {np.round(theirs, 4).tolist()} |")
+    print(f"| cambatch road_scores | {ours_s:.2f} | {', '.join(f'{x:.4f}' for x in ours[:, 0].tolist())} |")
+    print(f"| pytorch-grad-cam ROADCombined | {theirs_s:.2f} | {', '.join(f'{x:.4f}' for x in theirs.tolist())} |")
     difference = float(np.abs(ours[:, 0].numpy() - theirs).max())
     print(f"speed-up {theirs_s / ours_s:.1f}x; largest |difference| of road_combined {difference:.2e} ({load()})")
 

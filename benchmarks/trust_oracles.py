@@ -64,18 +64,25 @@ def sanity_figures(quantus, default_model) -> None:
         print(f"class_sensitivity vs Quantus RandomLogit ({name}): {max(differences):.1e}")
 
 
-def road_figures() -> None:
+def road_figures(default_model) -> None:
+    """The tests' tiny CNN (noise off and on), and the default model on 2 sample images at 224 px (noise off)."""
     from pytorch_grad_cam.metrics import road as reference
 
-    model = road.sensitive_model()
-    images = torch.randn(2, 3, road.SIZE, road.SIZE, generator=torch.Generator().manual_seed(8))
-    cams = road.bind("cam", model)(images, 2)
-    for noise in (0.0, 0.01):
-        reference.NoisyLinearImputer.__init__.__defaults__ = (noise, reference.neighbors_weights)
-        torch.manual_seed(0)
-        ours, theirs = road.scores_of(model, images, cams, noise=noise), road.references(model, images, cams)
-        found = ", ".join(f"{k} {np.abs(ours[k].numpy() - v).max():.1e}" for k, v in theirs.items())
-        print(f"ROAD vs pytorch-grad-cam, noise {noise}: {found}")
+    tiny = road.sensitive_model()
+    tiny_images = torch.randn(2, 3, road.SIZE, road.SIZE, generator=torch.Generator().manual_seed(8))
+    real_images = sanity.sample_batch(default_model, ["chelsea.png", "coffee.png"])
+    cases = [
+        ("tiny CNN, 40 px", tiny, tiny_images, 2, (0.0, 0.01)),
+        ("default model, 224 px", default_model, real_images, 1, (0.0,)),
+    ]
+    for name, model, images, topk, noises in cases:
+        cams = road.bind("cam", model)(images, topk)
+        for noise in noises:
+            reference.NoisyLinearImputer.__init__.__defaults__ = (noise, reference.neighbors_weights)
+            torch.manual_seed(0)
+            ours, theirs = road.scores_of(model, images, cams, noise=noise), road.references(model, images, cams)
+            found = ", ".join(f"{k} {np.abs(ours[k].numpy() - v).max():.1e}" for k, v in theirs.items())
+            print(f"ROAD vs pytorch-grad-cam ({name}), noise {noise}: {found}")
 
 
 def deletion_figures() -> None:
@@ -101,8 +108,9 @@ def deletion_figures() -> None:
 def main() -> None:
     import quantus
 
-    sanity_figures(quantus, load_model())
-    road_figures()
+    default_model = load_model()
+    sanity_figures(quantus, default_model)
+    road_figures(default_model)
     deletion_figures()
 
 

@@ -70,6 +70,38 @@ def salience_ranks(maps: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(1, order, places)
 
 
+def _inner_points(
+    network: nn.Module,
+    images: Tensor,
+    start: Tensor,
+    cams: ClassMaps,
+    maps: Tensor,
+    *,
+    execution: Execution,
+    activation: str,
+) -> Tensor:
+    """[R, 2, STEPS - 1]: the probabilities at points 1..STEPS-1 of each row's deletion (0) and insertion (1)
+    curves; `start` are the blurred images, `maps` the rows' maps at the input's resolution [R, H * W].
+    """
+    ranks = salience_ranks(maps)
+    inner, k = STEPS - 1, cams.class_index.shape[1]
+    counts = torch.arange(1, STEPS, device=images.device) * maps.shape[1] // STEPS
+
+    def make(jobs: Tensor) -> Tensor:
+        row, step = jobs // (2 * inner), jobs % inner
+        insertion = (jobs // inner % 2).bool()[:, None, None, None]
+        image, blur = images[row // k], start[row // k]
+        before = torch.where(insertion, blur, image)  # a pixel before its turn, and after it
+        after = torch.where(insertion, image, torch.zeros_like(image))
+        changed = (ranks[row] < counts[step, None]).view(-1, 1, *images.shape[-2:])
+        return torch.where(changed, after, before)
+
+    classes = cams.class_index.reshape(-1).repeat_interleave(2 * inner)
+    return probe(network, make, classes, chunk=images.shape[0], execution=execution, activation=activation).view(
+        -1, 2, inner
+    )
+
+
 def deletion_insertion_scores(
     network: nn.Module, images: Tensor, cams: ClassMaps, *, execution: Execution, activation: str
 ) -> dict[str, Tensor]:
@@ -78,27 +110,12 @@ def deletion_insertion_scores(
     `images` are the normalized inputs [B, 3, H, W] the maps were made from; `activation` is the run's.
     """
     b, k = cams.class_index.shape
-    maps = input_maps(cams.maps, images.shape[-2:]).flatten(0, 1).flatten(1)  # [R, L], R = B * K rows
-    ranks = salience_ranks(maps)
-    inner = STEPS - 1  # the points between the two ends
-    counts = torch.arange(1, STEPS, device=images.device) * maps.shape[1] // STEPS
-    classes = cams.class_index.reshape(-1)
+    maps = input_maps(cams.maps, images.shape[-2:]).flatten(0, 1).flatten(1)  # [R, H * W], R = B * K rows
     with network_as_is(network), torch.inference_mode():
         start = blurred(images)
-
-        def make(jobs: Tensor) -> Tensor:
-            row, step = jobs // (2 * inner), jobs % inner
-            insertion = (jobs // inner % 2).bool()[:, None, None, None]
-            image, blur = images[row // k], start[row // k]
-            before = torch.where(insertion, blur, image)  # a pixel before its turn, and after it
-            after = torch.where(insertion, image, torch.zeros_like(image))
-            changed = (ranks[row] < counts[step, None]).view(-1, 1, *images.shape[-2:])
-            return torch.where(changed, after, before)
-
-        inside = probe(
-            network, make, classes.repeat_interleave(2 * inner), chunk=b, execution=execution, activation=activation
-        ).view(-1, 2, inner)
-        baseline = probabilities(execution.forward(network, torch.zeros_like(images[:1])), activation)[0, classes]
+        inside = _inner_points(network, images, start, cams, maps, execution=execution, activation=activation)
+        zeros = execution.forward(network, torch.zeros_like(images[:1]))
+        baseline = probabilities(zeros, activation)[0, cams.class_index.reshape(-1)]
         from_blur = probabilities(execution.forward(network, start), activation).gather(1, cams.class_index)
     p = cams.probability.reshape(-1).float()
     deletion = torch.cat([p[:, None], inside[:, 0], baseline[:, None]], 1)

@@ -58,6 +58,15 @@ def percentiles(values: Tensor, qs: Sequence[float]) -> Tensor:
     return torch.where(upper, b - (b - a) * rest, a + (b - a) * t)
 
 
+def removal_orders(cams: ClassMaps, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """What each row's pixels are removed by, [R, 2, H * W] (MoRF: the map at the input's resolution; LeRF: its
+    negation), R = B * K rows, and the thresholds of its percentiles, [R, 2, len(PERCENTILES)].
+    """
+    maps = input_maps(cams.maps, size).flatten(0, 1).flatten(1)
+    ranked = torch.stack([maps, -maps], 1)
+    return ranked, percentiles(ranked, PERCENTILES)
+
+
 def road_scores(
     network: nn.Module,
     images: Tensor,
@@ -70,29 +79,31 @@ def road_scores(
     """float32 [B, K] per image and class: `road_morf`, `road_lerf`, `road_combined` (see the module).
 
     `images` are the normalized inputs [B, 3, H, W] the maps were made from; `activation` is the run's.
+    Job j is row j // 18 with MoRF (j // 9 even) or LeRF at percentile `PERCENTILES[j % 9]`.
     """
     b, k = cams.class_index.shape
     size = images.shape[-2:]
-    ranked = input_maps(cams.maps, size).flatten(0, 1).flatten(1)  # [R, L], R = B * K rows
-    ranked = torch.stack([ranked, -ranked], 1)  # [R, 2, L]: MoRF removes the top of m, LeRF the top of -m
-    thresholds = percentiles(ranked, PERCENTILES)  # [R, 2, Q]
-    per_row = 2 * len(PERCENTILES)
+    ranked, thresholds = removal_orders(cams, size)
+    q = len(PERCENTILES)
     generator = torch.Generator(device=images.device).manual_seed(NOISE_SEED)
-
     solve_chunk = SOLVE_CHUNK.get(images.device.type, CPU_SOLVE_CHUNK)
 
     def impute(jobs: Tensor) -> Tensor:
-        row, order, q = jobs // per_row, jobs // len(PERCENTILES) % 2, jobs % len(PERCENTILES)
-        known = ranked[row, order] < thresholds[row, order, q, None]
-        return linear_imputation(images[row // k], known.view(-1, 1, *size), noise=noise, generator=generator)
-
-    def make(jobs: Tensor) -> Tensor:
-        return torch.cat([impute(part) for part in jobs.split(solve_chunk)])
+        row, order, at = jobs // (2 * q), jobs // q % 2, jobs % q
+        known = (ranked[row, order] < thresholds[row, order, at, None]).view(-1, 1, *size)
+        return linear_imputation(images[row // k], known, noise=noise, generator=generator)
 
     with network_as_is(network), torch.inference_mode():
-        classes = cams.class_index.reshape(-1).repeat_interleave(per_row)
-        scores = probe(network, make, classes, chunk=b, execution=execution, activation=activation)
-    change = scores.view(b * k, 2, len(PERCENTILES)).mean(2) - cams.probability.reshape(-1, 1).float()
+        classes = cams.class_index.reshape(-1).repeat_interleave(2 * q)
+        scores = probe(
+            network,
+            lambda jobs: torch.cat([impute(part) for part in jobs.split(solve_chunk)]),
+            classes,
+            chunk=b,
+            execution=execution,
+            activation=activation,
+        )
+    change = scores.view(b * k, 2, q).mean(2) - cams.probability.reshape(-1, 1).float()
     change[flat_rows(ranked[:, 0])] = float("nan")
     morf, lerf = change.view(b, k, 2).unbind(2)
     return {"road_morf": morf, "road_lerf": lerf, "road_combined": (lerf - morf) / 2}
