@@ -164,7 +164,7 @@ class MapOptions(_Group):
 
     method: str = option(
         "cam",
-        "How maps are made (README, Methods); auto: cam where the model's head allows it, else gradcam.",
+        "How maps are made (docs/methods.md); auto: cam where the model's head allows it, else gradcam.",
         choices=METHOD_CHOICES,
     )
     topk: int = option(3, "Classes explained per image.", minimum=1)

@@ -18,11 +18,20 @@ import pytest
 from conftest import PHOTOS, REPO, SAMPLES
 from sources_support import write_datasets_parquet, write_shard
 
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 # Lines that are not commands of this tool, each with the reason it does not run here.
 NOT_RUN = {
+    "pip install -e .": "the install step: the test runs inside that installation",
+    'pip install -e ".[all]"': "the install step: the test runs inside that installation",
     'pip install -e ".[dev]"': "the install step: the test runs inside that installation",
     "pytest": "the test suite itself",
+    'pytest -m "not slow"': "the test suite itself",
+    "ruff check . && ruff format --check .": ".ci/run runs it before the tests",
+    "mkdocs build --strict": ".ci/run runs it before the tests; tests/test_docs_reference.py checks the pages it "
+    "generates",
+    "cambatch run --from-list xrays.csv --model densenet121 --num-classes 14 --class-names findings.txt --weights "
+    "chexnet.pt --activation sigmoid --topk 14 --out cams-xray": "needs a CheXNet checkpoint and its X-rays: "
+    "tests/test_runner_pipeline.py runs a multi-label densenet121 with --activation sigmoid",
     "cambatch run s3://bucket/photos --out cams-s3": "needs S3: tests/test_sources_remote.py runs it on moto",
     "cambatch run gs://bucket/shards --out cams-gcs": "needs Google Cloud Storage and gcsfs",
     "cambatch run s3://bucket/photos --out s3://bucket/cams": "needs S3: tests/test_runner_remote_out.py runs it "
@@ -52,7 +61,7 @@ def shell_lines() -> list[tuple[str, str]]:
             for line in block.splitlines():
                 command = re.sub(r"\s+#.*$", "", line).strip()  # trailing comments
                 if command and not command.startswith("#"):
-                    found.append((document.name, command))
+                    found.append((document.relative_to(REPO).as_posix(), command))
     return found
 
 
@@ -101,6 +110,18 @@ def test_every_shell_example_runs_as_written(workdir):
             ["bash", "-c", substituted(command)], cwd=workdir, env=env, capture_output=True, text=True, timeout=900
         )
         assert proc.returncode == 0, f"{document}: `{command}` exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_every_common_task_of_the_readme_runs_on_its_page():
+    """README's task table names one command and one page per task: the command is a shell line of that page,
+    so it runs (or is listed in NOT_RUN) above, as written."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Common tasks", 1)[1].split("\n## ", 1)[0]
+    tasks = re.findall(r"^\| [^|]+ \| `([^`]+)` \| \[[^]]+\]\(docs/([\w./-]+\.md)\) \|$", table, re.M)
+    assert len(tasks) >= 10 and len(tasks) == len([line for line in table.splitlines() if line.startswith("| ")]) - 1
+    lines = shell_lines()
+    for command, page in tasks:
+        assert (f"docs/{page}", command) in lines, f"README's task `{command}` is not a shell line of docs/{page}"
 
 
 def test_the_examples_left_what_they_promise(workdir):

@@ -1,6 +1,6 @@
 """Fault injection: what a run does when it is killed, the disk fills or vanishes, or a report part is damaged.
 
-README's "Reliability" section lists the same faults; each test here is one of its lines. Real
+docs/reliability.md lists the same faults; each test here is one of its lines. Real
 processes where the fault needs one (kill -9 with loader workers alive).
 """
 

@@ -51,7 +51,7 @@ def annotations_of(out: Path | str, settings: dict, annotations: Path | str | No
     """The ground truth: the one given, else the run's `--annotations`; a UsageError (exit 2) without either."""
     path = annotations or (settings.get("options") or {}).get("annotations")
     if not path:
-        raise UsageError(f"the run in {out} has no annotations: pass --annotations PATH (see README, Ground truth)")
+        raise UsageError(f"the run in {out} has no annotations: pass --annotations PATH (see docs/ground-truth.md)")
     return load_annotations(path)
 
 

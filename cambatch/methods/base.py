@@ -109,7 +109,7 @@ class CamMethod(ABC):
     """
 
     name: ClassVar[str]
-    passes: ClassVar[str]  # what one batch costs, for the README and `--help`
+    passes: ClassVar[str]  # what one batch costs (docs/methods.md's table says the same)
     class_specific: ClassVar[bool] = True  # False: one map per image, the same for all its K classes
     compile_refusal: ClassVar[str | None] = (
         "every forward pass hooks the target layer, and a compiled graph skips such hooks"

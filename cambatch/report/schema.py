@@ -21,7 +21,7 @@ METADATA_KEY = b"cambatch"
 
 @dataclass(frozen=True)
 class Column:
-    """One report column: its name, Arrow type and meaning (README's table says the same)."""
+    """One report column: its name, Arrow type and meaning (docs/report.md's table is generated from these)."""
 
     name: str
     type: pa.DataType
