@@ -408,7 +408,9 @@ def compare(
 def evaluate(
     out: str = typer.Argument(..., help="A run's output folder, or its URL on a store."),
     annotations: Optional[Path] = typer.Option(
-        None, "--annotations", help="Ground truth (default: the run's --annotations); see README, Ground truth."
+        None,
+        "--annotations",
+        help="Ground truth (default: the run's --annotations); see the docs' ground truth page.",
     ),
     thresholds: int = typer.Option(
         DEFAULT_THRESHOLDS, "--thresholds", min=2, help="CAM thresholds swept: 0, 1/N, ..., 1 - 1/N."

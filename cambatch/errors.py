@@ -1,7 +1,7 @@
 """Errors that end a command with a one-line message, and every exit code, declared once (`ExitCode`).
 
-The CLI maps each error to its code; the docs' exit-code table is generated from `ExitCode`, and a
-test holds README's table to it.
+The CLI maps each error to its code; the docs' exit-code table (docs/cli.md) is generated from
+`ExitCode`, and a test holds README's short table to it.
 """
 
 from __future__ import annotations

@@ -160,13 +160,25 @@ def test_api_page_documents_every_export_by_the_object_it_is():
         assert getattr(importlib.import_module(module), attribute) is getattr(cambatch, name), name
 
 
+# ---- the exit codes ----
+
+
+def test_exit_codes_page_has_every_code_with_its_meaning():
+    from cambatch.errors import ExitCode
+
+    rows = _rows(reference.exits_reference())[1:]  # under the header
+    assert len(rows) == len(ExitCode)
+    for code, row in zip(ExitCode, rows, strict=True):
+        assert row == f"| {int(code)} | `{code.name}` | {_cell(code.meaning)} |"
+
+
 # ---- the pages and the build ----
 
 
 def test_each_generated_section_is_on_its_page_and_every_placeholder_is_known():
     pages = {path.name: path.read_text(encoding="utf-8") for path in sorted((REPO / "docs").rglob("*.md"))}
     used = {name: page for page, text in pages.items() for name in reference.PLACEHOLDER.findall(text)}
-    assert used == {"cli": "cli.md", "columns": "report.md", "models": "models.md", "api": "api.md"}
+    assert used == {"cli": "cli.md", "columns": "report.md", "models": "models.md", "api": "api.md", "exits": "cli.md"}
     for page, text in pages.items():  # a misspelt placeholder would stay an invisible HTML comment
         left = [line for line in reference.expand(text).splitlines() if line.startswith("<!-- generated")]
         assert not left, (page, left)

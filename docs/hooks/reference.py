@@ -2,7 +2,8 @@
 
 mkdocs.yml names this file under `hooks:`. In every page, a line `<!-- generated: NAME -->` is
 replaced by `GENERATORS[NAME]()`: the CLI reference from the typer app, the report columns from
-`cambatch.report.schema`, the model families from `cambatch.model.catalog`, and the Python API's
+`cambatch.report.schema`, the model families from `cambatch.model.catalog`, the exit codes from
+`cambatch.errors.ExitCode`, and the Python API's
 mkdocstrings directives from `cambatch._LAZY`. Nothing here restates an option, a column or a family,
 so a page cannot drift from the code; tests/test_docs_reference.py calls these functions and checks
 them against the same declarations.
@@ -153,6 +154,16 @@ def models_reference() -> str:
     return _table(["family", "`--model`", "`cam`", "why `cam` is refused", "tested with"], rows)
 
 
+# ---- the exit codes: `cambatch.errors.ExitCode` ----
+
+
+def exits_reference() -> str:
+    """A table of every exit code and its meaning, as `ExitCode` declares them."""
+    from cambatch.errors import ExitCode
+
+    return _table(["code", "name", "meaning"], ((int(code), f"`{code.name}`", code.meaning) for code in ExitCode))
+
+
 # ---- the Python API: every name `import cambatch` exports ----
 
 
@@ -173,6 +184,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "columns": columns_reference,
     "models": models_reference,
     "api": api_reference,
+    "exits": exits_reference,
 }
 
 
