@@ -26,8 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..annotations.model import Annotations
-from ..annotations.readers import load_annotations
+from ..annotations.match import GroundTruth, annotate
 from ..config import RunConfig, SpeedOptions
 from ..data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded, use_gpu_decode
 from ..data.inputs import Preprocess
@@ -42,6 +41,7 @@ from ..report.parts import published_parts
 from ..report.schema import name_key
 from ..report.writer import ReportWriter
 from ..sources.discover import ImageSource, discover
+from ..sources.identity import distinct
 from ..sources.lists import read_list
 from ..sources.shard import Shard, parse_shard
 from . import resume, tuning
@@ -170,8 +170,8 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout, st
         found = find_sources(config, layout.root)
         # Decided before sharding, so that every shard of one OUT lays its overlays out alike.
         several_roots = len({s.input_root for s in found}) > 1
-        truth = load_annotations(config.source.annotations) if config.source.annotations else None
-        sources = with_annotated_labels([s for s in found if shard.owns(s.rel)], truth)
+        found, truth = annotate(found, config.source.annotations)  # all images: every shard matches alike
+        sources = [s for s in found if shard.owns(s.rel)]
         if config.maps.explain_label and not any(s.label for s in sources):
             raise UsageError(
                 "explain_label (--explain-label) needs labels: add --labels-from-dirs, a --from-list with a label "
@@ -285,7 +285,7 @@ def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
     )
     if source.from_list is not None:
         found += read_list(source.from_list)
-    return found
+    return distinct(found)
 
 
 def build_stages(config: RunConfig) -> _Stages:
@@ -338,18 +338,6 @@ def build_stages(config: RunConfig) -> _Stages:
     )
 
 
-def with_annotated_labels(sources: list[ImageSource], truth: Annotations | None) -> list[ImageSource]:
-    """Sources without a label take the annotations' label (as `--labels-from-dirs` gives one)."""
-    if truth is None:
-        return sources
-    labelled = []
-    for source in sources:
-        found = truth.find(source.rel)
-        label = source.label or (found.label if found is not None else None)
-        labelled.append(dataclasses.replace(source, label=label) if label != source.label else source)
-    return labelled
-
-
 def label_classes(sources: list[ImageSource], class_names: list[str]) -> list[int]:
     """Each source's label as a class index (by `name_key`, else a class index written as text, as the WSOL
     metadata gives it); -1 without a label or for a label that names no class.
@@ -371,7 +359,7 @@ def image_writer(
     layout: OutputLayout,
     run_id: str,
     *,
-    truth: Annotations | None = None,
+    truth: GroundTruth | None = None,
     several_roots: bool = False,
 ) -> ImageWriter:
     out = config.output
