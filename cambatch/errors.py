@@ -38,6 +38,10 @@ _MEANINGS = {
 }
 
 
+class ImageError(Exception):
+    """One image's failure, in words meant for its error row: the row's `error` says exactly this."""
+
+
 class CambatchError(Exception):
     """An error a person can act on; the CLI prints it as one line and exits with `exit_code`."""
 

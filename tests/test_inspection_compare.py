@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from identity_support import two_folders_run
 from inspecting_support import add_labels, copy_run, rewrite_report, set_settings
 from typer.testing import CliRunner
 
@@ -178,3 +179,32 @@ def test_every_status_an_image_can_have():
     assert (overview["compared"], overview["top1_changed"], overview["changed_share"]) == (1, 0, 0.0)
     assert overview["mean_box_iou"] == 1.0 and overview["median_peak_shift"] == 0.0
     assert pd.isna(result.images.set_index("path").loc["new.jpg", "box_iou"])  # compared only when in both
+
+
+@pytest.fixture(scope="module")
+def two_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two-folders")
+    return root, two_folders_run(root)
+
+
+def test_two_inputs_holding_one_path_are_compared_as_two_images(two_folders, tmp_path):
+    root, out = two_folders
+    b = copy_run(out, tmp_path / "b")
+
+    def swap_the_cups_top2(table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        for row in rows:
+            if row["input_root"] == str(root / "two"):
+                row["rank"] = 3 - row["rank"]
+        return pa.Table.from_pylist(rows, schema=table.schema)
+
+    rewrite_report(b, swap_the_cups_top2)
+    result = cambatch.compare_runs(out, b)
+    assert (len(result.images), result.compared, result.changed) == (2, 2, 1)
+    images = result.images.set_index("input_root")
+    assert not images.loc[str(root / "one"), "top1_changed"] and images.loc[str(root / "two"), "top1_changed"]
+    assert images.loc[str(root / "one"), "box_iou"] == 1.0  # the cat against itself, never against the cup
+    # One run over INPUT one only, the other over INPUT two only: no image is in both.
+    one, two = (cambatch.load_report(out).query(f"input_root == '{root / name}'") for name in ("one", "two"))
+    statuses = cambatch.compare_reports(one, two).images["status"].astype(str).tolist()
+    assert sorted(statuses) == ["only_a", "only_b"]

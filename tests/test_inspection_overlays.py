@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import SAMPLES
+from identity_support import two_folders_run
 from inspecting_support import copy_run
 from PIL import Image
 from typer.testing import CliRunner
@@ -108,3 +109,11 @@ def test_moved_or_changed_photos_are_refused_with_one_line_and_nothing_written(t
 def test_a_bad_where_is_one_line(sample_run):
     result = runner.invoke(app, ["overlays", str(sample_run[0].out), "--where", "no_such_column > 1"])
     assert result.exit_code == 2 and "cannot apply --where" in result.stderr
+
+
+def test_two_inputs_holding_one_path_are_two_images_to_select_and_render(tmp_path):
+    out = two_folders_run(tmp_path, overlays=False)
+    made = cambatch.render_overlays(out, limit=1)  # the first image: INPUT one's x.png, both its classes
+    assert made.images == 1 and made.overlays == 2 and len({p.split("/")[1] for p in made.paths}) == 1
+    every = cambatch.render_overlays(out, where="rank == 1")
+    assert every.images == 2 and len(set(every.paths)) == 2  # each INPUT's x.png its own overlay

@@ -26,6 +26,7 @@ def test_a_mean_map_is_coloured_like_the_overlays(tmp_path):
 
 def test_a_report_without_maps_adds_nothing(tmp_path):
     data = {"images": [{"p": "a.jpg"}], "groups": {"class": {"x": {"n": 1}}, "label": {}}}
-    shortcut_pictures(pd.DataFrame({"path": ["a.jpg"]}), data, OutputLayout(tmp_path), colormap="jet", labelled=False)
+    frame = pd.DataFrame({"input_root": ["/in"], "path": ["a.jpg"]})
+    shortcut_pictures(frame, data, OutputLayout(tmp_path), cards={("/in", "a.jpg"): 0}, colormap="jet", labelled=False)
     assert data["groups"]["class"]["x"] == {"n": 1} and "kc" not in data["images"][0]
     assert not (tmp_path / "gallery").exists()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from identity_support import PHOTOS, two_folders_run
 from inspecting_support import add_labels, copy_run, synthesize_run
 from typer.testing import CliRunner
 
@@ -189,3 +190,13 @@ def test_off_object_flag_and_ground_truth_columns():
 def test_no_ground_truth_columns_without_annotations():
     table = summarize(small_report(labels=False)).table
     assert "energy_in_gt" not in table.columns and "off_object_flag" not in table.columns
+
+
+def test_two_inputs_holding_one_path_count_as_two_images(tmp_path):
+    out = two_folders_run(tmp_path, overlays=False)
+    summary = cambatch.summarize_run(out)
+    assert summary.by == "label" and summary.images == 2
+    assert summary.table["images"].to_dict() == {label: 1 for _, label, _ in PHOTOS.values()}
+    assert summary.table["accuracy"].to_dict() == {label: 1.0 for _, label, _ in PHOTOS.values()}
+    failed = small_report(labels=False).iloc[[4, 4]].assign(input_root=["/in/one", "/in/two"])
+    assert summarize(pd.concat([small_report(labels=False).assign(input_root="/in/one"), failed])).errors == 2

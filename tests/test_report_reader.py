@@ -98,6 +98,43 @@ def test_per_image_takes_top1_and_the_newest_run_of_a_repeated_image():
     assert list(categorical["class_name"]) == ["new", "cat"]
 
 
+def test_per_image_keys_an_image_by_its_input_and_path():
+    """Two INPUTs holding `x.png` hold two images, resumed (newest run) and ranked each on its own."""
+    df = pd.DataFrame(
+        {
+            "input_root": ["/in/one", "/in/one", "/in/two", "/in/two", "/in/two"],
+            "path": ["x.png"] * 5,
+            "rank": [1, 1, 2, 1, 1],
+            "class_name": ["old cat", "cat", "saucer", "cup", "mug"],
+            "status": ["ok"] * 5,
+            "run_id": ["2025-a", "2025-b", "2025-a", "2025-a", "2024-z"],
+        }
+    )
+    top = reader.per_image(df)
+    assert list(zip(top["input_root"], top["class_name"], strict=True)) == [("/in/one", "cat"), ("/in/two", "cup")]
+    assert reader.image_key(df) == ["input_root", "path"] and reader.image_key(df[["path"]]) == ["path"]
+    assert reader.image_ids(top) == [("/in/one", "x.png"), ("/in/two", "x.png")]
+
+
+def test_load_map_asks_which_input_when_several_hold_the_path(tmp_path):
+    maps = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
+    rows = {
+        "input_root": ["/in/one", "/in/two"],
+        "path": ["x.png", "x.png"],
+        "status": ["ok", "ok"],
+        "rank": [1, 1],
+        "class_index": [7, 7],
+        "run_id": ["r", "r"],
+        "map": map_array(maps),
+        "map_height": [2, 2],
+        "map_width": [3, 3],
+    }
+    write_part(tmp_path / "report" / "part.parquet", rows, 2, "r")
+    with pytest.raises(KeyError, match=r"several INPUTs hold 'x.png' \(/in/one, /in/two\): pass input_root"):
+        cambatch.load_map(tmp_path, "x.png", 7)
+    np.testing.assert_array_equal(cambatch.load_map(tmp_path, "x.png", 7, input_root="/in/two"), maps[1])
+
+
 def write_part(path, rows: dict, count: int, run_id: str, schema: pa.Schema = SCHEMA):
     path.parent.mkdir(parents=True, exist_ok=True)
     settings = {"run_id": run_id, "model": "tiny", "class_names": ["a", "b"]}

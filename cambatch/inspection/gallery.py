@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -21,7 +21,7 @@ from markupsafe import Markup
 
 from ..layout import OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
-from ..report.reader import has_labels, load_report, per_image, report_columns, several_inputs
+from ..report.reader import has_labels, image_ids, image_key, load_report, per_image, report_columns, several_inputs
 from ..report.settings import summary_of
 from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
 from .shortcut_pictures import shortcut_pictures
@@ -78,7 +78,8 @@ def build_gallery(
     jobs: list[ThumbJob] = []
     data = _page_data(df, top, layout, jobs, labelled, thresholds)
     colormap = df.attrs.get("options", {}).get("colormap", COLORMAPS[0])
-    shortcut_pictures(df, data, layout, colormap=colormap, labelled=labelled, thresholds=thresholds)
+    cards = {image: number for number, image in enumerate(image_ids(top))}  # as `data["images"]` lists them
+    shortcut_pictures(df, data, layout, cards=cards, colormap=colormap, labelled=labelled, thresholds=thresholds)
     stats = make_thumbnails(jobs, workers)
     missing = set(stats.failed)
     for image in data["images"]:  # a thumbnail that could not be made: the card says so
@@ -132,27 +133,29 @@ def _page_data(
     """The JSON the page's script renders from; thumbnail jobs are appended to `jobs` on the way.
 
     Classes and labels are listed once and referred to by index, and keys are short, because a
-    10,000-image run embeds 10,000 of these records.
+    10,000-image run embeds 10,000 of these records. An image is its INPUT and path: a card's `p` is
+    the path, behind its INPUT's folder name when the run spans several.
     """
     root, folder = layout.root, layout.gallery_dir
     several_roots = several_inputs(df)
     ok = df[df["status"] == "ok"]
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:  # the run that `per_image` chose for each image
-        chosen = set(zip(top["path"], top["run_id"].astype(str), strict=True))
-        ok = ok[[(p, str(r)) in chosen for p, r in zip(ok["path"], ok["run_id"], strict=True)]]
+        chosen = set(zip(image_ids(top), top["run_id"].astype(str), strict=True))
+        ok = ok[[pair in chosen for pair in zip(image_ids(ok), ok["run_id"].astype(str), strict=True)]]
     classes = sorted(set(ok["class_name"].astype(str)), key=str.lower)
     class_id = {name: i for i, name in enumerate(classes)}
     labels = sorted(set(top["label"].dropna().astype(str)), key=str.lower) if labelled else []
     label_id = {name: i for i, name in enumerate(labels)}
 
-    by_path: dict[str, list[list]] = {}
-    for row in ok.sort_values(["path", "rank"]).itertuples(index=False):
+    ok = ok.sort_values([*image_key(ok), "rank"])
+    explained_of: dict[tuple[str, ...], list[list]] = {}
+    for image, row in zip(image_ids(ok), ok.itertuples(index=False), strict=True):
         overlay = (
             f"../{row.overlay_path}"
             if isinstance(row.overlay_path, str) and (root / row.overlay_path).is_file()
             else None
         )
-        by_path.setdefault(row.path, []).append(
+        explained_of.setdefault(image, []).append(
             [
                 int(row.rank),
                 class_id[str(row.class_name)],
@@ -166,8 +169,8 @@ def _page_data(
         )
 
     images = []
-    for row in top.itertuples(index=False):
-        explained = by_path.get(row.path, [])
+    for image, row in zip(image_ids(top), top.itertuples(index=False), strict=True):
+        explained = explained_of.get(image, [])
         first_overlay = next((x[3] for x in explained if x[3]), None)
         photo_source = Path(row.input_root) / row.path if isinstance(getattr(row, "input_root", None), str) else None
         has_photo = photo_source is not None and photo_source.is_file()
@@ -185,7 +188,7 @@ def _page_data(
         correct = getattr(row, "correct", None) if labelled else None
         images.append(
             {
-                "p": row.path,
+                "p": _shown(row, several_roots),
                 "t": thumb,
                 "o": photo,
                 "c": class_id[str(row.class_name)],
@@ -233,7 +236,7 @@ def _group_stats(summary) -> dict[str, dict[str, Any]]:
 
 def _meta(df: pd.DataFrame, top: pd.DataFrame, labelled: bool, by_class) -> dict[str, Any]:
     settings = df.attrs
-    errors = int(df.loc[df["status"] == "error", "path"].nunique())
+    errors = len(df.loc[df["status"] == "error", image_key(df)].drop_duplicates())
     run_ids = settings.get("run_ids") or [settings.get("run_id")]
     return {
         **summary_of(settings),
@@ -255,13 +258,14 @@ def _meta(df: pd.DataFrame, top: pd.DataFrame, labelled: bool, by_class) -> dict
 
 
 def _errors(df: pd.DataFrame) -> list[dict[str, str]]:
-    """Failed images with their reasons, by path (an image retried and fixed is not listed)."""
-    failed = df[df["status"] == "error"]
-    failed = failed[~failed["path"].isin(df.loc[df["status"] == "ok", "path"])]
-    failed = failed.drop_duplicates("path").sort_values("path")
+    """Failed images with their reasons, by image (an image retried and fixed is not listed)."""
+    key, several_roots = image_key(df), several_inputs(df)
+    fixed = set(image_ids(df[df["status"] == "ok"]))
+    failed = df[df["status"] == "error"].drop_duplicates(key).sort_values(key)
     return [
-        {"path": p, "error": e if isinstance(e, str) else ""}
-        for p, e in zip(failed["path"], failed["error"], strict=True)
+        {"path": _shown(row, several_roots), "error": row.error if isinstance(row.error, str) else ""}
+        for image, row in zip(image_ids(failed), failed.itertuples(index=False), strict=True)
+        if image not in fixed
     ]
 
 
@@ -271,6 +275,11 @@ def _run_time(run_id: str | None) -> str | None:
         return datetime.strptime(str(run_id)[:16], "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%d %H:%M UTC")
     except ValueError:
         return None
+
+
+def _shown(row: Any, several_roots: bool) -> str:
+    """An image's name for people: its path, behind its INPUT's folder name when the run spans several."""
+    return f"{PurePosixPath(str(row.input_root).rstrip('/')).name}/{row.path}" if several_roots else row.path
 
 
 def _root(row: Any, several_roots: bool) -> str | None:

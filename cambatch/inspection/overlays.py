@@ -28,10 +28,10 @@ from PIL import Image
 from ..config import OutputOptions
 from ..data.decode import decode, model_decode_size, overlay_background
 from ..layout import OutputLayout, out_folder
+from ..names import name_key
 from ..render.colormaps import COLORMAPS
 from ..render.overlay import JPEG_QUALITY, display_map, overlay
-from ..report.reader import load_report, map_stack, several_inputs
-from ..report.schema import name_key
+from ..report.reader import image_ids, image_key, load_report, map_stack, several_inputs
 
 THREADS = 4  # PIL's resize, blend and JPEG encode free the GIL
 
@@ -50,11 +50,12 @@ def select_rows(
     df: pd.DataFrame, *, class_name: str | None = None, where: str | None = None, limit: int | None = None
 ) -> pd.DataFrame:
     """The `ok` rows (with maps) of the newest run per image that match `class_name` and the pandas `where` query,
-    cut to the first `limit` images by path.
+    cut to the first `limit` images (by INPUT and path).
     """
     rows = df[(df["status"] == "ok") & df["map_height"].notna()]
+    key = image_key(rows)
     run_ids = rows["run_id"].astype(str)
-    rows = rows[run_ids == run_ids.groupby(rows["path"].astype(str)).transform("max")]
+    rows = rows[run_ids == run_ids.groupby([rows[column].astype(str) for column in key]).transform("max")]
     if class_name is not None:
         rows = rows[rows["class_name"].astype(str).map(name_key) == name_key(class_name)]
     if where:
@@ -62,15 +63,17 @@ def select_rows(
             rows = rows.query(where)
         except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad expression
             raise ValueError(f"cannot apply --where {where!r}: {type(exc).__name__}: {exc}") from None
-    rows = rows.sort_values(["path", "rank"], kind="stable")
+    rows = rows.sort_values([*key, "rank"], kind="stable")
     if limit is not None:
-        rows = rows[rows["path"].isin(rows["path"].drop_duplicates().head(limit))]
+        images = image_ids(rows)
+        first = set(list(dict.fromkeys(images))[:limit])
+        rows = rows[[image in first for image in images]]
     return rows
 
 
 def check_photos(rows: pd.DataFrame) -> None:
     """Refuse (ValueError, one line) when any selected photo moved or changed since the run."""
-    images = rows.drop_duplicates("path")
+    images = rows.drop_duplicates(image_key(rows))
     problems = []
     for root, rel, size, mtime in zip(
         images["input_root"], images["path"], images["file_size"], images["mtime_ns"], strict=True

@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..evaluation.maps import resize_matrix
 from ..render.overlay import unit_maps
-from ..report.reader import has_labels, load_report, map_stack, per_image, report_columns
+from ..report.reader import has_labels, image_key, load_report, map_stack, per_image, report_columns
 from .options import GroupBy, Thresholds
 
 GRID = 32  # cells per side of the common grid
@@ -50,7 +50,8 @@ MIN_CLUSTER_IMAGES = 4  # smaller groups are one cluster
 LOCAL_NEIGHBOUR = 7  # the neighbour whose distance sets a map's affinity width
 KMEANS_INITS = 4  # k-means restarts on the spectral embedding (k <= 8 dimensions: they agree)
 MIN_SCALE = 1e-2  # floor on that width (maps that are all alike have distance 0)
-COLUMNS = ("path", "rank", "class_name", "status", "run_id", "label", "correct", "map", "map_height", "map_width")
+COLUMNS = ("input_root", "path", "rank", "class_name", "status", "run_id", "label", "correct")
+COLUMNS += ("map", "map_height", "map_width")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Shortcuts:
     classes: pd.DataFrame  # index: group; images, coherence, position_lock, fixed_location, peak_*, clusters
     baseline: float  # mean correlation of pairs of maps from different groups
     mean_maps: dict[str, np.ndarray]  # group -> [GRID, GRID] mean of its normalized maps
-    images: pd.DataFrame  # one row per image: path, group, map_cluster
+    images: pd.DataFrame  # one row per image: input_root, path, group, map_cluster, example (in `clusters.examples`)
     clusters: pd.DataFrame  # one row per group x cluster: group, cluster, images, share, examples
     cluster_maps: dict[tuple[str, int], np.ndarray]  # (group, cluster) -> [GRID, GRID] mean map
 
@@ -241,6 +242,7 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
     table, baseline, grids, codes, means = class_patterns(images, key, thresholds)
     names = list(table.index)
     cluster = np.full(len(images), -1, np.int64)
+    example = np.zeros(len(images), bool)
     cluster_rows, cluster_means = [], {}
     for code, name in enumerate(names):
         members = np.flatnonzero(codes == code)
@@ -249,6 +251,7 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
         for c in range(int(labels.max()) + 1 if len(labels) else 0):
             inside = members[labels == c]
             cluster_means[(name, c)] = grids[inside].mean(axis=0)
+            example[inside[:EXAMPLES]] = True
             cluster_rows.append(
                 {
                     "group": name,
@@ -261,9 +264,10 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
     table["clusters"] = [int(cluster[codes == i].max()) + 1 for i in range(len(names))]
     per_image_table = pd.DataFrame(
         {
-            "path": images["path"].astype(str),
+            **{column: images[column].astype(str) for column in image_key(images)},
             "group": [names[c] if c >= 0 else None for c in codes],
             "map_cluster": pd.array(np.where(codes >= 0, cluster, -1), dtype="Int64"),
+            "example": example,
         }
     )
     per_image_table.loc[codes < 0, "map_cluster"] = pd.NA

@@ -16,7 +16,7 @@ than the dataset's typical map:
 - `off-object` (runs with `--annotations`): mean `energy_in_gt` <= `off_object_ratio` x the median
   `energy_in_gt` of the annotated images (default 0.5): the class's maps miss the ground truth.
 
-Every image counts once, through its top-1 row (see `cambatch.load.per_image`).
+Every image (its `input_root` and `path`) counts once, through its top-1 row (see `cambatch.per_image`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ..model.catalog import MULTI_LABEL
-from ..report.reader import has_labels, load_report, per_image, report_columns
+from ..report.reader import has_labels, image_key, load_report, per_image, report_columns
 from .options import SORT_KEYS, GroupBy, Thresholds
 from .shortcuts import class_patterns
 
@@ -97,7 +97,7 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     if by == "label" and not labelled:
         raise ValueError("this report has no labels: summarize by class, or run with labels")
     images = per_image(df)
-    errors = int(df.loc[df["status"] == "error", "path"].nunique())
+    errors = len(df.loc[df["status"] == "error", image_key(df)].drop_duplicates())
     key = "label" if by == "label" else "class_name"
     grouped = images.dropna(subset=[key]).groupby(key, observed=True)
     table = pd.DataFrame(
@@ -159,6 +159,7 @@ def _with_position_lock(
 def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
     """`summarize` on the report in `out`, reading only the columns it needs."""
     wanted = [
+        "input_root",
         "path",
         "rank",
         "class_name",

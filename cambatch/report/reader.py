@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 from .parts import report_files, settings_of
 from .schema import MAP_NAMES, is_correct
 
+# What names an image in a report: its INPUT and its path there (two INPUTs holding `x.png` hold two images).
+IMAGE_KEY = ("input_root", "path")
 # Low-cardinality text columns: categoricals make them small in memory and quick to group by.
 CATEGORICAL_COLUMNS = ("class_name", "status", "model", "method", "run_id", "label")
 # Nullable pandas integers: error rows have no rank or size, and NaN must not turn them into floats.
@@ -109,20 +111,27 @@ def _member(field: ds.Expression, values: list) -> ds.Expression:
     return field == values[0] if len(values) == 1 else field.isin(values)
 
 
-def load_map(out: Path | str, path: str, class_index: int) -> np.ndarray:
+def load_map(out: Path | str, path: str, class_index: int, *, input_root: str | None = None) -> np.ndarray:
     """The raw map of one image and class: signed, not normalized, at the model's feature resolution, float32 [h, w].
 
-    `path` is the image's `path` column in the report, `class_index` its `class_index`. Maps are
-    kept in the report (float16), so no model and no other file is needed.
+    `path` is the image's `path` column in the report, `class_index` its `class_index`; `input_root` its
+    INPUT, needed only when several INPUTs of the report hold that path. Maps are kept in the report
+    (float16), so no model and no other file is needed.
 
     >>> import cambatch
     >>> m = cambatch.load_map("cams", "dogs/husky.jpg", 248)  # doctest: +SKIP
     >>> m.shape, float(m.mean())                            # doctest: +SKIP
     ((7, 7), 9.31)
     """
-    rows = load_report(out, status="ok", columns=["class_index", "run_id", *MAP_NAMES], where=ds.field("path") == path)
+    where = ds.field("path") == path
+    if input_root is not None:
+        where &= ds.field("input_root") == str(input_root)
+    rows = load_report(out, status="ok", columns=["input_root", "class_index", "run_id", *MAP_NAMES], where=where)
     if rows.empty:
         raise KeyError(f"no processed image with path {path!r} in the report")
+    if rows["input_root"].nunique() > 1:
+        roots = ", ".join(sorted(rows["input_root"].astype(str).unique()))
+        raise KeyError(f"several INPUTs hold {path!r} ({roots}): pass input_root to say which")
     chosen = rows[rows["class_index"] == int(class_index)]
     if chosen.empty:
         explained = ", ".join(str(c) for c in sorted(set(rows["class_index"])))
@@ -145,6 +154,16 @@ def map_stack(frame: pd.DataFrame) -> np.ndarray:
     return flat.astype(np.float32).reshape(len(frame), int(height), int(width))
 
 
+def image_key(df: pd.DataFrame) -> list[str]:
+    """The columns of `IMAGE_KEY` in `df`; a frame read without `input_root` stands for one INPUT: `path` alone."""
+    return [column for column in IMAGE_KEY if column in df.columns]
+
+
+def image_ids(df: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Each row's image: its `image_key` values as text, `(input_root, path)`."""
+    return list(zip(*(df[column].astype(str) for column in image_key(df)), strict=True))
+
+
 def several_inputs(df: pd.DataFrame) -> bool:
     """Whether the report spans several INPUTs: the run then gave each its own overlay folder (`layout.image_dir`)."""
     return "input_root" in df.columns and df["input_root"].nunique() > 1
@@ -156,7 +175,7 @@ def has_labels(df: pd.DataFrame) -> bool:
 
 
 def per_image(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per successfully processed image: its best-ranked explained class.
+    """One row per successfully processed image (`IMAGE_KEY`): its best-ranked explained class.
 
     For a top-k run that is the top-1 prediction. For a `--classes` run it is the explained class
     ranked highest. When the report has labels but no `correct` column, `correct` is derived
@@ -164,15 +183,16 @@ def per_image(df: pd.DataFrame) -> pd.DataFrame:
     under several runs (an older report written before resume existed), the newest run wins.
     """
     ok = df[df["status"] == "ok"]
+    key = image_key(ok)
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:
         # `schema.newest_run`, vectorized; as text: `load_report`'s categorical run ids have no order.
         run_ids = ok["run_id"].astype(str)
-        ok = ok[run_ids == run_ids.groupby(ok["path"].astype(str)).transform("max")]
+        ok = ok[run_ids == run_ids.groupby([ok[c].astype(str) for c in key]).transform("max")]
     first = ok[ok["rank"] == 1]
-    if first["path"].is_unique and len(first) == ok["path"].nunique():
+    if not first.duplicated(key).any() and len(first) == len(ok[key].drop_duplicates()):
         top = first  # a top-k run: every image has its rank-1 row (no sort of a large frame needed)
     else:
-        top = ok.sort_values(["path", "rank"], kind="stable").drop_duplicates("path", keep="first")
+        top = ok.sort_values([*key, "rank"], kind="stable").drop_duplicates(key, keep="first")
     if "label" in top.columns and "correct" not in top.columns:
         correct = [
             is_correct(None if pd.isna(label) else label, {1: c})

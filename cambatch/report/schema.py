@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..names import name_key
+
 LABEL_SEPARATOR = "|"  # between the classes of a multi-label label: `atelectasis|effusion`
 
 # The Parquet schema-metadata key under which each part stores the settings of the run that wrote it.
@@ -159,11 +161,6 @@ def map_array(maps: np.ndarray) -> pa.Array:
     k, h, w = maps.shape
     flat = pa.array(np.ascontiguousarray(maps, dtype=np.float16).reshape(-1))
     return pa.ListArray.from_arrays(pa.array(np.arange(k + 1, dtype=np.int32) * (h * w)), flat)
-
-
-def name_key(name: object) -> str:
-    """Class names and labels compare case-blind, `_` and space alike."""
-    return " ".join(str(name).replace("_", " ").lower().split())
 
 
 def label_classes(label: str) -> set[str]:

@@ -7,7 +7,6 @@ batch at a time through `cambatch.runner.batches`.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..annotations.model import Annotations
+from ..annotations.match import GroundTruth
 from ..config import RunConfig
 from ..data.gpu_decode import use_gpu_decode
 from ..data.inputs import Preprocess
@@ -26,9 +25,10 @@ from ..methods.base import CamMethod
 from ..model.accel import check_precision
 from ..model.build import CamModel, load_model
 from ..model.catalog import MULTI_LABEL
-from ..report.schema import name_key
+from ..names import name_key
 from ..report.settings import RunSettings
 from ..sources.discover import ImageSource, discover
+from ..sources.identity import distinct
 from ..sources.lists import read_list
 from ..sources.shard import Shard
 from . import tuning
@@ -116,7 +116,7 @@ def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
     )
     if source.from_list is not None:
         found += read_list(source.from_list)
-    return found
+    return distinct(found)
 
 
 def build_stages(config: RunConfig) -> Stages:
@@ -184,18 +184,6 @@ def run_settings(config: RunConfig, stages: Stages, *, run_id: str, shard: Shard
     )
 
 
-def with_annotated_labels(sources: list[ImageSource], truth: Annotations | None) -> list[ImageSource]:
-    """Sources without a label take the annotations' label (as `--labels-from-dirs` gives one)."""
-    if truth is None:
-        return sources
-    labelled = []
-    for source in sources:
-        found = truth.find(source.rel)
-        label = source.label or (found.label if found is not None else None)
-        labelled.append(dataclasses.replace(source, label=label) if label != source.label else source)
-    return labelled
-
-
 def label_classes(sources: list[ImageSource], class_names: list[str]) -> list[int]:
     """Each source's label as a class index (by `name_key`, else a class index written as text, as the WSOL
     metadata gives it); -1 without a label or for a label that names no class.
@@ -233,7 +221,7 @@ def image_writer(
     layout: OutputLayout,
     run_id: str,
     *,
-    truth: Annotations | None,
+    truth: GroundTruth | None,
     several_roots: bool,
 ) -> ImageWriter:
     out = config.output

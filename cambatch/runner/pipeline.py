@@ -14,7 +14,7 @@ import shutil
 import time
 from datetime import datetime, timezone
 
-from ..annotations.readers import load_annotations
+from ..annotations.match import annotate
 from ..config import RunConfig
 from ..errors import UsageError
 from ..layout import OutputLayout
@@ -33,7 +33,6 @@ from .job import (
     label_classes,
     new_run_id,
     run_settings,
-    with_annotated_labels,
 )
 from .lock import OutputLock
 from .manifest import RunManifest, live_shard_settings, mark_died
@@ -120,8 +119,8 @@ def _plan(
     found = find_sources(config, layout.root)
     # Decided before sharding, so that every shard of one OUT lays its overlays out alike.
     several_roots = len({s.input_root for s in found}) > 1
-    truth = load_annotations(config.source.annotations) if config.source.annotations else None
-    sources = with_annotated_labels([s for s in found if shard.owns(s.rel)], truth)
+    found, truth = annotate(found, config.source.annotations)  # all images: every shard matches alike
+    sources = [s for s in found if shard.owns(s.rel)]
     if config.maps.explain_label and not any(s.label for s in sources):
         raise UsageError(
             "explain_label (--explain-label) needs labels: add --labels-from-dirs, a --from-list with a label "

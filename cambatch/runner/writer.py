@@ -13,7 +13,7 @@ import pyarrow as pa
 from PIL import Image
 
 from ..annotations.masks import readable_mask
-from ..annotations.model import Annotations
+from ..annotations.match import GroundTruth
 from ..annotations.orient import displayed_boxes
 from ..data.preprocess import Sample
 from ..evaluation.rows import grid_masks, ground_truth_columns
@@ -38,7 +38,7 @@ class ImageWriter:
     overlays: bool
     named_by_rank: bool  # top-k run: files are top<r>_<class>.jpg; --classes run: c<index>_<class>.jpg
     several_roots: bool = False  # a run over several INPUTs: each gets its own top folder (`layout.image_dir`)
-    truth: Annotations | None = None  # --annotations: the ground-truth columns
+    truth: GroundTruth | None = None  # --annotations: the ground-truth columns
 
     def ok_rows(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> pa.Table:
         """Render and save the overlays of image `i` of `result`, then return its rows."""
@@ -71,7 +71,7 @@ class ImageWriter:
 
     def _ground_truth(self, source: ImageSource, sample: Sample, one: BatchResult) -> dict:
         """The image's ground-truth columns; none (nulls) when the annotations miss it or name it malformed."""
-        found = self.truth.find(source.rel)
+        found = self.truth.find(source.key)
         if found is None or found.error is not None:
             return {}
         size, orient = (sample.width, sample.height), sample.orientation  # as the decode found them: no second read

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from ..errors import UsageError
+from ..errors import ImageError, UsageError
 from .parquet import is_parquet_name, parquet_rows
 from .remote import RemoteFile, etag, is_url, listing, store_error
 from .remote import version as remote_version
@@ -24,6 +24,12 @@ class SampleReader(Protocol):
     def read(self) -> bytes: ...
 
 
+class Unusable(ImageError):
+    """An image the run must not explain: what it is said to be contradicts itself (two labels, two
+    annotation entries). The message, meant for a person, is the image's error row.
+    """
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """One image (a file, an object, a tar member or a Parquet row) and where it was found."""
@@ -36,9 +42,16 @@ class ImageSource:
     label: str | None = None  # ground truth, when the input names it
     reader: SampleReader | None = None  # None: a local file, read from `path`
     etag: str | None = None  # on a store: the object's (or its container's) ETag, compared by resume too
+    error: str | None = None  # known before reading: the image is an error row (`Unusable`), never explained
 
     def read_bytes(self) -> bytes:
-        """The image's encoded bytes: the one place a loader worker reads an input."""
+        """The image's encoded bytes: the one place a loader worker reads an input.
+
+        An image with an `error` raises `Unusable` here rather than being left out before the loader:
+        every engine then makes it the image's error row, as it does for a file that cannot be decoded.
+        """
+        if self.error is not None:
+            raise Unusable(self.error)
         return self.reader.read() if self.reader is not None else Path(self.path).read_bytes()
 
     @property
