@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import textwrap
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -224,22 +225,29 @@ def policy_toml(policy: Policy = DEFAULT_POLICY) -> str:
     lines = [
         "# A cambatch check policy (docs/check.md). Each [[check]] judges one metric of the run:",
         *(f"#   {f.name:<11} {f.metadata['key'].help}" for f in fields(Check)),
-        "# A check whose data is missing (labels, ground truth, a baseline run, the maps) is skipped, saying why,",
-        '# unless on_missing = "fail". Exit 0 when no check fails (--strict: and none warns), 1 when one fails.',
+        "# Exit 0 when no check fails (--strict: and none warns), 1 when one fails.",
         "",
-        *_assignments(policy, [f for f in fields(Policy) if "key" in f.metadata]),
     ]
+    for f in fields(Policy):
+        if "key" in f.metadata:  # the policy's own keys, written even at their defaults: they are few
+            lines += [*_comment(f"{f.name}: {f.metadata['key'].help}"), f"{f.name} = {_toml(getattr(policy, f.name))}"]
     for check in policy.checks:
         metric = METRICS[check.metric]
-        lines += ["", f"# {metric.name}: {metric.doc}", f"[[{CHECK_TABLE}]]", *_assignments(check, fields(Check))]
+        lines += ["", *_comment(f"{metric.name}: {metric.doc}"), f"[[{CHECK_TABLE}]]", *_assignments(check)]
     return "\n".join(lines) + "\n"
 
 
-def _assignments(values: Check | Policy, keys: list[Field] | tuple[Field, ...]) -> list[str]:
+def _comment(text: str) -> list[str]:
+    return textwrap.wrap(text, width=100, initial_indent="# ", subsequent_indent="#   ")
+
+
+def _assignments(check: Check) -> list[str]:
     """`key = value` for the keys that are required or differ from their default."""
-    chosen = [(f.name, getattr(values, f.name)) for f in keys]
-    defaults = {f.name: f.default for f in keys}
-    return [f"{name} = {_toml(value)}" for name, value in chosen if value is not None and value != defaults[name]]
+    return [
+        f"{f.name} = {_toml(getattr(check, f.name))}"
+        for f in fields(Check)
+        if getattr(check, f.name) is not None and getattr(check, f.name) != f.default
+    ]
 
 
 def _toml(value: Any) -> str:
