@@ -79,9 +79,7 @@ class RunData:
         # Read at once: a run (or baseline) that cannot be read is refused before any check.
         self.settings = _settings(out, "run")
         self.baseline_settings = _settings(baseline, "baseline") if baseline is not None else {}
-        self._columns = {"run": set(report_columns(out))}
-        if baseline is not None:
-            self._columns["baseline"] = set(report_columns(baseline))
+        self._columns = set(report_columns(out))
 
     def missing(self, metric: Metric) -> str | None:
         """Why `metric` cannot be computed here, or None."""
@@ -92,18 +90,23 @@ class RunData:
                 return MISSING[need]
             if need == "labels" and not self.counts.labelled:
                 return MISSING[need]
-        if "maps" in metric.needs:
-            runs = ("run", "baseline") if "baseline" in metric.needs else ("run",)
-            lacking = [run for run in runs if "map" not in self._columns[run]]
-            if lacking:
-                return MISSING["maps"].replace("the report", f"the {lacking[0]}'s report")
+        if "maps" in metric.needs and not self._maps["run"]:
+            return MISSING["maps"]
+        if "maps" in metric.needs and "baseline" in metric.needs and not self._maps["baseline"]:
+            return MISSING["maps"].replace("the report", "the baseline's report")
         return None
+
+    @cached_property
+    def _maps(self) -> dict[str, bool]:
+        """Whether each run's report holds maps (a row with a map size; older reports hold none)."""
+        runs = {"run": self.out, "baseline": self.baseline}
+        return {role: out is not None and _holds_maps(out) for role, out in runs.items()}
 
     # ---- the run alone ----
 
     @cached_property
     def counts(self) -> Counts:
-        frame = load_report(self.out, columns=[c for c in COUNT_COLUMNS if c in self._columns["run"]])
+        frame = load_report(self.out, columns=[c for c in COUNT_COLUMNS if c in self._columns])
         top = per_image(frame)
         key = [c for c in IMAGE if c in frame.columns]
         images = len(frame[key].drop_duplicates())
@@ -211,6 +214,12 @@ class RunData:
 
 def _flag_set(flags: str) -> set[str]:
     return {flag for flag in flags.split(", ") if flag}
+
+
+def _holds_maps(out: Path | str) -> bool:
+    if "map_height" not in report_columns(out):
+        return False
+    return bool(load_report(out, status="ok", columns=["map_height"])["map_height"].notna().any())
 
 
 def _settings(out: Path | str, role: str) -> dict:

@@ -55,7 +55,7 @@ class Check:
     """One `[[check]]`: a metric of the catalog, its limits, and what a breach means."""
 
     name: str = key("shown in every output", str)
-    metric: str = key("a metric of the catalog (docs/check.md, `cambatch check --help`)", str, choices=tuple(METRICS))
+    metric: str = key("a metric of the catalog (docs/check.md lists them)", str, choices=tuple(METRICS))
     per: Level = key(
         "run: one value for the run; class: one result per class (or label)", str, default="run", choices=LEVELS
     )
@@ -251,5 +251,5 @@ def _assignments(check: Check) -> list[str]:
 
 
 def _toml(value: Any) -> str:
-    """A TOML value (text as a basic string: JSON's escapes are TOML's)."""
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
+    """A TOML value (text as a basic string: JSON's escapes are TOML's; booleans in lower case)."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (str, bool)) else str(value)
