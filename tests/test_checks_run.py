@@ -199,3 +199,10 @@ def test_a_baseline_on_a_store_gives_the_same_values_and_the_verdict_is_kept_the
     assert values(remote) == values(local)
     kept = fs.ls(f"{bucket}/b/checks")
     assert len(kept) == 1 and json.loads(fs.cat(kept[0]))["verdict"] == "fail"
+
+    # The nightly recipe: run into the store, checked against yesterday's run there (docs/check.md).
+    args = run_args(work / "discs", f"s3://{bucket}/nightly", work / "b.pt", work / "names.txt")
+    ran = invoke(*args, "--check", policy, "--baseline", f"s3://{bucket}/a")
+    assert ran.exit_code == 1, ran.output
+    kept = fs.ls(f"{bucket}/nightly/checks")
+    assert len(kept) == 1 and values(json.loads(fs.cat(kept[0]))) == values(local)

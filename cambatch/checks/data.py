@@ -26,9 +26,9 @@ from ..inspection.compare import Comparison, compare_runs
 from ..inspection.options import GroupBy
 from ..inspection.summarize import ClassSummary, summarize_run
 from ..report.parts import read_settings
-from ..report.reader import load_report, per_image, report_columns
+from ..report.reader import load_report, report_columns
 from .metrics import Metric
-from .similarity import IMAGE, map_similarity
+from .similarity import IMAGE, map_similarity, top_rows
 
 COUNT_COLUMNS = (*IMAGE, "rank", "class_name", "status", "run_id", "label", "correct")
 # Why each need can be missing, as a check's reason says it.
@@ -107,7 +107,7 @@ class RunData:
     @cached_property
     def counts(self) -> Counts:
         frame = load_report(self.out, columns=[c for c in COUNT_COLUMNS if c in self._columns])
-        top = per_image(frame)
+        top = top_rows(frame)
         key = [c for c in IMAGE if c in frame.columns]
         images = len(frame[key].drop_duplicates())
         correct = top["correct"].astype("boolean") if "correct" in top.columns else pd.Series([], dtype="boolean")

@@ -45,7 +45,7 @@ def _flag(flag: str, doc: str, needs: tuple[Need, ...] = ()) -> Metric:
     """A `cambatch summarize` flag as a count: per class 1 or 0, for the run the number of classes flagged."""
     return Metric(
         name=f"flag_{flag.replace('-', '_')}",
-        doc=f"classes flagged `{flag}` by `cambatch summarize`: {doc}",
+        doc=f"`cambatch summarize`'s `{flag}` flag ({doc}): per class 1 or 0; for the run, the classes flagged",
         better="lower",
         needs=needs,
         run=lambda d: d.flags(flag).total,

@@ -25,12 +25,20 @@ MAP = ("map", "map_height", "map_width")
 CHUNK = 4096  # images whose grids are made at once: 2 x 4096 x 32 x 32 float32 = 32 MB
 
 
+def top_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """`per_image` of each INPUT on its own: two INPUTs holding `x.png` hold two images."""
+    if "input_root" not in frame.columns:
+        return per_image(frame)
+    groups = [per_image(rows) for _, rows in frame.groupby("input_root", observed=True, sort=True)]
+    return pd.concat(groups, ignore_index=True) if groups else per_image(frame)
+
+
 def top1_maps(out: Path | str) -> pd.DataFrame:
     """Each processed image's top-1 class and map: `input_root`, `path`, `class_name`, `map`, `map_height`,
     `map_width`.
     """
     present = set(report_columns(out))
-    top = per_image(load_report(out, status="ok", columns=[c for c in COLUMNS if c in present]))
+    top = top_rows(load_report(out, status="ok", columns=[c for c in COLUMNS if c in present]))
     key = [c for c in IMAGE if c in top.columns]
     return top[[*key, "class_name", *MAP]].astype({c: str for c in (*key, "class_name")})
 
