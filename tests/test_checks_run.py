@@ -206,3 +206,32 @@ def test_a_baseline_on_a_store_gives_the_same_values_and_the_verdict_is_kept_the
     assert ran.exit_code == 1, ran.output
     kept = fs.ls(f"{bucket}/nightly/checks")
     assert len(kept) == 1 and values(json.loads(fs.cat(kept[0]))) == values(local)
+
+
+def test_the_gallery_reads_the_newest_verdict_and_links_labels_to_their_groups(tmp_path):
+    from cambatch.inspection.gallery import latest_check
+    from cambatch.layout import OutputLayout
+
+    layout = OutputLayout(tmp_path)
+    assert latest_check(layout) is None  # never checked
+    layout.checks_dir.mkdir()
+    check = {"name": "accuracy per label", "status": "warn", "by": "label"}
+    check["results"] = [{"class": "tabby cat", "status": "warn"}, {"class": "espresso", "status": "pass"}]
+    older = {"verdict": "fail", "checked_at": "20250101T000000000000Z", "policy": "p.toml", "checks": []}
+    newer = {**older, "verdict": "warn", "checked_at": "20250102T030405000000Z", "checks": [check]}
+    (layout.checks_dir / "20250101T000000000000Z.json").write_text(json.dumps(older))
+    (layout.checks_dir / "20250102T030405000000Z.json").write_text(json.dumps(newer))
+    assert latest_check(layout) == {
+        "verdict": "warn",
+        "checked": "2025-01-02 03:04 UTC",
+        "policy": "p.toml",
+        "breaches": [
+            {
+                "name": "accuracy per label",
+                "status": "warn",
+                "classes": [{"name": "tabby cat", "link": "group=label&label=tabby+cat"}],
+            }
+        ],
+    }
+    (layout.checks_dir / "20250103T000000000000Z.json").write_text("{not json")
+    assert latest_check(layout) is None  # a damaged verdict: the gallery is built without one

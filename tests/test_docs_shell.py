@@ -30,6 +30,9 @@ NOT_RUN = {
     "cambatch summarize s3://bucket/cams": "needs S3: tests/test_runner_remote_out.py runs it on moto",
     "python -c \"import cambatch; print(cambatch.load_report('s3://bucket/cams', rank=1).head())\"": "needs S3: "
     "tests/test_runner_remote_out.py reads the report on moto the same way",
+    "cambatch run /data/images --out s3://audits/cams/$(date +%F) --check policy.toml --baseline "
+    "s3://audits/cams/$(date -d yesterday +%F) --quiet": "needs S3: tests/test_checks_run.py runs it on moto "
+    "(test_a_baseline_on_a_store_gives_the_same_values_and_the_verdict_is_kept_there)",
     "ray job submit --address http://head-node:8265 -- cambatch run /shared/images --out /shared/cams --engine ray "
     "--device cuda --concurrency 8 --quiet": "needs a Ray cluster with GPUs; tests/test_runner_ray_engine.py runs the "
     "same job on a local Ray",
