@@ -13,6 +13,7 @@ import pytest
 import torch
 from checks_support import VARIANT_HEAD, disc_photos, run_args, save_stampnet, stamp_photos
 from junitparser import Failure, JUnitXml, Skipped
+from test_inspection_gallery import browser, page, visible_classes  # noqa: F401 - the browser tier's fixtures
 from typer.testing import CliRunner
 
 from cambatch.cli import app
@@ -83,9 +84,18 @@ def test_the_verdict_is_kept_in_out_and_the_gallery_links_its_failing_class(work
     assert len(kept) == 2  # `run --check`, then `check`
     assert json.loads(kept[-1].read_text())["verdict"] == "fail"
     assert invoke("gallery", work / "stamp").exit_code == 0
-    page = (work / "stamp" / "gallery" / "index.html").read_text()
-    assert 'class="check fail"' in page
-    assert 'href="#group=class&amp;cls=stamp_bird"' in page
+    html = (work / "stamp" / "gallery" / "index.html").read_text()
+    assert 'class="check fail"' in html
+    assert 'href="#group=class&amp;cls=stamp_bird"' in html
+
+
+@pytest.mark.browser
+def test_the_verdict_s_link_opens_the_failing_class_s_group_in_chromium(work, page):  # noqa: F811 - the fixture
+    page.goto((work / "stamp" / "gallery" / "index.html").as_uri())
+    assert "check: fail" in page.inner_text("[data-testid=check]")
+    page.click("[data-testid=check] a")
+    page.wait_for_function("location.hash.includes('stamp_bird')")
+    assert set(visible_classes(page)) == {"stamp_bird"} and page.errors == []
 
 
 def test_a_resume_does_not_compare_the_check_options(work):
