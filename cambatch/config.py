@@ -253,7 +253,10 @@ class JobOptions(_Group):
 
 @dataclass(frozen=True, kw_only=True)
 class CheckOptions(_Group):
-    """After the run: its audit (`cambatch check`); neither option changes a result, so a resume never compares them."""
+    """After the run: its check (`cambatch check`).
+
+    Neither option changes a result, so a resume never compares them (`report.settings` gives them no `resume`).
+    """
 
     check: Path | None = option(
         None,

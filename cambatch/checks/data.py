@@ -201,9 +201,13 @@ class RunData:
         grouped = self.similarity.groupby("class_name")["r"]
         return ClassValues(grouped.mean(), grouped.size(), "class")
 
+    @cached_property
+    def baseline_summary(self) -> ClassSummary:
+        return summarize_run(self.baseline)
+
     def new_flags(self) -> ClassValues:
         """Per class of the run: how many of its flags its namesake in the baseline did not have."""
-        before = summarize_run(self.baseline).table["flags"]
+        before = self.baseline_summary.table["flags"]
         table = self.summary.table
         new = [
             len(_flag_set(flags) - _flag_set(before.get(name, "")))

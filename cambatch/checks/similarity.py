@@ -5,8 +5,9 @@ An image is the same image in both runs when its INPUT and its path there are (`
 never by its file name alone. Both maps go to the common grid of the shortcut tools
 (`inspection.shortcuts.grid_maps`: ReLU'd, min-max normalized, resampled to 32 x 32 cells of the
 displayed image), so runs of models with different feature grids compare. A flat map (no positive
-cell) has no correlation: its image takes no part. The grids are made `CHUNK` images at a time, so
-memory holds the two runs' top-1 maps as the report stores them, never a million grids.
+cell) has no correlation: its image takes no part. Only the top-1 rows' maps are read, and the grids are
+made `CHUNK` images at a time: memory holds the two runs' top-1 maps as the report stores them (float16),
+never a million grids.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..inspection.shortcuts import grid_maps
+from ..report.parts import read_settings
 from ..report.reader import load_report, per_image, report_columns
 
 IMAGE = ("input_root", "path")  # what names an image across runs
@@ -38,7 +40,10 @@ def top1_maps(out: Path | str) -> pd.DataFrame:
     `map_width`.
     """
     present = set(report_columns(out))
-    top = top_rows(load_report(out, status="ok", columns=[c for c in COLUMNS if c in present]))
+    # A top-k run's top-1 row is its rank-1 row: only those maps are read (k times fewer). A `--classes` run's
+    # best-ranked explained class may sit at any rank.
+    rank = 1 if read_settings(out).get("classes") is None else None
+    top = top_rows(load_report(out, status="ok", rank=rank, columns=[c for c in COLUMNS if c in present]))
     key = [c for c in IMAGE if c in top.columns]
     return top[[*key, "class_name", *MAP]].astype({c: str for c in (*key, "class_name")})
 
