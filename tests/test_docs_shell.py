@@ -7,6 +7,7 @@ here nor listed in NOT_RUN with its reason fails the test, so the documentation 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -126,3 +127,8 @@ def test_the_examples_left_what_they_promise(workdir):
     cluster = pd.read_parquet(workdir / "cams_cluster" / "report")
     top1 = cluster[cluster["rank"] == 1]
     assert sorted(top1["path"]) == sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
+    # docs/check.md: Monday passes the default policy, Tuesday's model fails against it; the verdicts are kept.
+    assert json.loads((workdir / "verdict.json").read_text())["verdict"] in ("pass", "warn")
+    tuesday = sorted((workdir / "cams-tuesday" / "checks").glob("*.json"))
+    assert json.loads(tuesday[-1].read_text())["verdict"] == "fail"
+    assert list((workdir / "cams-tonight" / "checks").glob("*.json")) and (workdir / "checks.xml").is_file()
