@@ -180,3 +180,12 @@ def test_every_status_has_its_mark_and_style(status):
     stream = io.StringIO()
     print_table(run_of(result), stream)
     assert status in stream.getvalue()
+
+
+def test_a_class_name_with_brackets_stays_text_and_a_failure_without_data_is_said_so():
+    odd = ClassResult(name="[sic] bird", value=0.5, images=9, status="fail", reason="0.5 > max 0.25")
+    stream = io.StringIO()
+    print_table(run_of(CheckResult(check=LOCK, status="fail", by="class", classes=(odd,))), stream)
+    assert "[sic] bird 0.5" in stream.getvalue()  # not eaten as rich markup
+    empty = CheckResult(check=LOCK, status="fail", reason="no class has a value and at least 5 images", by="class")
+    assert "position_lock` per class, <= 0.25: no class has a value" in markdown(run_of(empty))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..inspection.options import Format
@@ -30,6 +31,7 @@ from ..inspection.tables import print_whole
 from .results import STATUSES, CheckResult, CheckRun
 
 WORST_SHOWN = 5  # breaching classes listed per check in the table and the Markdown
+CELLS = ("status", "check", "metric", "per", "value", "limits", "detail")  # the columns of the table and the Markdown
 _MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "skip": "⏭️"}
 _STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
@@ -99,18 +101,12 @@ def as_csv(checked: CheckRun) -> str:
 
 
 def cells(result: CheckResult) -> dict[str, str]:
-    """A check as one row of text: status, check, metric, per, value, limits, detail."""
+    """A check as one row of text, by `CELLS`."""
     check = result.check
     value = "" if result.value is None else f"{result.value:.4g}"
-    return {
-        "status": result.status,
-        "check": check.name,
-        "metric": check.metric,
-        "per": check.per,
-        "value": value,
-        "limits": check.limits + ("" if check.severity == "fail" else f" ({check.severity})"),
-        "detail": _detail(result),
-    }
+    limits = check.limits + ("" if check.severity == "fail" else f" ({check.severity})")
+    row = (result.status, check.name, check.metric, check.per, value, limits, _detail(result))
+    return dict(zip(CELLS, row, strict=True))
 
 
 def _detail(result: CheckResult) -> str:
@@ -138,10 +134,10 @@ def print_table(checked: CheckRun, stream: TextIO) -> None:
     strict = " (strict)" if checked.strict else ""
     title = f"cambatch check · {checked.verdict.upper()}{strict}"
     table = Table(title=title, caption=_headline(checked), caption_justify="left")
-    for name in cells(checked.checks[0]) if checked.checks else ():
+    for name in CELLS:
         table.add_column(name, justify="right" if name == "value" else "left")
     for result in checked.checks:
-        row = cells(result)
+        row = {name: escape(text) for name, text in cells(result).items()}  # a class named `[x]` stays text
         row["status"] = f"[{_STYLES[result.status]}]{row['status']}[/]"
         table.add_row(*row.values())
     print_whole(table, Console(file=stream, highlight=False))
@@ -156,8 +152,7 @@ def markdown(checked: CheckRun) -> str:
             lines += [f"### {title}", ""]
             for result in breaching:
                 lines += _markdown_check(result)
-    lines += ["### All checks", "", "| | " + " | ".join(list(cells(checked.checks[0]))[1:]) + " |"]
-    lines.append("|---" * len(cells(checked.checks[0])) + "|")
+    lines += ["### All checks", "", "| | " + " | ".join(CELLS[1:]) + " |", "|---" * len(CELLS) + "|"]
     for result in checked.checks:
         row = cells(result)
         row["status"] = _MARKS[result.status]
@@ -168,9 +163,9 @@ def markdown(checked: CheckRun) -> str:
 def _markdown_check(result: CheckResult) -> list[str]:
     check = result.check
     head = f"- **{_escaped(check.name)}**: `{check.metric}` per {check.per}, {check.limits}"
-    if not result.classes:
-        return [f"{head}: {_escaped(result.reason)}", ""]
     worst = result.with_status(result.status)
+    if not worst:  # a run-level check, or one without data
+        return [f"{head}: {_escaped(result.reason)}", ""]
     rows = [f"  | {result.by or 'class'} | value | images | breach |", "  |---|---|---|---|"]
     rows += [f"  | {_escaped(c.name)} | {c.value:.4g} | {c.images} | {c.reason} |" for c in worst[:WORST_SHOWN]]
     more = [f"  ... and {len(worst) - WORST_SHOWN} more", ""] if len(worst) > WORST_SHOWN else [""]
