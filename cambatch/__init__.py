@@ -22,6 +22,8 @@ _LAZY = {
     "shortcuts_run": ("inspection.shortcuts", "shortcuts_run"),
     "render_overlays": ("inspection.overlays", "render_overlays"),
     "evaluate": ("evaluation.run", "evaluate"),
+    "check_run": ("checks.run", "check_run"),
+    "load_policy": ("checks.policy", "load_policy"),
     "load_annotations": ("annotations.readers", "load_annotations"),
 }
 

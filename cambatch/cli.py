@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import inspect
+import sys
 import typing
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,19 +105,37 @@ def run_command(
 ) -> None:
     """Compute top-k maps for every image under INPUTS; write overlays and a Parquet report to OUT."""
     with _reported_errors(debug):
+        from .checks.policy import load_policy
         from .config import RunConfig
         from .runner.pipeline import run as run_job
         from .runner.progress import make_progress
 
         config = RunConfig.create(inputs, out, **config_options(cli_options))
+        policy = load_policy(config.audit.check) if config.audit.check else None  # a bad policy: before any work
         result = run_job(config, make_progress(quiet, err))
     _print_summary(result)
+    checked = None
+    if policy is not None and not result.interrupted:
+        checked = _check_after_run(result, policy, config.audit.baseline, debug)
     if config.output.gallery and not result.interrupted:
-        _build_gallery(result.out, None, DEFAULT_PAGE_SIZE, debug)
+        _build_gallery(result.out, None, DEFAULT_PAGE_SIZE, debug)  # after the check: it shows the verdict
     if result.interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
     if fail_on_error and result.errors:
         raise typer.Exit(ExitCode.FAILED)
+    if checked is not None:
+        raise typer.Exit(checked.exit_code)
+
+
+def _check_after_run(result, policy, baseline: Optional[str], debug: bool):
+    """`cambatch run --check`: the run's verdict, printed and kept in OUT."""
+    with _inspect_errors(debug):
+        from .checks.outputs import emit
+        from .checks.run import audit
+
+        checked = audit(result.out, policy, baseline=baseline)
+        emit(checked, "table", sys.stdout)
+    return checked
 
 
 def config_options(cli_options: dict[str, Any]) -> dict[str, Any]:
@@ -441,6 +460,48 @@ def evaluate(
             figures = pd.DataFrame({"value": pd.Series(m, dtype=object)}).rename_axis("metric")
             emit(figures, fmt, title=f"cambatch evaluate · {out}", caption=caption)
         emit(result.per_class, fmt, title="per class", meta=m)
+
+
+@app.command()
+def check(
+    out: Optional[str] = typer.Argument(
+        None, help="A run's output folder (or its report/ folder), or its URL on a store."
+    ),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", help="The checks, a TOML file (default: the default policy, which --init writes)."
+    ),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", help="An earlier run's output folder, or its URL, for the baseline metrics."
+    ),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML (Jenkins, GitLab)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary (CI job summary)."),
+    fmt: Format = FORMAT,
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a check warns, too."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Write the default policy, commented, to this new file, and exit."
+    ),
+    debug: bool = DEBUG,
+) -> None:
+    """Judge a run against a policy (and a baseline run): pass, warn or fail. Exit 0 when no check fails, 1 when
+    one does, 2 for a bad policy or a run that cannot be read. The metrics: docs/check.md.
+    """
+    with _inspect_errors(debug):
+        from .checks.outputs import emit, write_files
+        from .checks.policy import write_init
+        from .checks.run import check_run, keep_verdict
+        from .errors import UsageError
+
+        if init is not None:
+            write_init(init)
+            err.print(f"cambatch: wrote the default policy to {init}", markup=False)
+            return
+        if out is None:
+            raise UsageError("give OUT, the run to check (or --init FILE to write the default policy)")
+        checked = check_run(out, policy, baseline=baseline, strict=strict)
+        emit(checked, fmt, sys.stdout)
+        write_files(checked, junit=junit, markdown_file=markdown)
+        keep_verdict(checked)
+    raise typer.Exit(checked.exit_code)
 
 
 @app.command()

@@ -251,6 +251,29 @@ class JobOptions(_Group):
     retry_errors: bool = option(False, "Redo images whose earlier attempt failed.")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CheckOptions(_Group):
+    """After the run: its check (`cambatch check`).
+
+    Neither option changes a result, so a resume never compares them (`report.settings` gives them no `resume`).
+    """
+
+    check: Path | None = option(
+        None,
+        "When the run ends, check it against this policy (TOML; `cambatch check --init FILE` writes the default): "
+        "exit 1 when a check fails.",
+        convert=_path,
+    )
+    baseline: str | None = option(
+        None, "With --check: the earlier run (its OUT, or its URL) that the baseline checks compare with."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.baseline is not None and self.check is None:
+            raise UsageError("baseline (--baseline) is for a check: give check (--check POLICY) too")
+
+
 GROUPS: dict[str, type[_Group]] = {
     "source": SourceOptions,
     "network": ModelOptions,
@@ -258,6 +281,7 @@ GROUPS: dict[str, type[_Group]] = {
     "output": OutputOptions,
     "speed": SpeedOptions,
     "job": JobOptions,
+    "audit": CheckOptions,
 }
 
 
@@ -276,6 +300,7 @@ class RunConfig:
     output: OutputOptions = field(default_factory=OutputOptions)
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     job: JobOptions = field(default_factory=JobOptions)
+    audit: CheckOptions = field(default_factory=CheckOptions)
 
     def __post_init__(self) -> None:
         # URLs stay text: a Path would fold `s3://bucket` into `s3:/bucket`.

@@ -5,6 +5,7 @@
     OUT/runs/<run_id>.json                          run manifests (cambatch.runner.manifest)
     OUT/.lock<shard>                                one live run per folder and shard (cambatch.runner.lock)
     OUT/gallery/index.html, thumbs/, photos/, maps/ the HTML gallery (cambatch.inspection.gallery)
+    OUT/checks/<checked_at>.json                    the verdicts of `cambatch check` (cambatch.checks)
 
 Torch-free: the writers and the readers both use it.
 """
@@ -84,6 +85,16 @@ class OutputLayout:
     @property
     def gallery_dir(self) -> Path:
         return self.root / "gallery"
+
+    @property
+    def checks_dir(self) -> Path:
+        return self.root / "checks"
+
+    def check_rel(self, checked_at: str) -> str:
+        """One verdict of `cambatch check`, relative to OUT (also on a store); `checked_at` is a UTC time
+        (`20250101T120000123456Z`), so the newest verdict is the last name.
+        """
+        return f"{self.checks_dir.name}/{checked_at}.json"
 
     def part_name(self, run_id: str, shard_tag: str, worker: str | None = None) -> str:
         """The prefix of a run's report parts (`<prefix>-00000.parquet`, ...).

@@ -26,6 +26,7 @@ LAYERS = [
     {"config"},
     {"runner"},
     {"inspection"},
+    {"checks"},
     {"api", "cli", "__main__"},
 ]
 

@@ -7,6 +7,7 @@ here nor listed in NOT_RUN with its reason fails the test, so the documentation 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -39,6 +40,9 @@ NOT_RUN = {
     "cambatch summarize s3://bucket/cams": "needs S3: tests/test_runner_remote_out.py runs it on moto",
     "python -c \"import cambatch; print(cambatch.load_report('s3://bucket/cams', rank=1).head())\"": "needs S3: "
     "tests/test_runner_remote_out.py reads the report on moto the same way",
+    "cambatch run /data/images --out s3://audits/cams/$(date +%F) --check policy.toml --baseline "
+    "s3://audits/cams/$(date -d yesterday +%F) --quiet": "needs S3: tests/test_checks_run.py runs it on moto "
+    "(test_a_baseline_on_a_store_gives_the_same_values_and_the_verdict_is_kept_there)",
     "ray job submit --address http://head-node:8265 -- cambatch run /shared/images --out /shared/cams --engine ray "
     "--device cuda --concurrency 8 --quiet": "needs a Ray cluster with GPUs; tests/test_runner_ray_engine.py runs the "
     "same job on a local Ray",
@@ -144,3 +148,8 @@ def test_the_examples_left_what_they_promise(workdir):
     cluster = pd.read_parquet(workdir / "cams_cluster" / "report")
     top1 = cluster[cluster["rank"] == 1]
     assert sorted(top1["path"]) == sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
+    # docs/check.md: Monday passes the default policy, Tuesday's model fails against it; the verdicts are kept.
+    assert json.loads((workdir / "verdict.json").read_text())["verdict"] in ("pass", "warn")
+    tuesday = sorted((workdir / "cams-tuesday" / "checks").glob("*.json"))
+    assert json.loads(tuesday[-1].read_text())["verdict"] == "fail"
+    assert list((workdir / "cams-tonight" / "checks").glob("*.json")) and (workdir / "checks.xml").is_file()

@@ -26,6 +26,7 @@ cambatch.summarize_run(out)
 cambatch.compare_runs(out, out)
 cambatch.build_gallery(out)
 cambatch.read_settings(out), cambatch.per_image(df)
+cambatch.check_run(out, baseline=out)
 print(len(df), sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
     assert fresh_interpreter(code) == "37 []"  # 12 images x top-3 + 1 error row; no torch, torchvision or timm
@@ -72,9 +73,13 @@ out = {str(out)!r}
 found = cambatch.shortcuts_run(out)
 made = cambatch.render_overlays(out, limit=2)
 cambatch.build_gallery(out)
-print(int(found.classes.fixed_location.sum()), made.overlays, sorted(m for m in {HEAVY!r} if m in sys.modules))
+from typer.testing import CliRunner
+from cambatch.cli import app
+checked = CliRunner().invoke(app, ["check", out, "--baseline", out])  # maps: position lock, map similarity
+print(int(found.classes.fixed_location.sum()), made.overlays, checked.exit_code,
+      sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
-    assert fresh_interpreter(code) == "1 4 []"  # the stamp class flagged; 2 images x top-2; no torch
+    assert fresh_interpreter(code) == "1 4 1 []"  # stamp class flagged, 2 images x top-2, `check` fails it; no torch
 
 
 def test_evaluate_runs_without_torch(tmp_path):

@@ -9,11 +9,13 @@ document at a time), which keeps a 10,000-image run as quick to browse as a 10-i
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -100,6 +102,7 @@ def build_gallery(
         page_size=page_size,
         page_sizes=PAGE_SIZES,
         labelled=labelled,
+        check=latest_check(layout),
     )
     folder.mkdir(parents=True, exist_ok=True)
     index = folder / "index.html"
@@ -255,6 +258,39 @@ def _meta(df: pd.DataFrame, top: pd.DataFrame, labelled: bool, by_class) -> dict
         "spread_ratio": by_class.thresholds.spread_ratio if by_class else None,
         "lock_score": by_class.thresholds.lock_score if by_class else None,
     }
+
+
+def latest_check(layout: OutputLayout) -> dict[str, Any] | None:
+    """The newest verdict of `cambatch check` in OUT/checks/ as the page shows it: the verdict, when, and each
+    check that failed or warned with its classes, each linked to its group in the gallery; None without one.
+    """
+    kept = sorted(layout.checks_dir.glob("*.json")) if layout.checks_dir.is_dir() else []
+    try:
+        verdict = json.loads(kept[-1].read_text(encoding="utf-8")) if kept else None
+    except (OSError, ValueError):  # a verdict damaged by hand: the gallery is built without it
+        verdict = None
+    if verdict is None:
+        return None
+    breaches = [
+        {
+            "name": check["name"],
+            "status": check["status"],
+            "classes": [
+                {"name": r["class"], "link": _group_link(check.get("by"), r["class"])}
+                for r in check.get("results", [])
+                if r["status"] == check["status"]
+            ],
+        }
+        for check in verdict["checks"]
+        if check["status"] in ("fail", "warn")
+    ]
+    checked = datetime.strptime(verdict["checked_at"], "%Y%m%dT%H%M%S%fZ").strftime("%Y-%m-%d %H:%M UTC")
+    return {"verdict": verdict["verdict"], "checked": checked, "policy": verdict["policy"], "breaches": breaches}
+
+
+def _group_link(by: str | None, name: str) -> str:
+    """The page's state (its URL hash) that shows one class's (or label's) group."""
+    return urlencode({"group": "label", "label": name} if by == "label" else {"group": "class", "cls": name})
 
 
 def _errors(df: pd.DataFrame) -> list[dict[str, str]]:

@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,6 +62,7 @@ class RunResult:
     layer: str | None = None  # the layer its maps come from
     faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
     annotation_problems: list[str] = field(default_factory=list)  # malformed --annotations entries, file:line
+    check: Any = None  # with --check: the verdict (`cambatch.checks.results.CheckRun`, a layer above the runner)
 
     @property
     def processed(self) -> int:

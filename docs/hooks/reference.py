@@ -3,7 +3,7 @@
 mkdocs.yml names this file under `hooks:`. In every page, a line `<!-- generated: NAME -->` is
 replaced by `GENERATORS[NAME]()`: the CLI reference from the typer app, the report columns from
 `cambatch.report.schema`, the model families from `cambatch.model.catalog`, the exit codes from
-`cambatch.errors.ExitCode`, and the Python API's
+`cambatch.errors.ExitCode`, the check metrics from `cambatch.checks.metrics`, and the Python API's
 mkdocstrings directives from `cambatch._LAZY`. Nothing here restates an option, a column or a family,
 so a page cannot drift from the code; tests/test_docs_reference.py calls these functions and checks
 them against the same declarations.
@@ -164,6 +164,16 @@ def exits_reference() -> str:
     return _table(["code", "name", "meaning"], ((int(code), f"`{code.name}`", code.meaning) for code in ExitCode))
 
 
+# ---- the metrics of `cambatch check`: `cambatch.checks.metrics` ----
+
+
+def metrics_reference() -> str:
+    """The check metric catalog as a table (`metrics_markdown`, declared beside the metrics)."""
+    from cambatch.checks.metrics import metrics_markdown
+
+    return metrics_markdown()
+
+
 # ---- the Python API: every name `import cambatch` exports ----
 
 
@@ -185,6 +195,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "models": models_reference,
     "api": api_reference,
     "exits": exits_reference,
+    "metrics": metrics_reference,
 }
 
 
