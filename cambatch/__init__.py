@@ -10,6 +10,7 @@ _LAZY = {
     "load_report": ("report.reader", "load_report"),
     "load_map": ("report.reader", "load_map"),
     "map_stack": ("report.reader", "map_stack"),
+    "load_embeddings": ("report.reader", "load_embeddings"),
     "read_settings": ("report.parts", "read_settings"),
     "per_image": ("report.reader", "per_image"),
     "summarize_report": ("inspection.summarize", "summarize"),
