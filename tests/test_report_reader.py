@@ -216,6 +216,9 @@ def test_load_embeddings_of_a_run_without_them_says_how_to_get_them(tmp_path):
     write_part(tmp_path / "report" / "part.parquet", {"path": ["a.jpg"], "status": ["ok"]}, 1, "r", old_schema)
     with pytest.raises(cambatch.errors.UsageError, match="holds no embeddings: run it with --embeddings"):
         cambatch.load_embeddings(tmp_path)
+    write_part(tmp_path / "new" / "report" / "part.parquet", {"path": ["a.jpg"], "status": ["ok"]}, 1, "r")
+    with pytest.raises(cambatch.errors.UsageError, match="holds no embeddings"):  # the column, all null
+        cambatch.load_embeddings(tmp_path / "new")
 
 
 def test_scan_report_streams_the_matching_rows_in_batches(tmp_path):

@@ -109,7 +109,7 @@ def _standardized(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid[:, None], centred / np.maximum(norm, 1e-12), 0), valid
 
 
-def _peak_regions(means: np.ndarray) -> pd.DataFrame:
+def peak_regions(means: np.ndarray) -> pd.DataFrame:
     """Peak cell and the box of the cells >= half the maximum, per mean map [g, grid, grid], as fractions."""
     g, grid, _ = means.shape
     flat = means.reshape(g, grid * grid)
@@ -161,7 +161,7 @@ def class_patterns(
     table["fixed_location"] = (table["images"] >= thresholds.min_lock_images) & (
         table["position_lock"] >= thresholds.lock_score
     )
-    peaks = _peak_regions(means.reshape(groups, GRID, GRID).astype(np.float32))
+    peaks = peak_regions(means.reshape(groups, GRID, GRID).astype(np.float32))
     peaks.index = table.index
     return table.join(peaks), baseline, grids, codes, means.reshape(groups, GRID, GRID).astype(np.float32)
 

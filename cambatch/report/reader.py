@@ -196,6 +196,8 @@ def load_embeddings(out: Path | str, *, where: ds.Expression | None = None) -> E
     has_vector = ds.field(EMBEDDING_COLUMN.name).is_valid()
     columns = [c for c in EMBEDDING_IMAGE_COLUMNS if c in present] + [EMBEDDING_COLUMN.name]
     rows = load_report(out, status="ok", columns=columns, where=has_vector if where is None else has_vector & where)
+    if rows.empty and where is None:  # every report has the column; a run without --embeddings left it null
+        raise UsageError(f"the report in {out} holds no embeddings: run it with --embeddings")
     flat = rows.pop(EMBEDDING_COLUMN.name).to_numpy()
     vectors = np.stack(flat).astype(np.float16) if len(rows) else np.empty((0, 0), np.float16)
     return Embeddings(rows.reset_index(drop=True), vectors)
