@@ -22,6 +22,9 @@ _LAZY = {
     "find_shortcuts": ("inspection.shortcuts", "find_shortcuts"),
     "shortcuts_run": ("inspection.shortcuts", "shortcuts_run"),
     "render_overlays": ("inspection.overlays", "render_overlays"),
+    "find_slices": ("bias.slices", "find_slices"),
+    "read_slices": ("bias.slices", "read_slices"),
+    "reliance_run": ("bias.reliance", "reliance_run"),
     "evaluate": ("evaluation.run", "evaluate"),
     "load_annotations": ("annotations.readers", "load_annotations"),
 }
