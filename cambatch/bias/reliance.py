@@ -407,8 +407,11 @@ def _compared(drops: pd.Series, controls: pd.Series) -> tuple[float, float, floa
     their paired difference (mean / standard error; each image is its own control).
     """
     difference = (drops - controls).to_numpy(float)
-    se = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else float("nan")
     mean = float(difference.mean())
-    z = mean / se if se > 0 else (math.copysign(math.inf, mean) if mean else 0.0)
+    if len(difference) < 2:  # one image has no spread to judge chance by: no z, so no flag
+        z = math.nan
+    else:
+        se = difference.std(ddof=1) / np.sqrt(len(difference))
+        z = mean / se if se > 0 else (math.copysign(math.inf, mean) if mean else 0.0)
     drop, control = float(drops.mean()), float(controls.mean())
     return drop, control, drop / max(control, CONTROL_FLOOR), float(z)
