@@ -8,17 +8,23 @@ sample as in `cambatch.bias.sampling`):
 
 - the class's **region** (`cambatch.bias.regions`: where its mean map peaks) is occluded, and the
   class's probability read again: `reliance_drop` is the mean relative drop,
-  max(0, p - p_occluded) / p (`methods.faithfulness.confidence_drop`);
-- a box of the same size at a random place off the region (seeded) is occluded instead:
-  `control_drop`, the drop any hole of that size causes there;
-- `reliance_ratio` = reliance_drop / max(control_drop, `CONTROL_FLOOR`); the class is flagged
-  **`relies-on-place`** when the ratio is at least `ratio` (2) and reliance_drop at least
-  `min_drop` (0.1). A stamp-driven class scores far above; a class whose object moves around
+  max(0, p - p_occluded) / p (`methods.faithfulness.confidence_drop`). The images are split in two
+  halves by their hash, and each half is occluded at the region of the *other* half's mean map: a
+  region chosen where the measured images' own objects happen to pile up would beat any control by
+  chance (sample splitting, as in cross-fitting);
+- boxes of the same size at `CONTROLS` random places off the region (seeded) are occluded instead:
+  `control_drop`, the mean drop a hole of that size causes elsewhere;
+- `reliance_ratio` = reliance_drop / max(control_drop, `CONTROL_FLOOR`), and `reliance_z`, the mean
+  of the paired differences (region drop less control drop, image by image) over its standard
+  error. The class is flagged **`relies-on-place`** when the ratio is at least `ratio` (2), the drop
+  at least `min_drop` (0.1) and z at least `min_z` (3: over a thousand classes, z >= 2 would flag
+  some twenty by chance). A stamp-driven class scores far above; a class whose object moves around
   scores about 1 (its mean map's peak is no better a place to hide than any other).
 - With ground truth in the report (a run with `--annotations`: `gt_box_coords`), each annotated
   image's own map's hottest box of the same size that overlaps no ground-truth box is occluded too:
-  `off_object_drop`, its ratio to the same images' control drop `off_object_ratio`, and the flag
-  **`relies-off-object`** on the same thresholds: the causal side of `summarize`'s `off-object`.
+  `off_object_drop`, its ratio and z against the same images' controls (`off_object_ratio`,
+  `off_object_z`), and the flag **`relies-off-object`** on the same thresholds: the causal side of
+  `summarize`'s `off-object`.
 
 The occluder (`cambatch.bias.occlusion.blur_fill`) is one function; another can be passed. The model
 and its preprocessing are rebuilt from what the run recorded (`RunSettings`: model, weights and
@@ -107,9 +113,12 @@ def reliance_run(
     """Occlude each class's region, a control box and the hottest box off the object (see the module's docstring).
 
     Columns of `classes`: `images` (occluded), `reliance_drop`, `control_drop`, `reliance_ratio`,
-    `relies_on_place`, the region `region_x0`, `region_y0`, `region_x1`, `region_y1` (fractions);
-    with ground truth `annotated`, `off_object_drop`, `off_object_ratio`, `relies_off_object`; and
-    `flags` (text). `device` as `cambatch run --device`.
+    `reliance_z`, `relies_on_place`, the region of the class's whole mean map `region_x0`,
+    `region_y0`, `region_x1`, `region_y1` (fractions); with ground truth `annotated`,
+    `off_object_drop`, `off_object_ratio`, `off_object_z`, `relies_off_object`; and `flags` (text).
+    `images` holds one row per image: its boxes (the region it was occluded at, off its object),
+    probabilities (`p`, `p_region`, `p_control`: the controls' mean, `p_off_object`) and drops.
+    `device` as `cambatch run --device`.
 
     >>> import cambatch
     >>> found = cambatch.reliance_run("cams", device="cpu")  # doctest: +SKIP
