@@ -98,7 +98,7 @@ class Reliance:
         return (
             f"{m['images']:,} images of {m['classes']} classes (at most {m['images_per_class']} a class), occluded "
             f"by {m['occluder']} at the class's region, at {CONTROLS} random places off it and off the object · "
-            f"flags at a ratio >= {m['ratio']:g} with a drop >= {m['min_drop']:g}{skipped}"
+            f"flags at a ratio >= {m['ratio']:g} with a drop >= {m['min_drop']:g} and z >= {m['min_z']:g}{skipped}"
         )
 
 
@@ -150,6 +150,8 @@ def reliance_run(
         "images_per_class": options.images_per_class,
         "ratio": options.ratio,
         "min_drop": options.min_drop,
+        "min_z": options.min_z,
+        "controls": CONTROLS,
         "control_floor": CONTROL_FLOOR,
         "seed": options.seed,
         "occluder": getattr(occluder, "__name__", type(occluder).__name__),

@@ -47,7 +47,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from ..errors import UsageError
-from ..inspection.shortcuts import grid_maps, peak_regions
+from ..inspection.shortcuts import grid_maps, peak_regions, single_threaded
 from ..layout import OutputLayout, out_folder
 from ..report.parts import read_settings
 from ..report.reader import report_columns, scan_report
@@ -142,7 +142,8 @@ def find_slices(out: Path | str, by: SliceBy | None = None, *, slices: int = SLI
     candidates, classes = [], []
     for group, positions in sample.groups().items():
         rows = sample.rows.iloc[positions].reset_index(drop=True)
-        found, figures = _class_slices(group, rows, sample.arrays["z"][positions], totals[group], other, seed)
+        z = sample.arrays["z"][positions]
+        found, figures = single_threaded(_class_slices, group, rows, z, totals[group], other, seed)
         candidates += found
         classes.append(figures)
     candidates.sort(key=lambda c: (-c["accuracy_gap"], -c["images"], c["group"]))

@@ -212,7 +212,7 @@ def _spectral(flat: np.ndarray, max_clusters: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=KMEANS_INITS, random_state=0).fit_predict(embedding).astype(np.int64)
 
 
-def _single_threaded(function, *args):
+def single_threaded(function, *args):
     """Run `function` with BLAS and OpenMP on one thread: on matrices this small (500 x 500, k-means in
     k <= 8 dimensions), threads cost more in start-up and spinning than they save, above all on a
     shared machine; threadpoolctl comes with scikit-learn.
@@ -244,7 +244,7 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
     cluster_rows, cluster_means = [], {}
     for code, name in enumerate(names):
         members = np.flatnonzero(codes == code)
-        labels = _single_threaded(cluster_maps, grids[members])
+        labels = single_threaded(cluster_maps, grids[members])
         cluster[members] = labels
         for c in range(int(labels.max()) + 1 if len(labels) else 0):
             inside = members[labels == c]
