@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .bias.options import BIAS_FORMATS, SLICES, BiasFormat, RelianceOptions, SliceBy
 from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of, switch
 from .errors import ExitCode
 from .evaluation.options import DEFAULT_THRESHOLDS
@@ -538,6 +539,86 @@ def overlays(
         f"{Path(out) / 'overlays'}",
         markup=False,
     )
+
+
+BIAS_FORMAT = typer.Option(BIAS_FORMATS[0], "--format", help="table for people; json for scripts.")
+_DEVICE = option_fields()["device"][1]
+
+
+@app.command()
+def slices(
+    out: str = typer.Argument(..., help="A run's output folder, run with --embeddings and labels."),
+    by: Optional[SliceBy] = typer.Option(
+        None,
+        "--by",
+        help="label: one mixture per true class (the model's mistakes on it); class: per predicted class (what it "
+        "wrongly calls that class). Default: label.",
+    ),
+    count: int = typer.Option(SLICES, "--slices", min=1, help="Slices kept, the largest accuracy gap first."),
+    fmt: BiasFormat = BIAS_FORMAT,
+    rows_out: Optional[Path] = typer.Option(
+        None, "--out", help="Write every member of every slice to this Parquet file."
+    ),
+    debug: bool = DEBUG,
+) -> None:
+    """Error slices: images the model gets wrong together (Domino's mixture over the embeddings, labels and
+    predictions), each with its members and mean map; kept in OUT/slices/ for the gallery.
+    """
+    with _inspect_errors(debug):
+        from .bias.slices import find_slices, write_slices
+        from .inspection.tables import emit
+
+        found = find_slices(out, by, slices=count)
+        kept = write_slices(out, found)
+        if rows_out is not None:
+            _write_rows(found.members, rows_out)
+        emit(
+            found.shown(fmt == "table"),
+            fmt,
+            title=f"cambatch slices · {out} · per {found.by}",
+            caption=found.caption,
+            meta=found.meta,
+        )
+    err.print(f"cambatch: slices kept in {kept.parent}", markup=False)
+
+
+@app.command()
+def reliance(
+    out: str = typer.Argument(
+        ..., help="A run's output folder; the model it recorded must load again (the same weights)."
+    ),
+    classes: Optional[str] = typer.Option(
+        None,
+        "--classes",
+        help="Comma-separated predicted classes to test (default: every class predicted for at least 5 images).",
+    ),
+    images: int = typer.Option(
+        RelianceOptions.images_per_class,
+        "--images",
+        min=1,
+        help="Images occluded per class (a fixed sample of a larger class).",
+    ),
+    device: str = typer.Option(default_of(_DEVICE), "--device", help=spec_of(_DEVICE).help),
+    fmt: BiasFormat = BIAS_FORMAT,
+    rows_out: Optional[Path] = typer.Option(
+        None, "--out", help="Write one row per occluded image to this Parquet file."
+    ),
+    debug: bool = DEBUG,
+) -> None:
+    """Runs the network: blurs where each class's mean map peaks, a random box elsewhere and (with ground truth) the
+    map's hottest box off the object, and compares the drops of the class's probability.
+    """
+    with _inspect_errors(debug):
+        from .bias.reliance import reliance_run
+        from .inspection.tables import emit
+
+        names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+        found = reliance_run(out, names, options=RelianceOptions(images_per_class=images), device=device)
+        if rows_out is not None:
+            _write_rows(found.images, rows_out)
+        emit(
+            found.shown(fmt == "table"), fmt, title=f"cambatch reliance · {out}", caption=found.caption, meta=found.meta
+        )
 
 
 def _build_gallery(out: Path, group_by: Optional[str], page_size: int, debug: bool) -> None:

@@ -185,6 +185,11 @@ class MapOptions(_Group):
     faithfulness: bool = option(
         False, "Score each map: masked_probability, confidence_drop, confidence_increase columns."
     )
+    embeddings: bool = option(
+        False,
+        "Keep each image's pooled feature vector (the head's input; for the other methods the pooled target "
+        "layer) in the report's embedding column, float16, on the image's best-ranked row (`cambatch slices`).",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

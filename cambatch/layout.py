@@ -6,6 +6,7 @@
     OUT/.lock<shard>                                one live run per folder and shard (cambatch.runner.lock)
     OUT/gallery/index.html, thumbs/, photos/, maps/ the HTML gallery (cambatch.inspection.gallery)
     OUT/checks/<checked_at>.json                    the verdicts of `cambatch check` (cambatch.checks)
+    OUT/slices/slices.json, members.parquet         error slices and their members (cambatch.bias.slices)
 
 Torch-free: the writers and the readers both use it.
 """
@@ -95,6 +96,20 @@ class OutputLayout:
         (`20250101T120000123456Z`), so the newest verdict is the last name.
         """
         return f"{self.checks_dir.name}/{checked_at}.json"
+
+    @property
+    def slices_dir(self) -> Path:
+        return self.root / "slices"
+
+    @property
+    def slices_file(self) -> Path:
+        """The slices `cambatch slices` found: figures, mean maps and leading members of each (JSON)."""
+        return self.slices_dir / "slices.json"
+
+    @property
+    def slice_members_file(self) -> Path:
+        """Every member of every slice, with its membership (Parquet)."""
+        return self.slices_dir / "members.parquet"
 
     def part_name(self, run_id: str, shard_tag: str, worker: str | None = None) -> str:
         """The prefix of a run's report parts (`<prefix>-00000.parquet`, ...).

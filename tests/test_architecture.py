@@ -25,7 +25,7 @@ LAYERS = [
     {"evaluation"},
     {"config"},
     {"runner"},
-    {"inspection"},
+    {"inspection", "bias"},  # bias reads the report as inspection does (and `reliance` runs the model)
     {"checks"},
     {"api", "cli", "__main__"},
 ]

@@ -97,3 +97,20 @@ result = cambatch.evaluate({str(out)!r}, {str(tmp_path / "b.csv")!r})
 print(result.metrics["images"], sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
     assert fresh_interpreter(code) == "1 []"
+
+
+def test_embeddings_slices_and_their_gallery_section_run_without_torch(planted_slice):
+    """`reliance` runs the network; `slices` reads the report only."""
+    out, _ = planted_slice
+    code = f"""
+import sys, cambatch
+from cambatch.bias.slices import write_slices
+out = {str(out)!r}
+images, vectors = cambatch.load_embeddings(out)
+found = cambatch.find_slices(out)
+write_slices(out, found)
+cambatch.read_slices(out)
+cambatch.build_gallery(out)
+print(vectors.shape, len(found.table), sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    assert fresh_interpreter(code) == "(160, 5) 1 []"  # 160 images, 5 features; the planted slice

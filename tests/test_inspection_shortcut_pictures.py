@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cambatch.inspection.shortcut_pictures import PICTURE_SIDE, _picture, shortcut_pictures
+from cambatch.inspection.shortcut_pictures import PICTURE_SIDE, map_picture, shortcut_pictures
 from cambatch.layout import OutputLayout
 from cambatch.render.colormaps import palette
 
@@ -15,7 +15,7 @@ def test_a_mean_map_is_coloured_like_the_overlays(tmp_path):
     layout = OutputLayout(tmp_path)
     mean = np.zeros((32, 32), np.float32)
     mean[:16] = 1.0  # top half hot, bottom half cold
-    rel = _picture(mean, layout, layout.gallery_map_rel("class", 3, "Jack-o'-lantern"), "viridis")
+    rel = map_picture(mean, layout, layout.gallery_map_rel("class", 3, "Jack-o'-lantern"), "viridis")
     assert rel == "maps/class/00003_jack_o_lantern.png"
     with Image.open(tmp_path / "gallery" / rel) as picture:
         pixels = np.asarray(picture.convert("RGB"))

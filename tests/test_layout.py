@@ -86,6 +86,8 @@ def test_every_output_layout_path_stays_under_root(tmp_path, rel):
         layout.overlays_dir,
         layout.runs_dir,
         layout.gallery_dir,
+        layout.slices_file,
+        layout.slice_members_file,
         layout.purge_lock,
         layout.lock_path(""),
         layout.lock_path("-shard0001of0004"),

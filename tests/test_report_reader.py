@@ -217,3 +217,51 @@ def test_has_labels():
     assert not reader.has_labels(pd.DataFrame({"path": ["a"]}))
     assert not reader.has_labels(pd.DataFrame({"label": [None, None]}))
     assert reader.has_labels(pd.DataFrame({"label": [None, "cat"]}))
+
+
+def _embedded_report(tmp_path):
+    """Three images x top-2: b.jpg failed; each ok image's vector on its rank-1 row."""
+    embedding = pa.array([[1.0, 2.0], None, [3.0, 4.0], None, None], pa.list_(pa.float16()))
+    rows = {
+        "input_root": ["/in"] * 5,
+        "path": ["a.jpg", "a.jpg", "c.jpg", "c.jpg", "b.jpg"],
+        "status": ["ok", "ok", "ok", "ok", "error"],
+        "rank": [1, 2, 1, 2, None],
+        "class_name": ["cat", "dog", "dog", "cat", None],
+        "label": ["cat", "cat", "cat", "cat", "dog"],
+        "correct": [True, True, False, False, None],
+        "embedding": embedding,
+    }
+    write_part(tmp_path / "report" / "part.parquet", rows, 5, "r")
+    return tmp_path
+
+
+def test_load_embeddings_reads_one_vector_per_image_and_load_report_leaves_them_out(tmp_path):
+    out = _embedded_report(tmp_path)
+    images, vectors = cambatch.load_embeddings(out)
+    assert images["path"].tolist() == ["a.jpg", "c.jpg"] and images["class_name"].tolist() == ["cat", "dog"]
+    assert vectors.dtype == np.float16 and vectors.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert images["correct"].tolist() == [True, False] and images["input_root"].tolist() == ["/in", "/in"]
+    narrowed = cambatch.load_embeddings(out, where=ds.field("class_name") == "dog")
+    assert narrowed.images["path"].tolist() == ["c.jpg"] and narrowed.vectors.shape == (1, 2)
+    assert "embedding" not in cambatch.load_report(out, maps=True).columns  # only when named
+    assert "embedding" in cambatch.load_report(out, columns=["path", "embedding"]).columns
+
+
+def test_load_embeddings_of_a_run_without_them_says_how_to_get_them(tmp_path):
+    old_schema = pa.schema([f for f in SCHEMA if f.name != "embedding"])
+    write_part(tmp_path / "report" / "part.parquet", {"path": ["a.jpg"], "status": ["ok"]}, 1, "r", old_schema)
+    with pytest.raises(cambatch.errors.UsageError, match="holds no embeddings: run it with --embeddings"):
+        cambatch.load_embeddings(tmp_path)
+    write_part(tmp_path / "new" / "report" / "part.parquet", {"path": ["a.jpg"], "status": ["ok"]}, 1, "r")
+    with pytest.raises(cambatch.errors.UsageError, match="holds no embeddings"):  # the column, all null
+        cambatch.load_embeddings(tmp_path / "new")
+
+
+def test_scan_report_streams_the_matching_rows_in_batches(tmp_path):
+    out = _embedded_report(tmp_path)
+    batches = list(reader.scan_report(out, columns=["path", "rank"], where=ds.field("status") == "ok", batch_rows=3))
+    assert len(batches) >= 2 and max(len(b) for b in batches) <= 3 and list(batches[0].columns) == ["path", "rank"]
+    assert pd.concat(batches)["path"].tolist() == ["a.jpg", "a.jpg", "c.jpg", "c.jpg"]
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        next(reader.scan_report(out, columns=["nope"]))

@@ -167,6 +167,7 @@ def _with(args: list[str], **changes: str) -> list[str]:
         ({"image_size": "192"}, "input_size (--image-size): 224 there, 192 now"),
         ({"colormap": "viridis"}, "colormap (--colormap): jet there, viridis now"),
         ({"max_side": "64"}, "max_side (--max-side): 1024 there, 64 now"),
+        ({"embeddings": ""}, "embeddings (--embeddings): False there, True now"),
     ],
 )
 def test_a_resume_with_another_setting_is_refused_naming_it(resumed_out, changes, named):

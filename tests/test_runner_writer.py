@@ -84,6 +84,23 @@ def test_ok_rows_have_the_images_columns_and_classes(tmp_path):
     assert np.array(got[0]["map"], np.float32).reshape(2, 3)[:, 0].tolist() == [4.0, 4.0]
 
 
+def test_the_embedding_is_kept_once_per_image_on_its_best_ranked_row(tmp_path):
+    result = batch_result()
+    result.embeddings = np.array([[1, 2, 3], [4.5, 5, 6]], np.float16)
+    rows = writer(tmp_path, overlays=False).ok_rows(source(tmp_path), sample(), result, 1)
+    assert rows.column("embedding").to_pylist() == [[4.5, 5.0, 6.0], None]  # rank 1, then rank 2
+    chosen = BatchResult(
+        {**result.columns, "class_index": np.array([[0, 1], [3, 2]]), "rank": np.array([[5, 2], [9, 4]])},
+        result.maps,
+        None,
+        embeddings=result.embeddings,
+    )
+    rows = writer(tmp_path, overlays=False, named_by_rank=False).ok_rows(source(tmp_path), sample(), chosen, 1)
+    assert rows.column("embedding").to_pylist() == [None, [4.5, 5.0, 6.0]]  # --classes: the best rank, 4
+    plain = writer(tmp_path, overlays=False).ok_rows(source(tmp_path), sample(), batch_result(), 1)
+    assert plain.column("embedding").null_count == 2  # without --embeddings: null
+
+
 def test_overlays_are_saved_at_the_photos_size_under_their_names(tmp_path):
     rows = writer(tmp_path).ok_rows(source(tmp_path), sample(60, 40), batch_result(), 1)
     paths = rows.column("overlay_path").to_pylist()

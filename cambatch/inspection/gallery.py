@@ -21,6 +21,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from ..bias.slice_cards import slice_cards
 from ..layout import OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
 from ..report.reader import has_labels, image_ids, image_key, load_report, per_image, report_columns, several_inputs
@@ -90,6 +91,7 @@ def build_gallery(
                 image[key] = None
 
     errors = _errors(df)
+    slices = slice_cards(layout, colormap=colormap, several_roots=several_inputs(df))
     env = _environment()
     html = env.get_template("gallery.html.j2").render(
         css=_asset(env, "gallery.css"),
@@ -103,6 +105,7 @@ def build_gallery(
         page_sizes=PAGE_SIZES,
         labelled=labelled,
         check=latest_check(layout),
+        slices=slices,
     )
     folder.mkdir(parents=True, exist_ok=True)
     index = folder / "index.html"

@@ -52,13 +52,13 @@ def shortcut_pictures(
         examples = _clustered(found, data["images"], cards, key)
         for number, name in enumerate(found.classes.index):
             group = data["groups"][by].setdefault(name, {})
-            group["mm"] = _picture(found.mean_maps[name], layout, layout.gallery_map_rel(by, number, name), colormap)
+            group["mm"] = map_picture(found.mean_maps[name], layout, layout.gallery_map_rel(by, number, name), colormap)
             clusters = found.clusters[found.clusters.group == name]
             if len(clusters) > 1:
                 group["cl"] = [
                     {
                         "n": int(row.images),
-                        "mm": _picture(
+                        "mm": map_picture(
                             found.cluster_maps[(name, int(row.cluster))],
                             layout,
                             layout.gallery_map_rel(by, number, name, int(row.cluster)),
@@ -85,7 +85,7 @@ def _clustered(
     return examples
 
 
-def _picture(mean_map: np.ndarray, layout: OutputLayout, rel: str, colormap: str) -> str:
+def map_picture(mean_map: np.ndarray, layout: OutputLayout, rel: str, colormap: str) -> str:
     """Write one mean map [grid, grid] in 0..1 as a coloured PNG; return its path relative to the gallery."""
     target = layout.gallery_dir / rel
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -110,7 +110,7 @@ def _standardized(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid[:, None], centred / np.maximum(norm, 1e-12), 0), valid
 
 
-def _peak_regions(means: np.ndarray) -> pd.DataFrame:
+def peak_regions(means: np.ndarray) -> pd.DataFrame:
     """Peak cell and the box of the cells >= half the maximum, per mean map [g, grid, grid], as fractions."""
     g, grid, _ = means.shape
     flat = means.reshape(g, grid * grid)
@@ -162,7 +162,7 @@ def class_patterns(
     table["fixed_location"] = (table["images"] >= thresholds.min_lock_images) & (
         table["position_lock"] >= thresholds.lock_score
     )
-    peaks = _peak_regions(means.reshape(groups, GRID, GRID).astype(np.float32))
+    peaks = peak_regions(means.reshape(groups, GRID, GRID).astype(np.float32))
     peaks.index = table.index
     return table.join(peaks), baseline, grids, codes, means.reshape(groups, GRID, GRID).astype(np.float32)
 
@@ -213,7 +213,7 @@ def _spectral(flat: np.ndarray, max_clusters: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=KMEANS_INITS, random_state=0).fit_predict(embedding).astype(np.int64)
 
 
-def _single_threaded(function, *args):
+def single_threaded(function, *args):
     """Run `function` with BLAS and OpenMP on one thread: on matrices this small (500 x 500, k-means in
     k <= 8 dimensions), threads cost more in start-up and spinning than they save, above all on a
     shared machine; threadpoolctl comes with scikit-learn.
@@ -246,7 +246,7 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
     cluster_rows, cluster_means = [], {}
     for code, name in enumerate(names):
         members = np.flatnonzero(codes == code)
-        labels = _single_threaded(cluster_maps, grids[members])
+        labels = single_threaded(cluster_maps, grids[members])
         cluster[members] = labels
         for c in range(int(labels.max()) + 1 if len(labels) else 0):
             inside = members[labels == c]

@@ -6,20 +6,26 @@ Only pyarrow, pandas and numpy are imported here (never torch), so notebooks and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..errors import UsageError
 from .parts import report_files, settings_of
-from .schema import MAP_NAMES, is_correct
+from .schema import EMBEDDING_COLUMN, MAP_NAMES, is_correct
 
 # What names an image in a report: its INPUT and its path there (two INPUTs holding `x.png` hold two images).
 IMAGE_KEY = ("input_root", "path")
+# The list columns a plain `load_report` leaves out: a few hundred bytes to kilobytes per row each.
+LARGE_COLUMNS = ("map", EMBEDDING_COLUMN.name)
+SCAN_ROWS = 8192  # rows per batch of `scan_report`: a few MB with maps and embeddings
 # Low-cardinality text columns: categoricals make them small in memory and quick to group by.
 CATEGORICAL_COLUMNS = ("class_name", "status", "model", "method", "run_id", "label")
 # Nullable pandas integers: error rows have no rank or size, and NaN must not turn them into floats.
@@ -56,7 +62,8 @@ def load_report(
     are read: `status="ok"`, `rank=1` (or several: `rank=[1, 2]`), `columns=[...]`, and any
     pyarrow expression as `where` (e.g. `pyarrow.dataset.field("probability") > 0.5`).
     The raw maps (`map`, a float16 array per row) are read with `maps=True` or when named in
-    `columns`; `map_stack` turns them into one array.
+    `columns`; `map_stack` turns them into one array. The embeddings (`embedding`) only when named
+    in `columns`; `load_embeddings` reads them as one array.
 
     Dtypes: `class_name`, `status`, `model`, `method`, `run_id` (and `label`, when the run had
     labels) are categoricals; integer columns are pandas' nullable integers (error rows have no
@@ -67,22 +74,10 @@ def load_report(
     >>> df = cambatch.load_report("cams", status="ok", rank=1)      # doctest: +SKIP
     >>> df.groupby("class_name", observed=True).border_energy.mean()  # doctest: +SKIP
     """
-    parts, filesystem = report_files(out)
-    schemas = [pq.read_schema(p, filesystem=filesystem) for p in parts]
-    # Parts written by different cambatch versions may differ in columns: read their union.
-    schema = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
-    if columns is not None:
-        missing = [c for c in columns if c not in schema.names]
-        if missing:
-            raise KeyError(
-                f"no column {', '.join(map(repr, missing))} in the report; it has: {', '.join(schema.names)}"
-            )
-    if columns is None and not maps:
-        columns = [name for name in schema.names if name != "map"]
-    dataset = ds.dataset(parts, schema=schema, format="parquet", filesystem=filesystem)
-    table = dataset.to_table(
-        columns=list(columns) if columns is not None else None, filter=_filter(status, rank, where)
-    )
+    dataset, parts, filesystem = _dataset(out, columns)
+    if columns is None:
+        columns = [name for name in dataset.schema.names if name not in LARGE_COLUMNS or (maps and name == "map")]
+    table = dataset.to_table(columns=list(columns), filter=_filter(status, rank, where))
     categories = [c for c in CATEGORICAL_COLUMNS if c in table.column_names]
     frame = table.to_pandas(categories=categories, types_mapper=_NULLABLE.get)
     for column in categories:
@@ -91,6 +86,33 @@ def load_report(
         frame[column] = frame[column].cat.set_categories(sorted(set(frame[column].cat.categories) | set(extra)))
     frame.attrs.update(settings_of(parts, filesystem))
     return frame
+
+
+def _dataset(out: Path | str, columns: Sequence[str] | None) -> tuple[ds.Dataset, list[str], pafs.FileSystem | None]:
+    """The report's parts as one pyarrow dataset of their columns' union; `KeyError` for a column none has."""
+    parts, filesystem = report_files(out)
+    schemas = [pq.read_schema(p, filesystem=filesystem) for p in parts]
+    # Parts written by different cambatch versions may differ in columns: read their union.
+    schema = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+    missing = [c for c in columns or () if c not in schema.names]
+    if missing:
+        raise KeyError(f"no column {', '.join(map(repr, missing))} in the report; it has: {', '.join(schema.names)}")
+    return ds.dataset(parts, schema=schema, format="parquet", filesystem=filesystem), parts, filesystem
+
+
+def scan_report(
+    out: Path | str, *, columns: Sequence[str], where: ds.Expression | None = None, batch_rows: int = SCAN_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The report's rows that match `where`, `batch_rows` at a time, as DataFrames of `columns`: for readers
+    whose memory must not grow with the report (`cambatch slices`, `cambatch reliance`).
+
+    Plain dtypes (text stays text, integers are pandas' nullable integers); no settings in `attrs`
+    (`read_settings` has them).
+    """
+    dataset = _dataset(out, columns)[0]
+    for batch in dataset.to_batches(columns=list(columns), filter=where, batch_size=batch_rows):
+        if batch.num_rows:
+            yield batch.to_pandas(types_mapper=_NULLABLE.get)
 
 
 def _filter(status, rank, where) -> ds.Expression | None:
@@ -142,6 +164,52 @@ def load_map(out: Path | str, path: str, class_index: int, *, input_root: str | 
             f"the report's row for {path!r}, class {int(class_index)} holds no map (written before maps were kept)"
         )
     return map_stack(newest)[0]
+
+
+class Embeddings(NamedTuple):
+    """The report's embeddings (`--embeddings`): one row of `images` per image, and its vector in `vectors`."""
+
+    images: pd.DataFrame  # input_root, path, class_index, class_name, probability, label, correct (those present)
+    vectors: np.ndarray  # float16 [images, features], row i the vector of images.iloc[i]
+
+
+EMBEDDING_IMAGE_COLUMNS = (
+    "input_root",
+    "path",
+    "run_id",
+    "class_index",
+    "class_name",
+    "probability",
+    "label",
+    "correct",
+)
+
+
+def load_embeddings(out: Path | str, *, where: ds.Expression | None = None) -> Embeddings:
+    """Every image's pooled feature vector, as a run with `--embeddings` kept it (float16), with the image's row.
+
+    Each image's vector is on its best-ranked row only (`per_image`'s row), so this reads one row
+    per image: its identity (`input_root`, `path`), top class, probability, and its label and
+    `correct` when the run had labels. `where` (a pyarrow expression) narrows the rows, pushed down
+    like `load_report`'s. A million images of 1280 features hold 2.5 GB: narrow them, or stream
+    with `scan_report`.
+
+    >>> import cambatch
+    >>> images, vectors = cambatch.load_embeddings("cams")  # doctest: +SKIP
+    >>> vectors.shape                                       # doctest: +SKIP
+    (5000, 1280)
+    """
+    present = report_columns(out)
+    if EMBEDDING_COLUMN.name not in present:
+        raise UsageError(f"the report in {out} holds no embeddings: run it with --embeddings")
+    has_vector = ds.field(EMBEDDING_COLUMN.name).is_valid()
+    columns = [c for c in EMBEDDING_IMAGE_COLUMNS if c in present] + [EMBEDDING_COLUMN.name]
+    rows = load_report(out, status="ok", columns=columns, where=has_vector if where is None else has_vector & where)
+    if rows.empty and where is None:  # every report has the column; a run without --embeddings left it null
+        raise UsageError(f"the report in {out} holds no embeddings: run it with --embeddings")
+    flat = rows.pop(EMBEDDING_COLUMN.name).to_numpy()
+    vectors = np.stack(flat).astype(np.float16) if len(rows) else np.empty((0, 0), np.float16)
+    return Embeddings(rows.reset_index(drop=True), vectors)
 
 
 def map_stack(frame: pd.DataFrame) -> np.ndarray:

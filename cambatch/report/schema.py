@@ -112,6 +112,13 @@ GROUND_TRUTH_COLUMNS = (
 GT_BOX_COLUMN = Column(
     "gt_box_coords", pa.list_(pa.float32()), "ground-truth boxes in displayed pixels, x0, y0, x1, y1 per box"
 )
+# --embeddings (`cambatch.runner.engine` copies them back with the batch); null without it.
+EMBEDDING_COLUMN = Column(
+    "embedding",
+    pa.list_(pa.float16()),
+    "the image's pooled features (the head's input; for the other methods the target layer's activations averaged "
+    "over space), on its best-ranked row only (rank 1 in a top-k run), null on its other rows",
+)
 MAP_COLUMNS = (
     Column("map", pa.list_(pa.float16()), "the raw map (signed, not normalized) at feature resolution, row-major"),
     Column("map_height", pa.int16(), "rows of `map`"),
@@ -126,6 +133,7 @@ COLUMNS = (
     + GROUND_TRUTH_COLUMNS
     + (GT_BOX_COLUMN,)
     + MAP_COLUMNS
+    + (EMBEDDING_COLUMN,)
 )
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 STAT_NAMES = tuple(c.name for c in STATISTIC_COLUMNS)

@@ -173,6 +173,7 @@ def run_settings(config: RunConfig, stages: Stages, *, run_id: str, shard: Shard
         topk=maps.topk,
         classes=stages.class_ids,
         explain_label=maps.explain_label,
+        embeddings=maps.embeddings,
         input_size=model.input_size,
         resize=RESIZE,
         interpolation=model.interpolation,

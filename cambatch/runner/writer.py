@@ -19,7 +19,7 @@ from ..data.preprocess import Sample
 from ..evaluation.rows import grid_masks, ground_truth_columns
 from ..layout import OutputLayout
 from ..render.overlay import JPEG_QUALITY, overlay
-from ..report.schema import GT_BOX_COLUMN, is_correct, map_array, table
+from ..report.schema import EMBEDDING_COLUMN, GT_BOX_COLUMN, is_correct, map_array, table
 from ..sources.discover import ImageSource
 from .engine import BatchResult
 
@@ -59,6 +59,8 @@ class ImageWriter:
             map_height=[one.maps.shape[2]] * k,
             map_width=[one.maps.shape[3]] * k,
         )
+        if one.embeddings is not None:
+            columns[EMBEDDING_COLUMN.name] = _on_best_row(one.embeddings[0], ranks)
         if self.truth is not None:
             columns.update(self._ground_truth(source, sample, one))
         return table(columns, k)
@@ -135,6 +137,19 @@ class ImageWriter:
             "run_id": self.run_id,
         }
         return {name: [value] * rows for name, value in values.items()}
+
+
+def _on_best_row(embedding: np.ndarray, ranks: list[int]) -> pa.Array:
+    """The `embedding` column of an image's rows: its vector on the best-ranked row (the one `per_image` picks),
+    null on the others, so a top-k run stores it once per image, not k times.
+    """
+    best = int(np.argmin(ranks))
+    vector = pa.array(np.ascontiguousarray(embedding, dtype=np.float16))
+    offsets = np.zeros(len(ranks) + 1, np.int32)
+    offsets[best + 1 :] = len(vector)
+    nulls = np.ones(len(ranks), bool)
+    nulls[best] = False
+    return pa.ListArray.from_arrays(pa.array(offsets), vector, mask=pa.array(nulls))
 
 
 def _image_folder(folder: Path) -> None:
