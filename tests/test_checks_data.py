@@ -207,3 +207,20 @@ def test_the_python_api_returns_the_verdict_and_keeps_nothing(runs):
     assert [c.check.metric for c in found.checks if c.status == "fail"] == ["accuracy_drop"]  # 3 of 40 broken
     assert set((changed / "checks").glob("*.json")) == kept  # keeping the verdict is the command's (`audit`)
     assert check_run(out).run_id == "20250101T000000Z-000000"
+
+
+def test_slice_metrics_fail_the_class_with_the_planted_slice_and_skip_a_run_without_slices(planted_slice, tmp_path):
+    from cambatch.bias.slices import find_slices, write_slices
+
+    out = copy_run(planted_slice[0], tmp_path / "planted")
+    checks = ['metric = "slice_accuracy_gap"\nper = "class"\nmax = 0.5', 'metric = "error_slices"\nmax = 100']
+    code, found = checked(out, "--policy", policy(tmp_path, *checks))
+    assert code == 0 and [c["status"] for c in found["checks"]] == ["skip", "skip"]
+    assert "cambatch slices" in found["checks"][0]["reason"]
+    kept = find_slices(out)
+    write_slices(out, kept)
+    code, found = checked(out, "--policy", policy(tmp_path, *checks))
+    gaps = {r["class"]: r["value"] for r in found["checks"][0]["results"]}
+    assert code == 1 and {r["class"] for r in found["checks"][0]["results"] if r["status"] == "fail"} == {"green_ball"}
+    assert gaps == pytest.approx(kept.classes["slice_accuracy_gap"].dropna().to_dict())
+    assert found["checks"][1]["value"] == kept.classes["error_slices"].sum()

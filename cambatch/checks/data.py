@@ -6,7 +6,8 @@ metric of the policy asks for it, through the inspection and evaluation code.
   for `new_flags`, of the baseline;
 - `cambatch compare` with the baseline as A and the run as B;
 - `cambatch evaluate` (the run's own `--annotations`);
-- the two runs' top-1 maps (`checks.similarity`).
+- the two runs' top-1 maps (`checks.similarity`);
+- the error slices `cambatch slices` kept in OUT/slices.
 
 A metric whose data is not there raises `Missing` with the reason the check shows.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..bias.slices import Slices, read_slices
 from ..errors import UsageError
 from ..evaluation.run import Evaluation, evaluate
 from ..inspection.compare import Comparison, compare_runs
@@ -37,6 +39,7 @@ MISSING = {
     "annotations": "the run has no ground truth (run it with --annotations)",
     "baseline": "no baseline run (--baseline OUT)",
     "maps": "the report keeps no maps (written before cambatch kept them)",
+    "slices": "no error slices kept in OUT/slices (run `cambatch slices OUT` on a run with --embeddings first)",
 }
 
 
@@ -90,6 +93,8 @@ class RunData:
                 return MISSING[need]
             if need == "labels" and not self.counts.labelled:
                 return MISSING[need]
+            if need == "slices" and self.slices is None:
+                return MISSING[need]
         if "maps" in metric.needs and not self._maps["run"]:
             return MISSING["maps"]
         if "maps" in metric.needs and "baseline" in metric.needs and not self._maps["baseline"]:
@@ -129,6 +134,21 @@ class RunData:
         median = {"border_energy": self.summary.median_border_energy, "active_area": self.summary.median_active_area}
         found = self.summary_column(column)
         return ClassValues(found.values / median[column], found.images, found.by)
+
+    @cached_property
+    def slices(self) -> Slices | None:
+        """The error slices `cambatch slices` kept in OUT, if it ran."""
+        try:
+            return read_slices(self.out)
+        except FileNotFoundError:
+            return None
+
+    def slice_column(self, column: str) -> ClassValues:
+        classes = self.slices.classes
+        if column not in classes.columns:
+            raise Missing(f"`cambatch slices` kept no {column} for this run")
+        values = classes[column].astype(float).dropna()  # NaN: a class too small to search for slices
+        return ClassValues(values, classes["images"].loc[values.index], self.slices.by)
 
     def flags(self, flag: str) -> ClassValues:
         """Summarize's flag `flag` (`fixed-location`) per class: 1 or 0."""

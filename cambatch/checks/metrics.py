@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 Level = Literal["run", "class"]
 LEVELS: tuple[str, ...] = get_args(Level)
-Need = Literal["labels", "annotations", "baseline", "maps"]
+Need = Literal["labels", "annotations", "baseline", "maps", "slices"]
 NEEDS: tuple[str, ...] = get_args(Need)
 Better = Literal["lower", "higher"]
 
@@ -142,6 +142,24 @@ _METRICS = (
         better="higher",
         needs=("annotations", "maps"),
         per_class=lambda d: d.evaluated_column("mask_iou"),
+    ),
+    # ---- error slices (`cambatch slices`, kept in OUT/slices) ----
+    Metric(
+        name="slice_accuracy_gap",
+        doc="a class's accuracy minus that of its worst error slice (`cambatch slices`: images the model gets "
+        "wrong together); 0 without an error slice; for the run, the largest gap",
+        better="lower",
+        needs=("slices",),
+        run=lambda d: d.slice_column("slice_accuracy_gap").values.max(),
+        per_class=lambda d: d.slice_column("slice_accuracy_gap"),
+    ),
+    Metric(
+        name="error_slices",
+        doc="error slices `cambatch slices` found in a class; for the run, in all classes",
+        better="lower",
+        needs=("slices",),
+        run=lambda d: d.slice_column("error_slices").total,
+        per_class=lambda d: d.slice_column("error_slices"),
     ),
     # ---- against a baseline run (`cambatch compare`, the baseline as A) ----
     Metric(
