@@ -7,6 +7,7 @@ else the top-1 prediction's.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 
 from ..annotations.masks import readable_mask
 from ..annotations.model import Annotations, Truth
-from ..annotations.orient import displayed_boxes, orientation
+from ..annotations.orient import orientation, visible_boxes
 from ..annotations.readers import load_annotations
 from ..errors import UsageError
 from ..report.reader import load_report, map_stack
@@ -68,11 +69,12 @@ def evaluate(
         raise UsageError(f"the report in {out} has no successful rows to evaluate")
     frame = frame.reset_index(drop=True)
     images = _image_truth(frame, truth)
+    problems = truth.problems + images.problems
     rows = _row_metrics(frame, images)
     sweep, chosen, pixels = _sweep(frame, images, rows, threshold_grid(thresholds))
     metrics = _metrics(sweep, chosen, rows, pixels, explain_label=bool(frame.attrs.get("explain_label")))
-    metrics.update(annotations=truth.source, format=truth.kind, problems=len(truth.problems))
-    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows.drop(columns="has_mask"), truth.problems)
+    metrics.update(annotations=truth.source, format=truth.kind, problems=len(problems))
+    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows.drop(columns="has_mask"), problems)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class _Images:
     annotated: np.ndarray  # [R] bool: the image has ground truth (maybe no box)
     error: list[str | None]
     masks: dict[str, np.ndarray]  # by path: the union of its masks on the EVAL_SIZE grid (bool), for those with one
+    problems: list[str]  # boxes wholly outside their image, one line each (those images have no ground truth)
 
     def mask_rows(self, paths: list[str]) -> np.ndarray | None:
         """The masks [R, S, S] of rows by path (all False without one); None when no image has a mask."""
@@ -103,9 +106,20 @@ def _orientation(stated, root, path) -> int:
     return orientation(Path(str(root)) / str(path)) if root and not is_url(str(root)) else 1
 
 
+def _displayed_truth(found: Truth, size: tuple[int, int], orient: int) -> tuple[Truth, np.ndarray, list[str]]:
+    """The truth with its boxes in the displayed image, clipped to it; a box wholly outside the image leaves
+    the image without ground truth (an annotation error, as a malformed entry), and is a problem line.
+    """
+    boxes, outside = visible_boxes(found, size, orient)
+    if outside:
+        return dataclasses.replace(found, boxes=(), masks=(), error=f"bad annotation: {outside[0]}"), boxes[:0], outside
+    return found, boxes, []
+
+
 def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
     by_path: dict[str, tuple[np.ndarray, Truth | None]] = {}
     masks: dict[str, np.ndarray] = {}
+    problems: list[str] = []
     if "orientation" not in frame.columns:  # a report written before the column existed
         frame = frame.assign(orientation=None)
     columns = ["path", "input_root", "width", "height", "orientation"]
@@ -115,7 +129,8 @@ def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
         if found is not None and found.error is None and (found.boxes or found.masks):
             orient = _orientation(stated, root, path)
             size = (int(width), int(height))
-            boxes = displayed_boxes(found, size, orient) if found.boxes else boxes
+            found, boxes, outside = _displayed_truth(found, size, orient)
+            problems.extend(f"{line} ({path})" for line in outside)
             mask = readable_mask(found, size, orient) if found.masks else None
             if mask is not None:
                 masks[str(path)] = per_row.grid_masks([mask])[0][0]
@@ -134,7 +149,7 @@ def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
         labels.append((found.label if found else None) or (None if _missing(report_label) else str(report_label)))
         annotated.append(found is not None and found.error is None)
         errors.append(found.error if found else None)
-    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks)
+    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks, problems)
 
 
 def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:

@@ -48,12 +48,13 @@ class Plan:
     todo: list[ImageSource]
     skipped: int  # already in the report, unchanged
     purge_keys: set[str] = field(default_factory=set)  # rows to drop before redoing their images
+    errors_kept: int = 0  # of the skipped, images the report holds as failed (`--retry-errors` redoes them)
 
 
 def plan(sources: list[ImageSource], report_dir: Path, retry_errors: bool = False) -> Plan:
     """Split `sources` into the images to process and those the report already holds."""
     done = _index(report_dir)
-    todo, purge, skipped = [], set(), 0
+    todo, purge, skipped, failed = [], set(), 0, 0
     for source in sources:
         key = _key(*source.key)
         seen = done.get(key)
@@ -64,7 +65,8 @@ def plan(sources: list[ImageSource], report_dir: Path, retry_errors: bool = Fals
             purge.add(key)
         else:
             skipped += 1
-    return Plan(todo, skipped, purge)
+            failed += seen[2] == "error"
+    return Plan(todo, skipped, purge, failed)
 
 
 def _changed(seen: tuple[int, int, str, str | None], source: ImageSource) -> bool:
@@ -152,26 +154,45 @@ def _key(input_root: str, path: str) -> str:
     return f"{input_root}{_SEP}{path}"
 
 
-def check_settings(earlier: list[dict], now: dict, out: Path) -> None:
-    """Refuse (exit 2, one line) when any of `earlier` (a part's or a live shard's settings) differs from `now`."""
+def check_settings(earlier: list[dict], now: dict, out: Path, *, overwrite: Shard | None = None) -> None:
+    """Refuse (exit 2, one line) when any of `earlier` (a part's or a live shard's settings) differs from `now`.
+
+    `overwrite`: the shard this run starts over (`--overwrite`); `earlier` then holds only what it keeps,
+    the other shards' results, which its purge cannot make agree.
+    """
     changed: dict[str, tuple] = {}
     for before in earlier:
         for name, values in differences(before, now).items():
             changed.setdefault(name, values)
-    if changed:
-        listed = "; ".join(f"{name} ({_flag(name)}): {old} there, {new} now" for name, (old, new) in changed.items())
+    if not changed:
+        return
+    listed = "; ".join(f"{name} ({_flag(name)}): {old} there, {new} now" for name, (old, new) in changed.items())
+    if overwrite is None:
         raise SettingsChanged(
             f"{out} holds results made with other settings ({listed}); give this run another --out, "
             "or add --overwrite to redo every image with the new settings"
         )
+    raise SettingsChanged(
+        f"{out} holds other shards' results made with other settings ({listed}), and --overwrite redoes only "
+        f"shard {overwrite}: give this run another --out, or delete {out} and rerun every shard to start them all over"
+    )
 
 
-def report_settings(report_dir: Path) -> list[dict]:
-    """The settings of every published part that holds rows (a report resumed or sharded has several parts).
+def report_settings(report_dir: Path, beyond: Shard | None = None) -> list[dict]:
+    """The settings of every published part that holds rows (a report resumed or sharded has several parts);
+    with `beyond`, of those holding rows of images that shard does not own (what its `--overwrite` keeps).
 
     A run with nothing to do leaves an empty part; it produced no row, so it binds no later run.
     """
-    return [part_settings(part) for part in complete_parts(report_dir) if footer(part).num_rows]
+    parts = [part for part in complete_parts(report_dir) if footer(part).num_rows]
+    if beyond is not None:
+        parts = [part for part in parts if _holds_others(part, beyond)]
+    return [part_settings(part) for part in parts]
+
+
+def _holds_others(part: Path, shard: Shard) -> bool:
+    """Whether the part holds a row of an image `shard` does not own."""
+    return not all(map(shard.owns, pq.read_table(part, columns=["path"]).column("path").to_pylist()))
 
 
 def _flag(name: str) -> str:
