@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from cambatch.layout import OutputLayout
 from cambatch.report.parts import published_parts
 from cambatch.report.schema import table
 from cambatch.report.writer import ReportWriter
-from cambatch.runner.resume import plan, purge, sweep
+from cambatch.runner.resume import SettingsChanged, check_settings, plan, purge, report_settings, sweep
 from cambatch.sources.discover import ImageSource
 from cambatch.sources.shard import Shard
 
@@ -65,9 +66,11 @@ def test_plan_skips_unchanged_images_and_redoes_new_changed_and_retried_ones(tmp
         ("/other/root", "same.jpg"),
     ]
     assert done.skipped == 2  # same.jpg, and bad.jpg: a failure is not retried unless asked
+    assert done.errors_kept == 1  # ... and still failed: `--fail-on-error` counts it
     assert done.purge_keys == {f"{root}\x00bigger.jpg", f"{root}\x00touched.jpg"}  # their old rows go first
     retried = plan(sources, report, retry_errors=True)
     assert "bad.jpg" in [s.rel for s in retried.todo] and f"{root}\x00bad.jpg" in retried.purge_keys
+    assert retried.errors_kept == 0
     assert retried.skipped == 1
 
 
@@ -213,3 +216,39 @@ def test_sweep_removes_the_temporary_parts_of_its_shard_only(tmp_path):
 
 def _temporary(layout: OutputLayout) -> list[str]:
     return sorted(p.name for p in layout.report_dir.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_overwrite_of_one_shard_is_judged_by_the_rows_it_keeps_and_says_what_would_work(tmp_path):
+    report, root = tmp_path / "report", str(ROOT)
+    halves = Shard(0, 2), Shard(1, 2)
+    names = [f"img_{i}.jpg" for i in range(8)]
+    mine = [n for n in names if halves[0].owns(n)]
+    theirs = [n for n in names if halves[1].owns(n)]
+    write_part(report, "part-a-shard0000of0002-00000.parquet", [(root, n, 1, 1, "ok") for n in mine])
+    write_part(report, "part-b-shard0001of0002-00000.parquet", [(root, n, 1, 1, "ok") for n in theirs])
+    assert mine and theirs and len(report_settings(report)) == 2
+    kept = report_settings(report, beyond=halves[0])  # what shard 0's --overwrite leaves: shard 1's part
+    assert len(kept) == 1 and report_settings(report, beyond=Shard(0, 1)) == []  # a whole run keeps nothing
+    earlier, now = {"model": "m", "topk": 3}, {"model": "m", "topk": 1}
+    with pytest.raises(SettingsChanged) as refused:
+        check_settings([earlier], now, tmp_path, overwrite=halves[0])
+    assert str(refused.value) == (
+        f"{tmp_path} holds other shards' results made with other settings (topk (--topk): 3 there, 1 now), and "
+        f"--overwrite redoes only shard 0/2: give this run another --out, or delete {tmp_path} and rerun every "
+        "shard to start them all over"
+    )
+    with pytest.raises(SettingsChanged, match="or add --overwrite to redo every image"):
+        check_settings([earlier], now, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, before, now, shown",
+    [
+        ("labels_from_dirs", False, True, "labels_from_dirs (--labels-from-dirs): False there, True now"),
+        ("annotations", None, "/data/boxes.csv", "annotations (--annotations): none there, /data/boxes.csv now"),
+    ],
+)
+def test_labels_and_ground_truth_are_compared_settings(tmp_path, name, before, now, shown):
+    with pytest.raises(SettingsChanged, match=re.escape(shown)):
+        check_settings([{"model": "m", name: before}], {"model": "m", name: now}, tmp_path)
+    check_settings([{"model": "m"}], {"model": "m", name: now}, tmp_path)  # a part older than the setting binds none

@@ -115,9 +115,9 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
         )
     if by == "label" and not labelled:
         raise ValueError("this report has no labels: summarize by class, or run with labels")
-    count = len(per_image(df))
+    top = per_image(df)
     # The rows grouped: each image's top-1 (its label's group, `(unlabelled)` without one), or every chosen class.
-    images = explained_rows(df) if chosen else _with_label_groups(per_image(df), by)
+    images = explained_rows(df) if chosen else _with_label_groups(top, by)
     errors = int(df.loc[df["status"] == "error", "path"].nunique())
     key = "label" if by == "label" else "class_name"
     grouped = images.groupby(key, observed=True)
@@ -155,9 +155,19 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
         ", ".join(name for name, hit in zip(flags, hits, strict=True) if hit)
         for hits in zip(*flags.values(), strict=True)
     ]
-    summary = ClassSummary(table, by, count, errors, median_border, median_area, thresholds, dict(df.attrs), baseline)
+    summary = ClassSummary(
+        table,
+        by,
+        len(top),
+        errors,
+        median_border,
+        median_area,
+        thresholds,
+        dict(df.attrs),
+        baseline,
+        chosen_classes=chosen,
+    )
     summary.median_energy_in_gt = median_energy
-    summary.chosen_classes = chosen
     return summary
 
 

@@ -133,15 +133,7 @@ def _plan(
     stages = build_stages(runner.driver_config(config))
     run_id = new_run_id(started_at)
     settings = run_settings(config, stages, run_id=run_id, shard=shard, device=runner.recorded_device(stages)).as_dict()
-    # Before any work, and before --overwrite purges anything: the rows kept (with --overwrite, the other
-    # shards' rows), and the shards running beside this one, must come from these settings.
-    overwritten = shard if config.job.overwrite else None
-    resume.check_settings(
-        resume.report_settings(layout.report_dir, beyond=overwritten) + live_shard_settings(layout.root, shard.tag),
-        settings,
-        layout.root,
-        overwrite=overwritten,
-    )
+    _refuse_other_settings(layout, shard, settings, overwrite=config.job.overwrite)
     if config.job.overwrite:
         _start_over(layout, shard)
     mark_died(layout.root, shard.tag)  # this shard's lock is ours: a run still marked running died
@@ -181,6 +173,17 @@ def _plan(
         labels=label_classes(todo.todo, stages.model.class_names) if config.maps.explain_label else None,
         staged=staged,
     )
+
+
+def _refuse_other_settings(layout: OutputLayout, shard: Shard, settings: dict, *, overwrite: bool) -> None:
+    """Before any work, and before --overwrite purges anything: the rows kept (with --overwrite, only the
+    other shards' rows, which its purge leaves) and the shards running beside this one must come from
+    these settings.
+    """
+    overwritten = shard if overwrite else None
+    earlier = resume.report_settings(layout.report_dir, beyond=overwritten)
+    earlier += live_shard_settings(layout.root, shard.tag)
+    resume.check_settings(earlier, settings, layout.root, overwrite=overwritten)
 
 
 def _refuse_a_file_as_out(root: Path) -> None:

@@ -192,6 +192,8 @@ def report_settings(report_dir: Path, beyond: Shard | None = None) -> list[dict]
 
 def _holds_others(part: Path, shard: Shard) -> bool:
     """Whether the part holds a row of an image `shard` does not own."""
+    if shard.count == 1:  # a whole-dataset run owns every image: no part need be read
+        return False
     return not all(map(shard.owns, pq.read_table(part, columns=["path"]).column("path").to_pylist()))
 
 
