@@ -206,6 +206,7 @@ app.command("run")(_run)
 def _print_summary(result) -> None:
     kept = f" ({result.errors_kept} of them failed; --retry-errors redoes them)" if result.errors_kept else ""
     skipped = f", {result.skipped} already done{kept}" if result.skipped else ""
+    skipped += f", {result.relabelled} redone for their new labels" if result.relabelled else ""
     shard = f", shard {result.shard}" if result.shard != "0/1" else ""
     err.print(
         f"cambatch: {result.ok} ok, {result.errors} error(s) of {result.images} images{skipped}{shard} "

@@ -356,20 +356,23 @@ def test_fail_on_error_judges_what_the_report_holds_for_the_runs_images(tmp_path
     assert set(pd.read_parquet(tmp_path / "o" / "report").status) == {"ok"}
 
 
-def test_a_rerun_that_adds_labels_is_refused_and_says_how_to_apply_them(tmp_path):
+def test_a_rerun_that_adds_labels_applies_them_and_a_new_ground_truth_is_refused(tmp_path):
     make_folder(tmp_path / "train" / "espresso", 2, side=48)
     out = tmp_path / "out"
     assert _run(tmp_path / "train", "--out", out).exit_code == 0
+    labelled = _run(tmp_path / "train", "--out", out, "--labels-from-dirs")
+    assert labelled.exit_code == 0 and "2 redone for their new labels" in labelled.output, labelled.output
+    report = pd.read_parquet(out / "report")
+    assert set(report.label) == {"espresso"} and report.correct.notna().all() and len(report) == 6
+    again = _run(tmp_path / "train", "--out", out)  # without the flag: the labels stay, nothing is redone
+    assert again.exit_code == 0 and "2 already done" in again.output and "redone" not in again.output
+    assert set(pd.read_parquet(out / "report").label) == {"espresso"}
     before = _snapshot(out)
-    line = _one_error_line(_run(tmp_path / "train", "--out", out, "--labels-from-dirs"))
-    assert "labels_from_dirs (--labels-from-dirs): False there, True now" in line and "--overwrite" in line
     csv = tmp_path / "boxes.csv"
     csv.write_text("path,x0,y0,x1,y1,label\nespresso/img_000.jpg,1,1,20,20,espresso\n")
     line = _one_error_line(_run(tmp_path / "train", "--out", out, "--annotations", csv))
-    assert f"annotations (--annotations): none there, {csv} now" in line
+    assert f"annotations (--annotations): none there, {csv} now" in line and "--overwrite" in line
     assert _snapshot(out) == before
-    applied = _run(tmp_path / "train", "--out", out, "--labels-from-dirs", "--overwrite")
-    assert applied.exit_code == 0 and set(pd.read_parquet(out / "report").label) == {"espresso"}
 
 
 def test_the_summary_counts_overlays_and_the_images_they_show(tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_folder
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from cambatch.cli import app
 from cambatch.layout import OutputLayout
 from cambatch.report.parts import published_parts
-from cambatch.report.schema import table
+from cambatch.report.schema import SCHEMA, table
 from cambatch.report.writer import ReportWriter
 from cambatch.runner.resume import SettingsChanged, check_settings, plan, purge, report_settings, sweep
 from cambatch.sources.discover import ImageSource
@@ -241,14 +242,28 @@ def test_overwrite_of_one_shard_is_judged_by_the_rows_it_keeps_and_says_what_wou
         check_settings([earlier], now, tmp_path)
 
 
-@pytest.mark.parametrize(
-    "name, before, now, shown",
-    [
-        ("labels_from_dirs", False, True, "labels_from_dirs (--labels-from-dirs): False there, True now"),
-        ("annotations", None, "/data/boxes.csv", "annotations (--annotations): none there, /data/boxes.csv now"),
-    ],
-)
-def test_labels_and_ground_truth_are_compared_settings(tmp_path, name, before, now, shown):
+def test_the_ground_truth_is_a_compared_setting(tmp_path):
+    shown = "annotations (--annotations): none there, /data/boxes.csv now"
     with pytest.raises(SettingsChanged, match=re.escape(shown)):
-        check_settings([{"model": "m", name: before}], {"model": "m", name: now}, tmp_path)
-    check_settings([{"model": "m"}], {"model": "m", name: now}, tmp_path)  # a part older than the setting binds none
+        check_settings(
+            [{"model": "m", "annotations": None}], {"model": "m", "annotations": "/data/boxes.csv"}, tmp_path
+        )
+    check_settings([{"model": "m"}], {"model": "m", "annotations": "/data/boxes.csv"}, tmp_path)  # an older part
+
+
+def test_a_finished_image_with_a_new_label_is_redone_and_no_label_now_keeps_its_rows(tmp_path):
+    report, root = tmp_path / "report", str(ROOT)
+    write_part(report, "part-1-00000.parquet", [(root, "a.jpg", 100, 5, "ok"), (root, "b.jpg", 100, 5, "ok")])
+    pq.write_table(
+        pq.read_table(report / "part-1-00000.parquet").set_column(
+            SCHEMA.get_field_index("label"), "label", pa.array(["cat", "cat", None, None], pa.string())
+        ),
+        report / "part-1-00000.parquet",
+    )
+    labelled = [replace(src("a.jpg"), label="cat"), replace(src("b.jpg"), label="dog")]
+    done = plan(labelled, report)
+    assert [s.rel for s in done.todo] == ["b.jpg"] and done.relabelled == 1 and done.skipped == 1
+    assert done.purge_keys == {f"{root}\x00b.jpg"}  # its unlabelled rows go first
+    assert plan([replace(src("a.jpg"), label="tabby")], report).relabelled == 1  # a changed label too
+    unlabelled = plan([src("a.jpg"), src("b.jpg")], report)  # a rerun without labels redoes nothing
+    assert unlabelled.todo == [] and unlabelled.skipped == 2 and unlabelled.relabelled == 0

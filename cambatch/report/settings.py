@@ -44,10 +44,9 @@ class RunSettings:
     topk: int = setting(resume="topk", summary=True)
     classes: list[int] | None = setting(resume="classes")
     explain_label: bool = setting(resume="explain_label")
-    # Where labels and ground truth come from: they fill `label`, `correct` and the ground-truth columns of
-    # every row, so a resume that adds, drops or changes them is refused rather than leaving the finished
-    # images as they were (the refusal says: --overwrite, or another --out).
-    labels_from_dirs: bool = setting(resume="labels_from_dirs")
+    # The ground truth fills every row's ground-truth columns: a resume that adds, drops or swaps it is
+    # refused rather than leaving the finished images as they were (the refusal says: --overwrite, or another
+    # --out). Labels are compared image by image instead (`runner.resume.plan` redoes a relabelled image).
     annotations: str | None = setting(resume="annotations")
     input_size: int = setting(resume="image_size", summary=True)
     resize: str = setting()

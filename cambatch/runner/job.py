@@ -55,6 +55,7 @@ class RunResult:
     elapsed_s: float = 0.0
     skipped: int = 0  # already in the report from an earlier run
     errors_kept: int = 0  # of those, images whose report rows say they failed (not retried)
+    relabelled: int = 0  # finished images redone because their label is another now (`resume.plan`)
     interrupted: str | None = None  # the signal that stopped the run early
     shard: str = "0/1"
     errors_by_path: dict[str, str] = field(default_factory=dict)
@@ -184,7 +185,6 @@ def run_settings(config: RunConfig, stages: Stages, *, run_id: str, shard: Shard
         topk=maps.topk,
         classes=stages.class_ids,
         explain_label=maps.explain_label,
-        labels_from_dirs=config.source.labels_from_dirs,
         annotations=str(config.source.annotations) if config.source.annotations else None,
         input_size=model.input_size,
         resize=RESIZE,

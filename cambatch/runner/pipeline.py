@@ -152,6 +152,7 @@ def _plan(
         images=len(sources),
         skipped=todo.skipped,
         errors_kept=todo.errors_kept,
+        relabelled=todo.relabelled,
         shard=str(shard),
         method=stages.method.name,
         layer=stages.method.layer,
