@@ -112,6 +112,7 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
                 "not its predictions, so it has no top-1 to compare: compare two top-k runs"
             )
     top_a, top_b = per_image(a), per_image(b)
+    # Text even when both reports are empty: an empty column would be float, which no merge on paths takes.
     rows = pd.DataFrame({"path": pd.Series(sorted(set(a["path"]) | set(b["path"])), dtype=object)})
     rows["status"] = _status(rows["path"], a, b, top_a, top_b)
     labelled = has_labels(a) or has_labels(b)
