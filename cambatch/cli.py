@@ -122,7 +122,7 @@ def run_command(
         _build_gallery(result.out, None, DEFAULT_PAGE_SIZE, debug)  # after the check: it shows the verdict
     if result.interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
-    if fail_on_error and result.errors:
+    if fail_on_error and result.failed:  # judged on what the report holds for this run's images now
         raise typer.Exit(ExitCode.FAILED)
     if checked is not None:
         raise typer.Exit(checked.exit_code)
@@ -224,7 +224,9 @@ app.command("run")(_run)
 
 
 def _print_summary(result) -> None:
-    skipped = f", {result.skipped} already done" if result.skipped else ""
+    kept = f" ({result.errors_kept} of them failed; --retry-errors redoes them)" if result.errors_kept else ""
+    skipped = f", {result.skipped} already done{kept}" if result.skipped else ""
+    skipped += f", {result.relabelled} redone for their new labels" if result.relabelled else ""
     shard = f", shard {result.shard}" if result.shard != "0/1" else ""
     err.print(
         f"cambatch: {result.ok} ok, {result.errors} error(s) of {result.images} images{skipped}{shard} "
@@ -264,7 +266,10 @@ def _print_summary(result) -> None:
             markup=False,
         )
     if result.overlays:
-        err.print(f"  overlays: {result.out}/overlays ({result.overlays} images)", markup=False)
+        err.print(
+            f"  overlays: {result.out}/overlays ({result.overlays} overlays of {result.overlay_images} images)",
+            markup=False,
+        )
 
 
 @app.command()
@@ -333,8 +338,9 @@ def summarize(
         thresholds = Thresholds(border_ratio, spread_ratio, off_object_ratio, lock_score=lock_score)
         summary = summarize_run(out, by, thresholds)
         settings = summary.settings
+        chosen = f"{summary.counted} · " if summary.chosen_classes else ""
         caption = (
-            f"{summary.images:,} images ({summary.errors:,} failed) · "
+            f"{summary.images:,} images ({summary.errors:,} failed) · {chosen}"
             f"median border_energy {summary.median_border_energy:.3f}, active_area {summary.median_active_area:.3f} · "
             f"flags: border >= {border_ratio:g}x, spread >= {spread_ratio:g}x the median, "
             f"fixed-location: position_lock >= {lock_score:g} (baseline {summary.lock_baseline:.3f})"
@@ -349,6 +355,7 @@ def summarize(
             "multi_label": summary.multi_label,
             "run_id": settings.get("run_id"),
             "by": summary.by,
+            "counted": summary.counted,
             "images": summary.images,
             "errors": summary.errors,
             "median_border_energy": summary.median_border_energy,
@@ -409,7 +416,12 @@ def compare(
             f"{figures['compared']:,} images in both runs: top-1 changed for {figures['top1_changed']:,} "
             f"({figures['changed_share']:.1%}); mean box IoU {figures['mean_box_iou']:.3f}, "
             f"median peak shift {figures['median_peak_shift']:.3f}"
-            + (f"; fixed {figures['fixed']:,}, broken {figures['broken']:,}" if "fixed" in figures else "")
+            + (
+                f"; of {figures['labelled_in_both']:,} labelled in both: fixed {figures['fixed']:,}, "
+                f"broken {figures['broken']:,}"
+                if "fixed" in figures
+                else ""
+            )
             + "".join(
                 f"; {figures[k]:,} {k.replace('_', ' ')}"
                 for k in ("only_a", "only_b", "error_a", "error_b", "error_both")

@@ -112,7 +112,11 @@ class SourceOptions(_Group):
         "relative paths resolve against the list's folder.",
         convert=_path,
     )
-    labels_from_dirs: bool = option(False, "Label each image with its parent folder's name (ImageFolder layout).")
+    labels_from_dirs: bool = option(
+        False,
+        "Label each image with the first folder of its path under its INPUT, as torchvision's ImageFolder does "
+        "(INPUT/espresso/nested/x.jpg: espresso); images at the INPUT's top get no label.",
+    )
     annotations: Path | None = option(
         None,
         "Ground truth: a VOC/ImageNet XML folder, COCO JSON, CSV (path,x0,y0,x1,y1[,label]), mask PNG folder or "

@@ -28,9 +28,9 @@ _MEANINGS = {
     ExitCode.OK: "the command completed (a run: even with error rows; `check`: no check failed)",
     ExitCode.FAILED: "some image failed and `--fail-on-error` was given, a `check` failed, or an unexpected "
     "internal error (one line; `--debug` shows the traceback)",
-    ExitCode.USAGE: "bad usage or settings, refused before any work: missing input, unknown model or class, bad "
-    "option, unusable or unsafe weights, a resume with other settings than the report's, a damaged report part, "
-    "a bad policy",
+    ExitCode.USAGE: "bad usage or settings, refused before any work: missing input, no images found, an OUT that is "
+    "a file, unknown model or class, bad option, unusable or unsafe weights, a resume with other settings than the "
+    "report's, a damaged report part, a bad policy",
     ExitCode.LOCKED: "the output folder (and shard) is locked by another live run",
     ExitCode.UNWRITABLE: "the output folder could not be written (full disk, read-only, vanished, a store that "
     "went away): its complete parts are kept; rerun when fixed",

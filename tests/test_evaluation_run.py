@@ -356,3 +356,27 @@ def test_two_inputs_holding_one_path_are_evaluated_as_two_images(tmp_path):
     errors = again.rows.groupby("input_root")["annotation_error"].first().to_dict()
     assert pd.isna(errors[str(tmp_path / "one")]) and again.metrics["images"] == 1
     assert "entries 'one/x.png', 'p/x.png' and 'q/x.png' all match this image" in errors[str(tmp_path / "two")]
+
+
+def test_a_box_past_the_photo_scores_as_its_visible_part_and_one_wholly_outside_is_a_problem(tmp_path):
+    # chelsea.png is 451 x 300; its map and its CAM box cover the visible part of the box (100, 50, 450, 299).
+    size = {"width": 451, "height": 300, "class_index": 0, "class_name": "tabby"}
+    cam_box = (100 / 451, 50 / 300, 1.0, 1.0)
+    rows = [
+        {"path": "chelsea.png", **size, "map": block(50, 38, 223, 223), "bbox": cam_box},
+        {"path": "x.png", **size, "map": block(0, 0, 10, 10)},
+    ]
+    out = write_report(tmp_path / "out", rows)
+    past, visible = tmp_path / "past.csv", tmp_path / "visible.csv"
+    past.write_text("path,x0,y0,x1,y1\nchelsea.png,100,50,900,700\nx.png,500,320,900,700\n")
+    visible.write_text("path,x0,y0,x1,y1\nchelsea.png,100,50,450,299\n")
+    clipped, seen = evaluate(out, past), evaluate(out, visible)
+    assert clipped.metrics["MaxBoxAcc"] == seen.metrics["MaxBoxAcc"] == 1.0
+    assert (
+        clipped.metrics["energy_in_gt"] == pytest.approx(seen.metrics["energy_in_gt"]) and seen.metrics["images"] == 1
+    )
+    columns = ["gt_box_iou", "energy_in_gt", "pointing_hit"]
+    both = [r.rows.set_index("path").loc[["chelsea.png"], columns] for r in (clipped, seen)]
+    assert both[0].equals(both[1]) and both[0]["gt_box_iou"].item() == pytest.approx(1.0)  # IoU agrees with energy
+    assert clipped.problems == ["past.csv:3: box 500,320,900,700 lies wholly outside the 451x300 image (x.png)"]
+    assert clipped.rows.set_index("path").loc["x.png", "annotation_error"].startswith("bad annotation: past.csv:3")

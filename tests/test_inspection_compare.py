@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from identity_support import two_folders_run
 from inspecting_support import add_labels, copy_run, rewrite_report, set_settings
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 import cambatch
 from cambatch.cli import app
 from cambatch.inspection.compare import box_iou
+from cambatch.report.schema import table
 
 runner = CliRunner()
 
@@ -110,7 +112,37 @@ def test_labels_count_fixed_and_broken(runs, tmp_path):
     for out in (la, lb):
         add_labels(out, {"camera.png": "tripod"})
     figures = cambatch.compare_runs(la, lb).overview()
-    assert (figures["fixed"], figures["broken"]) == (0, 1)
+    assert (figures["fixed"], figures["broken"], figures["labelled_in_both"]) == (0, 1, 1)
+
+
+def test_a_labelled_and_an_unlabelled_run_invent_no_regression(sample_run, tmp_path):
+    labelled = copy_run(sample_run[0].out, tmp_path / "labelled")
+    add_labels(labelled, {"coffee.png": "espresso", "chelsea.png": "tabby"})  # one right, one wrong or right
+    plain = sample_run[0].out
+    for a, b in ((labelled, plain), (plain, labelled)):
+        figures = cambatch.compare_runs(a, b).overview()
+        assert figures["top1_changed"] == 0 and "fixed" not in figures and "broken" not in figures
+        shown = runner.invoke(app, ["compare", str(a), str(b)])
+        assert shown.exit_code == 0 and "broken" not in shown.output and "fixed" not in shown.output
+
+
+def test_a_classes_run_has_no_top1_to_compare_and_is_refused_in_one_line(sample_run, tmp_path):
+    chosen = copy_run(sample_run[0].out, tmp_path / "chosen")
+    set_settings(chosen, classes=[967, 504])
+    with pytest.raises(ValueError, match="run B explains classes chosen with --classes"):
+        cambatch.compare_runs(sample_run[0].out, chosen)
+    refused = runner.invoke(app, ["compare", str(chosen), str(sample_run[0].out)])
+    assert refused.exit_code == 2 and "run A explains classes chosen with --classes (967, 504)" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_two_empty_runs_compare_as_nothing_in_common(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name / "report").mkdir(parents=True)
+        pq.write_table(table({}, 0), tmp_path / name / "report" / "part-20260101T000000Z-abcdef-00000.parquet")
+    shown = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert shown.exit_code == 0, shown.output
+    assert "0 images in both runs: top-1 changed for 0" in shown.output and "Error" not in shown.output
 
 
 def test_cli_table_json_and_parquet_rows(runs, tmp_path):

@@ -17,6 +17,8 @@ class Box:
     x1: float
     y1: float
     label: str | None = None
+    # The file and line that gave it, for a problem found later (a box outside its image); not part of its value.
+    where: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

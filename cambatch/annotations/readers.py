@@ -51,7 +51,7 @@ def _box(values, where: str, label: str | None = None) -> Box:
         raise ValueError(f"box {x0:g},{y0:g},{x1:g},{y1:g} has x1 < x0 or y1 < y0")
     if min(numbers) < 0:
         raise ValueError("negative coordinate")
-    return Box(x0, y0, x1, y1, label or None)
+    return Box(x0, y0, x1, y1, label or None, where)
 
 
 def read_csv(path: Path) -> Annotations:
@@ -94,7 +94,9 @@ def read_voc(folder: Path) -> Annotations:
             label = (obj.findtext("name") or "").strip() or None
             try:
                 bnd = obj.find("bndbox")
-                box = _box([bnd.findtext(t) for t in ("xmin", "ymin", "xmax", "ymax")], where, label)
+                box = _box(
+                    [bnd.findtext(t) for t in ("xmin", "ymin", "xmax", "ymax")], f"{where}: object {index + 1}", label
+                )
             except (AttributeError, TypeError, ValueError) as exc:
                 found.problem(f"{where}: object {index + 1}", str(exc) or "bad <bndbox>", key)
                 continue

@@ -8,6 +8,7 @@ truth is matched to the report's images by `annotations.match`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 from ..annotations.masks import readable_mask
 from ..annotations.match import GroundTruth, Image, match
 from ..annotations.model import Annotations, Truth
-from ..annotations.orient import displayed_boxes, orientation
+from ..annotations.orient import orientation, visible_boxes
 from ..annotations.readers import load_annotations
 from ..errors import UsageError
 from ..names import name_key
@@ -73,11 +74,12 @@ def evaluate(
     # Every image of the report takes part in the matching, failed ones too, as in the run.
     everyone = load_report(out, columns=["input_root", "path"]).drop_duplicates()
     images = _image_truth(frame, match(truth, image_ids(everyone)))
+    problems = truth.problems + images.problems
     rows = _row_metrics(frame, images)
     sweep, chosen, pixels = _sweep(frame, images, rows, threshold_grid(thresholds))
     metrics = _metrics(sweep, chosen, rows, pixels, explain_label=bool(frame.attrs.get("explain_label")))
-    metrics.update(annotations=truth.source, format=truth.kind, problems=len(truth.problems))
-    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows.drop(columns="has_mask"), truth.problems)
+    metrics.update(annotations=truth.source, format=truth.kind, problems=len(problems))
+    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows.drop(columns="has_mask"), problems)
 
 
 @dataclass
@@ -90,6 +92,7 @@ class _Images:
     annotated: np.ndarray  # [R] bool: the image has ground truth (maybe no box)
     error: list[str | None]
     masks: dict[Image, np.ndarray]  # the union of an image's masks on the EVAL_SIZE grid (bool), for those with one
+    problems: list[str]  # boxes wholly outside their image, one line each (those images have no ground truth)
 
     def mask_rows(self, images: list[Image]) -> np.ndarray | None:
         """The masks [R, S, S] of rows by image (all False without one); None when no image has a mask."""
@@ -108,9 +111,20 @@ def _orientation(stated, root, path) -> int:
     return orientation(Path(str(root)) / str(path)) if root and not is_url(str(root)) else 1
 
 
+def _displayed_truth(found: Truth, size: tuple[int, int], orient: int) -> tuple[Truth, np.ndarray, list[str]]:
+    """The truth with its boxes in the displayed image, clipped to it; a box wholly outside the image leaves
+    the image without ground truth (an annotation error, as a malformed entry), and is a problem line.
+    """
+    boxes, outside = visible_boxes(found, size, orient)
+    if outside:
+        return dataclasses.replace(found, boxes=(), masks=(), error=f"bad annotation: {outside[0]}"), boxes[:0], outside
+    return found, boxes, []
+
+
 def _image_truth(frame: pd.DataFrame, truth: GroundTruth) -> _Images:
     by_image: dict[Image, tuple[np.ndarray, Truth | None]] = {}
     masks: dict[Image, np.ndarray] = {}
+    problems: list[str] = []
     if "orientation" not in frame.columns:  # a report written before the column existed
         frame = frame.assign(orientation=None)
     columns = ["input_root", "path", "width", "height", "orientation"]
@@ -121,7 +135,8 @@ def _image_truth(frame: pd.DataFrame, truth: GroundTruth) -> _Images:
         if found is not None and found.error is None and (found.boxes or found.masks):
             orient = _orientation(stated, root, path)
             size = (int(width), int(height))
-            boxes = displayed_boxes(found, size, orient) if found.boxes else boxes
+            found, boxes, outside = _displayed_truth(found, size, orient)
+            problems.extend(f"{line} ({path})" for line in outside)
             mask = readable_mask(found, size, orient) if found.masks else None
             if mask is not None:
                 masks[image] = per_row.grid_masks([mask])[0][0]
@@ -140,7 +155,7 @@ def _image_truth(frame: pd.DataFrame, truth: GroundTruth) -> _Images:
         labels.append((found.label if found else None) or (None if _missing(report_label) else str(report_label)))
         annotated.append(found is not None and found.error is None)
         errors.append(found.error if found else None)
-    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks)
+    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks, problems)
 
 
 def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:

@@ -5,7 +5,9 @@ hold two images). For each image processed in both runs: whether the
 top-1 class changed and, for A's top-1 class (the shared top-1 when nothing changed; when it did,
 still compared if B explained that class at another rank), how far the map's peak moved
 (`peak_shift`: sqrt(dx^2 + dy^2), x and y as fractions of the image's width and height) and how
-much the CAM boxes overlap (`box_iou`, intersection over union).
+much the CAM boxes overlap (`box_iou`, intersection over union). Fixed and broken images are
+counted among those labelled in both runs. A `--classes` run has no top-1 (it explains the classes
+it was given, not its predictions), so it is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..report.reader import has_labels, image_key, load_report, per_image, report_columns
+from ..report.reader import chosen_classes, has_labels, image_key, load_report, per_image, report_columns
 
 _KEEP = [
     "input_root",
@@ -78,9 +80,13 @@ class Comparison:
             },
         }
         if "correct_a" in both.columns and "correct_b" in both.columns:
-            a, b = both["correct_a"].fillna(False), both["correct_b"].fillna(False)
-            figures["fixed"] = int((~a & b).sum())  # wrong in A, right in B
-            figures["broken"] = int((a & ~b).sum())  # right in A, wrong in B
+            # Only where both runs judged the image: a run without its label says nothing of it.
+            judged = both[both["correct_a"].notna() & both["correct_b"].notna()]
+            a, b = judged["correct_a"].astype(bool), judged["correct_b"].astype(bool)
+            if len(judged):
+                figures["labelled_in_both"] = len(judged)
+                figures["fixed"] = int((~a & b).sum())  # wrong in A, right in B
+                figures["broken"] = int((a & ~b).sum())  # right in A, wrong in B
         return figures
 
 
@@ -101,6 +107,12 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     >>> c = cambatch.compare_runs("cams-monday", "cams-tuesday")  # doctest: +SKIP
     >>> c.images[c.images.top1_changed]                        # doctest: +SKIP
     """
+    for frame, name in ((a, "A"), (b, "B")):
+        if chosen_classes(frame) is not None:
+            raise ValueError(
+                f"run {name} explains classes chosen with --classes ({', '.join(map(str, chosen_classes(frame)))}), "
+                "not its predictions, so it has no top-1 to compare: compare two top-k runs"
+            )
     key = [column for column in image_key(a) if column in b.columns]
     a, b = _keyed(a, key), _keyed(b, key)
     top_a, top_b = per_image(a), per_image(b)

@@ -24,7 +24,16 @@ from markupsafe import Markup
 from ..bias.slice_cards import slice_cards
 from ..layout import OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
-from ..report.reader import has_labels, image_ids, image_key, load_report, per_image, report_columns, several_inputs
+from ..report.reader import (
+    has_labels,
+    image_ids,
+    image_key,
+    image_names,
+    load_report,
+    per_image,
+    report_columns,
+    several_inputs,
+)
 from ..report.settings import summary_of
 from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
 from .shortcut_pictures import shortcut_pictures
@@ -143,7 +152,7 @@ def _page_data(
     the path, behind its INPUT's folder name when the run spans several.
     """
     root, folder = layout.root, layout.gallery_dir
-    several_roots = several_inputs(df)
+    names, several_roots = image_names(df), several_inputs(df)
     ok = df[df["status"] == "ok"]
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:  # the run that `per_image` chose for each image
         chosen = set(zip(image_ids(top), top["run_id"].astype(str), strict=True))
@@ -180,14 +189,13 @@ def _page_data(
         first_overlay = next((x[3] for x in explained if x[3]), None)
         photo_source = Path(row.input_root) / row.path if isinstance(getattr(row, "input_root", None), str) else None
         has_photo = photo_source is not None and photo_source.is_file()
-        thumb = (
-            layout.gallery_rel("thumbs", row.path, _root(row, several_roots)) if first_overlay or has_photo else None
-        )
+        pictures = names.folder(getattr(row, "input_root", ""), row.path)
+        thumb = layout.gallery_rel("thumbs", pictures) if first_overlay or has_photo else None
         if first_overlay:
             jobs.append(ThumbJob(root / first_overlay[3:], folder / thumb, THUMB_SIDE, photo=False))
         elif has_photo:
             jobs.append(ThumbJob(photo_source, folder / thumb, THUMB_SIDE, photo=True))
-        photo = layout.gallery_rel("photos", row.path, _root(row, several_roots)) if has_photo else None
+        photo = layout.gallery_rel("photos", pictures) if has_photo else None
         if has_photo:
             jobs.append(ThumbJob(photo_source, folder / photo, PHOTO_SIDE, photo=True))
         label = getattr(row, "label", None) if labelled else None
@@ -319,11 +327,6 @@ def _run_time(run_id: str | None) -> str | None:
 def _shown(row: Any, several_roots: bool) -> str:
     """An image's name for people: its path, behind its INPUT's folder name when the run spans several."""
     return f"{PurePosixPath(str(row.input_root).rstrip('/')).name}/{row.path}" if several_roots else row.path
-
-
-def _root(row: Any, several_roots: bool) -> str | None:
-    """The image's INPUT when the report spans several (its pictures then get that INPUT's folder)."""
-    return str(row.input_root) if several_roots else None
 
 
 def _num(value: Any) -> float | None:

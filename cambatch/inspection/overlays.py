@@ -27,11 +27,11 @@ from PIL import Image
 
 from ..config import OutputOptions
 from ..data.decode import decode, model_decode_size, overlay_background
-from ..layout import OutputLayout, out_folder
+from ..layout import ImageNames, OutputLayout, out_folder
 from ..names import name_key
 from ..render.colormaps import COLORMAPS
 from ..render.overlay import JPEG_QUALITY, display_map, overlay
-from ..report.reader import image_ids, image_key, load_report, map_stack, several_inputs
+from ..report.reader import image_ids, image_key, image_names, load_report, map_stack
 
 THREADS = 4  # PIL's resize, blend and JPEG encode free the GIL
 
@@ -57,6 +57,7 @@ def select_rows(
     run_ids = rows["run_id"].astype(str)
     rows = rows[run_ids == run_ids.groupby([rows[column].astype(str) for column in key]).transform("max")]
     if class_name is not None:
+        _check_class(class_name, df)
         rows = rows[rows["class_name"].astype(str).map(name_key) == name_key(class_name)]
     if where:
         try:
@@ -69,6 +70,17 @@ def select_rows(
         first = set(list(dict.fromkeys(images))[:limit])
         rows = rows[[image in first for image in images]]
     return rows
+
+
+def _check_class(class_name: str, df: pd.DataFrame) -> None:
+    """Refuse (ValueError, one line) a class the run's model does not have: a typo must not read as "0 overlays"."""
+    known = df.attrs.get("class_names") or sorted(set(df["class_name"].dropna().astype(str)))
+    if name_key(class_name) not in {name_key(name) for name in known}:
+        examples = ", ".join(sorted(set(df["class_name"].dropna().astype(str)))[:5])
+        raise ValueError(
+            f"unknown class {class_name!r} (--class): the run's model has no such class; "
+            f"the report explains e.g. {examples or 'none'}"
+        )
 
 
 def check_photos(rows: pd.DataFrame) -> None:
@@ -129,7 +141,7 @@ def render_overlays(
         max_side=int(options.get("max_side", defaults.max_side)),
         image_size=int(df.attrs.get("input_size", 224)),
         named_by_rank=not options.get("classes"),
-        several_roots=several_inputs(df),
+        names=image_names(df),
     )
     groups = [group for _, group in rows.groupby(["input_root", "path"], sort=True, observed=True)]
     with ThreadPoolExecutor(THREADS) as pool:
@@ -147,7 +159,7 @@ class _Style:
     max_side: int
     image_size: int
     named_by_rank: bool
-    several_roots: bool
+    names: ImageNames
 
     def render(self, rows: pd.DataFrame) -> list[str]:
         """The overlays of one image (all its selected rows), decoded once."""
@@ -159,11 +171,11 @@ class _Style:
         # Adobe markers must not ride along into the saved overlay (PIL copies `info` into the blend).
         photo = Image.fromarray(np.asarray(photo))
         paths = []
-        root = str(first["input_root"]) if self.several_roots else None
+        folder = self.names.folder(str(first["input_root"]), str(first["path"]))
         columns = (rows["class_name"], rows["rank"], rows["class_index"])
         for raw, name, rank, index in zip(map_stack(rows), *columns, strict=True):
             rank = int(rank) if self.named_by_rank else None
-            rel = self.layout.overlay_rel(str(first["path"]), str(name), rank, class_index=int(index), input_root=root)
+            rel = self.layout.overlay_rel(folder, str(name), rank, class_index=int(index))
             target = self.layout.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             picture = overlay(photo, display_map(raw), colormap=self.colormap, alpha=self.alpha)

@@ -16,7 +16,10 @@ than the dataset's typical map:
 - `off-object` (runs with `--annotations`): mean `energy_in_gt` <= `off_object_ratio` x the median
   `energy_in_gt` of the annotated images (default 0.5): the class's maps miss the ground truth.
 
-Every image (its `input_root` and `path`) counts once, through its top-1 row (see `cambatch.per_image`).
+Every image (its `input_root` and `path`) counts once, through its top-1 row (see `cambatch.per_image`); per
+label, images without one form the `(unlabelled)` group. A `--classes` run explains the classes it was given,
+not its predictions: it is summarized per explained class, each image once in each class's group, and never
+per label (its best-ranked row is no top-1, so it has no accuracy).
 """
 
 from __future__ import annotations
@@ -28,9 +31,19 @@ from typing import Any
 import pandas as pd
 
 from ..model.catalog import MULTI_LABEL
-from ..report.reader import has_labels, image_key, load_report, per_image, report_columns
+from ..report.reader import (
+    chosen_classes,
+    explained_rows,
+    has_labels,
+    image_key,
+    load_report,
+    per_image,
+    report_columns,
+)
 from .options import SORT_KEYS, GroupBy, Thresholds
 from .shortcuts import class_patterns
+
+UNLABELLED = "(unlabelled)"  # the label group of the images without one
 
 
 @dataclass
@@ -47,6 +60,14 @@ class ClassSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     lock_baseline: float = float("nan")  # the run's mean map correlation across groups (`shortcuts`)
     median_energy_in_gt: float = float("nan")  # of the annotated images (`--annotations`); NaN without
+    chosen_classes: bool = False  # a `--classes` run: every explained row counts in its class's group
+
+    @property
+    def counted(self) -> str:
+        """How the table counts images, in words (its caption says it)."""
+        if self.chosen_classes:
+            return "explained classes chosen with --classes, not predictions: each image counts once per class"
+        return "each image once, by its top-1 prediction" if self.by == "class" else "each image once, by its label"
 
     @property
     def multi_label(self) -> bool:
@@ -92,14 +113,22 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     >>> s = cambatch.summarize_report(cambatch.load_report("cams"))  # doctest: +SKIP
     >>> s.flagged[["images", "border_energy"]]                       # doctest: +SKIP
     """
-    labelled = has_labels(df)
+    chosen = chosen_classes(df) is not None
+    labelled = has_labels(df) and not chosen
     by = by or ("label" if labelled else "class")
+    if by == "label" and chosen:
+        raise ValueError(
+            "this run explains classes chosen with --classes, not its predictions: summarize it by class, "
+            "or summarize a top-k run per label"
+        )
     if by == "label" and not labelled:
         raise ValueError("this report has no labels: summarize by class, or run with labels")
-    images = per_image(df)
+    top = per_image(df)
+    # The rows grouped: each image's top-1 (its label's group, `(unlabelled)` without one), or every chosen class.
+    images = explained_rows(df) if chosen else _with_label_groups(top, by)
     errors = len(df.loc[df["status"] == "error", image_key(df)].drop_duplicates())
     key = "label" if by == "label" else "class_name"
-    grouped = images.dropna(subset=[key]).groupby(key, observed=True)
+    grouped = images.groupby(key, observed=True)
     table = pd.DataFrame(
         {
             "images": grouped.size(),
@@ -135,10 +164,26 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
         for hits in zip(*flags.values(), strict=True)
     ]
     summary = ClassSummary(
-        table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs), baseline
+        table,
+        by,
+        len(top),
+        errors,
+        median_border,
+        median_area,
+        thresholds,
+        dict(df.attrs),
+        baseline,
+        chosen_classes=chosen,
     )
     summary.median_energy_in_gt = median_energy
     return summary
+
+
+def _with_label_groups(top: pd.DataFrame, by: GroupBy) -> pd.DataFrame:
+    """Per label, the images without one grouped as `UNLABELLED`: the table then adds up to every image."""
+    if by != "label":
+        return top
+    return top.assign(label=top["label"].astype(object).where(top["label"].notna(), UNLABELLED))
 
 
 def _with_position_lock(

@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
+from ..layout import ImageNames
 from .parts import report_files, settings_of
 from .schema import EMBEDDING_COLUMN, MAP_NAMES, is_correct
 
@@ -237,18 +238,30 @@ def several_inputs(df: pd.DataFrame) -> bool:
     return "input_root" in df.columns and df["input_root"].nunique() > 1
 
 
+def image_names(df: pd.DataFrame) -> ImageNames:
+    """How the run named its images' output folders (`layout.ImageNames`), decided again from every image of the
+    report: a report spanning several INPUTs gave each its own folder, and names that clash get a hash.
+    """
+    roots = df["input_root"].astype(str) if "input_root" in df.columns else pd.Series("", index=df.index)
+    return ImageNames.of(zip(roots, df["path"].astype(str), strict=True))
+
+
 def has_labels(df: pd.DataFrame) -> bool:
     """Whether the report carries ground truth (`label`), with at least one labelled image."""
     return "label" in df.columns and bool(df["label"].notna().any())
 
 
-def per_image(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per successfully processed image (`IMAGE_KEY`): its best-ranked explained class.
+def chosen_classes(df: pd.DataFrame) -> list[int] | None:
+    """The classes a `--classes` run explained (its settings record them); None for a top-k run.
 
-    For a top-k run that is the top-1 prediction. For a `--classes` run it is the explained class
-    ranked highest. When the report has labels but no `correct` column, `correct` is derived
-    (top-1 name equals the label, case-insensitive, `_` and space alike). If an image appears
-    under several runs (an older report written before resume existed), the newest run wins.
+    Such a run explains the classes it was given, not its predictions: its best-ranked row is no top-1.
+    """
+    return df.attrs.get("classes") or None
+
+
+def explained_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Every `ok` row, of each image's newest run (`schema.newest_run`) when the report holds it under several
+    (an older report written before resume existed).
     """
     ok = df[df["status"] == "ok"]
     key = image_key(ok)
@@ -256,6 +269,19 @@ def per_image(df: pd.DataFrame) -> pd.DataFrame:
         # `schema.newest_run`, vectorized; as text: `load_report`'s categorical run ids have no order.
         run_ids = ok["run_id"].astype(str)
         ok = ok[run_ids == run_ids.groupby([ok[c].astype(str) for c in key]).transform("max")]
+    return ok
+
+
+def per_image(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per successfully processed image (`IMAGE_KEY`): its best-ranked explained class.
+
+    For a top-k run that is the top-1 prediction. For a `--classes` run it is the explained class
+    ranked highest (`chosen_classes`: not a prediction). When the report has labels but no `correct`
+    column, `correct` is derived (top-1 name equals the label, case-insensitive, `_` and space alike).
+    If an image appears under several runs, the newest run wins (`explained_rows`).
+    """
+    ok = explained_rows(df)
+    key = image_key(ok)
     first = ok[ok["rank"] == 1]
     if not first.duplicated(key).any() and len(first) == len(ok[key].drop_duplicates()):
         top = first  # a top-k run: every image has its rank-1 row (no sort of a large frame needed)

@@ -46,6 +46,10 @@ class RunSettings:
     explain_label: bool = setting(resume="explain_label")
     # A resume adds no embedding to the images done before: the slices would miss them without saying so.
     embeddings: bool = setting(resume="embeddings", default=False)
+    # The ground truth fills every row's ground-truth columns: a resume that adds, drops or swaps it is
+    # refused rather than leaving the finished images as they were (the refusal says: --overwrite, or another
+    # --out). Labels are compared image by image instead (`runner.resume.plan` redoes a relabelled image).
+    annotations: str | None = setting(resume="annotations")
     input_size: int = setting(resume="image_size", summary=True)
     resize: str = setting()
     interpolation: str = setting(resume=PREPROCESSING)

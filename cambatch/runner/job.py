@@ -21,7 +21,7 @@ from ..config import RunConfig
 from ..data.gpu_decode import use_gpu_decode
 from ..data.inputs import Preprocess
 from ..errors import UsageError
-from ..layout import OutputLayout
+from ..layout import ImageNames, OutputLayout
 from ..methods.base import CamMethod
 from ..model.accel import check_precision
 from ..model.build import CamModel, load_model
@@ -52,8 +52,11 @@ class RunResult:
     ok: int = 0
     errors: int = 0
     overlays: int = 0
+    overlay_images: int = 0  # images with at least one overlay written
     elapsed_s: float = 0.0
     skipped: int = 0  # already in the report from an earlier run
+    errors_kept: int = 0  # of those, images whose report rows say they failed (not retried)
+    relabelled: int = 0  # finished images redone because their label is another now (`resume.plan`)
     interrupted: str | None = None  # the signal that stopped the run early
     shard: str = "0/1"
     errors_by_path: dict[str, str] = field(default_factory=dict)
@@ -67,6 +70,11 @@ class RunResult:
     @property
     def processed(self) -> int:
         return self.ok + self.errors
+
+    @property
+    def failed(self) -> int:
+        """This run's images that the report now holds as failed: this run's errors and the earlier ones kept."""
+        return self.errors + self.errors_kept
 
     @property
     def images_per_s(self) -> float:
@@ -111,13 +119,19 @@ def new_run_id(started_at: datetime) -> str:
 
 
 def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
-    """The images of the INPUTs (the output folder excluded) and of the list."""
+    """The images of the INPUTs (output folders excluded) and of the list; `UsageError` when there is none."""
     source = config.source
     found = (
         discover(list(config.inputs), exclude=out, labels_from_dirs=source.labels_from_dirs) if config.inputs else []
     )
     if source.from_list is not None:
         found += read_list(source.from_list)
+    if not found:
+        given = [str(p) for p in config.inputs] + ([str(source.from_list)] if source.from_list is not None else [])
+        raise UsageError(
+            f"no images found in {', '.join(given)} (image files, .tar shards, Parquet files of images; "
+            f"cambatch output folders, {out} included, are never read as input)"
+        )
     return distinct(found)
 
 
@@ -174,6 +188,7 @@ def run_settings(config: RunConfig, stages: Stages, *, run_id: str, shard: Shard
         classes=stages.class_ids,
         explain_label=maps.explain_label,
         embeddings=maps.embeddings,
+        annotations=str(config.source.annotations) if config.source.annotations else None,
         input_size=model.input_size,
         resize=RESIZE,
         interpolation=model.interpolation,
@@ -203,18 +218,23 @@ def label_classes(sources: list[ImageSource], class_names: list[str]) -> list[in
 
 
 def resolve_classes(requested: tuple[str, ...], class_names: list[str]) -> list[int]:
-    """Class names (compared by `name_key`) or indices to indices."""
-    by_name = {name_key(name): i for i, name in enumerate(class_names)}
+    """Class names (compared by `name_key`) or indices to indices; a name several classes share is refused."""
+    by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        by_name.setdefault(name_key(name), []).append(i)
     resolved = []
     for item in requested:
-        if item.isdigit() and int(item) < len(class_names):
-            resolved.append(int(item))
-        elif name_key(item) in by_name:
-            resolved.append(by_name[name_key(item)])
-        else:
+        found = [int(item)] if item.isdigit() and int(item) < len(class_names) else by_name.get(name_key(item), [])
+        if not found:
             raise UsageError(
                 f"unknown class {item!r} (classes, --classes): give a class name or an index below {len(class_names)}"
             )
+        if len(found) > 1:
+            raise UsageError(
+                f"class name {item!r} (classes, --classes) names {len(found)} classes, indices "
+                f"{', '.join(map(str, found))}: give the index of the one you mean"
+            )
+        resolved.extend(found)
     return list(dict.fromkeys(resolved))
 
 
@@ -225,8 +245,10 @@ def image_writer(
     run_id: str,
     *,
     truth: GroundTruth | None,
-    several_roots: bool,
+    names: ImageNames,
+    problems: list[str],
 ) -> ImageWriter:
+    """The run's `ImageWriter`; it adds the annotation problems it meets (a box outside its image) to `problems`."""
     out = config.output
     return ImageWriter(
         layout=layout,
@@ -239,7 +261,8 @@ def image_writer(
         overlays=out.overlays,
         named_by_rank=stages.class_ids is None,
         truth=truth,
-        several_roots=several_roots,
+        names=names,
+        problems=problems,
     )
 
 
