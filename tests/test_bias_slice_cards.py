@@ -7,11 +7,11 @@ import re
 from cambatch.bias.slice_cards import MEMBERS_CARDED, slice_cards
 from cambatch.bias.slices import find_slices, write_slices
 from cambatch.inspection.gallery import build_gallery
-from cambatch.layout import OutputLayout
+from cambatch.layout import ImageNames, OutputLayout
 
 
 def test_no_section_before_slices_ran(tmp_path):
-    assert slice_cards(OutputLayout(tmp_path), colormap="jet", several_roots=False) is None
+    assert slice_cards(OutputLayout(tmp_path), colormap="jet", names=ImageNames()) is None
 
 
 def test_the_gallery_shows_each_slice_with_its_mean_map_and_member_thumbnails(planted_slice):

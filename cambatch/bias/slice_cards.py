@@ -7,17 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from ..inspection.shortcut_pictures import map_picture
-from ..layout import OutputLayout
+from ..layout import ImageNames, OutputLayout
 from .slices import MEMBERS_SHOWN, read_slices
 
 MEMBERS_CARDED = 8  # member thumbnails per card (slices.json keeps MEMBERS_SHOWN)
 
 
-def slice_cards(layout: OutputLayout, *, colormap: str, several_roots: bool) -> dict[str, Any] | None:
+def slice_cards(layout: OutputLayout, *, colormap: str, names: ImageNames) -> dict[str, Any] | None:
     """The section's data (`by` and one card per slice), or None when `cambatch slices` has not run on OUT.
 
-    Members point at the gallery's own thumbnails (every processed image has one); `several_roots`
-    as the gallery's pictures are named (`layout.gallery_rel`).
+    Members point at the gallery's own thumbnails (every processed image has one), named by the run's
+    `names` as the gallery names its pictures (`layout.gallery_rel`).
     """
     if not layout.slices_file.is_file():
         return None
@@ -36,7 +36,7 @@ def slice_cards(layout: OutputLayout, *, colormap: str, several_roots: bool) -> 
                 "members": [
                     {
                         "p": m.path,
-                        "t": layout.gallery_rel("thumbs", m.path, m.input_root if several_roots else None),
+                        "t": layout.gallery_rel("thumbs", names.folder(m.input_root, m.path)),
                         "m": round(float(m.membership), 2),
                     }
                     for m in members.itertuples(index=False)

@@ -100,7 +100,7 @@ def build_gallery(
                 image[key] = None
 
     errors = _errors(df)
-    slices = slice_cards(layout, colormap=colormap, several_roots=several_inputs(df))
+    slices = slice_cards(layout, colormap=colormap, names=image_names(df))
     env = _environment()
     html = env.get_template("gallery.html.j2").render(
         css=_asset(env, "gallery.css"),
