@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cambatch.annotations.match import match
 from cambatch.annotations.readers import load_annotations
 from cambatch.data.preprocess import Sample
 from cambatch.layout import ImageNames, OutputLayout
@@ -185,12 +186,13 @@ def with_boxes(result: BatchResult) -> BatchResult:
 def test_a_box_past_the_edge_is_clipped_and_one_wholly_outside_is_a_problem_line(tmp_path):
     csv = tmp_path / "boxes.csv"
     csv.write_text("path,x0,y0,x1,y1\npumpkins/p1.jpg,100,50,900,700\npumpkins/p2.jpg,700,500,900,700\n")
-    images = writer(tmp_path, truth=load_annotations(csv), overlays=False)
+    other = ImageSource(tmp_path / "in" / "pumpkins/p2.jpg", tmp_path / "in", "pumpkins/p2.jpg", 1, 1)
+    truth = match(load_annotations(csv), [source(tmp_path).key, other.key])
+    images = writer(tmp_path, truth=truth, overlays=False)
     rows = images.ok_rows(source(tmp_path), sample(), with_boxes(batch_result()), 1).to_pylist()  # 600 x 400
     assert rows[0]["gt_box_coords"] == [100, 50, 599, 399] and rows[0]["gt_boxes"] == 1
     assert rows[0]["gt_box_iou"] == pytest.approx(500 * 350 / (600 * 400))  # the CAM box is the whole image
     assert images.problems == []
-    other = ImageSource(tmp_path / "in" / "pumpkins/p2.jpg", tmp_path / "in", "pumpkins/p2.jpg", 1, 1)
     rows = images.ok_rows(other, sample(), with_boxes(batch_result()), 1).to_pylist()
     assert all(r["gt_boxes"] is None and r["gt_box_iou"] is None and r["energy_in_gt"] is None for r in rows)
     assert images.problems == [
