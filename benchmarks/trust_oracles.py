@@ -91,7 +91,7 @@ def deletion_figures() -> None:
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         cams = select_classes(network(images), 2, activation="softmax").with_maps(
-            torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(12))
+            torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(12)), images
         )
     ours = deletion.deletion_insertion_scores(
         network, images, cams, execution=deletion.cpu_execution(), activation="softmax"

@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from cambatch.names import name_key
 from cambatch.report.parts import report_parts
-from cambatch.report.schema import METADATA_KEY, SCHEMA, STAT_NAMES, name_key
+from cambatch.report.schema import METADATA_KEY, SCHEMA, STAT_NAMES
 
 
 def copy_run(src: Path, dst: Path) -> Path:

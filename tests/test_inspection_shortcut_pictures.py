@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cambatch.inspection.shortcut_pictures import PICTURE_SIDE, _picture, shortcut_pictures
+from cambatch.inspection.shortcut_pictures import PICTURE_SIDE, map_picture, shortcut_pictures
 from cambatch.layout import OutputLayout
 from cambatch.render.colormaps import palette
 
@@ -15,7 +15,7 @@ def test_a_mean_map_is_coloured_like_the_overlays(tmp_path):
     layout = OutputLayout(tmp_path)
     mean = np.zeros((32, 32), np.float32)
     mean[:16] = 1.0  # top half hot, bottom half cold
-    rel = _picture(mean, layout, layout.gallery_map_rel("class", 3, "Jack-o'-lantern"), "viridis")
+    rel = map_picture(mean, layout, layout.gallery_map_rel("class", 3, "Jack-o'-lantern"), "viridis")
     assert rel == "maps/class/00003_jack_o_lantern.png"
     with Image.open(tmp_path / "gallery" / rel) as picture:
         pixels = np.asarray(picture.convert("RGB"))
@@ -26,6 +26,7 @@ def test_a_mean_map_is_coloured_like_the_overlays(tmp_path):
 
 def test_a_report_without_maps_adds_nothing(tmp_path):
     data = {"images": [{"p": "a.jpg"}], "groups": {"class": {"x": {"n": 1}}, "label": {}}}
-    shortcut_pictures(pd.DataFrame({"path": ["a.jpg"]}), data, OutputLayout(tmp_path), colormap="jet", labelled=False)
+    frame = pd.DataFrame({"input_root": ["/in"], "path": ["a.jpg"]})
+    shortcut_pictures(frame, data, OutputLayout(tmp_path), cards={("/in", "a.jpg"): 0}, colormap="jet", labelled=False)
     assert data["groups"]["class"]["x"] == {"n": 1} and "kc" not in data["images"][0]
     assert not (tmp_path / "gallery").exists()

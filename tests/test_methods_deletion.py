@@ -57,7 +57,7 @@ def test_deletion_and_insertion_equal_rise():
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         selection = select_classes(network(images), 2, activation="softmax")
-    cams = selection.with_maps(torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(12)))
+    cams = selection.with_maps(torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(12)), images)
     ours = deletion_insertion_scores(network, images, cams, execution=cpu_execution(), activation="softmax")
     maps = input_maps(cams.maps, (32, 32)).numpy()
     for b in range(2):
@@ -87,7 +87,7 @@ def test_a_flat_map_has_no_scores():
     maps = torch.randn(1, 2, 16, 16, generator=torch.Generator().manual_seed(15))
     maps[0, 1] = 3.0
     scores = deletion_insertion_scores(
-        model.network, images, selection.with_maps(maps), execution=cpu_execution(), activation="softmax"
+        model.network, images, selection.with_maps(maps, images), execution=cpu_execution(), activation="softmax"
     )
     for name in ("deletion_auc", "insertion_auc"):
         assert not scores[name][0, 0].isnan() and scores[name][0, 1].isnan()

@@ -70,7 +70,9 @@ def boxed_maps(model) -> tuple[torch.Tensor, ClassMaps]:
     box = torch.stack([box_map(size, b) for b in boxes])[:, None]
     grid = torch.rand(len(boxes), 1, 7, 7, generator=torch.Generator().manual_seed(0))
     random = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
-    return images.repeat(3, 1, 1, 1), selection.with_maps(torch.cat([box, random, -box]))
+    batch = images.repeat(3, 1, 1, 1)
+    # The images stand in for the layer's activations: they only give `ClassMaps.pooled`, which no trust score reads.
+    return batch, selection.with_maps(torch.cat([box, random, -box]), batch)
 
 
 def by_kind(scores: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,12 +1,14 @@
 """`cambatch evaluate`: a run's maps (read from its report) against ground truth, per row and per run.
 
 Torch-free: the maps come from the report's `map` column, the ground truth from `cambatch.annotations`.
-Per image, the map evaluated by the protocol is the label's class (GT-known) when the image has a label,
-else the top-1 prediction's.
+Per image (its `input_root` and `path`: two INPUTs holding `x.png` are two images), the map evaluated by the
+protocol is the label's class (GT-known) when the image has a label, else the top-1 prediction's. Ground
+truth is matched to the report's images by `annotations.match`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,12 +16,14 @@ import numpy as np
 import pandas as pd
 
 from ..annotations.masks import readable_mask
+from ..annotations.match import GroundTruth, Image, match
 from ..annotations.model import Annotations, Truth
-from ..annotations.orient import displayed_boxes, orientation
+from ..annotations.orient import orientation, visible_boxes
 from ..annotations.readers import load_annotations
 from ..errors import UsageError
-from ..report.reader import load_report, map_stack
-from ..report.schema import GROUND_TRUTH_NAMES, name_key
+from ..names import name_key
+from ..report.reader import image_ids, load_report, map_stack
+from ..report.schema import GROUND_TRUTH_NAMES
 from ..sources.remote import is_url
 from . import rows as per_row
 from .boxes import resize_boxes
@@ -51,7 +55,7 @@ def annotations_of(out: Path | str, settings: dict, annotations: Path | str | No
     """The ground truth: the one given, else the run's `--annotations`; a UsageError (exit 2) without either."""
     path = annotations or (settings.get("options") or {}).get("annotations")
     if not path:
-        raise UsageError(f"the run in {out} has no annotations: pass --annotations PATH (see README, Ground truth)")
+        raise UsageError(f"the run in {out} has no annotations: pass --annotations PATH (see docs/ground-truth.md)")
     return load_annotations(path)
 
 
@@ -67,12 +71,15 @@ def evaluate(
     if frame.empty:
         raise UsageError(f"the report in {out} has no successful rows to evaluate")
     frame = frame.reset_index(drop=True)
-    images = _image_truth(frame, truth)
+    # Every image of the report takes part in the matching, failed ones too, as in the run.
+    everyone = load_report(out, columns=["input_root", "path"]).drop_duplicates()
+    images = _image_truth(frame, match(truth, image_ids(everyone)))
+    problems = truth.problems + images.problems
     rows = _row_metrics(frame, images)
     sweep, chosen, pixels = _sweep(frame, images, rows, threshold_grid(thresholds))
     metrics = _metrics(sweep, chosen, rows, pixels, explain_label=bool(frame.attrs.get("explain_label")))
-    metrics.update(annotations=truth.source, format=truth.kind, problems=len(truth.problems))
-    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows.drop(columns="has_mask"), truth.problems)
+    metrics.update(annotations=truth.source, format=truth.kind, problems=len(problems))
+    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows.drop(columns="has_mask"), problems)
 
 
 @dataclass
@@ -84,14 +91,15 @@ class _Images:
     label: list[str | None]
     annotated: np.ndarray  # [R] bool: the image has ground truth (maybe no box)
     error: list[str | None]
-    masks: dict[str, np.ndarray]  # by path: the union of its masks on the EVAL_SIZE grid (bool), for those with one
+    masks: dict[Image, np.ndarray]  # the union of an image's masks on the EVAL_SIZE grid (bool), for those with one
+    problems: list[str]  # boxes wholly outside their image, one line each (those images have no ground truth)
 
-    def mask_rows(self, paths: list[str]) -> np.ndarray | None:
-        """The masks [R, S, S] of rows by path (all False without one); None when no image has a mask."""
+    def mask_rows(self, images: list[Image]) -> np.ndarray | None:
+        """The masks [R, S, S] of rows by image (all False without one); None when no image has a mask."""
         if not self.masks:
             return None
         blank = np.zeros((EVAL_SIZE, EVAL_SIZE), bool)
-        return np.stack([self.masks.get(p, blank) for p in paths]) if paths else np.zeros((0, *blank.shape), bool)
+        return np.stack([self.masks.get(i, blank) for i in images]) if images else np.zeros((0, *blank.shape), bool)
 
 
 def _orientation(stated, root, path) -> int:
@@ -103,38 +111,51 @@ def _orientation(stated, root, path) -> int:
     return orientation(Path(str(root)) / str(path)) if root and not is_url(str(root)) else 1
 
 
-def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
-    by_path: dict[str, tuple[np.ndarray, Truth | None]] = {}
-    masks: dict[str, np.ndarray] = {}
+def _displayed_truth(found: Truth, size: tuple[int, int], orient: int) -> tuple[Truth, np.ndarray, list[str]]:
+    """The truth with its boxes in the displayed image, clipped to it; a box wholly outside the image leaves
+    the image without ground truth (an annotation error, as a malformed entry), and is a problem line.
+    """
+    boxes, outside = visible_boxes(found, size, orient)
+    if outside:
+        return dataclasses.replace(found, boxes=(), masks=(), error=f"bad annotation: {outside[0]}"), boxes[:0], outside
+    return found, boxes, []
+
+
+def _image_truth(frame: pd.DataFrame, truth: GroundTruth) -> _Images:
+    by_image: dict[Image, tuple[np.ndarray, Truth | None]] = {}
+    masks: dict[Image, np.ndarray] = {}
+    problems: list[str] = []
     if "orientation" not in frame.columns:  # a report written before the column existed
         frame = frame.assign(orientation=None)
-    columns = ["path", "input_root", "width", "height", "orientation"]
-    for path, root, width, height, stated in frame[columns].drop_duplicates("path").values:
-        found = truth.find(str(path))
+    columns = ["input_root", "path", "width", "height", "orientation"]
+    for root, path, width, height, stated in frame[columns].drop_duplicates(["input_root", "path"]).values:
+        image = (str(root), str(path))
+        found = truth.find(image)
         boxes = np.zeros((0, 4))
         if found is not None and found.error is None and (found.boxes or found.masks):
             orient = _orientation(stated, root, path)
             size = (int(width), int(height))
-            boxes = displayed_boxes(found, size, orient) if found.boxes else boxes
+            found, boxes, outside = _displayed_truth(found, size, orient)
+            problems.extend(f"{line} ({path})" for line in outside)
             mask = readable_mask(found, size, orient) if found.masks else None
             if mask is not None:
-                masks[str(path)] = per_row.grid_masks([mask])[0][0]
-        by_path[str(path)] = (boxes, found)
-    paths = frame["path"].astype(str).tolist()
-    most = max([len(by_path[p][0]) for p in by_path] + [1])
-    gt = np.zeros((len(paths), most, 4))
-    valid = np.zeros((len(paths), most), bool)
-    for i, p in enumerate(paths):  # per row, to lay out the ragged boxes; the metrics below are batched
-        boxes = by_path[p][0]
+                masks[image] = per_row.grid_masks([mask])[0][0]
+        by_image[image] = (boxes, found)
+    images = image_ids(frame)
+    most = max([len(boxes) for boxes, _ in by_image.values()] + [1])
+    gt = np.zeros((len(images), most, 4))
+    valid = np.zeros((len(images), most), bool)
+    for i, image in enumerate(images):  # per row, to lay out the ragged boxes; the metrics below are batched
+        boxes = by_image[image][0]
         gt[i, : len(boxes)], valid[i, : len(boxes)] = boxes, True
-    report_labels = frame["label"].astype(object).tolist() if "label" in frame.columns else [None] * len(paths)
+    report_labels = frame["label"].astype(object).tolist() if "label" in frame.columns else [None] * len(images)
     labels, annotated, errors = [], [], []
-    for p, report_label in zip(paths, report_labels, strict=True):
-        found = by_path[p][1]
+    for image, report_label in zip(images, report_labels, strict=True):
+        found = by_image[image][1]
         labels.append((found.label if found else None) or (None if _missing(report_label) else str(report_label)))
         annotated.append(found is not None and found.error is None)
         errors.append(found.error if found else None)
-    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks)
+    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks, problems)
 
 
 def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
@@ -142,7 +163,7 @@ def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
     sizes = frame[["width", "height"]].to_numpy(np.float64)
     cam = frame[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(np.float64)
     values = {name: np.zeros(len(frame)) for name in GROUND_TRUTH_NAMES}
-    paths = frame["path"].astype(str).to_numpy()
+    identities = image_ids(frame)
     for group in _size_groups(frame):
         for start in range(0, len(group), ROW_CHUNK):
             idx = group[start : start + ROW_CHUNK]
@@ -152,13 +173,14 @@ def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
                 images.valid[idx],
                 sizes[idx],
                 cam[idx],
-                images.mask_rows(list(paths[idx])),
+                images.mask_rows([identities[i] for i in idx]),
             )
             for name in GROUND_TRUTH_NAMES:
                 values[name][idx] = part[name]
     has_box = images.valid.any(1)
     rows = pd.DataFrame(
         {
+            "input_root": frame["input_root"].astype(str),
             "path": frame["path"].astype(str),
             "rank": frame["rank"],
             "class_index": frame["class_index"],
@@ -169,7 +191,7 @@ def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
             "energy_in_gt": values["energy_in_gt"],
             "pointing_hit": pd.array(values["pointing_hit"].astype(bool), dtype="boolean"),
             "mask_iou": values["mask_iou"],
-            "has_mask": frame["path"].astype(str).isin(images.masks).to_numpy(),
+            "has_mask": np.array([image in images.masks for image in identities], bool),
             "annotation_error": images.error,
         }
     )
@@ -208,7 +230,6 @@ class _Chosen:
     """The one row per annotated image with a box or a mask that the protocol scores."""
 
     row: np.ndarray  # [N] row positions (-1: the label's class was not explained)
-    path: list[str]
     label: list[str | None]
     top1_correct: np.ndarray  # [N] bool
     explained: np.ndarray  # [N] bool
@@ -220,14 +241,13 @@ def _choose(rows: pd.DataFrame) -> _Chosen:
     matches = _label_matches(rows)
     top1 = (rows["rank"] == 1).to_numpy()
     scored = rows[(rows["gt_boxes"].fillna(0) > 0) | rows["has_mask"]]
-    chosen_rows, paths, labels, correct, explained, boxed, masked = [], [], [], [], [], [], []
-    for path, group in scored.groupby("path", sort=True):  # per image (not per threshold): pick its row
+    chosen_rows, labels, correct, explained, boxed, masked = [], [], [], [], [], []
+    for _image, group in scored.groupby(["input_root", "path"], sort=True):  # per image, not per threshold
         label = None if _missing(group["label"].iloc[0]) else str(group["label"].iloc[0])
         hit = group.index[matches[group.index]]
         first = group.index[top1[group.index]]
         row = (hit[0] if len(hit) else -1) if label is not None else (first[0] if len(first) else group.index[0])
         chosen_rows.append(row)
-        paths.append(path)
         labels.append(label)
         explained.append(row >= 0)
         correct.append(bool(label is not None and len(first) and matches[first[0]]))
@@ -235,7 +255,6 @@ def _choose(rows: pd.DataFrame) -> _Chosen:
         masked.append(bool(group["has_mask"].iloc[0]))
     return _Chosen(
         np.array(chosen_rows, int),
-        paths,
         labels,
         np.array(correct, bool),
         np.array(explained, bool),
@@ -253,7 +272,7 @@ def _sweep(frame: pd.DataFrame, images: _Images, rows: pd.DataFrame, thresholds:
     pixels = np.zeros((2, len(thresholds) + 2))
     rows = np.where(chosen.explained, chosen.row, 0)
     sizes = frame[["width", "height"]].to_numpy(np.float64)
-    paths = frame["path"].astype(str).to_numpy()
+    identities = image_ids(frame)
     for group in _size_groups(frame.iloc[rows]) if n else []:
         for start in range(0, len(group), ROW_CHUNK):
             part = group[start : start + ROW_CHUNK]
@@ -268,7 +287,8 @@ def _sweep(frame: pd.DataFrame, images: _Images, rows: pd.DataFrame, thresholds:
                 largest[part[box]], regions[part[box]] = sweep.largest, sweep.all_regions
             mask = chosen.masked[part]
             if mask.any():
-                pixels += pixel_histograms(scores[mask], images.mask_rows(list(paths[idx[mask]])), thresholds)
+                masks = images.mask_rows([identities[i] for i in idx[mask]])
+                pixels += pixel_histograms(scores[mask], masks, thresholds)
     # An image whose label's class has no map scores as a miss at every threshold.
     largest[~chosen.explained] = 0
     regions[~chosen.explained] = 0

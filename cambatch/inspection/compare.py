@@ -1,10 +1,13 @@
 """`cambatch compare OUT_A OUT_B`: what changed between two runs over the same images.
 
-Images are matched by their report `path`. For each image processed in both runs: whether the
+Images are matched by their INPUT and path (the report's `input_root` and `path`: two INPUTs holding `x.png`
+hold two images). For each image processed in both runs: whether the
 top-1 class changed and, for A's top-1 class (the shared top-1 when nothing changed; when it did,
 still compared if B explained that class at another rank), how far the map's peak moved
 (`peak_shift`: sqrt(dx^2 + dy^2), x and y as fractions of the image's width and height) and how
-much the CAM boxes overlap (`box_iou`, intersection over union).
+much the CAM boxes overlap (`box_iou`, intersection over union). Fixed and broken images are
+counted among those labelled in both runs. A `--classes` run has no top-1 (it explains the classes
+it was given, not its predictions), so it is refused.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..report.reader import has_labels, load_report, per_image, report_columns
+from ..report.reader import chosen_classes, has_labels, image_key, load_report, per_image, report_columns
 
 _KEEP = [
+    "input_root",
     "path",
     "rank",
     "class_name",
@@ -42,7 +46,7 @@ _BOX = ["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
 class Comparison:
     """Per-image rows and a per-class summary of two runs A (before) and B (after)."""
 
-    images: pd.DataFrame  # one row per path seen in either run; see `compare_reports`
+    images: pd.DataFrame  # one row per image seen in either run; see `compare_reports`
     classes: pd.DataFrame  # per top-1 class of A; see `compare_reports`
     settings_a: dict[str, Any] = field(default_factory=dict)
     settings_b: dict[str, Any] = field(default_factory=dict)
@@ -76,16 +80,20 @@ class Comparison:
             },
         }
         if "correct_a" in both.columns and "correct_b" in both.columns:
-            a, b = both["correct_a"].fillna(False), both["correct_b"].fillna(False)
-            figures["fixed"] = int((~a & b).sum())  # wrong in A, right in B
-            figures["broken"] = int((a & ~b).sum())  # right in A, wrong in B
+            # Only where both runs judged the image: a run without its label says nothing of it.
+            judged = both[both["correct_a"].notna() & both["correct_b"].notna()]
+            a, b = judged["correct_a"].astype(bool), judged["correct_b"].astype(bool)
+            if len(judged):
+                figures["labelled_in_both"] = len(judged)
+                figures["fixed"] = int((~a & b).sum())  # wrong in A, right in B
+                figures["broken"] = int((a & ~b).sum())  # right in A, wrong in B
         return figures
 
 
 def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     """Compare two report DataFrames (from `load_report`).
 
-    `images` columns: `path`; `status` (`both`, `only_a`, `only_b`, `error_a`, `error_b`,
+    `images` columns: `input_root` and `path` (the image); `status` (`both`, `only_a`, `only_b`, `error_a`, `error_b`,
     `error_both`); `class_a`, `class_b`, `probability_a`, `probability_b` (top-1 of each run);
     `top1_changed`; `compared_class` (A's top-1); `probability_b_of_a` (B's probability for that
     class, when B explained it); `peak_shift` and `box_iou` for that class; with labels, `label`,
@@ -99,12 +107,20 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     >>> c = cambatch.compare_runs("cams-monday", "cams-tuesday")  # doctest: +SKIP
     >>> c.images[c.images.top1_changed]                        # doctest: +SKIP
     """
+    for frame, name in ((a, "A"), (b, "B")):
+        if chosen_classes(frame) is not None:
+            raise ValueError(
+                f"run {name} explains classes chosen with --classes ({', '.join(map(str, chosen_classes(frame)))}), "
+                "not its predictions, so it has no top-1 to compare: compare two top-k runs"
+            )
+    key = [column for column in image_key(a) if column in b.columns]
+    a, b = _keyed(a, key), _keyed(b, key)
     top_a, top_b = per_image(a), per_image(b)
-    rows = pd.DataFrame({"path": sorted(set(a["path"]) | set(b["path"]))})
-    rows["status"] = _status(rows["path"], a, b, top_a, top_b)
+    rows = pd.concat([a[key], b[key]]).drop_duplicates().sort_values(key).reset_index(drop=True)
+    rows["status"] = _status(rows[key], a[key], b[key], top_a[key], top_b[key])
     labelled = has_labels(a) or has_labels(b)
-    rows = rows.merge(_top(top_a, "_a", labelled), on="path", how="left").merge(
-        _top(top_b, "_b", labelled), on="path", how="left"
+    rows = rows.merge(_top(top_a, key, "_a", labelled), on=key, how="left").merge(
+        _top(top_b, key, "_b", labelled), on=key, how="left"
     )
     both = rows["status"] == "both"
     rows["top1_changed"] = pd.array(
@@ -115,10 +131,10 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     # The map of A's top-1 class in each run: B's row for that class, at whatever rank B put it.
     ok_b = b[b["status"] == "ok"]
     pairs = (
-        top_a[["path", "class_name", "peak_x", "peak_y", *_BOX]]
+        top_a[[*key, "class_name", "peak_x", "peak_y", *_BOX]]
         .merge(
-            ok_b[["path", "class_name", "probability", "peak_x", "peak_y", *_BOX]].astype({"class_name": str}),
-            on=["path", "class_name"],
+            ok_b[[*key, "class_name", "probability", "peak_x", "peak_y", *_BOX]].astype({"class_name": str}),
+            on=[*key, "class_name"],
             how="inner",
             suffixes=("_a", "_b"),
         )
@@ -129,9 +145,9 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
         pairs[[c + "_a" for c in _BOX]].to_numpy(float), pairs[[c + "_b" for c in _BOX]].to_numpy(float)
     )
     pairs = pairs.rename(columns={"probability": "probability_b_of_a"})[
-        ["path", "probability_b_of_a", "peak_shift", "box_iou"]
+        [*key, "probability_b_of_a", "peak_shift", "box_iou"]
     ]
-    rows = rows.merge(pairs, on="path", how="left")
+    rows = rows.merge(pairs, on=key, how="left")
     rows.loc[~both, ["probability_b_of_a", "peak_shift", "box_iou"]] = np.nan
     if labelled:
         rows["label"] = rows["label_a"].combine_first(rows["label_b"])
@@ -157,7 +173,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, np.nan)
 
 
-def _top(top: pd.DataFrame, suffix: str, labelled: bool) -> pd.DataFrame:
+def _keyed(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """`frame` with its image key as text: the two runs' columns then join whatever their dtypes."""
+    return frame.assign(**{column: frame[column].astype(str) for column in key})
+
+
+def _top(top: pd.DataFrame, key: list[str], suffix: str, labelled: bool) -> pd.DataFrame:
     """The top-1 columns of one run, suffixed; label and correctness only when there are labels."""
     columns = {
         "class_name": "class",
@@ -165,14 +186,16 @@ def _top(top: pd.DataFrame, suffix: str, labelled: bool) -> pd.DataFrame:
         **({"label": "label", "correct": "correct"} if labelled else {}),
     }
     present = {k: v + suffix for k, v in columns.items() if k in top.columns}
-    frame = top[["path", *present]].rename(columns=present)
+    frame = top[[*key, *present]].rename(columns=present)
     return frame.astype({"class" + suffix: str})
 
 
-def _status(paths: pd.Series, a: pd.DataFrame, b: pd.DataFrame, top_a: pd.DataFrame, top_b: pd.DataFrame) -> np.ndarray:
-    """Where each path stands: in both runs and processed by both, in one run only, or failed."""
-    in_a, in_b = paths.isin(a["path"]).to_numpy(), paths.isin(b["path"]).to_numpy()
-    ok_a, ok_b = paths.isin(top_a["path"]).to_numpy(), paths.isin(top_b["path"]).to_numpy()
+def _status(images: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, top_a: pd.DataFrame, top_b: pd.DataFrame):
+    """Where each image stands: in both runs and processed by both, in one run only, or failed (all frames:
+    the image key's columns).
+    """
+    index = pd.MultiIndex.from_frame(images)
+    in_a, in_b, ok_a, ok_b = (index.isin(pd.MultiIndex.from_frame(f)) for f in (a, b, top_a, top_b))
     return np.select(
         [in_a & ~in_b, ~in_a & in_b, ok_a & ok_b, ~ok_a & ~ok_b, ~ok_a],
         ["only_a", "only_b", "both", "error_both", "error_a"],

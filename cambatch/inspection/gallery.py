@@ -9,19 +9,31 @@ document at a time), which keeps a 10,000-image run as quick to browse as a 10-i
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from ..bias.slice_cards import slice_cards
 from ..layout import OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
-from ..report.reader import has_labels, load_report, per_image, report_columns, several_inputs
+from ..report.reader import (
+    has_labels,
+    image_ids,
+    image_key,
+    image_names,
+    load_report,
+    per_image,
+    report_columns,
+    several_inputs,
+)
 from ..report.settings import summary_of
 from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
 from .shortcut_pictures import shortcut_pictures
@@ -78,7 +90,8 @@ def build_gallery(
     jobs: list[ThumbJob] = []
     data = _page_data(df, top, layout, jobs, labelled, thresholds)
     colormap = df.attrs.get("options", {}).get("colormap", COLORMAPS[0])
-    shortcut_pictures(df, data, layout, colormap=colormap, labelled=labelled, thresholds=thresholds)
+    cards = {image: number for number, image in enumerate(image_ids(top))}  # as `data["images"]` lists them
+    shortcut_pictures(df, data, layout, cards=cards, colormap=colormap, labelled=labelled, thresholds=thresholds)
     stats = make_thumbnails(jobs, workers)
     missing = set(stats.failed)
     for image in data["images"]:  # a thumbnail that could not be made: the card says so
@@ -87,6 +100,7 @@ def build_gallery(
                 image[key] = None
 
     errors = _errors(df)
+    slices = slice_cards(layout, colormap=colormap, names=image_names(df))
     env = _environment()
     html = env.get_template("gallery.html.j2").render(
         css=_asset(env, "gallery.css"),
@@ -99,6 +113,8 @@ def build_gallery(
         page_size=page_size,
         page_sizes=PAGE_SIZES,
         labelled=labelled,
+        check=latest_check(layout),
+        slices=slices,
     )
     folder.mkdir(parents=True, exist_ok=True)
     index = folder / "index.html"
@@ -132,27 +148,29 @@ def _page_data(
     """The JSON the page's script renders from; thumbnail jobs are appended to `jobs` on the way.
 
     Classes and labels are listed once and referred to by index, and keys are short, because a
-    10,000-image run embeds 10,000 of these records.
+    10,000-image run embeds 10,000 of these records. An image is its INPUT and path: a card's `p` is
+    the path, behind its INPUT's folder name when the run spans several.
     """
     root, folder = layout.root, layout.gallery_dir
-    several_roots = several_inputs(df)
+    names, several_roots = image_names(df), several_inputs(df)
     ok = df[df["status"] == "ok"]
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:  # the run that `per_image` chose for each image
-        chosen = set(zip(top["path"], top["run_id"].astype(str), strict=True))
-        ok = ok[[(p, str(r)) in chosen for p, r in zip(ok["path"], ok["run_id"], strict=True)]]
+        chosen = set(zip(image_ids(top), top["run_id"].astype(str), strict=True))
+        ok = ok[[pair in chosen for pair in zip(image_ids(ok), ok["run_id"].astype(str), strict=True)]]
     classes = sorted(set(ok["class_name"].astype(str)), key=str.lower)
     class_id = {name: i for i, name in enumerate(classes)}
     labels = sorted(set(top["label"].dropna().astype(str)), key=str.lower) if labelled else []
     label_id = {name: i for i, name in enumerate(labels)}
 
-    by_path: dict[str, list[list]] = {}
-    for row in ok.sort_values(["path", "rank"]).itertuples(index=False):
+    ok = ok.sort_values([*image_key(ok), "rank"])
+    explained_of: dict[tuple[str, ...], list[list]] = {}
+    for image, row in zip(image_ids(ok), ok.itertuples(index=False), strict=True):
         overlay = (
             f"../{row.overlay_path}"
             if isinstance(row.overlay_path, str) and (root / row.overlay_path).is_file()
             else None
         )
-        by_path.setdefault(row.path, []).append(
+        explained_of.setdefault(image, []).append(
             [
                 int(row.rank),
                 class_id[str(row.class_name)],
@@ -166,26 +184,25 @@ def _page_data(
         )
 
     images = []
-    for row in top.itertuples(index=False):
-        explained = by_path.get(row.path, [])
+    for image, row in zip(image_ids(top), top.itertuples(index=False), strict=True):
+        explained = explained_of.get(image, [])
         first_overlay = next((x[3] for x in explained if x[3]), None)
         photo_source = Path(row.input_root) / row.path if isinstance(getattr(row, "input_root", None), str) else None
         has_photo = photo_source is not None and photo_source.is_file()
-        thumb = (
-            layout.gallery_rel("thumbs", row.path, _root(row, several_roots)) if first_overlay or has_photo else None
-        )
+        pictures = names.folder(getattr(row, "input_root", ""), row.path)
+        thumb = layout.gallery_rel("thumbs", pictures) if first_overlay or has_photo else None
         if first_overlay:
             jobs.append(ThumbJob(root / first_overlay[3:], folder / thumb, THUMB_SIDE, photo=False))
         elif has_photo:
             jobs.append(ThumbJob(photo_source, folder / thumb, THUMB_SIDE, photo=True))
-        photo = layout.gallery_rel("photos", row.path, _root(row, several_roots)) if has_photo else None
+        photo = layout.gallery_rel("photos", pictures) if has_photo else None
         if has_photo:
             jobs.append(ThumbJob(photo_source, folder / photo, PHOTO_SIDE, photo=True))
         label = getattr(row, "label", None) if labelled else None
         correct = getattr(row, "correct", None) if labelled else None
         images.append(
             {
-                "p": row.path,
+                "p": _shown(row, several_roots),
                 "t": thumb,
                 "o": photo,
                 "c": class_id[str(row.class_name)],
@@ -233,7 +250,7 @@ def _group_stats(summary) -> dict[str, dict[str, Any]]:
 
 def _meta(df: pd.DataFrame, top: pd.DataFrame, labelled: bool, by_class) -> dict[str, Any]:
     settings = df.attrs
-    errors = int(df.loc[df["status"] == "error", "path"].nunique())
+    errors = len(df.loc[df["status"] == "error", image_key(df)].drop_duplicates())
     run_ids = settings.get("run_ids") or [settings.get("run_id")]
     return {
         **summary_of(settings),
@@ -254,14 +271,48 @@ def _meta(df: pd.DataFrame, top: pd.DataFrame, labelled: bool, by_class) -> dict
     }
 
 
+def latest_check(layout: OutputLayout) -> dict[str, Any] | None:
+    """The newest verdict of `cambatch check` in OUT/checks/ as the page shows it: the verdict, when, and each
+    check that failed or warned with its classes, each linked to its group in the gallery; None without one.
+    """
+    kept = sorted(layout.checks_dir.glob("*.json")) if layout.checks_dir.is_dir() else []
+    try:
+        verdict = json.loads(kept[-1].read_text(encoding="utf-8")) if kept else None
+    except (OSError, ValueError):  # a verdict damaged by hand: the gallery is built without it
+        verdict = None
+    if verdict is None:
+        return None
+    breaches = [
+        {
+            "name": check["name"],
+            "status": check["status"],
+            "classes": [
+                {"name": r["class"], "link": _group_link(check.get("by"), r["class"])}
+                for r in check.get("results", [])
+                if r["status"] == check["status"]
+            ],
+        }
+        for check in verdict["checks"]
+        if check["status"] in ("fail", "warn")
+    ]
+    checked = datetime.strptime(verdict["checked_at"], "%Y%m%dT%H%M%S%fZ").strftime("%Y-%m-%d %H:%M UTC")
+    return {"verdict": verdict["verdict"], "checked": checked, "policy": verdict["policy"], "breaches": breaches}
+
+
+def _group_link(by: str | None, name: str) -> str:
+    """The page's state (its URL hash) that shows one class's (or label's) group."""
+    return urlencode({"group": "label", "label": name} if by == "label" else {"group": "class", "cls": name})
+
+
 def _errors(df: pd.DataFrame) -> list[dict[str, str]]:
-    """Failed images with their reasons, by path (an image retried and fixed is not listed)."""
-    failed = df[df["status"] == "error"]
-    failed = failed[~failed["path"].isin(df.loc[df["status"] == "ok", "path"])]
-    failed = failed.drop_duplicates("path").sort_values("path")
+    """Failed images with their reasons, by image (an image retried and fixed is not listed)."""
+    key, several_roots = image_key(df), several_inputs(df)
+    fixed = set(image_ids(df[df["status"] == "ok"]))
+    failed = df[df["status"] == "error"].drop_duplicates(key).sort_values(key)
     return [
-        {"path": p, "error": e if isinstance(e, str) else ""}
-        for p, e in zip(failed["path"], failed["error"], strict=True)
+        {"path": _shown(row, several_roots), "error": row.error if isinstance(row.error, str) else ""}
+        for image, row in zip(image_ids(failed), failed.itertuples(index=False), strict=True)
+        if image not in fixed
     ]
 
 
@@ -273,9 +324,9 @@ def _run_time(run_id: str | None) -> str | None:
         return None
 
 
-def _root(row: Any, several_roots: bool) -> str | None:
-    """The image's INPUT when the report spans several (its pictures then get that INPUT's folder)."""
-    return str(row.input_root) if several_roots else None
+def _shown(row: Any, several_roots: bool) -> str:
+    """An image's name for people: its path, behind its INPUT's folder name when the run spans several."""
+    return f"{PurePosixPath(str(row.input_root).rstrip('/')).name}/{row.path}" if several_roots else row.path
 
 
 def _num(value: Any) -> float | None:

@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..evaluation.maps import resize_matrix
 from ..render.overlay import unit_maps
-from ..report.reader import has_labels, load_report, map_stack, per_image, report_columns
+from ..report.reader import has_labels, image_key, load_report, map_stack, per_image, report_columns
 from .options import GroupBy, Thresholds
 
 GRID = 32  # cells per side of the common grid
@@ -50,7 +50,8 @@ MIN_CLUSTER_IMAGES = 4  # smaller groups are one cluster
 LOCAL_NEIGHBOUR = 7  # the neighbour whose distance sets a map's affinity width
 KMEANS_INITS = 4  # k-means restarts on the spectral embedding (k <= 8 dimensions: they agree)
 MIN_SCALE = 1e-2  # floor on that width (maps that are all alike have distance 0)
-COLUMNS = ("path", "rank", "class_name", "status", "run_id", "label", "correct", "map", "map_height", "map_width")
+COLUMNS = ("input_root", "path", "rank", "class_name", "status", "run_id", "label", "correct")
+COLUMNS += ("map", "map_height", "map_width")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Shortcuts:
     classes: pd.DataFrame  # index: group; images, coherence, position_lock, fixed_location, peak_*, clusters
     baseline: float  # mean correlation of pairs of maps from different groups
     mean_maps: dict[str, np.ndarray]  # group -> [GRID, GRID] mean of its normalized maps
-    images: pd.DataFrame  # one row per image: path, group, map_cluster
+    images: pd.DataFrame  # one row per image: input_root, path, group, map_cluster, example (in `clusters.examples`)
     clusters: pd.DataFrame  # one row per group x cluster: group, cluster, images, share, examples
     cluster_maps: dict[tuple[str, int], np.ndarray]  # (group, cluster) -> [GRID, GRID] mean map
 
@@ -109,7 +110,7 @@ def _standardized(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid[:, None], centred / np.maximum(norm, 1e-12), 0), valid
 
 
-def _peak_regions(means: np.ndarray) -> pd.DataFrame:
+def peak_regions(means: np.ndarray) -> pd.DataFrame:
     """Peak cell and the box of the cells >= half the maximum, per mean map [g, grid, grid], as fractions."""
     g, grid, _ = means.shape
     flat = means.reshape(g, grid * grid)
@@ -161,7 +162,7 @@ def class_patterns(
     table["fixed_location"] = (table["images"] >= thresholds.min_lock_images) & (
         table["position_lock"] >= thresholds.lock_score
     )
-    peaks = _peak_regions(means.reshape(groups, GRID, GRID).astype(np.float32))
+    peaks = peak_regions(means.reshape(groups, GRID, GRID).astype(np.float32))
     peaks.index = table.index
     return table.join(peaks), baseline, grids, codes, means.reshape(groups, GRID, GRID).astype(np.float32)
 
@@ -212,7 +213,7 @@ def _spectral(flat: np.ndarray, max_clusters: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=KMEANS_INITS, random_state=0).fit_predict(embedding).astype(np.int64)
 
 
-def _single_threaded(function, *args):
+def single_threaded(function, *args):
     """Run `function` with BLAS and OpenMP on one thread: on matrices this small (500 x 500, k-means in
     k <= 8 dimensions), threads cost more in start-up and spinning than they save, above all on a
     shared machine; threadpoolctl comes with scikit-learn.
@@ -241,14 +242,16 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
     table, baseline, grids, codes, means = class_patterns(images, key, thresholds)
     names = list(table.index)
     cluster = np.full(len(images), -1, np.int64)
+    example = np.zeros(len(images), bool)
     cluster_rows, cluster_means = [], {}
     for code, name in enumerate(names):
         members = np.flatnonzero(codes == code)
-        labels = _single_threaded(cluster_maps, grids[members])
+        labels = single_threaded(cluster_maps, grids[members])
         cluster[members] = labels
         for c in range(int(labels.max()) + 1 if len(labels) else 0):
             inside = members[labels == c]
             cluster_means[(name, c)] = grids[inside].mean(axis=0)
+            example[inside[:EXAMPLES]] = True
             cluster_rows.append(
                 {
                     "group": name,
@@ -261,9 +264,10 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
     table["clusters"] = [int(cluster[codes == i].max()) + 1 for i in range(len(names))]
     per_image_table = pd.DataFrame(
         {
-            "path": images["path"].astype(str),
+            **{column: images[column].astype(str) for column in image_key(images)},
             "group": [names[c] if c >= 0 else None for c in codes],
             "map_cluster": pd.array(np.where(codes >= 0, cluster, -1), dtype="Int64"),
+            "example": example,
         }
     )
     per_image_table.loc[codes < 0, "map_cluster"] = pd.NA

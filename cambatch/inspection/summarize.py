@@ -19,7 +19,10 @@ than the dataset's typical map:
   which also gives each group's and the run's means of the columns of `--sanity`, `--road` and
   `--deletion-insertion`.
 
-Every image counts once, through its top-1 row (see `cambatch.load.per_image`).
+Every image (its `input_root` and `path`) counts once, through its top-1 row (see `cambatch.per_image`); per
+label, images without one form the `(unlabelled)` group. A `--classes` run explains the classes it was given,
+not its predictions: it is summarized per explained class, each image once in each class's group, and never
+per label (its best-ranked row is no top-1, so it has no accuracy).
 """
 
 from __future__ import annotations
@@ -31,11 +34,21 @@ from typing import Any
 import pandas as pd
 
 from ..model.catalog import MULTI_LABEL
-from ..report.reader import has_labels, load_report, per_image, report_columns
+from ..report.reader import (
+    chosen_classes,
+    explained_rows,
+    has_labels,
+    image_key,
+    load_report,
+    per_image,
+    report_columns,
+)
 from ..report.schema import TRUST_NAMES
 from .options import SORT_KEYS, GroupBy, Thresholds
 from .shortcuts import class_patterns
 from .trust import FLAGS, trust_table
+
+UNLABELLED = "(unlabelled)"  # the label group of the images without one
 
 
 @dataclass
@@ -53,6 +66,14 @@ class ClassSummary:
     lock_baseline: float = float("nan")  # the run's mean map correlation across groups (`shortcuts`)
     median_energy_in_gt: float = float("nan")  # of the annotated images (`--annotations`); NaN without
     trust: dict[str, float] = field(default_factory=dict)  # the run's means of the trust columns (`inspection.trust`)
+    chosen_classes: bool = False  # a `--classes` run: every explained row counts in its class's group
+
+    @property
+    def counted(self) -> str:
+        """How the table counts images, in words (its caption says it)."""
+        if self.chosen_classes:
+            return "explained classes chosen with --classes, not predictions: each image counts once per class"
+        return "each image once, by its top-1 prediction" if self.by == "class" else "each image once, by its label"
 
     @property
     def multi_label(self) -> bool:
@@ -99,14 +120,22 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     >>> s = cambatch.summarize_report(cambatch.load_report("cams"))  # doctest: +SKIP
     >>> s.flagged[["images", "border_energy"]]                       # doctest: +SKIP
     """
-    labelled = has_labels(df)
+    chosen = chosen_classes(df) is not None
+    labelled = has_labels(df) and not chosen
     by = by or ("label" if labelled else "class")
+    if by == "label" and chosen:
+        raise ValueError(
+            "this run explains classes chosen with --classes, not its predictions: summarize it by class, "
+            "or summarize a top-k run per label"
+        )
     if by == "label" and not labelled:
         raise ValueError("this report has no labels: summarize by class, or run with labels")
-    images = per_image(df)
-    errors = int(df.loc[df["status"] == "error", "path"].nunique())
+    top = per_image(df)
+    # The rows grouped: each image's top-1 (its label's group, `(unlabelled)` without one), or every chosen class.
+    images = explained_rows(df) if chosen else _with_label_groups(top, by)
+    errors = len(df.loc[df["status"] == "error", image_key(df)].drop_duplicates())
     key = "label" if by == "label" else "class_name"
-    grouped = images.dropna(subset=[key]).groupby(key, observed=True)
+    grouped = images.groupby(key, observed=True)
     table = pd.DataFrame(
         {
             "images": grouped.size(),
@@ -145,11 +174,27 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
         for hits in zip(*flags.values(), strict=True)
     ]
     summary = ClassSummary(
-        table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs), baseline
+        table,
+        by,
+        len(top),
+        errors,
+        median_border,
+        median_area,
+        thresholds,
+        dict(df.attrs),
+        baseline,
+        chosen_classes=chosen,
     )
     summary.median_energy_in_gt = median_energy
     summary.trust = trust_means
     return summary
+
+
+def _with_label_groups(top: pd.DataFrame, by: GroupBy) -> pd.DataFrame:
+    """Per label, the images without one grouped as `UNLABELLED`: the table then adds up to every image."""
+    if by != "label":
+        return top
+    return top.assign(label=top["label"].astype(object).where(top["label"].notna(), UNLABELLED))
 
 
 def _with_position_lock(
@@ -170,6 +215,7 @@ def _with_position_lock(
 def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
     """`summarize` on the report in `out`, reading only the columns it needs."""
     wanted = [
+        "input_root",
         "path",
         "rank",
         "class_name",

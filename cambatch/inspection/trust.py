@@ -7,7 +7,8 @@ means per group and over the run, and two flags.
 - `class-agnostic`: the group's mean `class_sensitivity` >= `Thresholds.agnostic_ssim`: its maps
   barely change with the class explained (Eigen-CAM's are the same for every class).
 
-It reads these columns alone, of the rows `summarize` groups (one per image, its top-1).
+It reads these columns alone, of the rows `summarize` groups (one per image, its top-1; in a `--classes` run,
+every explained row).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from typing import Any
 PREPROCESSING = "preprocessing"
 # Options compared only when the new run writes overlays: they change the overlays, never a row.
 OVERLAY_OPTIONS = ("overlays", "colormap", "alpha", "max_side")
+# Compared switches that parts written before they existed lack: such a part was made with them off.
+LATER_SWITCHES = ("explain_label", "embeddings", "sanity", "road", "deletion_insertion")
 
 
 def setting(*, resume: str | None = None, summary: bool = False, default: Any = MISSING) -> Any:
@@ -44,6 +46,17 @@ class RunSettings:
     topk: int = setting(resume="topk", summary=True)
     classes: list[int] | None = setting(resume="classes")
     explain_label: bool = setting(resume="explain_label")
+    # A resume adds no embedding to the images done before: the slices would miss them without saying so.
+    embeddings: bool = setting(resume="embeddings", default=False)
+    # The trust checks (docs/trust.md) fill result columns: a resume that adds or drops one would keep the
+    # finished images' rows without it (or with it) beside new ones, so it is refused like --embeddings.
+    sanity: bool = setting(resume="sanity", default=False)
+    road: bool = setting(resume="road", default=False)
+    deletion_insertion: bool = setting(resume="deletion_insertion", default=False)
+    # The ground truth fills every row's ground-truth columns: a resume that adds, drops or swaps it is
+    # refused rather than leaving the finished images as they were (the refusal says: --overwrite, or another
+    # --out). Labels are compared image by image instead (`runner.resume.plan` redoes a relabelled image).
+    annotations: str | None = setting(resume="annotations")
     input_size: int = setting(resume="image_size", summary=True)
     resize: str = setting()
     interpolation: str = setting(resume=PREPROCESSING)
@@ -79,8 +92,8 @@ def resume_option(name: str) -> str | None:
 def comparable(settings: dict[str, Any], *, with_overlays: bool) -> dict[str, Any]:
     """The values of `settings` that a resume compares (overlay options only `with_overlays`)."""
     values = {f.name: settings[f.name] for f in fields(RunSettings) if f.metadata["resume"] and f.name in settings}
-    if "model" in settings:  # parts written before --explain-label existed explained no label
-        values["explain_label"] = bool(settings.get("explain_label", False))
+    if "model" in settings:  # parts written before these options existed had none of them: off
+        values.update({name: bool(settings.get(name, False)) for name in LATER_SWITCHES})
     if values.get("classes") is not None:
         values.pop("topk", None)  # chosen classes: the top-k is not what picked the rows
     if values.get("weights_sha256"):

@@ -53,6 +53,7 @@ class BatchResult:
     display: np.ndarray | None  # uint8 [B, K, h, w], ReLU'd and min-max normalized, for overlays
     kept: np.ndarray | None = None  # bool [B, K]: the columns that become rows (`methods.base.select_classes`)
     predicted: np.ndarray | None = None  # bool [B, N], multi-label runs: the classes at or above the threshold
+    embeddings: np.ndarray | None = None  # float16 [B, C], `--embeddings`: each image's pooled features
 
     def image(self, i: int) -> BatchResult:
         """Image `i`'s kept columns, as a one-image result ([1, K'] arrays)."""
@@ -62,6 +63,7 @@ class BatchResult:
             self.maps[i : i + 1, cols],
             self.display[i : i + 1, cols] if self.display is not None else None,
             predicted=self.predicted[i : i + 1] if self.predicted is not None else None,
+            embeddings=self.embeddings[i : i + 1] if self.embeddings is not None else None,
         )
 
     @property
@@ -78,7 +80,8 @@ class CamEngine:
 
     `faithfulness` adds the masked-input scores; `sanity`, `road` and `deletion_insertion` the columns of
     `methods.sanity`, `methods.road` and `methods.deletion`; `want_display` the uint8 maps overlays are drawn
-    from; `threshold`, for a multi-label method (`activation` sigmoid), picks each image's predicted classes.
+    from; `embeddings` each image's pooled features (`ClassMaps.pooled`, as float16); `threshold`, for a
+    multi-label method (`activation` sigmoid), picks each image's predicted classes.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class CamEngine:
         sanity: bool,
         road: bool,
         deletion_insertion: bool,
+        embeddings: bool,
         threshold: float,
     ):  # noqa: D107
         self.model = model
@@ -107,6 +111,7 @@ class CamEngine:
         self.sanity = SanityCheck(method) if sanity else None  # holds the re-initialised copy of the model
         self.road = road
         self.deletion_insertion = deletion_insertion
+        self.embeddings = embeddings
         self.tally = FaithfulnessTally()  # running averages of the faithfulness scores, for the run's summary
         # Normalizing uint8 on the device: (x / 255 - mean) / std == (x - 255 mean) / (255 std).
         self._shift = torch.tensor(model.mean, device=self.device).view(1, 3, 1, 1) * 255
@@ -141,6 +146,7 @@ class CamEngine:
             display = display_maps(cams.maps) if self.want_display else None
             maps = cams.maps.half()
             predicted = cams.scores >= self.threshold if self.method.activation == MULTI_LABEL else None
+            embeddings = cams.pooled.half() if self.embeddings else None
         host = {name: value.cpu().numpy() for name, value in columns.items()}
         result = BatchResult(
             host,
@@ -148,6 +154,7 @@ class CamEngine:
             display.cpu().numpy() if display is not None else None,
             kept=cams.kept.cpu().numpy() if cams.kept is not None else None,
             predicted=predicted.cpu().numpy() if predicted is not None else None,
+            embeddings=embeddings.cpu().numpy() if embeddings is not None else None,
         )
         self.tally.add(host if self.faithfulness else None, result.rank, result.kept)
         return result
@@ -189,5 +196,6 @@ def build_engine(model: CamModel, device: torch.device, config: RunConfig, *, cl
         sanity=maps.sanity,
         road=maps.road,
         deletion_insertion=maps.deletion_insertion,
+        embeddings=maps.embeddings,
         threshold=net.threshold,
     )

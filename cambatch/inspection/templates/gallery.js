@@ -64,7 +64,6 @@ function boxesSvg(w, h, gt, cam) {
     $("f-class").append(h("option", { value: name, text: `${name} (${topCount.get(c)})${flag}` }));
   }
   // Map clusters (per class or label, cluster 0 the largest): as many choices as the most split group has.
-  const byPath = new Map(IMAGES.map((im) => [im.p, im]));
   const clusterCount = Math.max(0, ...IMAGES.map((im) => Math.max(im.kc ?? -1, im.kl ?? -1) + 1));
   for (let k = 0; k < clusterCount; k++) $("f-cluster").append(h("option", { value: String(k), text: `cluster ${k + 1}` }));
   const clusterOf = (im) => (state.group === "label" ? im.kl : im.kc);
@@ -142,7 +141,7 @@ function boxesSvg(w, h, gt, cam) {
     const strips = (stats.cl || []).map((c, k) => h("div", { class: "strip", "data-cluster": k },
       h("img", { class: "strip-map", src: url(c.mm), alt: `cluster ${k + 1} mean map`, width: 48, height: 48 }),
       h("span", { class: "strip-label", text: `cluster ${k + 1} · ${c.n} image${c.n === 1 ? "" : "s"}` }),
-      ...c.ex.map((p) => byPath.get(p)).filter((im) => im && im.t)
+      ...c.ex.map((i) => IMAGES[i]).filter((im) => im && im.t)
         .map((im) => h("img", { class: "strip-example", src: url(im.t), alt: im.p, title: im.p, loading: "lazy", width: 64, height: 48 }))));
     return h("div", { class: "group-head" }, mean, h("div", { class: "group-text" }, head, ...strips));
   }
