@@ -84,3 +84,17 @@ def test_summarize_command_prints_the_means_and_takes_the_thresholds(sanity_runs
     assert all("class-agnostic" in row["flags"] for row in printed["rows"])
     table = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["summarize", out])
     assert "class-agnostic: class_sensitivity >= 0.95" in " ".join(table.output.split())
+
+
+def test_check_reads_a_real_sanity_run_and_skips_what_it_did_not_compute(sanity_runs, tmp_path):
+    """`cambatch check` on a run made with --sanity alone: its metrics have summarize's values, ROAD's skip."""
+    policy = tmp_path / "trust.toml"
+    checks = ("sanity_rank_corr", "class_sensitivity", "flag_class_agnostic", "road_combined", "insertion_auc")
+    policy.write_text("".join(f'[[check]]\nname = "{m}"\nmetric = "{m}"\nmax = 100\n' for m in checks))
+    found = {c.check.metric: c for c in cambatch.check_run(sanity_runs["eigencam"], policy).checks}
+    summary = cambatch.summarize_run(sanity_runs["eigencam"])
+    assert found["sanity_rank_corr"].value == pytest.approx(summary.trust["mean_sanity_rank_corr"])
+    assert found["class_sensitivity"].value == pytest.approx(1.0, abs=1e-3)  # Eigen-CAM: one map for every class
+    assert found["flag_class_agnostic"].value == len(summary.table) == 3
+    assert [found[m].status for m in checks[3:]] == ["skip", "skip"]
+    assert "--road" in found["road_combined"].reason and "--deletion-insertion" in found["insertion_auc"].reason

@@ -40,7 +40,11 @@ MISSING = {
     "baseline": "no baseline run (--baseline OUT)",
     "maps": "the report keeps no maps (written before cambatch kept them)",
     "slices": "no error slices kept in OUT/slices (run `cambatch slices OUT` on a run with --embeddings first)",
+    "sanity": "the run has no sanity checks (run it with --sanity)",
+    "road": "the run has no ROAD scores (run it with --road)",
+    "deletion_insertion": "the run has no deletion and insertion scores (run it with --deletion-insertion)",
 }
+TRUST_NEEDS = ("sanity", "road", "deletion_insertion")  # needs met by the run option of the same name
 
 
 class Missing(Exception):
@@ -95,6 +99,8 @@ class RunData:
                 return MISSING[need]
             if need == "slices" and self.slices is None:
                 return MISSING[need]
+            if need in TRUST_NEEDS and not (self.settings.get("options") or {}).get(need):
+                return MISSING[need]
         if "maps" in metric.needs and not self._maps["run"]:
             return MISSING["maps"]
         if "maps" in metric.needs and "baseline" in metric.needs and not self._maps["baseline"]:
@@ -128,6 +134,13 @@ class RunData:
         if column not in table.columns:
             raise Missing(f"`cambatch summarize` gives no {column} for this run")
         return ClassValues(table[column].astype(float), table["images"], self.summary.by)
+
+    def trust_mean(self, column: str) -> float:
+        """The run's mean of a trust column, as `cambatch summarize` gives it (`ClassSummary.trust`)."""
+        found = self.summary.trust.get(f"mean_{column}")
+        if found is None:  # the option ran, but every map was flat (no value to average)
+            raise Missing(f"`cambatch summarize` gives no {column} for this run")
+        return found
 
     def summary_ratio(self, column: str) -> ClassValues:
         """A class's mean of `column` over the run's median (what summarize's flags compare)."""

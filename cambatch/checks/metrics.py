@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 Level = Literal["run", "class"]
 LEVELS: tuple[str, ...] = get_args(Level)
-Need = Literal["labels", "annotations", "baseline", "maps", "slices"]
+# `sanity`, `road`, `deletion_insertion`: the run option of that name (docs/trust.md) filled the columns read.
+Need = Literal["labels", "annotations", "baseline", "maps", "slices", "sanity", "road", "deletion_insertion"]
 NEEDS: tuple[str, ...] = get_args(Need)
 Better = Literal["lower", "higher"]
 
@@ -50,6 +51,19 @@ def _flag(flag: str, doc: str, needs: tuple[Need, ...] = ()) -> Metric:
         needs=needs,
         run=lambda d: d.flags(flag).total,
         per_class=lambda d: d.flags(flag),
+    )
+
+
+def _trust_mean(column: str, need: Need, better: Better, doc: str) -> Metric:
+    """The mean of a trust column (docs/trust.md) as `cambatch summarize` gives it: per class, and for the run."""
+    return Metric(
+        name=column,
+        doc=f"mean `{column}` ({doc}) over the rows `cambatch summarize` counts (each image's top-1); for the run, "
+        "over all of them",
+        better=better,
+        needs=(need,),
+        run=lambda d: d.trust_mean(column),
+        per_class=lambda d: d.summary_column(column),
     )
 
 
@@ -105,6 +119,16 @@ _METRICS = (
     _flag("spread", "its maps spread over the image"),
     _flag("fixed-location", "its maps sit at one place (position_lock)", ("maps",)),
     _flag("off-object", "its maps miss the ground truth", ("annotations",)),
+    # ---- the trust checks (`--sanity`, `--road`, `--deletion-insertion`; docs/trust.md) ----
+    _trust_mean("sanity_rank_corr", "sanity", "lower", "rank correlation with the maps of the re-initialised model"),
+    _trust_mean("class_sensitivity", "sanity", "lower", "SSIM of a map with another class's map"),
+    _trust_mean("road_morf", "road", "lower", "ROAD, most relevant pixels removed first"),
+    _trust_mean("road_lerf", "road", "higher", "ROAD, least relevant pixels removed first"),
+    _trust_mean("road_combined", "road", "higher", "ROAD, (road_lerf - road_morf) / 2"),
+    _trust_mean("deletion_auc", "deletion_insertion", "lower", "RISE deletion: area under the probability curve"),
+    _trust_mean("insertion_auc", "deletion_insertion", "higher", "RISE insertion: area under the probability curve"),
+    _flag("model-insensitive", "its maps barely change when the model is re-initialised", ("sanity",)),
+    _flag("class-agnostic", "its maps barely change with the class explained", ("sanity",)),
     # ---- against ground truth (`cambatch evaluate`) ----
     Metric(
         name="max_box_acc_v2",
