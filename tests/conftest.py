@@ -228,15 +228,20 @@ SLOW_FIXTURES = {
     "vit": "a timm ViT, run at 224 px",
     "resumed_out": "saves two resnet18 weight files and runs resnet18 through the CLI",
     "exported_resnet18": "exports resnet18 with torch.export",
+    "resnet18_state": "saves a resnet18 weights file, built again by each load",
+    "small_model": "a torchvision mobilenet_v2, run at 224 px",
     "big_run": "writes and reads 3,000 synthetic images",
 }
-# A parameter (of the test or of a fixture it uses) names a model other than the default.
+# A parameter (of the test or of a fixture it uses) names a model other than the default: it is the name, or
+# one of the command-line arguments it holds.
 SLOW_MODELS = {
     "resnet18": "resnet18",
     "mobilenet_v3_small": "mobilenet_v3_small",
     "vit_tiny": "a timm ViT",
     "timm:swin_tiny_patch4_window7_224": "a timm Swin",
     "timm:convnext_atto": "a timm ConvNeXt",
+    "vgg11": "vgg11",
+    "vit_b_16": "a torchvision ViT-B/16",
 }
 # Every test of the file.
 SLOW_FILES = {
@@ -263,12 +268,12 @@ SLOW_TESTS = {
     "test_cli.py::test_a_timm_vit_runs_at_another_image_size_on_its_larger_patch_grid": "a timm ViT at 320 px",
     "test_cli.py::test_torchvision_model_with_random_weights": "resnet18",
     "test_cli.py::test_layer_override_from_the_command_line": "resnet18",
-    "test_cli.py::test_method_option_mistakes_exit_2_with_one_line": "resnet18",
     "test_runner_pipeline.py::test_a_multi_label_densenet_reports_sigmoids_ranked_by_logit_and_correct_by_label_set": (
         "densenet121"
     ),
     "test_runner_pipeline.py::test_a_timm_models_input_is_timms_own_eval_transform_without_its_crop": "a timm ViT",
     "test_runner_precision.py::test_bf16_runs_every_forward_pass_of_every_method_under_autocast": "resnet18",
+    "test_runner_precision.py::test_fp32_runs_no_pass_under_autocast": "resnet18",
     "test_model_build.py::test_a_timm_model_takes_mean_std_size_and_interpolation_from_its_own_config": (
         "a timm ViT and ConvNeXt"
     ),
@@ -286,7 +291,15 @@ SLOW_TESTS = {
     "test_methods_layers.py::test_target_layers_found_automatically": "mobilenet_v3_small",
     "test_methods_registry.py::test_cam_refusal_stays_and_auto_falls_back_to_gradcam": "mobilenet_v3_small",
     "test_model_checkpoints.py::test_trusted_whole_model_and_torchscript_checkpoints": "resnet18 through the CLI",
-    # the default model, but long
+    "test_imports.py::test_importing_the_model_side_does_load_torch": "a fresh interpreter importing torch",
+    # several runs, or long passes, on the default model
+    "test_runner_pipeline.py::test_shards_union_equals_a_single_run": "four runs: one whole, three shards",
+    "test_runner_pipeline.py::test_incremental_rerun_processes_only_new_and_changed_images": (
+        "four runs over one folder"
+    ),
+    "test_faults.py::test_an_injected_enospc_fails_in_one_line_exit_4_manifest_failed_and_a_rerun_completes": (
+        "two runs over eight images, a part every two"
+    ),
     "test_methods_reference.py::test_gradient_methods_equal_pytorch_grad_cam": (
         "pytorch-grad-cam's backward passes over the sample photos, a class at a time"
     ),
@@ -301,6 +314,7 @@ SLOW_TESTS = {
     ),
 }
 SLOW_MARKERS = {"browser": "drives headless Chromium"}
+COLLECTED = pytest.StashKey[dict]()  # node id -> item, every test collected (before `-m` deselects)
 
 
 def slow_reason(item: pytest.Item) -> str | None:
@@ -317,8 +331,9 @@ def slow_reason(item: pytest.Item) -> str | None:
             return f"{SLOW_FIXTURES[fixture]} (fixture {fixture})"
     params = getattr(item, "callspec", None)
     for value in params.params.values() if params else ():
-        if isinstance(value, str) and value in SLOW_MODELS:
-            return f"{SLOW_MODELS[value]} (parameter {value})"
+        for name in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(name, str) and name in SLOW_MODELS:
+                return f"{SLOW_MODELS[name]} (parameter {name})"
     for marker in SLOW_MARKERS:
         if item.get_closest_marker(marker):
             return f"{SLOW_MARKERS[marker]} (marker {marker})"
@@ -331,3 +346,4 @@ def pytest_collection_modifyitems(config, items):
         reason = slow_reason(item)
         if reason is not None:
             item.add_marker(pytest.mark.slow(reason=reason))
+    config.stash[COLLECTED] = {item.nodeid: item for item in items}

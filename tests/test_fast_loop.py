@@ -12,7 +12,8 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO, SLOW_FILES, SLOW_FIXTURES, SLOW_MARKERS, SLOW_MODELS, SLOW_TESTS
+import pytest
+from conftest import COLLECTED, REPO, SLOW_FILES, SLOW_FIXTURES, SLOW_MARKERS, SLOW_MODELS, SLOW_TESTS
 
 TESTS = REPO / "tests"
 
@@ -48,12 +49,35 @@ def collect(*files: str) -> tuple[set[str], set[str]]:
 
 
 def test_not_slow_leaves_out_the_slow_tests_and_keeps_the_fast_ones():
-    # Two files whose collection needs no torch: one slow by its name, one with slow and fast tests.
-    kept, deselected = collect("test_docs_shell.py", "test_inspection_gallery.py")
-    gallery = "tests/test_inspection_gallery.py::"
-    assert {"tests/test_docs_shell.py::test_every_shell_example_runs_as_written"} < deselected  # the file
+    # Files whose collection needs no torch: one slow by its name, two with slow and fast tests.
+    kept, deselected = collect("test_docs_shell.py", "test_inspection_gallery.py", "test_imports.py")
+    gallery, imports = "tests/test_inspection_gallery.py::", "tests/test_imports.py::"
+    assert "tests/test_docs_shell.py::test_every_shell_example_runs_as_written" in deselected  # the file
     assert f"{gallery}test_thousands_of_images_stay_one_page_of_data" in deselected  # the fixture big_run
     assert f"{gallery}test_sample_gallery_in_chromium" in deselected  # the marker browser
+    assert f"{imports}test_importing_the_model_side_does_load_torch" in deselected  # the test
     assert f"{gallery}test_gallery_files_thumbnails_and_embedded_data" in kept  # the real sample run: fast
     assert f"{gallery}test_errors_are_listed_escaped_and_counted" in kept
+    assert f"{imports}test_the_cli_and_the_run_options_load_without_torch_or_pandas" in kept
     assert not kept & deselected and not any(k.startswith("tests/test_docs_shell.py") for k in kept)
+
+
+# Tests of this session whose marking shows each kind of entry: slow or not.
+EXPECTED = {
+    "tests/test_cli.py::test_every_method_runs_end_to_end[default-gradcam]": False,
+    "tests/test_cli.py::test_every_method_runs_end_to_end[resnet18-gradcam]": True,  # a parameter
+    "tests/test_cli.py::test_every_method_runs_end_to_end[default-scorecam]": True,  # one parametrization
+    "tests/test_methods_base.py::test_chosen_classes_are_explained_for_every_image": True,  # the fixture resnet18
+    "tests/test_methods_base.py::test_select_classes_top_k": False,
+    "tests/test_runner_pipeline.py::test_known_top1_predictions": False,  # the real sample run
+    "tests/test_runner_pipeline.py::test_hostile_corpus": True,  # the test
+}
+
+
+def test_the_tests_collected_with_this_one_are_marked_by_the_rule(pytestconfig):
+    collected = pytestconfig.stash.get(COLLECTED, {})
+    present = {nodeid: slow for nodeid, slow in EXPECTED.items() if nodeid in collected}
+    if not present:
+        pytest.skip('collected without the files of EXPECTED (the whole suite, or `-m "not slow"`, has them)')
+    marked = {nodeid: collected[nodeid].get_closest_marker("slow") is not None for nodeid in present}
+    assert marked == present

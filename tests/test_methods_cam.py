@@ -9,7 +9,7 @@ from methods_support import normalized_batch, tiny_model
 from cambatch.errors import UsageError
 from cambatch.methods.cam import CAM, class_activation_maps
 from cambatch.model.accel import Execution
-from cambatch.model.build import CamModel, load_model
+from cambatch.model.build import CamModel
 
 
 @torch.inference_mode()
@@ -36,8 +36,8 @@ def test_each_image_gets_its_own_maps_in_a_mixed_batch(default_model):
     assert not torch.allclose(together[0], together[1])
 
 
-def test_resnet18_random_init_identity():
-    model = load_model("resnet18", weights="none")
+def test_resnet18_random_init_identity(resnet18):
+    model = resnet18
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         cams = class_activation_maps(model, x, topk=4)
