@@ -269,10 +269,9 @@ def test_three_thousand_images_paginate_and_filter(big_run, page):
 
 
 @pytest.fixture(scope="module")
-def stamp_gallery(tmp_path_factory):
-    from shortcut_support import stamp_run
-
-    out, kinds = stamp_run(tmp_path_factory.mktemp("stamp-gallery"))
+def stamp_gallery(stamped_run, tmp_path_factory):
+    out, kinds = stamped_run
+    out = copy_run(out, tmp_path_factory.mktemp("stamp-gallery") / "out")
     return out, kinds, cambatch.build_gallery(out)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from shortcut_support import STAMP, stamp_run
+from shortcut_support import STAMP
 from typer.testing import CliRunner
 
 import cambatch
@@ -31,9 +31,9 @@ STAMP_BOX = (STAMP[0] / 160, STAMP[1] / 120, (STAMP[2] + 1) / 160, (STAMP[3] + 1
 
 
 @pytest.fixture(scope="module")
-def stamped(tmp_path_factory):
+def stamped(stamped_run):
     """A run of the hand-set stamp net over 10 stamped photos, 5 with a blue disc and 8 with a green disc."""
-    return stamp_run(tmp_path_factory.mktemp("stamp"))
+    return stamped_run
 
 
 def test_the_stamp_run_predicts_the_shortcut_class_for_every_stamped_photo(stamped):
