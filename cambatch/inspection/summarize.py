@@ -16,7 +16,9 @@ than the dataset's typical map:
 - `off-object` (runs with `--annotations`): mean `energy_in_gt` <= `off_object_ratio` x the median
   `energy_in_gt` of the annotated images (default 0.5): the class's maps miss the ground truth.
 
-Every image counts once, through its top-1 row (see `cambatch.load.per_image`).
+Every image counts once, through its top-1 row (see `cambatch.load.per_image`). A run's report streams
+past (`report.scan`) into sums per group: memory grows with the groups, never with the images; the
+medians are exact (`inspection.medians`, two more passes over three columns).
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..model.catalog import MULTI_LABEL
-from ..report.reader import has_labels, load_report, per_image, report_columns
+from ..report.reader import has_labels, per_image
+from ..report.scan import ReportScan
+from .medians import medians
 from .options import SORT_KEYS, GroupBy, Thresholds
-from .shortcuts import class_patterns
+from .shortcuts import GroupMaps, Images, group_key
 
 
 @dataclass
@@ -93,38 +98,86 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     >>> s.flagged[["images", "border_energy"]]                       # doctest: +SKIP
     """
     labelled = has_labels(df)
-    by = by or ("label" if labelled else "class")
-    if by == "label" and not labelled:
-        raise ValueError("this report has no labels: summarize by class, or run with labels")
+    by = _grouping(by, labelled)
     images = per_image(df)
     errors = int(df.loc[df["status"] == "error", "path"].nunique())
-    key = "label" if by == "label" else "class_name"
-    grouped = images.dropna(subset=[key]).groupby(key, observed=True)
-    table = pd.DataFrame(
-        {
-            "images": grouped.size(),
-            "mean_probability": grouped["probability"].mean(),
-            **({"accuracy": grouped["correct"].mean().astype(float)} if labelled else {}),
-            "active_area": grouped["active_area"].mean(),
-            "border_energy": grouped["border_energy"].mean(),
-            "entropy": grouped["entropy"].mean(),
-        }
-    )
-    annotated = "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
-    if annotated:
-        table["energy_in_gt"] = grouped["energy_in_gt"].mean()
-        table["pointing_acc"] = grouped["pointing_hit"].mean().astype(float)
-    table.index = table.index.astype(str)
+    return summarize_images(lambda: [images], by, labelled, errors, dict(df.attrs), thresholds)
+
+
+def _grouping(by: GroupBy | None, labelled: bool) -> GroupBy:
+    if by == "label" and not labelled:
+        raise ValueError("this report has no labels: summarize by class, or run with labels")
+    return by or ("label" if labelled else "class")
+
+
+class GroupTable:
+    """Running sums per group of one row per image: `summarize`'s table, in memory that grows with the groups."""
+
+    MEANS = {  # table column -> the per-image column it averages (NaN / NA left out)
+        "mean_probability": "probability",
+        "accuracy": "correct",
+        "active_area": "active_area",
+        "border_energy": "border_energy",
+        "entropy": "entropy",
+        "energy_in_gt": "energy_in_gt",
+        "pointing_acc": "pointing_hit",
+    }
+
+    def __init__(self, key: str):
+        self.key = key
+        self.sums = pd.DataFrame()
+
+    def add(self, images: pd.DataFrame) -> None:
+        grouped = images.dropna(subset=[self.key]).assign(**{self.key: lambda f: f[self.key].astype(str)})
+        columns = {name: source for name, source in self.MEANS.items() if source in grouped.columns}
+        values = grouped[list(columns.values())].astype(float).set_axis(list(columns), axis=1)
+        values[self.key] = grouped[self.key].to_numpy()
+        by = values.groupby(self.key)
+        batch = pd.concat(
+            [by.size().rename("images"), by.sum().add_suffix(":sum"), by.count().add_suffix(":n")], axis=1
+        )
+        self.sums = batch if self.sums.empty else self.sums.add(batch, fill_value=0)
+
+    def table(self, labelled: bool, annotated: bool) -> pd.DataFrame:
+        wanted = ["mean_probability", *(["accuracy"] if labelled else []), "active_area", "border_energy", "entropy"]
+        wanted += ["energy_in_gt", "pointing_acc"] if annotated else []
+        sums = self.sums
+        table = pd.DataFrame({"images": sums["images"].astype(int) if len(sums) else []}, index=sums.index)
+        for name in wanted:
+            if f"{name}:sum" in sums.columns:
+                table[name] = sums[f"{name}:sum"] / sums[f"{name}:n"].where(sums[f"{name}:n"] > 0)
+            else:
+                table[name] = np.nan
+        table.index = table.index.astype(str)
+        return table
+
+
+def summarize_images(
+    read: Images, by: GroupBy, labelled: bool, errors: int, settings: dict, thresholds: Thresholds
+) -> ClassSummary:
+    """`summarize` of the per-image batches `read()` streams: one pass for the sums, two for the medians."""
+    key = group_key(by)
+    groups = GroupTable(key)
+    maps = GroupMaps(key, thresholds)
+    mapped = annotated = False
+    count = 0
+    for images in read():
+        count += len(images)
+        groups.add(images)
+        annotated |= "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
+        if "map" in images.columns:
+            mapped = True
+            maps.add(images)
+    middle = medians(lambda: (_columns(images, MEDIANS) for images in read()), dict.fromkeys(MEDIANS, np.float32))
+    table = groups.table(labelled, annotated)
     table.index.name = by
-    median_border = float(images["border_energy"].median())
-    median_area = float(images["active_area"].median())
-    table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * median_border
-    table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * median_area
+    table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * middle["border_energy"]
+    table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * middle["active_area"]
     table["fixed_location_flag"] = False
     baseline = float("nan")
-    if "map" in images.columns:
-        table, baseline = _with_position_lock(table, images, key, thresholds)
-    median_energy = float(images["energy_in_gt"].median()) if annotated else float("nan")
+    if mapped and maps.codes:
+        table, baseline = _with_position_lock(table, maps)
+    median_energy = middle["energy_in_gt"] if annotated else float("nan")
     if annotated:
         table["off_object_flag"] = table["energy_in_gt"] <= thresholds.off_object_ratio * median_energy
     off_object = table["off_object_flag"] if annotated else [False] * len(table)
@@ -135,46 +188,54 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
         for hits in zip(*flags.values(), strict=True)
     ]
     summary = ClassSummary(
-        table, by, len(images), errors, median_border, median_area, thresholds, dict(df.attrs), baseline
+        table, by, count, errors, middle["border_energy"], middle["active_area"], thresholds, settings, baseline
     )
     summary.median_energy_in_gt = median_energy
     return summary
 
 
-def _with_position_lock(
-    table: pd.DataFrame, images: pd.DataFrame, key: str, thresholds: Thresholds
-) -> tuple[pd.DataFrame, float]:
+MEDIANS = ("border_energy", "active_area", "energy_in_gt")  # the dataset-wide figures flags compare with
+
+
+def _columns(images: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named float columns of a batch (NaN for one the report has not)."""
+    return {
+        name: images[name].to_numpy(np.float32, na_value=np.nan)
+        if name in images.columns
+        else np.full(len(images), np.nan, np.float32)
+        for name in names
+    }
+
+
+def _with_position_lock(table: pd.DataFrame, maps: GroupMaps) -> tuple[pd.DataFrame, float]:
     """The position lock, flag and mean-map peak of each group (images whose rows hold no map take no part)."""
-    mapped = images[images["map_height"].notna()].dropna(subset=[key]).reset_index(drop=True)
-    if mapped.empty:
-        return table, float("nan")
-    patterns, baseline = class_patterns(mapped, key, thresholds)[:2]
-    patterns.index = patterns.index.astype(str)
+    patterns, baseline = maps.patterns()[:2]
     wanted = ["position_lock", "peak_x", "peak_y", "peak_x0", "peak_y0", "peak_x1", "peak_y1"]
     joined = table.join(patterns[wanted])
     joined["fixed_location_flag"] = patterns["fixed_location"].reindex(joined.index, fill_value=False).astype(bool)
     return joined, baseline
 
 
+COLUMNS = (
+    "class_name",
+    "probability",
+    "active_area",
+    "border_energy",
+    "entropy",
+    "label",
+    "correct",
+    "map",
+    "map_height",
+    "map_width",
+    "energy_in_gt",
+    "pointing_hit",
+)
+
+
 def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
-    """`summarize` on the report in `out`, reading only the columns it needs."""
-    wanted = [
-        "path",
-        "rank",
-        "class_name",
-        "probability",
-        "active_area",
-        "border_energy",
-        "entropy",
-        "status",
-        "run_id",
-        "label",
-        "correct",
-        "map",
-        "map_height",
-        "map_width",
-        "energy_in_gt",
-        "pointing_hit",
-    ]
-    present = set(report_columns(out))
-    return summarize(load_report(out, columns=[c for c in wanted if c in present]), by, thresholds)
+    """`summarize` on the report in `out`, streamed: memory grows with the groups, not with the images."""
+    scan = ReportScan(out)
+    by = _grouping(by, scan.labelled)
+    return summarize_images(
+        lambda: scan.images(COLUMNS), by, scan.labelled, scan.keys.failed, scan.settings, thresholds
+    )

@@ -81,13 +81,19 @@ def load_report(
     table = dataset.to_table(
         columns=list(columns) if columns is not None else None, filter=_filter(status, rank, where)
     )
+    frame = frame_of(table)
+    frame.attrs.update(settings_of(parts, filesystem))
+    return frame
+
+
+def frame_of(table: pa.Table) -> pd.DataFrame:
+    """Report rows as `load_report` types them: categoricals, nullable integers and booleans."""
     categories = [c for c in CATEGORICAL_COLUMNS if c in table.column_names]
     frame = table.to_pandas(categories=categories, types_mapper=_NULLABLE.get)
     for column in categories:
         # Sorted categories read better in tables and plots; "ok"/"error" always exist for status.
         extra = ["error", "ok"] if column == "status" else []
         frame[column] = frame[column].cat.set_categories(sorted(set(frame[column].cat.categories) | set(extra)))
-    frame.attrs.update(settings_of(parts, filesystem))
     return frame
 
 

@@ -1,0 +1,204 @@
+"""A report streamed a batch at a time, for the commands that must work on a million images.
+
+`ReportScan.images` yields one row per processed image (the row `reader.per_image` chooses: the best-ranked
+class of the newest run), a part at a time and at most `BATCH_ROWS` rows at a time, so memory is bounded
+by the batch, never by the report. The writer adds an image's rows together and a purge never reorders
+a part, so an image's rows are adjacent: the rows of the batch's last image are carried over to the next
+batch rather than split.
+
+An image has one version in a report written since resume existed (a redone image's old rows are purged).
+An older report may hold an image under several runs, the newest of which counts: with several runs,
+`keys` finds those with one external hash partition (each image's key and run go to one of a few Arrow
+files by the hash of its path, and each file is grouped alone), in memory bounded by a file, and the
+superseded rows (none in a current report) are left out of every scan.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .parts import report_files, settings_of
+from .reader import frame_of, per_image
+
+BATCH_ROWS = 65_536  # rows read at a time
+BUCKET_ROWS = 250_000  # rows of one file of an external hash partition
+IMAGE_COLUMNS = ("input_root", "path", "status", "rank", "run_id")  # what choosing an image's row needs
+FAILED_LISTED = 1000  # failed images named (`Keys.failed_first`); the rest are counted
+
+
+@dataclass
+class Keys:
+    """What the report's image keys say: rows superseded by a newer run, and the images that failed."""
+
+    superseded: set[tuple[str, str, str]] = field(default_factory=set)  # (input_root, path, run_id)
+    failed: int = 0  # images with an error row and no processed row
+    failed_first: list[tuple[str, str]] = field(default_factory=list)  # (path, error), the first by path
+
+
+class ReportScan:
+    """The parts of a report (a folder, or its URL on a store), read a batch at a time."""
+
+    def __init__(self, out: Path | str):
+        self.parts, self.filesystem = report_files(out)
+        self.settings = settings_of(self.parts, self.filesystem)
+        footers = [pq.read_metadata(part, filesystem=self.filesystem) for part in self.parts]
+        self.rows = sum(f.num_rows for f in footers)
+        schemas = [f.schema.to_arrow_schema().remove_metadata() for f in footers]
+        self.schema = pa.unify_schemas(schemas, promote_options="permissive")
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+    def present(self, wanted: Iterable[str]) -> list[str]:
+        """The wanted columns the report has, in the order given."""
+        return [c for c in dict.fromkeys(wanted) if c in self.schema.names]
+
+    @cached_property
+    def labelled(self) -> bool:
+        """Whether some row carries a label (`reader.has_labels`), read until the first one."""
+        if "label" not in self.schema.names:
+            return False
+        return any(batch.column("label").null_count < batch.num_rows for batch in self.batches(["label"]))
+
+    def batches(self, columns: Sequence[str], status: str | None = None) -> Iterator[pa.Table]:
+        """The rows (`status`: only those), `columns` only, part by part and `BATCH_ROWS` at a time; a column a
+        part lacks (written by an older cambatch) comes as nulls.
+        """
+        wanted = self.present(columns)
+        for part in self.parts:
+            yield from self._part_batches(part, wanted, status)
+
+    def _part_batches(self, part: str, wanted: list[str], status: str | None) -> Iterator[pa.Table]:
+        with pq.ParquetFile(part, filesystem=self.filesystem) as parquet:
+            have = set(parquet.schema_arrow.names)
+            reading = [c for c in wanted if c in have]
+            if status is not None and "status" not in reading:
+                reading.append("status")
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=reading):
+                table = pa.Table.from_batches([batch])
+                if status is not None:
+                    table = table.filter(pc.equal(table.column("status"), status))
+                yield self._typed(table, wanted)
+
+    def _typed(self, table: pa.Table, wanted: list[str]) -> pa.Table:
+        """`table` with the unified schema's columns `wanted` (nulls where the part has none)."""
+        arrays = [
+            table.column(c).cast(self.schema.field(c).type)
+            if c in table.column_names
+            else pa.nulls(table.num_rows, self.schema.field(c).type)
+            for c in wanted
+        ]
+        return pa.Table.from_arrays(arrays, names=wanted)
+
+    def images(self, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
+        """One row per processed image (`reader.per_image`), `columns` and what choosing it needs, in batches."""
+        wanted = self.present([*IMAGE_COLUMNS, *columns])
+        superseded = self.keys.superseded
+        for part in self.parts:
+            carried = None
+            for table in self._part_batches(part, wanted, "ok"):
+                if carried is not None:
+                    table = pa.concat_tables([carried, table])
+                table, carried = _split_last_image(table)
+                if table.num_rows:
+                    yield _newest(per_image(frame_of(table)), superseded)
+            if carried is not None and carried.num_rows:
+                yield _newest(per_image(frame_of(carried)), superseded)
+
+    @cached_property
+    def keys(self) -> Keys:
+        """Superseded rows and failed images: read directly for a report of one run (each image once),
+        through an external hash partition of the keys for several.
+        """
+        if len(self.settings.get("run_ids", [])) <= 1:
+            return self._failed_of(self.batches(["path", "error"], status="error"), Keys())
+        with tempfile.TemporaryDirectory(prefix="cambatch-keys-") as folder:
+            buckets = partition(
+                self.batches(["input_root", "path", "run_id", "status", "error"]),
+                max(1, math.ceil(self.rows / BUCKET_ROWS)),
+                Path(folder),
+            )
+            keys = Keys()
+            for bucket in buckets:
+                keys = self._bucket_keys(read_bucket(bucket), keys)
+            return keys
+
+    def _bucket_keys(self, table: pa.Table, keys: Keys) -> Keys:
+        frame = table.to_pandas()
+        ok = frame[frame["status"] == "ok"]
+        newest = ok.groupby(["input_root", "path"], dropna=False)["run_id"].transform("max")
+        old = ok[ok["run_id"] != newest]
+        keys.superseded |= set(zip(old["input_root"], old["path"], old["run_id"], strict=True))
+        done = pd.MultiIndex.from_frame(ok[["input_root", "path"]])
+        errors = frame[frame["status"] == "error"].drop_duplicates(["input_root", "path"])
+        errors = errors[~pd.MultiIndex.from_frame(errors[["input_root", "path"]]).isin(done)]
+        return self._failed_of([pa.Table.from_pandas(errors[["path", "error"]])], keys)
+
+    @staticmethod
+    def _failed_of(tables: Iterable[pa.Table], keys: Keys) -> Keys:
+        """Count the failed images of `tables` (path, error) into `keys`, keeping the first by path."""
+        for table in tables:
+            keys.failed += table.num_rows
+            rows = zip(table.column("path").to_pylist(), table.column("error").to_pylist(), strict=True)
+            named = [(p, e if isinstance(e, str) else "") for p, e in rows]
+            keys.failed_first = heapq.nsmallest(FAILED_LISTED, [*keys.failed_first, *named])
+        return keys
+
+
+def _split_last_image(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+    """`table` without the rows of its last image, and those rows (they may go on in the next batch)."""
+    if table.num_rows == 0:
+        return table, None
+    paths = table.column("path")
+    last = pc.fill_null(pc.equal(paths, paths[-1]), False).to_numpy(zero_copy_only=False)
+    # The last image's rows are the trailing run of rows with its path (an image of another INPUT with the
+    # same path, carried along, is chosen from as well in the next batch).
+    start = table.num_rows - int(np.argmin(last[::-1])) if not last.all() else 0
+    return table.slice(0, start), table.slice(start)
+
+
+def _newest(images: pd.DataFrame, superseded: set[tuple[str, str, str]]) -> pd.DataFrame:
+    if not superseded:
+        return images
+    keys = zip(images["input_root"], images["path"], images["run_id"].astype(str), strict=True)
+    return images[[key not in superseded for key in keys]].reset_index(drop=True)
+
+
+def partition(tables: Iterable[pa.Table], buckets: int, folder: Path) -> list[Path]:
+    """Write the rows of `tables` to `buckets` Arrow files under `folder` by the hash of their `path`: every row
+    of one image lands in one file, and each file holds about 1 / `buckets` of the rows.
+    """
+    paths = [folder / f"bucket-{i:04d}.arrow" for i in range(buckets)]
+    writers: list[pa.ipc.RecordBatchStreamWriter | None] = [None] * buckets
+    try:
+        for table in tables:
+            hashes = pd.util.hash_array(table.column("path").to_numpy(zero_copy_only=False).astype(object))
+            which = (hashes % np.uint64(buckets)).astype(np.int64)
+            for i in np.unique(which):
+                rows = table.filter(pa.array(which == i))
+                if writers[i] is None:
+                    writers[i] = pa.ipc.new_stream(paths[i], rows.schema)
+                writers[i].write_table(rows)
+    finally:
+        for writer in writers:
+            if writer is not None:
+                writer.close()
+    return [path for path, writer in zip(paths, writers, strict=True) if writer is not None]
+
+
+def read_bucket(path: Path) -> pa.Table:
+    with pa.ipc.open_stream(path) as reader:
+        return reader.read_all()
