@@ -15,10 +15,12 @@ def _rows(images: int, run_id: str, first: int = 0, ranks: int = 3, errors: int 
     rows: dict[str, list] = {k: [] for k in ("path", "input_root", "status", "rank", "class_name", "run_id", "error")}
     for i in range(first, first + images):
         for rank in range(ranks, 0, -1):
-            for key, value in zip(rows, (f"img_{i:04d}.jpg", "/in", "ok", rank, f"c{(i + rank) % 5}", run_id, None)):
+            for key, value in zip(
+                rows, (f"img_{i:04d}.jpg", "/in", "ok", rank, f"c{(i + rank) % 5}", run_id, None), strict=True
+            ):
                 rows[key].append(value)
     for i in range(errors):
-        for key, value in zip(rows, (f"bad_{i}.jpg", "/in", "error", None, None, run_id, "unreadable")):
+        for key, value in zip(rows, (f"bad_{i}.jpg", "/in", "error", None, None, run_id, "unreadable"), strict=True):
             rows[key].append(value)
     return rows
 
@@ -28,7 +30,7 @@ def _streamed(out, columns=("class_name",)) -> pd.DataFrame:
 
 
 def _key(frame: pd.DataFrame) -> list:
-    return sorted(zip(frame["path"], frame["class_name"].astype(str), frame["run_id"].astype(str)))
+    return sorted(zip(frame["path"], frame["class_name"].astype(str), frame["run_id"].astype(str), strict=True))
 
 
 def test_batches_that_split_an_image_give_one_row_per_image(tmp_path, monkeypatch):
