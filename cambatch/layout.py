@@ -4,7 +4,7 @@
     OUT/overlays/[<input>~<hash>/]<rel>[~<hash>]/top1_<class>.jpg  overlays (cambatch.runner.writer)
     OUT/runs/<run_id>.json                          run manifests (cambatch.runner.manifest)
     OUT/.lock<shard>                                one live run per folder and shard (cambatch.runner.lock)
-    OUT/gallery/index.html, thumbs/, photos/, maps/ the HTML gallery (cambatch.inspection.gallery)
+    OUT/gallery/index.html, data/, thumbs/, photos/, maps/ the HTML gallery (cambatch.inspection.gallery)
 
 Torch-free: the writers and the readers both use it.
 """
@@ -123,6 +123,10 @@ class OutputLayout:
     def gallery_rel(self, kind: str, rel: str, input_root: str | None = None) -> str:
         """A gallery picture of one image (`kind`: thumbs or photos), relative to the gallery folder."""
         return f"{kind}/{image_dir(rel, input_root).as_posix()}.jpg"
+
+    def gallery_chunk_rel(self, number: int) -> str:
+        """A chunk of the gallery's card data (a script the page loads), relative to the gallery folder."""
+        return f"data/chunk-{number:05d}.js"
 
     def gallery_map_rel(self, by: str, number: int, name: str, cluster: int | None = None) -> str:
         """A mean-map picture of group `number` (`name`) grouped `by` class or label, or of one of its clusters;

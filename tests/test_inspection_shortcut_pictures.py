@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from cambatch.inspection.shortcut_pictures import PICTURE_SIDE, _picture, shortcut_pictures
+from cambatch.inspection.shortcut_pictures import PICTURE_SIDE, _picture
 from cambatch.layout import OutputLayout
 from cambatch.render.colormaps import palette
 
@@ -22,10 +21,3 @@ def test_a_mean_map_is_coloured_like_the_overlays(tmp_path):
     assert pixels.shape == (2 * PICTURE_SIDE, 2 * PICTURE_SIDE, 3)
     colours = np.array(palette("viridis")).reshape(256, 3)
     assert tuple(pixels[0, 0]) == tuple(colours[255]) and tuple(pixels[-1, -1]) == tuple(colours[0])
-
-
-def test_a_report_without_maps_adds_nothing(tmp_path):
-    data = {"images": [{"p": "a.jpg"}], "groups": {"class": {"x": {"n": 1}}, "label": {}}}
-    shortcut_pictures(pd.DataFrame({"path": ["a.jpg"]}), data, OutputLayout(tmp_path), colormap="jet", labelled=False)
-    assert data["groups"]["class"]["x"] == {"n": 1} and "kc" not in data["images"][0]
-    assert not (tmp_path / "gallery").exists()

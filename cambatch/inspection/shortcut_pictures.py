@@ -3,7 +3,7 @@
 Each group (class or label) gets its mean map as a picture coloured with the run's colormap on the
 overlays' 0..1 scale (a locked class's map is bright where it looks; a diffuse one stays dim), and,
 where it has more than one cluster, one strip per cluster: that cluster's mean map, its size and
-its example images (`cambatch.inspection.shortcuts`). Each image's record gets its cluster.
+its example images (`cambatch.inspection.shortcuts`). Cards carry their raw cluster; `km` numbers them.
 """
 
 from __future__ import annotations
@@ -11,62 +11,39 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from ..layout import OutputLayout
 from ..render.colormaps import palette
-from .options import Thresholds
-from .shortcuts import find_shortcuts
+from .shortcuts import GroupMaps, Shortcuts
 
 PICTURE_SIDE = 96  # CSS pixels of a mean-map picture in a group header
 
 
 def shortcut_pictures(
-    df: pd.DataFrame,
-    data: dict[str, Any],
-    layout: OutputLayout,
-    *,
-    colormap: str,
-    labelled: bool,
-    thresholds: Thresholds = Thresholds(),
+    found: Shortcuts, maps: GroupMaps, groups: dict[str, dict[str, Any]], layout: OutputLayout, *, colormap: str
 ) -> None:
-    """Add mean maps (`mm`), position lock and cluster strips (`cl`) to `data["groups"]`, and clusters to images.
-
-    Does nothing for a report without maps, or without scikit-learn (the clusters need it).
-    """
-    if "map" not in df.columns or not data["images"]:
-        return
-    try:
-        import sklearn  # noqa: F401 - only to know whether clusters can be made
-    except ImportError:
-        return
-    index = {image["p"]: image for image in data["images"]}
-    for by, key in (("class", "kc"), ("label", "kl")):
-        if by == "label" and not labelled:
-            continue
-        found = find_shortcuts(df, by, thresholds)
-        for number, name in enumerate(found.classes.index):
-            group = data["groups"][by].setdefault(name, {})
-            group["mm"] = _picture(found.mean_maps[name], layout, layout.gallery_map_rel(by, number, name), colormap)
-            clusters = found.clusters[found.clusters.group == name]
-            if len(clusters) > 1:
-                group["cl"] = [
-                    {
-                        "n": int(row.images),
-                        "mm": _picture(
-                            found.cluster_maps[(name, int(row.cluster))],
-                            layout,
-                            layout.gallery_map_rel(by, number, name, int(row.cluster)),
-                            colormap,
-                        ),
-                        "ex": list(row.examples),
-                    }
-                    for row in clusters.itertuples(index=False)
-                ]
-        for path, cluster in zip(found.images["path"], found.images["map_cluster"], strict=True):
-            if path in index and not pd.isna(cluster):
-                index[path][key] = int(cluster)
+    """Add to each group of `groups` its mean map (`mm`), cluster strips (`cl`) and raw -> cluster numbers (`km`)."""
+    numbers = maps.renumbering()
+    for number, name in enumerate(found.classes.index):
+        group = groups.setdefault(name, {})
+        group["mm"] = _picture(found.mean_maps[name], layout, layout.gallery_map_rel(found.by, number, name), colormap)
+        group["km"] = numbers[maps.codes[name]].tolist()
+        clusters = found.clusters[found.clusters.group == name]
+        if len(clusters) > 1:
+            group["cl"] = [
+                {
+                    "n": int(row.images),
+                    "mm": _picture(
+                        found.cluster_maps[(name, int(row.cluster))],
+                        layout,
+                        layout.gallery_map_rel(found.by, number, name, int(row.cluster)),
+                        colormap,
+                    ),
+                    "ex": list(row.examples),
+                }
+                for row in clusters.itertuples(index=False)
+            ]
 
 
 def _picture(mean_map: np.ndarray, layout: OutputLayout, rel: str, colormap: str) -> str:

@@ -152,46 +152,66 @@ class GroupTable:
         return table
 
 
+class SummarySums:
+    """What `summarize` adds up in its one pass over the images: the group table and the group maps."""
+
+    def __init__(self, by: GroupBy, thresholds: Thresholds):
+        self.by, self.thresholds = by, thresholds
+        self.groups = GroupTable(group_key(by))
+        self.maps = GroupMaps(group_key(by), thresholds)
+        self.images = 0
+        self.annotated = self.mapped = False
+
+    def add(self, images: pd.DataFrame) -> None:
+        self.images += len(images)
+        self.groups.add(images)
+        self.annotated |= "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
+        if "map" in images.columns:
+            self.mapped = True
+            self.maps.add(images)
+
+    def summary(self, middle: dict[str, float], labelled: bool, errors: int, settings: dict) -> ClassSummary:
+        """The table with its flags, judged against the run's medians `middle` (`median_figures`)."""
+        thresholds, annotated = self.thresholds, self.annotated
+        table = self.groups.table(labelled, annotated)
+        table.index.name = self.by
+        table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * middle["border_energy"]
+        table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * middle["active_area"]
+        table["fixed_location_flag"] = False
+        baseline = float("nan")
+        if self.mapped and self.maps.codes:
+            table, baseline = _with_position_lock(table, self.maps)
+        median_energy = middle["energy_in_gt"] if annotated else float("nan")
+        if annotated:
+            table["off_object_flag"] = table["energy_in_gt"] <= thresholds.off_object_ratio * median_energy
+        off_object = table["off_object_flag"] if annotated else [False] * len(table)
+        flags = {"border": table["border_flag"], "spread": table["spread_flag"]}
+        flags |= {"off-object": off_object, "fixed-location": table["fixed_location_flag"]}
+        table["flags"] = [
+            ", ".join(name for name, hit in zip(flags, hits, strict=True) if hit)
+            for hits in zip(*flags.values(), strict=True)
+        ]
+        middle_border, middle_area = middle["border_energy"], middle["active_area"]
+        summary = ClassSummary(
+            table, self.by, self.images, errors, middle_border, middle_area, thresholds, settings, baseline
+        )
+        summary.median_energy_in_gt = median_energy
+        return summary
+
+
 def summarize_images(
     read: Images, by: GroupBy, labelled: bool, errors: int, settings: dict, thresholds: Thresholds
 ) -> ClassSummary:
     """`summarize` of the per-image batches `read()` streams: one pass for the sums, two for the medians."""
-    key = group_key(by)
-    groups = GroupTable(key)
-    maps = GroupMaps(key, thresholds)
-    mapped = annotated = False
-    count = 0
+    sums = SummarySums(by, thresholds)
     for images in read():
-        count += len(images)
-        groups.add(images)
-        annotated |= "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
-        if "map" in images.columns:
-            mapped = True
-            maps.add(images)
-    middle = medians(lambda: (_columns(images, MEDIANS) for images in read()), dict.fromkeys(MEDIANS, np.float32))
-    table = groups.table(labelled, annotated)
-    table.index.name = by
-    table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * middle["border_energy"]
-    table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * middle["active_area"]
-    table["fixed_location_flag"] = False
-    baseline = float("nan")
-    if mapped and maps.codes:
-        table, baseline = _with_position_lock(table, maps)
-    median_energy = middle["energy_in_gt"] if annotated else float("nan")
-    if annotated:
-        table["off_object_flag"] = table["energy_in_gt"] <= thresholds.off_object_ratio * median_energy
-    off_object = table["off_object_flag"] if annotated else [False] * len(table)
-    flags = {"border": table["border_flag"], "spread": table["spread_flag"]}
-    flags |= {"off-object": off_object, "fixed-location": table["fixed_location_flag"]}
-    table["flags"] = [
-        ", ".join(name for name, hit in zip(flags, hits, strict=True) if hit)
-        for hits in zip(*flags.values(), strict=True)
-    ]
-    summary = ClassSummary(
-        table, by, count, errors, middle["border_energy"], middle["active_area"], thresholds, settings, baseline
-    )
-    summary.median_energy_in_gt = median_energy
-    return summary
+        sums.add(images)
+    return sums.summary(median_figures(read), labelled, errors, settings)
+
+
+def median_figures(read: Images) -> dict[str, float]:
+    """The run's medians the flags compare with (exact, streamed: `inspection.medians`)."""
+    return medians(lambda: (_columns(images, MEDIANS) for images in read()), dict.fromkeys(MEDIANS, np.float32))
 
 
 MEDIANS = ("border_energy", "active_area", "energy_in_gt")  # the dataset-wide figures flags compare with

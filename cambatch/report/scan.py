@@ -105,6 +105,11 @@ class ReportScan:
 
     def images(self, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
         """One row per processed image (`reader.per_image`), `columns` and what choosing it needs, in batches."""
+        for images, _ in self.image_rows(columns):
+            yield images
+
+    def image_rows(self, columns: Sequence[str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        """`images`, each batch with every processed row of its images (all their explained classes)."""
         wanted = self.present([*IMAGE_COLUMNS, *columns])
         superseded = self.keys.superseded
         for part in self.parts:
@@ -114,9 +119,9 @@ class ReportScan:
                     table = pa.concat_tables([carried, table])
                 table, carried = _split_last_image(table)
                 if table.num_rows:
-                    yield _newest(per_image(frame_of(table)), superseded)
+                    yield _chosen(frame_of(table), superseded)
             if carried is not None and carried.num_rows:
-                yield _newest(per_image(frame_of(carried)), superseded)
+                yield _chosen(frame_of(carried), superseded)
 
     @cached_property
     def keys(self) -> Keys:
@@ -170,16 +175,17 @@ def _split_last_image(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
     return table.slice(0, start), table.slice(start)
 
 
-def _newest(images: pd.DataFrame, superseded: set[tuple[str, str, str]]) -> pd.DataFrame:
-    if not superseded:
-        return images
-    keys = zip(images["input_root"], images["path"], images["run_id"].astype(str), strict=True)
-    return images[[key not in superseded for key in keys]].reset_index(drop=True)
+def _chosen(rows: pd.DataFrame, superseded: set[tuple[str, str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The batch's image rows (`per_image`) and its rows, those of runs a newer one superseded left out."""
+    if superseded:
+        keys = zip(rows["input_root"], rows["path"], rows["run_id"].astype(str), strict=True)
+        rows = rows[[key not in superseded for key in keys]].reset_index(drop=True)
+    return per_image(rows), rows
 
 
 def partition(tables: Iterable[pa.Table], buckets: int, folder: Path) -> list[Path]:
     """Write the rows of `tables` to `buckets` Arrow files under `folder` by the hash of their `path`: every row
-    of one image lands in one file, and each file holds about 1 / `buckets` of the rows.
+    of one image lands in one file, and each file holds about 1 / `buckets` of the rows (the others: none).
     """
     paths = [folder / f"bucket-{i:04d}.arrow" for i in range(buckets)]
     writers: list[pa.ipc.RecordBatchStreamWriter | None] = [None] * buckets
