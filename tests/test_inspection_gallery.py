@@ -409,3 +409,52 @@ def test_detail_view_draws_the_boxes_in_chromium(boxed_gallery, page):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "gallery-detail-boxes.png"))
     assert page.errors == []
+
+
+# ---- a run too large for one array: 200,000 images (the page used to go blank above ~120,000) ----
+
+
+@pytest.fixture(scope="module")
+def huge_gallery(tmp_path_factory):
+    from inspecting_support import large_report
+
+    out = large_report(tmp_path_factory.mktemp("gallery-huge") / "run", images=200_000, classes=40)
+    return out, cambatch.build_gallery(out)
+
+
+def test_a_huge_run_puts_a_sample_in_the_page_and_every_card_in_chunks(huge_gallery):
+    out, made = huge_gallery
+    head = head_data(made.index)
+    assert made.images == 200_000 and not head["meta"]["eager"]
+    assert len(head["sample"]["images"]) <= 40 * 12 + 40 * 8 * 6  # each class's first cards and cluster examples
+    assert sum(count for _, _, count in head["chunks"]) == 200_000
+    assert made.thumbnails_left == 200_000 - head["meta"]["thumbnails"]  # no pictures to make: all said so
+    assert made.index.stat().st_size < 2_000_000
+
+
+@pytest.mark.browser
+def test_a_huge_gallery_shows_pages_filters_and_searches_in_chromium(huge_gallery, page):
+    out, made = huge_gallery
+    head = head_data(made.index)
+    page.goto(made.index.as_uri())
+    page.wait_for_selector(".card")
+    assert page.locator(".card").count() == 60
+    assert "of 200,000 images loaded" in page.inner_text("#coverage")
+    first = page.eval_on_selector(".card", "c => c.dataset.path")
+    page.click("#next")
+    assert "61–120 of" in page.inner_text("#count") and page.eval_on_selector(".card", "c => c.dataset.path") != first
+
+    # Choosing a class loads its chunks: every one of its images, paged.
+    page.select_option("#f-class", "class 07")
+    expected = head["groups"]["class"]["class 07"]["n"]
+    page.wait_for_function(f"document.querySelector('#count').textContent.includes('of {expected:,}')")
+    assert set(visible_classes(page)) == {"class 07"}
+
+    # Search (after a pause in typing) within the class.
+    path = page.eval_on_selector(".card", "c => c.dataset.path")
+    page.fill("#f-text", path)
+    page.wait_for_function("document.querySelectorAll('.card').length === 1")
+    assert visible_classes(page) == ["class 07"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gallery-200k.png"))
+    assert page.errors == []

@@ -109,19 +109,28 @@ class ReportScan:
             yield images
 
     def image_rows(self, columns: Sequence[str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-        """`images`, each batch with every processed row of its images (all their explained classes)."""
+        """`images`, each batch with every processed row of its images (all their explained classes).
+
+        Small parts are gathered into batches of about `BATCH_ROWS` rows: each batch costs pandas a fixed
+        overhead, which thousands of small parts (a slow run publishes one a minute) would multiply.
+        """
         wanted = self.present([*IMAGE_COLUMNS, *columns])
         superseded = self.keys.superseded
+        pending: list[pa.Table] = []
         for part in self.parts:
             carried = None
             for table in self._part_batches(part, wanted, "ok"):
                 if carried is not None:
                     table = pa.concat_tables([carried, table])
                 table, carried = _split_last_image(table)
-                if table.num_rows:
-                    yield _chosen(frame_of(table), superseded)
-            if carried is not None and carried.num_rows:
-                yield _chosen(frame_of(carried), superseded)
+                pending.append(table)
+                if sum(t.num_rows for t in pending) >= BATCH_ROWS:
+                    yield _chosen(frame_of(pa.concat_tables(pending)), superseded)
+                    pending = []
+            if carried is not None:
+                pending.append(carried)  # an image never straddles two parts: its rows are all here
+        if any(t.num_rows for t in pending):
+            yield _chosen(frame_of(pa.concat_tables(pending)), superseded)
 
     @cached_property
     def keys(self) -> Keys:
