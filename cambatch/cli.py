@@ -436,8 +436,9 @@ def evaluate(
 
         from .evaluation.run import evaluate as evaluate_run
         from .inspection.tables import emit
+        from .runner.progress import make_progress
 
-        result = evaluate_run(out, annotations, thresholds=thresholds)
+        result = evaluate_run(out, annotations, thresholds=thresholds, progress=make_progress(False, err))
         for line in result.problems[:MAX_ERRORS_SHOWN]:
             err.print(f"cambatch: annotation: {line}", markup=False)
         if rows_out is not None:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .parts import report_files, settings_of
+from .parts import newest_settings, report_files, settings_in
 from .reader import frame_of, per_image
 
 BATCH_ROWS = 65_536  # rows read at a time
@@ -52,11 +52,21 @@ class ReportScan:
 
     def __init__(self, out: Path | str):
         self.parts, self.filesystem = report_files(out)
-        self.settings = settings_of(self.parts, self.filesystem)
-        footers = [pq.read_metadata(part, filesystem=self.filesystem) for part in self.parts]
-        self.rows = sum(f.num_rows for f in footers)
-        schemas = [f.schema.to_arrow_schema().remove_metadata() for f in footers]
-        self.schema = pa.unify_schemas(schemas, promote_options="permissive")
+        # Each footer read once and dropped (a report of thousands of parts: their footers, each with the
+        # run's settings, would hold hundreds of MB); the distinct schemas are few.
+        self.rows, schemas = 0, {}
+
+        def settings_by_part():
+            for part in self.parts:
+                metadata = pq.read_metadata(part, filesystem=self.filesystem)
+                self.rows += metadata.num_rows
+                schema = metadata.schema.to_arrow_schema()
+                plain = schema.remove_metadata()
+                schemas.setdefault(plain.to_string(), plain)
+                yield part, settings_in(schema)
+
+        self.settings = newest_settings(settings_by_part())
+        self.schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
 
     @property
     def columns(self) -> list[str]:
