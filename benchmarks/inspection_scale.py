@@ -10,7 +10,8 @@ each, to have K times the classes), until the report holds `--images` images. Th
 a part at a time: making the report takes the memory of one part. A second report, the same copies with
 another run id, is the other side of `compare`. The photos are not copied (the gallery has no pictures
 to make thumbnails from). Each command runs as the CLI in a process of its own, under
-`/usr/bin/time -v`: its wall time and peak resident memory are printed with the load average.
+`/usr/bin/time -v`: its wall time, CPU time (user + system) and peak resident memory are printed with the
+load average before it (the machine may be shared: the CPU time is the figure that load does not inflate).
 """
 
 from __future__ import annotations
@@ -86,8 +87,16 @@ def timed(args: list[str]) -> dict:
     )
     seconds = time.perf_counter() - started
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", done.stderr))
     lines = [line for line in done.stderr.splitlines() if line.startswith(("cambatch", "  "))][:4]
-    return {"rc": done.returncode, "seconds": seconds, "peak_rss_mb": rss / 1024, "load": load, "said": lines}
+    return {
+        "rc": done.returncode,
+        "seconds": seconds,
+        "cpu": cpu,
+        "peak_rss_mb": rss / 1024,
+        "load": load,
+        "said": lines,
+    }
 
 
 def main() -> None:
@@ -115,7 +124,8 @@ def main() -> None:
         found = timed(commands[name])
         load = ", ".join(f"{x:.2f}" for x in found["load"])
         print(
-            f"{name}: {args.images:,} images, {found['seconds']:.1f} s, peak RSS {found['peak_rss_mb']:.0f} MB, "
+            f"{name}: {args.images:,} images, {found['seconds']:.1f} s wall, {found['cpu']:.1f} s CPU, "
+            f"peak RSS {found['peak_rss_mb']:.0f} MB, "
             f"exit {found['rc']} (load average before: {load})",
             flush=True,
         )

@@ -34,7 +34,7 @@ from ..report.settings import summary_of
 from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
 from .shortcut_pictures import shortcut_pictures
 from .shortcuts import GroupMaps
-from .summarize import ClassSummary, SummarySums, median_figures
+from .summarize import MEDIANS, ClassSummary, SummarySums
 from .thumbnails import ThumbJob, ThumbStats, make_thumbnails
 
 THUMB_SIDE = 320  # grid cards are about 240 CSS pixels wide: sharp on most screens
@@ -129,7 +129,7 @@ def build_gallery(
         names.add(images, rows)
         for found in sums.values():
             found.add(images)
-    middle = median_figures(lambda: (images for images, _ in read()))
+    middle = sums["class"].medians(lambda: scan.images(MEDIANS))
     summaries = {by: found.summary(middle, labelled, scan.keys.failed, scan.settings) for by, found in sums.items()}
     maps = {by: found.maps for by, found in sums.items() if found.mapped and found.maps.codes and _clusters_possible()}
     _cluster(maps, read)
@@ -273,7 +273,7 @@ class _Cards:
                 "be": _numbers(images["border_energy"]),
                 "aa": _numbers(images["active_area"]),
                 "en": _numbers(images["entropy"]),
-                "l": [self.label_id.get(str(v)) if not pd.isna(v) else None for v in label],
+                "l": pd.array([self.label_id.get(str(v)) if not pd.isna(v) else None for v in label], dtype="Int64"),
                 "ok": [None if pd.isna(v) else bool(v) for v in correct],
                 "w": _integers(images["width"]),
                 "h": _integers(images["height"]),
@@ -490,8 +490,9 @@ def _numbers(values: pd.Series) -> np.ndarray:
     return values.astype(float).round(_DIGITS).to_numpy()
 
 
-def _integers(values: pd.Series) -> list[int | None]:
-    return [None if pd.isna(v) else int(v) for v in values]
+def _integers(values: pd.Series) -> pd.arrays.IntegerArray:
+    """Whole numbers that stay whole in the JSON (a list with a None would become floats)."""
+    return pd.array(values, dtype="Int64")
 
 
 def _gt_boxes(coords: Any) -> list[list[float]] | None:

@@ -24,14 +24,32 @@ def medians(read: Batches, dtypes: Mapping[str, np.dtype]) -> dict[str, float]:
 
     `dtypes` names the columns and their float types (float32 or float64): values are taken as that type.
     """
-    found = {name: _Select(np.dtype(dtype)) for name, dtype in dtypes.items()}
-    while pending := {name: select for name, select in found.items() if not select.done}:
-        for batch in read():
-            for name, select in pending.items():
+    return Medians(dtypes).finish(read)
+
+
+class Medians:
+    """`medians` whose first pass a caller may feed itself (`count`, then `next_pass`), beside its own sums."""
+
+    def __init__(self, dtypes: Mapping[str, np.dtype]):
+        self.found = {name: _Select(np.dtype(dtype)) for name, dtype in dtypes.items()}
+
+    def count(self, batch: Mapping[str, np.ndarray]) -> None:
+        for name, select in self.found.items():
+            if not select.done:
                 select.count(batch[name])
-        for select in pending.values():
-            select.next_digit()
-    return {name: select.median() for name, select in found.items()}
+
+    def next_pass(self) -> None:
+        for select in self.found.values():
+            if not select.done:
+                select.next_digit()
+
+    def finish(self, read: Batches) -> dict[str, float]:
+        """The passes still needed, then the medians."""
+        while not all(select.done for select in self.found.values()):
+            for batch in read():
+                self.count(batch)
+            self.next_pass()
+        return {name: select.median() for name, select in self.found.items()}
 
 
 class _Select:

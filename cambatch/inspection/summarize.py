@@ -33,7 +33,7 @@ import pandas as pd
 from ..model.catalog import MULTI_LABEL
 from ..report.reader import has_labels, per_image
 from ..report.scan import ReportScan
-from .medians import medians
+from .medians import Medians
 from .options import SORT_KEYS, GroupBy, Thresholds
 from .shortcuts import GroupMaps, Images, group_key
 
@@ -101,7 +101,7 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     by = _grouping(by, labelled)
     images = per_image(df)
     errors = int(df.loc[df["status"] == "error", "path"].nunique())
-    return summarize_images(lambda: [images], by, labelled, errors, dict(df.attrs), thresholds)
+    return summarize_images(lambda: [images], by, labelled, errors, dict(df.attrs), thresholds, lambda: [images])
 
 
 def _grouping(by: GroupBy | None, labelled: bool) -> GroupBy:
@@ -153,22 +153,33 @@ class GroupTable:
 
 
 class SummarySums:
-    """What `summarize` adds up in its one pass over the images: the group table and the group maps."""
+    """What `summarize` adds up in its one pass over the images: the group table, the group maps and the first
+    pass of the medians.
+    """
 
     def __init__(self, by: GroupBy, thresholds: Thresholds):
         self.by, self.thresholds = by, thresholds
         self.groups = GroupTable(group_key(by))
         self.maps = GroupMaps(group_key(by), thresholds)
+        self.middle = Medians(dict.fromkeys(MEDIANS, np.float32))
         self.images = 0
         self.annotated = self.mapped = False
 
     def add(self, images: pd.DataFrame) -> None:
         self.images += len(images)
         self.groups.add(images)
+        self.middle.count(_columns(images, MEDIANS))
         self.annotated |= "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
         if "map" in images.columns:
             self.mapped = True
             self.maps.add(images)
+
+    def medians(self, read: Images) -> dict[str, float]:
+        """After the pass: the run's medians the flags compare with (exact; `read` streams the images again,
+        MEDIANS enough, for the passes left: `inspection.medians`).
+        """
+        self.middle.next_pass()
+        return self.middle.finish(lambda: (_columns(images, MEDIANS) for images in read()))
 
     def summary(self, middle: dict[str, float], labelled: bool, errors: int, settings: dict) -> ClassSummary:
         """The table with its flags, judged against the run's medians `middle` (`median_figures`)."""
@@ -200,18 +211,15 @@ class SummarySums:
 
 
 def summarize_images(
-    read: Images, by: GroupBy, labelled: bool, errors: int, settings: dict, thresholds: Thresholds
+    read: Images, by: GroupBy, labelled: bool, errors: int, settings: dict, thresholds: Thresholds, light: Images
 ) -> ClassSummary:
-    """`summarize` of the per-image batches `read()` streams: one pass for the sums, two for the medians."""
+    """`summarize` of the per-image batches `read()` streams: one pass for the sums, one more over `light()`
+    (the same images, MEDIANS enough) for the medians.
+    """
     sums = SummarySums(by, thresholds)
     for images in read():
         sums.add(images)
-    return sums.summary(median_figures(read), labelled, errors, settings)
-
-
-def median_figures(read: Images) -> dict[str, float]:
-    """The run's medians the flags compare with (exact, streamed: `inspection.medians`)."""
-    return medians(lambda: (_columns(images, MEDIANS) for images in read()), dict.fromkeys(MEDIANS, np.float32))
+    return sums.summary(sums.medians(light), labelled, errors, settings)
 
 
 MEDIANS = ("border_energy", "active_area", "energy_in_gt")  # the dataset-wide figures flags compare with
@@ -256,6 +264,5 @@ def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresh
     """`summarize` on the report in `out`, streamed: memory grows with the groups, not with the images."""
     scan = ReportScan(out)
     by = _grouping(by, scan.labelled)
-    return summarize_images(
-        lambda: scan.images(COLUMNS), by, scan.labelled, scan.keys.failed, scan.settings, thresholds
-    )
+    read, light = (lambda: scan.images(COLUMNS)), (lambda: scan.images(MEDIANS))
+    return summarize_images(read, by, scan.labelled, scan.keys.failed, scan.settings, thresholds, light)

@@ -40,11 +40,12 @@ FAILED_LISTED = 1000  # failed images named (`Keys.failed_first`); the rest are 
 
 @dataclass
 class Keys:
-    """What the report's image keys say: rows superseded by a newer run, and the images that failed."""
+    """What the report's image keys say: rows superseded by a newer run, the images that failed, labels."""
 
     superseded: set[tuple[str, str, str]] = field(default_factory=set)  # (input_root, path, run_id)
     failed: int = 0  # images with an error row and no processed row
     failed_first: list[tuple[str, str]] = field(default_factory=list)  # (path, error), the first by path
+    labelled: bool = False  # some row carries a label (`reader.has_labels`)
 
 
 class ReportScan:
@@ -76,12 +77,10 @@ class ReportScan:
         """The wanted columns the report has, in the order given."""
         return [c for c in dict.fromkeys(wanted) if c in self.schema.names]
 
-    @cached_property
+    @property
     def labelled(self) -> bool:
-        """Whether some row carries a label (`reader.has_labels`), read until the first one."""
-        if "label" not in self.schema.names:
-            return False
-        return any(batch.column("label").null_count < batch.num_rows for batch in self.batches(["label"]))
+        """Whether some row carries a label (`reader.has_labels`)."""
+        return self.keys.labelled
 
     def batches(self, columns: Sequence[str], status: str | None = None) -> Iterator[pa.Table]:
         """The rows (`status`: only those), `columns` only, part by part and `BATCH_ROWS` at a time; a column a
@@ -144,20 +143,23 @@ class ReportScan:
 
     @cached_property
     def keys(self) -> Keys:
-        """Superseded rows and failed images: read directly for a report of one run (each image once),
-        through an external hash partition of the keys for several.
+        """Superseded rows, failed images and whether there are labels, in one pass over a few columns: read
+        directly for a report of one run (each image once), through an external hash partition for several.
         """
-        if len(self.settings.get("run_ids", [])) <= 1:
-            return self._failed_of(self.batches(["path", "error"], status="error"), Keys())
+        single = len(self.settings.get("run_ids", [])) <= 1
+        columns = ["input_root", "path", "run_id", "status", "error", "label"]
+        keys, tables = Keys(), self.batches(columns)
+        if single:
+            for table in tables:
+                keys.labelled |= _has_label(table)
+                keys = self._failed_of([table.filter(pc.equal(table.column("status"), "error"))], keys)
+            return keys
         with tempfile.TemporaryDirectory(prefix="cambatch-keys-") as folder:
-            buckets = partition(
-                self.batches(["input_root", "path", "run_id", "status", "error"]),
-                max(1, math.ceil(self.rows / BUCKET_ROWS)),
-                Path(folder),
-            )
-            keys = Keys()
+            buckets = partition(tables, max(1, math.ceil(self.rows / BUCKET_ROWS)), Path(folder))
             for bucket in buckets:
-                keys = self._bucket_keys(read_bucket(bucket), keys)
+                table = read_bucket(bucket)
+                keys.labelled |= _has_label(table)
+                keys = self._bucket_keys(table, keys)
             return keys
 
     def _bucket_keys(self, table: pa.Table, keys: Keys) -> Keys:
@@ -180,6 +182,10 @@ class ReportScan:
             named = [(p, e if isinstance(e, str) else "") for p, e in rows]
             keys.failed_first = heapq.nsmallest(FAILED_LISTED, [*keys.failed_first, *named])
         return keys
+
+
+def _has_label(table: pa.Table) -> bool:
+    return "label" in table.column_names and table.column("label").null_count < table.num_rows
 
 
 def _split_last_image(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
