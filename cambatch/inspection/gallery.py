@@ -67,6 +67,9 @@ COLUMNS = (
     "map_height",
     "map_width",
 )
+SUMS_COLUMNS = ("class_name", "probability", "border_energy", "active_area", "entropy", "label", "correct")
+SUMS_COLUMNS += ("energy_in_gt", "pointing_hit", "map", "map_height", "map_width")  # summarize's, by class and label
+MAP_COLUMNS = ("class_name", "label", "map", "map_height", "map_width")  # the clustering samples'
 # The fields of a card and of one of its explained classes, in the order of the arrays the page reads.
 FIELDS = {
     # path, thumbnail (or None), photo (or None), class id, probability, border energy, active area, entropy,
@@ -122,17 +125,17 @@ def build_gallery(
     labelled = scan.labelled
     group_by = group_by or ("label" if labelled else "class")
     bys = ("class", "label") if labelled else ("class",)
-    read = lambda: scan.image_rows(COLUMNS)  # noqa: E731 - one scan, three passes
+    read = lambda: scan.image_rows(COLUMNS)  # noqa: E731 - the cards' pass reads every column it shows
     sums = {by: SummarySums(by, thresholds) for by in bys}
     names = _Names()
-    for images, rows in read():
+    for images, rows in scan.image_rows(SUMS_COLUMNS):
         names.add(images, rows)
         for found in sums.values():
             found.add(images)
     middle = sums["class"].medians(lambda: scan.images(MEDIANS))
     summaries = {by: found.summary(middle, labelled, scan.keys.failed, scan.settings) for by, found in sums.items()}
     maps = {by: found.maps for by, found in sums.items() if found.mapped and found.maps.codes and _clusters_possible()}
-    _cluster(maps, read)
+    _cluster(maps, lambda: scan.image_rows(MAP_COLUMNS))
     cards = _Cards(layout, names, everything=everything, workers=workers)
     for images, rows in read():
         labels = {by: _raw_clusters(images, found) for by, found in maps.items()}
@@ -261,8 +264,9 @@ class _Cards:
         return sum(len(card) for card, _ in self.held[c])
 
     def _cards(self, images: pd.DataFrame, clusters: dict[str, np.ndarray]) -> pd.DataFrame:
-        label = images["label"].astype(object) if "label" in images.columns else pd.Series([None] * len(images))
-        correct = images["correct"].astype(object) if "correct" in images.columns else pd.Series([None] * len(images))
+        nothing = pd.Series([None] * len(images), dtype=object)
+        label = images["label"].astype(object) if "label" in images.columns else nothing
+        correct = images["correct"] if "correct" in images.columns else nothing
         return pd.DataFrame(
             {
                 "p": images["path"].astype(str),
@@ -273,11 +277,11 @@ class _Cards:
                 "be": _numbers(images["border_energy"]),
                 "aa": _numbers(images["active_area"]),
                 "en": _numbers(images["entropy"]),
-                "l": pd.array([self.label_id.get(str(v)) if not pd.isna(v) else None for v in label], dtype="Int64"),
-                "ok": [None if pd.isna(v) else bool(v) for v in correct],
+                "l": pd.array(label.map(self.label_id), dtype="Int64"),
+                "ok": pd.array(correct, dtype="boolean"),
                 "w": _integers(images["width"]),
                 "h": _integers(images["height"]),
-                "g": [_gt_boxes(v) for v in images.get("gt_box_coords", pd.Series([None] * len(images)))],
+                "g": _gt_boxes(images["gt_box_coords"] if "gt_box_coords" in images.columns else nothing),
                 "kc": clusters.get("class", np.full(len(images), -1)),
                 "kl": clusters.get("label", np.full(len(images), -1)),
                 "tn": 0,
@@ -303,14 +307,15 @@ class _Cards:
                 "be": _numbers(rows["border_energy"]),
                 "aa": _numbers(rows["active_area"]),
                 "en": _numbers(rows["entropy"]),
-                "box": [None if np.isnan(b).any() else b.tolist() for b in boxes],
+                "box": _boxes(boxes),
             }
         )
 
     def _thumbnails(self, images: pd.DataFrame, rows: pd.DataFrame, card: pd.DataFrame, chosen: np.ndarray) -> None:
         """Thumbnails (and photos) of the chosen cards, from the first explained overlay on disk, else the photo."""
         folder, jobs, targets = self.layout.gallery_dir, [], {}
-        overlays = rows.dropna(subset=["overlay_path"]).sort_values("rank").drop_duplicates(["input_root", "path"])
+        overlays = rows[rows["path"].isin(images["path"][chosen])].dropna(subset=["overlay_path"])
+        overlays = overlays.sort_values("rank").drop_duplicates(["input_root", "path"])
         keys = zip(overlays["input_root"], overlays["path"], strict=True)
         first = dict(zip(keys, overlays["overlay_path"], strict=True))
         for i in np.flatnonzero(chosen):
@@ -495,9 +500,18 @@ def _integers(values: pd.Series) -> pd.arrays.IntegerArray:
     return pd.array(values, dtype="Int64")
 
 
-def _gt_boxes(coords: Any) -> list[list[float]] | None:
+def _gt_boxes(coords: pd.Series) -> list[list[list[float]] | None]:
     """`gt_box_coords` (x0, y0, x1, y1 per box, inclusive displayed pixels) as boxes; None without ground truth."""
-    if coords is None or (not hasattr(coords, "__len__") and pd.isna(coords)) or len(coords) == 0:
-        return None
-    flat = [round(float(v), 1) for v in coords]
-    return [flat[i : i + 4] for i in range(0, len(flat), 4)]
+    found: list[list[list[float]] | None] = [None] * len(coords)
+    for i in np.flatnonzero(coords.notna().to_numpy()):  # only the annotated images
+        flat = [round(float(v), 1) for v in coords.iloc[i]]
+        found[i] = [flat[k : k + 4] for k in range(0, len(flat), 4)] or None
+    return found
+
+
+def _boxes(boxes: np.ndarray) -> list[list[float] | None]:
+    """CAM boxes [n, 4] as lists, None where a side is undefined."""
+    found = boxes.tolist()
+    for i in np.flatnonzero(np.isnan(boxes).any(axis=1)):
+        found[i] = None
+    return found

@@ -53,5 +53,5 @@ def _picture(mean_map: np.ndarray, layout: OutputLayout, rel: str, colormap: str
     values = (np.clip(mean_map, 0, 1) * 255 + 0.5).astype(np.uint8)
     picture = Image.fromarray(values, mode="L").resize((PICTURE_SIDE * 2, PICTURE_SIDE * 2), Image.BILINEAR)
     picture.putpalette(palette(colormap))
-    picture.convert("RGB").save(target)
+    picture.convert("RGB").save(target, compress_level=1)  # small pictures: fast beats a few bytes
     return rel

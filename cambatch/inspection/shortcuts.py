@@ -107,10 +107,12 @@ def _resampling(height: int, width: int) -> _Resampling:
 
 def _by_size(rows: pd.DataFrame) -> Iterable[tuple[_Resampling, np.ndarray, np.ndarray]]:
     """Per map size among `rows` (with maps): its resampling, the rows' positions, their unit maps [n, h * w]."""
-    sizes = pd.Series(list(zip(rows["map_height"], rows["map_width"], strict=True)), dtype=object)
-    for (height, width), positions in sizes.groupby(sizes).indices.items():
+    heights, widths = (rows[c].to_numpy(np.int64, na_value=0) for c in ("map_height", "map_width"))
+    keys = heights * (1 << 16) + widths
+    for key in np.unique(keys):
+        positions = np.flatnonzero(keys == key)
         unit = unit_maps(map_stack(rows.iloc[positions])).reshape(len(positions), -1).astype(np.float64)
-        yield _resampling(int(height), int(width)), positions, unit
+        yield _resampling(int(key) >> 16, int(key) & 0xFFFF), positions, unit
 
 
 def grid_maps(rows: pd.DataFrame, grid: int = GRID) -> np.ndarray:

@@ -166,7 +166,7 @@ class StagedOut:
                     lambda manifest=manifest: self._put(manifest, f"{self.layout.runs_dir.name}/{manifest.name}")
                 )
                 manifest.unlink()
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_spooled(folder)
 
     def drain(self) -> None:
         """Wait for the background uploads, then push what is left: every published part is on the store.
@@ -202,7 +202,7 @@ class StagedOut:
 
     def _put_manifest(self) -> None:
         self._put(self._manifest, self._remote_rel(self._manifest))
-        shutil.rmtree(self._pending_dir, ignore_errors=True)  # final and on the store: nothing left to send
+        _remove_spooled(self._pending_dir)  # final and on the store: nothing left to send
 
     def close(self) -> None:
         self._uploads.shutdown(wait=True, cancel_futures=True)
@@ -321,6 +321,13 @@ def sweep(*, exclude: Path | None = None, min_age_s: float = STAGING_GRACE_S) ->
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
     return removed
+
+
+def _remove_spooled(folder: Path) -> None:
+    """A run's spool folder, and its URL's once empty (the temporary folder keeps nothing of a settled run)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # another run's spool is still there
+        folder.parent.rmdir()
 
 
 def pending_root(url: str) -> Path:
