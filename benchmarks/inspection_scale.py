@@ -12,6 +12,7 @@ another run id, is the other side of `compare`. The photos are not copied (the g
 to make thumbnails from). Each command runs as the CLI in a process of its own, under
 `/usr/bin/time -v`: its wall time, CPU time (user + system) and peak resident memory are printed with the
 load average before it (the machine may be shared: the CPU time is the figure that load does not inflate).
+With `--browser` the gallery is then opened in Chromium: first cards, the next page, a class, a search.
 """
 
 from __future__ import annotations
@@ -99,6 +100,37 @@ def timed(args: list[str]) -> dict:
     }
 
 
+def browse(index: Path) -> None:
+    """Open the gallery in Debian's Chromium (playwright): cards, the next page, a class, a search; page errors."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        steps = []
+        started = time.perf_counter()
+        page.goto(index.as_uri())
+        page.wait_for_selector(".card", timeout=120_000)
+        steps.append(f"first cards {time.perf_counter() - started:.1f} s ({page.locator('.card').count()} cards)")
+        started = time.perf_counter()
+        page.click("#next")
+        steps.append(f"next page {time.perf_counter() - started:.1f} s ({page.inner_text('#count')})")
+        name = page.eval_on_selector(".card", "c => c.dataset.class")
+        started = time.perf_counter()
+        page.select_option("#f-class", name)
+        page.wait_for_function("!document.querySelector('#count').textContent.startsWith('loading')", timeout=120_000)
+        steps.append(f"class {name!r} loaded {time.perf_counter() - started:.1f} s ({page.inner_text('#count')})")
+        path = page.eval_on_selector(".card", "c => c.dataset.path")
+        started = time.perf_counter()
+        page.fill("#f-text", path)
+        page.wait_for_function("document.querySelectorAll('.card').length === 1", timeout=60_000)
+        steps.append(f"search {time.perf_counter() - started:.1f} s (1 card)")
+        browser.close()
+    print("    chromium: " + "; ".join(steps) + f"; page errors: {len(errors)} {errors[:1]}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True, help="a real run's output folder")
@@ -106,6 +138,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/inspection-scale"))
     parser.add_argument("--class-copies", type=int, default=1)
     parser.add_argument("--commands", nargs="+", default=["summarize", "compare", "gallery"])
+    parser.add_argument("--browser", action="store_true", help="open the gallery in Chromium after building it")
     args = parser.parse_args()
     tag = f"{args.images}-{args.class_copies}"
     a = build(args.source, args.work / f"a-{tag}", args.images, "20260101T000000Z-aaaaaa", args.class_copies)
@@ -131,6 +164,8 @@ def main() -> None:
         )
         for line in found["said"]:
             print(f"    {line}", flush=True)
+        if name == "gallery" and args.browser:
+            browse(a / "gallery" / "index.html")
 
 
 if __name__ == "__main__":

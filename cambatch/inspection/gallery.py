@@ -197,11 +197,14 @@ class _Names:
 
     classes: set[str] = field(default_factory=set)
     labels: set[str] = field(default_factory=set)
+    roots: set[str] = field(default_factory=set)  # INPUTs, two at most: whether pictures need a folder each
     correct: int = 0
     judged: int = 0  # images with a `correct` value
 
     def add(self, images: pd.DataFrame, rows: pd.DataFrame) -> None:
         self.classes.update(rows["class_name"].dropna().astype(str).unique())
+        if len(self.roots) < 2:
+            self.roots.update(images["input_root"].dropna().astype(str).unique()[:2])
         if "label" in images.columns:
             self.labels.update(images["label"].dropna().astype(str).unique())
         if "correct" in images.columns:
@@ -225,7 +228,7 @@ class _Cards:
         self.layout, self.everything, self.workers = layout, everything, workers
         self.class_id = {name: i for i, name in enumerate(names.class_list)}
         self.label_id = {name: i for i, name in enumerate(names.label_list)}
-        self.several_roots = False
+        self.several_roots = len(names.roots) > 1  # as `reader.several_inputs`: the run's overlays too
         self.held: dict[int, list[tuple[pd.DataFrame, pd.DataFrame]]] = {}
         self.held_images = 0
         self.seen: dict[int, int] = {}  # per class: its cards so far (the first are its sample)
@@ -234,12 +237,9 @@ class _Cards:
         self.images = self.rendered = 0  # cards; those whose thumbnail was made or cannot be
         self.stats = ThumbStats()
         self.overlays = layout.overlays_dir.is_dir()
-        self.roots: set[str] = set()
 
     def add(self, images: pd.DataFrame, rows: pd.DataFrame, clusters: dict[str, np.ndarray], examples: set) -> None:
         images = images.reset_index(drop=True)
-        self.roots.update(images["input_root"].dropna().astype(str).unique()[:2])
-        self.several_roots = len(self.roots) > 1
         card = self._cards(images, clusters)
         classes = card["c"].to_numpy()
         first = np.array([self._position(c) < SAMPLE_PER_CLASS for c in classes], bool)

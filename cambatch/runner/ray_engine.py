@@ -28,6 +28,7 @@ import pickle
 import secrets
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -139,27 +140,31 @@ def execute(job: Job, stop) -> None:
         num_cpus=DECODE_CPUS,
     )
     threads = config.speed.threads or 1
-    done = decoded.map_batches(
-        CamActor,
-        fn_constructor_kwargs={
-            "config": config,
-            "settings": job.settings,
-            "writer": job.writer,
-            "shard": job.shard.tag,
-            "store": job.staged.url if job.staged is not None else None,
-        },
-        batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(
-            size=config.speed.concurrency or max(1, gpus),
-            max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
-            enable_true_multi_threading=True,  # `CamActor` serializes its device part itself
-        ),
-        num_gpus=1 if on_gpus else 0,
-        num_cpus=1 if on_gpus else threads,  # on a CPU an actor holds the cores its torch threads use
-        # Not restarted: an actor that dies loses its open part, and the run says so (`PartsNotPublished`);
-        # a restart could not bring those rows back (and Ray warns of restarts from arguments in its store).
-        max_restarts=0,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 takes `max_restarts` only among `ray_remote_args`, which it marks deprecated.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        done = decoded.map_batches(
+            CamActor,
+            fn_constructor_kwargs={
+                "config": config,
+                "settings": job.settings,
+                "writer": job.writer,
+                "shard": job.shard.tag,
+                "store": job.staged.url if job.staged is not None else None,
+            },
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(
+                size=config.speed.concurrency or max(1, gpus),
+                max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
+                enable_true_multi_threading=True,  # `CamActor` serializes its device part itself
+            ),
+            num_gpus=1 if on_gpus else 0,
+            num_cpus=1 if on_gpus else threads,  # on a CPU an actor holds the cores its torch threads use
+            # Not restarted: an actor that dies loses its open part, and the run says so (`PartsNotPublished`);
+            # a restart could not bring those rows back (and Ray warns, as an error, of restarts from arguments
+            # in its object store).
+            max_restarts=0,
+        )
     expected = _gather(done, job, stop)
     del done, decoded, images  # the last references: Ray Data retires the actors, which publish their parts
     if not stop:
