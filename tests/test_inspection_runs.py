@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from cambatch.cli import app
 from cambatch.inspection.runs import print_runs
 from cambatch.layout import OutputLayout
 from cambatch.runner.manifest import write_manifest
@@ -60,3 +63,11 @@ def test_off_a_terminal_every_cell_is_whole_and_csv_json_list_the_same(tmp_path)
     stream = io.StringIO()
     print_runs(tmp_path, Console(file=stream), "json")
     assert [r["status"] for r in json.loads(stream.getvalue())] == ["completed", "died"]
+
+
+@pytest.mark.parametrize("command", ["runs", "gallery"])
+def test_a_url_is_refused_in_one_line_with_the_url_as_given(command):
+    result = CliRunner().invoke(app, [command, "s3://bucket/cams"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "s3://bucket/cams" in lines[0] and "reads a local output folder" in lines[0]
