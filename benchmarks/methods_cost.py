@@ -6,7 +6,7 @@
 Prints a Markdown table per model: the median seconds per batch of each method and its cost
 relative to one plain forward pass of the batch. The methods run round-robin, so that a shared
 machine's load drifts over all of them alike; Score-CAM is timed once (it is slow) and its count of
-masked forward passes is shown. The ratios are what the README's method table quotes.
+masked forward passes is shown. The ratios are what docs/performance.md's method table quotes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How long mean maps, position lock and map clusters take for a large report (README, Finding shortcuts).
+"""How long mean maps, position lock and map clusters take for a large report (docs/performance.md).
 
     python benchmarks/shortcuts_scale.py [--rows 100000] [--classes 100]
 

@@ -10,6 +10,7 @@ _LAZY = {
     "load_report": ("report.reader", "load_report"),
     "load_map": ("report.reader", "load_map"),
     "map_stack": ("report.reader", "map_stack"),
+    "load_embeddings": ("report.reader", "load_embeddings"),
     "read_settings": ("report.parts", "read_settings"),
     "per_image": ("report.reader", "per_image"),
     "summarize_report": ("inspection.summarize", "summarize"),
@@ -21,7 +22,12 @@ _LAZY = {
     "find_shortcuts": ("inspection.shortcuts", "find_shortcuts"),
     "shortcuts_run": ("inspection.shortcuts", "shortcuts_run"),
     "render_overlays": ("inspection.overlays", "render_overlays"),
+    "find_slices": ("bias.slices", "find_slices"),
+    "read_slices": ("bias.slices", "read_slices"),
+    "reliance_run": ("bias.reliance", "reliance_run"),
     "evaluate": ("evaluation.run", "evaluate"),
+    "check_run": ("checks.run", "check_run"),
+    "load_policy": ("checks.policy", "load_policy"),
     "load_annotations": ("annotations.readers", "load_annotations"),
 }
 

@@ -50,7 +50,8 @@ def run(
     `options` are those of `cambatch run`, with `_` for `-` (`cambatch.config.RunConfig`):
     `model`, `weights`, `topk`, `classes` (a list or a comma-separated string), `method`,
     `overlays`, `device`, `batch_size`, `gallery`, ... `progress=False` runs silently (or pass any
-    object with `start/advance/stop`).
+    object with `start/advance/stop`). `check="policy.toml"` (and `baseline=OUT`) checks the run when it
+    ends (`cambatch check`): its verdict is `result.check` (`.verdict`, `.checks`) and is kept in OUT.
 
     Returns the run's result: `run_id`, `out`, `report`, counts (`images`, `ok`, `errors`,
     `overlays`), `elapsed_s` and `errors_by_path`. Raises `cambatch.errors.UsageError` before any
@@ -62,13 +63,19 @@ def run(
     (7, 0, '20250101T120000Z-1a2b3c')
     >>> df = cambatch.load_report(result.out)                            # doctest: +SKIP
     """
+    from .checks.policy import load_policy
     from .config import RunConfig
     from .runner.pipeline import run as run_pipeline
     from .runner.progress import SilentProgress
 
     config = RunConfig.create(inputs, out, **options)
+    policy = load_policy(config.audit.check) if config.audit.check else None  # a bad policy: before any work
     reporter = TqdmProgress() if progress is True else SilentProgress() if progress is False else progress
     result = run_pipeline(config, reporter)
+    if policy is not None and not result.interrupted:
+        from .checks.run import audit
+
+        result.check = audit(result.out, policy, baseline=config.audit.baseline)
     if config.output.gallery and not result.interrupted:
         from .inspection.gallery import build_gallery
 

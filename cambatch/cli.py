@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import inspect
+import sys
 import typing
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .bias.options import BIAS_FORMATS, SLICES, BiasFormat, RelianceOptions, SliceBy
 from .config import GROUPS, default_of, flag, option_fields, option_type, spec_of, switch
 from .errors import ExitCode
 from .evaluation.options import DEFAULT_THRESHOLDS
@@ -105,19 +107,37 @@ def run_command(
 ) -> None:
     """Compute top-k maps for every image under INPUTS; write overlays and a Parquet report to OUT."""
     with _reported_errors(debug):
+        from .checks.policy import load_policy
         from .config import RunConfig
         from .runner.pipeline import run as run_job
         from .runner.progress import make_progress
 
         config = RunConfig.create(inputs, out, **config_options(cli_options))
+        policy = load_policy(config.audit.check) if config.audit.check else None  # a bad policy: before any work
         result = run_job(config, make_progress(quiet, err))
     _print_summary(result)
+    checked = None
+    if policy is not None and not result.interrupted:
+        checked = _check_after_run(result, policy, config.audit.baseline, debug)
     if config.output.gallery and not result.interrupted:
-        _build_gallery(result.out, None, DEFAULT_PAGE_SIZE, debug)
+        _build_gallery(result.out, None, DEFAULT_PAGE_SIZE, debug)  # after the check: it shows the verdict
     if result.interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
-    if fail_on_error and result.errors:
+    if fail_on_error and result.failed:  # judged on what the report holds for this run's images now
         raise typer.Exit(ExitCode.FAILED)
+    if checked is not None:
+        raise typer.Exit(checked.exit_code)
+
+
+def _check_after_run(result, policy, baseline: Optional[str], debug: bool):
+    """`cambatch run --check`: the run's verdict, printed and kept in OUT."""
+    with _inspect_errors(debug):
+        from .checks.outputs import emit
+        from .checks.run import audit
+
+        checked = audit(result.out, policy, baseline=baseline)
+        emit(checked, "table", sys.stdout)
+    return checked
 
 
 def config_options(cli_options: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +225,9 @@ app.command("run")(_run)
 
 
 def _print_summary(result) -> None:
-    skipped = f", {result.skipped} already done" if result.skipped else ""
+    kept = f" ({result.errors_kept} of them failed; --retry-errors redoes them)" if result.errors_kept else ""
+    skipped = f", {result.skipped} already done{kept}" if result.skipped else ""
+    skipped += f", {result.relabelled} redone for their new labels" if result.relabelled else ""
     shard = f", shard {result.shard}" if result.shard != "0/1" else ""
     err.print(
         f"cambatch: {result.ok} ok, {result.errors} error(s) of {result.images} images{skipped}{shard} "
@@ -245,7 +267,10 @@ def _print_summary(result) -> None:
             markup=False,
         )
     if result.overlays:
-        err.print(f"  overlays: {result.out}/overlays ({result.overlays} images)", markup=False)
+        err.print(
+            f"  overlays: {result.out}/overlays ({result.overlays} overlays of {result.overlay_images} images)",
+            markup=False,
+        )
 
 
 @app.command()
@@ -326,8 +351,9 @@ def summarize(
         thresholds = Thresholds(border_ratio, spread_ratio, off_object_ratio, lock_score=lock_score)
         summary = summarize_run(out, by, thresholds)
         settings = summary.settings
+        chosen = f"{summary.counted} · " if summary.chosen_classes else ""
         caption = (
-            f"{summary.images:,} images ({summary.errors:,} failed) · "
+            f"{summary.images:,} images ({summary.errors:,} failed) · {chosen}"
             f"median border_energy {summary.median_border_energy:.3f}, active_area {summary.median_active_area:.3f} · "
             f"flags: border >= {border_ratio:g}x, spread >= {spread_ratio:g}x the median, "
             f"fixed-location: position_lock >= {lock_score:g} (baseline {summary.lock_baseline:.3f})"
@@ -342,6 +368,7 @@ def summarize(
             "multi_label": summary.multi_label,
             "run_id": settings.get("run_id"),
             "by": summary.by,
+            "counted": summary.counted,
             "images": summary.images,
             "errors": summary.errors,
             "median_border_energy": summary.median_border_energy,
@@ -402,7 +429,12 @@ def compare(
             f"{figures['compared']:,} images in both runs: top-1 changed for {figures['top1_changed']:,} "
             f"({figures['changed_share']:.1%}); mean box IoU {figures['mean_box_iou']:.3f}, "
             f"median peak shift {figures['median_peak_shift']:.3f}"
-            + (f"; fixed {figures['fixed']:,}, broken {figures['broken']:,}" if "fixed" in figures else "")
+            + (
+                f"; of {figures['labelled_in_both']:,} labelled in both: fixed {figures['fixed']:,}, "
+                f"broken {figures['broken']:,}"
+                if "fixed" in figures
+                else ""
+            )
             + "".join(
                 f"; {figures[k]:,} {k.replace('_', ' ')}"
                 for k in ("only_a", "only_b", "error_a", "error_b", "error_both")
@@ -421,7 +453,9 @@ def compare(
 def evaluate(
     out: str = typer.Argument(..., help="A run's output folder, or its URL on a store."),
     annotations: Optional[Path] = typer.Option(
-        None, "--annotations", help="Ground truth (default: the run's --annotations); see README, Ground truth."
+        None,
+        "--annotations",
+        help="Ground truth (default: the run's --annotations); see the docs' ground truth page.",
     ),
     thresholds: int = typer.Option(
         DEFAULT_THRESHOLDS, "--thresholds", min=2, help="CAM thresholds swept: 0, 1/N, ..., 1 - 1/N."
@@ -453,6 +487,48 @@ def evaluate(
             figures = pd.DataFrame({"value": pd.Series(m, dtype=object)}).rename_axis("metric")
             emit(figures, fmt, title=f"cambatch evaluate · {out}", caption=caption)
         emit(result.per_class, fmt, title="per class", meta=m)
+
+
+@app.command()
+def check(
+    out: Optional[str] = typer.Argument(
+        None, help="A run's output folder (or its report/ folder), or its URL on a store."
+    ),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", help="The checks, a TOML file (default: the default policy, which --init writes)."
+    ),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", help="An earlier run's output folder, or its URL, for the baseline metrics."
+    ),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML (Jenkins, GitLab)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary (CI job summary)."),
+    fmt: Format = FORMAT,
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a check warns, too."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Write the default policy, commented, to this new file, and exit."
+    ),
+    debug: bool = DEBUG,
+) -> None:
+    """Judge a run against a policy (and a baseline run): pass, warn or fail. Exit 0 when no check fails, 1 when
+    one does, 2 for a bad policy or a run that cannot be read. The metrics: docs/check.md.
+    """
+    with _inspect_errors(debug):
+        from .checks.outputs import emit, write_files
+        from .checks.policy import write_init
+        from .checks.run import check_run, keep_verdict
+        from .errors import UsageError
+
+        if init is not None:
+            write_init(init)
+            err.print(f"cambatch: wrote the default policy to {init}", markup=False)
+            return
+        if out is None:
+            raise UsageError("give OUT, the run to check (or --init FILE to write the default policy)")
+        checked = check_run(out, policy, baseline=baseline, strict=strict)
+        emit(checked, fmt, sys.stdout)
+        write_files(checked, junit=junit, markdown_file=markdown)
+        keep_verdict(checked)
+    raise typer.Exit(checked.exit_code)
 
 
 @app.command()
@@ -492,6 +568,86 @@ def overlays(
         f"{Path(out) / 'overlays'}",
         markup=False,
     )
+
+
+BIAS_FORMAT = typer.Option(BIAS_FORMATS[0], "--format", help="table for people; json for scripts.")
+_DEVICE = option_fields()["device"][1]
+
+
+@app.command()
+def slices(
+    out: str = typer.Argument(..., help="A run's output folder, run with --embeddings and labels."),
+    by: Optional[SliceBy] = typer.Option(
+        None,
+        "--by",
+        help="label: one mixture per true class (the model's mistakes on it); class: per predicted class (what it "
+        "wrongly calls that class). Default: label.",
+    ),
+    count: int = typer.Option(SLICES, "--slices", min=1, help="Slices kept, the largest accuracy gap first."),
+    fmt: BiasFormat = BIAS_FORMAT,
+    rows_out: Optional[Path] = typer.Option(
+        None, "--out", help="Write every member of every slice to this Parquet file."
+    ),
+    debug: bool = DEBUG,
+) -> None:
+    """Error slices: images the model gets wrong together (Domino's mixture over the embeddings, labels and
+    predictions), each with its members and mean map; kept in OUT/slices/ for the gallery.
+    """
+    with _inspect_errors(debug):
+        from .bias.slices import find_slices, write_slices
+        from .inspection.tables import emit
+
+        found = find_slices(out, by, slices=count)
+        kept = write_slices(out, found)
+        if rows_out is not None:
+            _write_rows(found.members, rows_out)
+        emit(
+            found.shown(fmt == "table"),
+            fmt,
+            title=f"cambatch slices · {out} · per {found.by}",
+            caption=found.caption,
+            meta=found.meta,
+        )
+    err.print(f"cambatch: slices kept in {kept.parent}", markup=False)
+
+
+@app.command()
+def reliance(
+    out: str = typer.Argument(
+        ..., help="A run's output folder; the model it recorded must load again (the same weights)."
+    ),
+    classes: Optional[str] = typer.Option(
+        None,
+        "--classes",
+        help="Comma-separated predicted classes to test (default: every class predicted for at least 5 images).",
+    ),
+    images: int = typer.Option(
+        RelianceOptions.images_per_class,
+        "--images",
+        min=1,
+        help="Images occluded per class (a fixed sample of a larger class).",
+    ),
+    device: str = typer.Option(default_of(_DEVICE), "--device", help=spec_of(_DEVICE).help),
+    fmt: BiasFormat = BIAS_FORMAT,
+    rows_out: Optional[Path] = typer.Option(
+        None, "--out", help="Write one row per occluded image to this Parquet file."
+    ),
+    debug: bool = DEBUG,
+) -> None:
+    """Runs the network: blurs where each class's mean map peaks, a random box elsewhere and (with ground truth) the
+    map's hottest box off the object, and compares the drops of the class's probability.
+    """
+    with _inspect_errors(debug):
+        from .bias.reliance import reliance_run
+        from .inspection.tables import emit
+
+        names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+        found = reliance_run(out, names, options=RelianceOptions(images_per_class=images), device=device)
+        if rows_out is not None:
+            _write_rows(found.images, rows_out)
+        emit(
+            found.shown(fmt == "table"), fmt, title=f"cambatch reliance · {out}", caption=found.caption, meta=found.meta
+        )
 
 
 def _build_gallery(

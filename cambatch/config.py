@@ -112,7 +112,11 @@ class SourceOptions(_Group):
         "relative paths resolve against the list's folder.",
         convert=_path,
     )
-    labels_from_dirs: bool = option(False, "Label each image with its parent folder's name (ImageFolder layout).")
+    labels_from_dirs: bool = option(
+        False,
+        "Label each image with the first folder of its path under its INPUT, as torchvision's ImageFolder does "
+        "(INPUT/espresso/nested/x.jpg: espresso); images at the INPUT's top get no label.",
+    )
     annotations: Path | None = option(
         None,
         "Ground truth: a VOC/ImageNet XML folder, COCO JSON, CSV (path,x0,y0,x1,y1[,label]), mask PNG folder or "
@@ -164,7 +168,7 @@ class MapOptions(_Group):
 
     method: str = option(
         "cam",
-        "How maps are made (README, Methods); auto: cam where the model's head allows it, else gradcam.",
+        "How maps are made (docs/methods.md); auto: cam where the model's head allows it, else gradcam.",
         choices=METHOD_CHOICES,
     )
     topk: int = option(3, "Classes explained per image.", minimum=1)
@@ -184,6 +188,11 @@ class MapOptions(_Group):
     )
     faithfulness: bool = option(
         False, "Score each map: masked_probability, confidence_drop, confidence_increase columns."
+    )
+    embeddings: bool = option(
+        False,
+        "Keep each image's pooled feature vector (the head's input; for the other methods the pooled target "
+        "layer) in the report's embedding column, float16, on the image's best-ranked row (`cambatch slices`).",
     )
 
 
@@ -251,6 +260,29 @@ class JobOptions(_Group):
     retry_errors: bool = option(False, "Redo images whose earlier attempt failed.")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CheckOptions(_Group):
+    """After the run: its check (`cambatch check`).
+
+    Neither option changes a result, so a resume never compares them (`report.settings` gives them no `resume`).
+    """
+
+    check: Path | None = option(
+        None,
+        "When the run ends, check it against this policy (TOML; `cambatch check --init FILE` writes the default): "
+        "exit 1 when a check fails.",
+        convert=_path,
+    )
+    baseline: str | None = option(
+        None, "With --check: the earlier run (its OUT, or its URL) that the baseline checks compare with."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.baseline is not None and self.check is None:
+            raise UsageError("baseline (--baseline) is for a check: give check (--check POLICY) too")
+
+
 GROUPS: dict[str, type[_Group]] = {
     "source": SourceOptions,
     "network": ModelOptions,
@@ -258,6 +290,7 @@ GROUPS: dict[str, type[_Group]] = {
     "output": OutputOptions,
     "speed": SpeedOptions,
     "job": JobOptions,
+    "audit": CheckOptions,
 }
 
 
@@ -276,6 +309,7 @@ class RunConfig:
     output: OutputOptions = field(default_factory=OutputOptions)
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     job: JobOptions = field(default_factory=JobOptions)
+    audit: CheckOptions = field(default_factory=CheckOptions)
 
     def __post_init__(self) -> None:
         # URLs stay text: a Path would fold `s3://bucket` into `s3:/bucket`.

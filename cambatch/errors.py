@@ -1,7 +1,7 @@
 """Errors that end a command with a one-line message, and every exit code, declared once (`ExitCode`).
 
-The CLI maps each error to its code; the docs' exit-code table is generated from `ExitCode`, and a
-test holds README's table to it.
+The CLI maps each error to its code; the docs' exit-code table (docs/cli.md) is generated from
+`ExitCode`, and a test holds README's short table to it.
 """
 
 from __future__ import annotations
@@ -28,14 +28,18 @@ _MEANINGS = {
     ExitCode.OK: "the command completed (a run: even with error rows; `check`: no check failed)",
     ExitCode.FAILED: "some image failed and `--fail-on-error` was given, a `check` failed, or an unexpected "
     "internal error (one line; `--debug` shows the traceback)",
-    ExitCode.USAGE: "bad usage or settings, refused before any work: missing input, unknown model or class, bad "
-    "option, unusable or unsafe weights, a resume with other settings than the report's, a damaged report part, "
-    "a bad policy",
+    ExitCode.USAGE: "bad usage or settings, refused before any work: missing input, no images found, an OUT that is "
+    "a file, unknown model or class, bad option, unusable or unsafe weights, a resume with other settings than the "
+    "report's, a damaged report part, a bad policy",
     ExitCode.LOCKED: "the output folder (and shard) is locked by another live run",
     ExitCode.UNWRITABLE: "the output folder could not be written (full disk, read-only, vanished, a store that "
     "went away): its complete parts are kept; rerun when fixed",
     ExitCode.INTERRUPTED: "interrupted (SIGINT/SIGTERM): what was finished is in the report; rerun to resume",
 }
+
+
+class ImageError(Exception):
+    """One image's failure, in words meant for its error row: the row's `error` says exactly this."""
 
 
 class CambatchError(Exception):

@@ -51,6 +51,15 @@ def sample_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def planted_slice(tmp_path_factory):
+    """(OUT, {path: kind}) of a run over photos with a planted error slice (`bias_support`): labels from the
+    folders, embeddings kept, ground-truth boxes around the discs."""
+    from bias_support import slice_run
+
+    return slice_run(tmp_path_factory.mktemp("planted_slice"), boxes=True)
+
+
+@pytest.fixture(scope="session")
 def default_model():
     from cambatch.model.build import load_model
 

@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from cambatch.names import name_key
 from cambatch.report.parts import report_parts
-from cambatch.report.schema import METADATA_KEY, SCHEMA, STAT_NAMES, map_array, name_key
+from cambatch.report.schema import METADATA_KEY, SCHEMA, STAT_NAMES, map_array
 from cambatch.report.schema import table as schema_table
 
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from cambatch.annotations.model import Box, Truth
-from cambatch.annotations.orient import displayed_boxes, orient_boxes, orientation
+from cambatch.annotations.orient import displayed_boxes, orient_boxes, orientation, visible_boxes
 
 
 @pytest.mark.parametrize("orient", range(1, 9))
@@ -34,3 +34,17 @@ def test_boxes_of_another_stated_size_are_scaled_first():
 def test_orientation_of_an_unreadable_file_is_one(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"nope")
     assert orientation(tmp_path / "x.jpg") == 1
+
+
+def test_visible_boxes_are_clipped_to_the_image_and_a_box_wholly_outside_is_a_problem_line():
+    past = Box(100, 50, 900, 700, where="boxes.csv:2")
+    inside = Box(10, 10, 20, 20, where="boxes.csv:3")
+    boxes, problems = visible_boxes(Truth(boxes=(past, inside)), (451, 300))
+    assert boxes.tolist() == [[100, 50, 450, 299], [10, 10, 20, 20]] and problems == []
+    outside = Box(500, 320, 900, 700, where="boxes.csv:4")
+    boxes, problems = visible_boxes(Truth(boxes=(inside, outside)), (451, 300))
+    assert problems == ["boxes.csv:4: box 500,320,900,700 lies wholly outside the 451x300 image"]
+    # Turned by its EXIF orientation (6: 90 degrees clockwise), a stored box still clips to the displayed image.
+    boxes, problems = visible_boxes(Truth(boxes=(Box(0, 0, 10, 500),)), (300, 451), 6)
+    assert boxes.tolist() == [[0, 0, 299, 10]] and problems == []
+    assert visible_boxes(Truth(), (10, 10))[0].shape == (0, 4)

@@ -14,7 +14,7 @@ from conftest import REPO
 PACKAGE = REPO / "cambatch"
 # Lowest first. A module may import from its own layer and the layers below it.
 LAYERS = [
-    {"cambatch", "errors", "layout"},  # the package root holds only `__version__` and the lazy API names
+    {"cambatch", "errors", "layout", "names"},  # the package root holds only `__version__` and the lazy API names
     {"sources"},
     {"data"},
     {"model"},
@@ -25,7 +25,8 @@ LAYERS = [
     {"evaluation"},
     {"config"},
     {"runner"},
-    {"inspection"},
+    {"inspection", "bias"},  # bias reads the report as inspection does (and `reliance` runs the model)
+    {"checks"},
     {"api", "cli", "__main__"},
 ]
 

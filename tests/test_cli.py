@@ -4,7 +4,7 @@ ViT-tiny, plus the options that go with the methods.
 
 To keep the suite quick the method runs use two sample images, and Score-CAM (one forward pass per
 channel and image) one image, at 64 px on the CNNs; the full-size runs over all sample images are
-behind the README's method table.
+behind the method table of docs/performance.md.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ here nor listed in NOT_RUN with its reason fails the test, so the documentation 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,11 +19,20 @@ import pytest
 from conftest import PHOTOS, REPO, SAMPLES
 from sources_support import write_datasets_parquet, write_shard
 
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 # Lines that are not commands of this tool, each with the reason it does not run here.
 NOT_RUN = {
+    "pip install -e .": "the install step: the test runs inside that installation",
+    'pip install -e ".[all]"': "the install step: the test runs inside that installation",
     'pip install -e ".[dev]"': "the install step: the test runs inside that installation",
     "pytest": "the test suite itself",
+    'pytest -m "not slow"': "the test suite itself",
+    "ruff check . && ruff format --check .": ".ci/run runs it before the tests",
+    "mkdocs build --strict": ".ci/run runs it before the tests; tests/test_docs_reference.py checks the pages it "
+    "generates",
+    "cambatch run --from-list xrays.csv --model densenet121 --num-classes 14 --class-names findings.txt --weights "
+    "chexnet.pt --activation sigmoid --topk 14 --out cams-xray": "needs a CheXNet checkpoint and its X-rays: "
+    "tests/test_runner_pipeline.py runs a multi-label densenet121 with --activation sigmoid",
     "cambatch run s3://bucket/photos --out cams-s3": "needs S3: tests/test_sources_remote.py runs it on moto",
     "cambatch run gs://bucket/shards --out cams-gcs": "needs Google Cloud Storage and gcsfs",
     "cambatch run s3://bucket/photos --out s3://bucket/cams": "needs S3: tests/test_runner_remote_out.py runs it "
@@ -30,6 +40,9 @@ NOT_RUN = {
     "cambatch summarize s3://bucket/cams": "needs S3: tests/test_runner_remote_out.py runs it on moto",
     "python -c \"import cambatch; print(cambatch.load_report('s3://bucket/cams', rank=1).head())\"": "needs S3: "
     "tests/test_runner_remote_out.py reads the report on moto the same way",
+    "cambatch run /data/images --out s3://audits/cams/$(date +%F) --check policy.toml --baseline "
+    "s3://audits/cams/$(date -d yesterday +%F) --quiet": "needs S3: tests/test_checks_run.py runs it on moto "
+    "(test_a_baseline_on_a_store_gives_the_same_values_and_the_verdict_is_kept_there)",
     "ray job submit --address http://head-node:8265 -- cambatch run /shared/images --out /shared/cams --engine ray "
     "--device cuda --concurrency 8 --quiet": "needs a Ray cluster with GPUs; tests/test_runner_ray_engine.py runs the "
     "same job on a local Ray",
@@ -52,7 +65,7 @@ def shell_lines() -> list[tuple[str, str]]:
             for line in block.splitlines():
                 command = re.sub(r"\s+#.*$", "", line).strip()  # trailing comments
                 if command and not command.startswith("#"):
-                    found.append((document.name, command))
+                    found.append((document.relative_to(REPO).as_posix(), command))
     return found
 
 
@@ -103,6 +116,18 @@ def test_every_shell_example_runs_as_written(workdir):
         assert proc.returncode == 0, f"{document}: `{command}` exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
 
 
+def test_every_common_task_of_the_readme_runs_on_its_page():
+    """README's task table names one command and one page per task: the command is a shell line of that page,
+    so it runs (or is listed in NOT_RUN) above, as written."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Common tasks", 1)[1].split("\n## ", 1)[0]
+    tasks = re.findall(r"^\| [^|]+ \| `([^`]+)` \| \[[^]]+\]\(docs/([\w./-]+\.md)\) \|$", table, re.M)
+    assert len(tasks) >= 10 and len(tasks) == len([line for line in table.splitlines() if line.startswith("| ")]) - 1
+    lines = shell_lines()
+    for command, page in tasks:
+        assert (f"docs/{page}", command) in lines, f"README's task `{command}` is not a shell line of docs/{page}"
+
+
 def test_the_examples_left_what_they_promise(workdir):
     """Run after the test above (same module, in order): what the commands wrote is there and sound."""
     report = pd.read_parquet(workdir / "cams" / "report")
@@ -123,3 +148,8 @@ def test_the_examples_left_what_they_promise(workdir):
     cluster = pd.read_parquet(workdir / "cams_cluster" / "report")
     top1 = cluster[cluster["rank"] == 1]
     assert sorted(top1["path"]) == sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
+    # docs/check.md: Monday passes the default policy, Tuesday's model fails against it; the verdicts are kept.
+    assert json.loads((workdir / "verdict.json").read_text())["verdict"] in ("pass", "warn")
+    tuesday = sorted((workdir / "cams-tuesday" / "checks").glob("*.json"))
+    assert json.loads(tuesday[-1].read_text())["verdict"] == "fail"
+    assert list((workdir / "cams-tonight" / "checks").glob("*.json")) and (workdir / "checks.xml").is_file()

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from conftest import cat_on_the_left
 from evaluation_support import write_formats, write_report
+from identity_support import PHOTOS, two_folders_run
 from sources_support import write_shard
 from typer.testing import CliRunner
 
@@ -333,3 +334,49 @@ def test_run_writes_mask_iou_gt_box_coords_and_the_label_row(tmp_path):
     assert np.allclose(report["mask_iou"].astype(float), rows["mask_iou"].astype(float), equal_nan=True, atol=1e-6)
     m = evaluate(out).metrics
     assert "label_not_explained" not in m and m["masked_images"] == 1 and 0 <= m["PxAP"] <= 1
+
+
+def test_two_inputs_holding_one_path_are_evaluated_as_two_images(tmp_path):
+    import cambatch
+
+    out = two_folders_run(tmp_path, overlays=False)
+    result = evaluate(out)  # the run's --annotations: one/x.png and two/x.png
+    assert result.metrics["images"] == 2 and result.metrics["gt_known_loc@0.2"] is not None
+    key = ["input_root", "path", "rank"]
+    rows = result.rows.sort_values(key).reset_index(drop=True)
+    report = cambatch.load_report(out).sort_values(key).reset_index(drop=True)
+    assert list(rows[key].itertuples(index=False)) == list(report[key].astype(object).itertuples(index=False))
+    assert np.allclose(rows["gt_box_iou"], report["gt_box_iou"].astype(float), atol=1e-6)  # each its own box
+    assert rows.groupby("input_root")["gt_box_iou"].nunique().to_dict() == {str(tmp_path / f): 2 for f in PHOTOS}
+    # Given later, annotations naming x.png three ways: one/x.png by its INPUT, the other could be p/ or q/x.png.
+    (tmp_path / "labels").mkdir()
+    csv = tmp_path / "labels" / "ambiguous.csv"
+    csv.write_text("path,x0,y0,x1,y1,label\none/x.png,60,10,420,299,tabby\np/x.png,1,1,9,9,cup\nq/x.png,2,2,8,8,mug\n")
+    again = evaluate(out, csv)
+    errors = again.rows.groupby("input_root")["annotation_error"].first().to_dict()
+    assert pd.isna(errors[str(tmp_path / "one")]) and again.metrics["images"] == 1
+    assert "entries 'one/x.png', 'p/x.png' and 'q/x.png' all match this image" in errors[str(tmp_path / "two")]
+
+
+def test_a_box_past_the_photo_scores_as_its_visible_part_and_one_wholly_outside_is_a_problem(tmp_path):
+    # chelsea.png is 451 x 300; its map and its CAM box cover the visible part of the box (100, 50, 450, 299).
+    size = {"width": 451, "height": 300, "class_index": 0, "class_name": "tabby"}
+    cam_box = (100 / 451, 50 / 300, 1.0, 1.0)
+    rows = [
+        {"path": "chelsea.png", **size, "map": block(50, 38, 223, 223), "bbox": cam_box},
+        {"path": "x.png", **size, "map": block(0, 0, 10, 10)},
+    ]
+    out = write_report(tmp_path / "out", rows)
+    past, visible = tmp_path / "past.csv", tmp_path / "visible.csv"
+    past.write_text("path,x0,y0,x1,y1\nchelsea.png,100,50,900,700\nx.png,500,320,900,700\n")
+    visible.write_text("path,x0,y0,x1,y1\nchelsea.png,100,50,450,299\n")
+    clipped, seen = evaluate(out, past), evaluate(out, visible)
+    assert clipped.metrics["MaxBoxAcc"] == seen.metrics["MaxBoxAcc"] == 1.0
+    assert (
+        clipped.metrics["energy_in_gt"] == pytest.approx(seen.metrics["energy_in_gt"]) and seen.metrics["images"] == 1
+    )
+    columns = ["gt_box_iou", "energy_in_gt", "pointing_hit"]
+    both = [r.rows.set_index("path").loc[["chelsea.png"], columns] for r in (clipped, seen)]
+    assert both[0].equals(both[1]) and both[0]["gt_box_iou"].item() == pytest.approx(1.0)  # IoU agrees with energy
+    assert clipped.problems == ["past.csv:3: box 500,320,900,700 lies wholly outside the 451x300 image (x.png)"]
+    assert clipped.rows.set_index("path").loc["x.png", "annotation_error"].startswith("bad annotation: past.csv:3")

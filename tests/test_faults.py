@@ -1,12 +1,13 @@
 """Fault injection: what a run does when it is killed, the disk fills or vanishes, or a report part is damaged.
 
-README's "Reliability" section lists the same faults; each test here is one of its lines. Real
+docs/reliability.md lists the same faults; each test here is one of its lines. Real
 processes where the fault needs one (kill -9 with loader workers alive).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from click.testing import Result
 from conftest import SAMPLES, make_folder
 from PIL import Image
 from typer.testing import CliRunner
@@ -239,3 +241,141 @@ def test_an_out_that_vanishes_mid_run_fails_in_one_line_and_is_not_recreated(tmp
     rerun = CliRunner().invoke(app, args)
     assert rerun.exit_code == 0, rerun.output
     assert sorted(pd.read_parquet(out / "report").path.unique()) == sorted(names)
+
+
+# ---- never wrong, never lost: refusals before any work, every image accounted for ----
+
+# A tiny random model: these cases are about what happens to OUT, not about the maps.
+FAST = ["--model", "resnet18", "--weights", "none", "--image-size", "64", "--workers", "0", "--quiet"]
+
+
+def _run(*args) -> Result:
+    return CliRunner().invoke(app, ["run", *map(str, args), *FAST])
+
+
+def _snapshot(out: Path) -> dict[str, str]:
+    """Every file under OUT and its content: what a refused command must leave as it was."""
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()
+    }
+
+
+def _one_error_line(result: Result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("cambatch: error: "), result.output
+    return lines[0]
+
+
+def test_overwrite_of_one_shard_beside_shards_of_other_settings_is_refused_before_anything_is_purged(tmp_path):
+    make_folder(tmp_path / "photos", 7, side=48)
+    out = tmp_path / "ow"
+    for shard in ("0/2", "1/2"):
+        assert _run(tmp_path / "photos", "--out", out, "--shard", shard).exit_code == 0
+    before = _snapshot(out)
+    refused = _run(tmp_path / "photos", "--out", out, "--shard", "0/2", "--topk", "1", "--overwrite")
+    line = _one_error_line(refused)
+    assert "holds other shards' results made with other settings (topk (--topk): 3 there, 1 now)" in line
+    assert "--overwrite redoes only shard 0/2: give this run another --out, or delete" in line
+    assert _snapshot(out) == before and pd.read_parquet(out / "report").path.nunique() == 7  # nothing purged
+    # With the other shards' settings, --overwrite redoes its own shard and keeps theirs.
+    assert _run(tmp_path / "photos", "--out", out, "--shard", "0/2", "--overwrite").exit_code == 0
+    assert pd.read_parquet(out / "report").groupby("path").size().to_dict() == dict.fromkeys(_paths(out), 3)
+    assert len(_paths(out)) == 7
+
+
+def _paths(out: Path) -> list[str]:
+    return sorted(pd.read_parquet(out / "report").path.unique())
+
+
+def test_an_out_inside_the_input_is_never_read_back_by_a_later_run_with_another_out(tmp_path):
+    names = make_folder(tmp_path / "photos", 3, side=48)
+    first = _run(tmp_path / "photos", "--out", tmp_path / "photos" / "cams", "--gallery")
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "photos" / "cams" / "gallery" / "thumbs").is_dir()
+    second = _run(tmp_path / "photos", "--out", tmp_path / "photos" / "cams2")
+    assert second.exit_code == 0 and _paths(tmp_path / "photos" / "cams2") == names  # no overlay, thumbnail or map
+
+
+def test_an_out_equal_to_the_input_or_an_input_without_images_says_no_images_found(tmp_path):
+    make_folder(tmp_path / "photos", 1, side=48)
+    (tmp_path / "empty").mkdir()
+    for inputs, out in ((tmp_path / "photos", tmp_path / "photos"), (tmp_path / "empty", tmp_path / "out")):
+        line = _one_error_line(_run(inputs, "--out", out))
+        assert f"no images found in {inputs} " in line and "output folders" in line
+    assert not (tmp_path / "out" / "report").exists()
+
+
+def test_an_out_that_is_a_file_or_under_one_is_refused_in_one_line(tmp_path):
+    make_folder(tmp_path / "photos", 1, side=48)
+    (tmp_path / "f").write_text("mine")
+    line = _one_error_line(_run(tmp_path / "photos", "--out", tmp_path / "f"))
+    assert f"--out {tmp_path / 'f'} is a file, not a folder" in line
+    line = _one_error_line(_run(tmp_path / "photos", "--out", tmp_path / "f" / "sub"))
+    assert f"is under {tmp_path / 'f'}, a file, not a folder" in line
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_a_long_name_with_a_capital_letter_runs_beside_coffee_and_plain_capitals_keep_their_names(tmp_path):
+    photos = tmp_path / "m"
+    photos.mkdir()
+    small = Image.open(SAMPLES / "coffee.png").convert("RGB").resize((60, 40))
+    for name in ("A" + "b" * 245 + ".png", "coffee.png", "IMG_0001.JPG"):
+        small.save(photos / name, format="PNG" if name.endswith(".png") else "JPEG")
+    done = _run(photos, "--out", tmp_path / "out", "--topk", "1")
+    assert done.exit_code == 0, done.output
+    report = pd.read_parquet(tmp_path / "out" / "report").set_index("path")
+    assert (report["status"] == "ok").all() and len(report) == 3  # coffee's row too
+    folders = {path: overlay.split("/")[1] for path, overlay in report["overlay_path"].items()}
+    assert folders["coffee.png"] == "coffee.png" and folders["IMG_0001.JPG"] == "IMG_0001.JPG"
+    assert all(len(part.encode()) <= 255 for overlay in report["overlay_path"] for part in overlay.split("/"))
+    assert all((tmp_path / "out" / overlay).is_file() for overlay in report["overlay_path"])
+
+
+def test_one_unreadable_tar_is_one_error_row_and_the_folder_goes_on(tmp_path):
+    photos = tmp_path / "m"
+    photos.mkdir()
+    (photos / "bad.tar").write_text("x\n")
+    Image.open(SAMPLES / "coffee.png").convert("RGB").resize((60, 40)).save(photos / "coffee.png")
+    done = _run(photos, "--out", tmp_path / "out", "--topk", "1")
+    assert done.exit_code == 0, done.output
+    report = pd.read_parquet(tmp_path / "out" / "report").set_index("path")
+    assert report.loc["coffee.png", "status"] == "ok" and report.loc["bad.tar", "status"] == "error"
+    assert "cannot read tar shard" in report.loc["bad.tar", "error"]
+
+
+def test_fail_on_error_judges_what_the_report_holds_for_the_runs_images(tmp_path):
+    make_folder(tmp_path / "e", 1, side=48)
+    (tmp_path / "e" / "broken.jpg").write_bytes(b"not a jpeg")
+    args = [tmp_path / "e", "--out", tmp_path / "o", "--fail-on-error"]
+    assert _run(*args).exit_code == 1
+    again = _run(*args)  # requeued: nothing to do, and the broken image still failed
+    assert again.exit_code == 1 and "2 already done (1 of them failed; --retry-errors redoes them)" in again.output
+    Image.open(SAMPLES / "coffee.png").convert("RGB").resize((60, 40)).save(tmp_path / "e" / "broken.jpg")
+    fixed = _run(*args)  # a changed file is redone
+    assert fixed.exit_code == 0, fixed.output
+    assert set(pd.read_parquet(tmp_path / "o" / "report").status) == {"ok"}
+
+
+def test_a_rerun_that_adds_labels_applies_them_and_a_new_ground_truth_is_refused(tmp_path):
+    make_folder(tmp_path / "train" / "espresso", 2, side=48)
+    out = tmp_path / "out"
+    assert _run(tmp_path / "train", "--out", out).exit_code == 0
+    labelled = _run(tmp_path / "train", "--out", out, "--labels-from-dirs")
+    assert labelled.exit_code == 0 and "2 redone for their new labels" in labelled.output, labelled.output
+    report = pd.read_parquet(out / "report")
+    assert set(report.label) == {"espresso"} and report.correct.notna().all() and len(report) == 6
+    again = _run(tmp_path / "train", "--out", out)  # without the flag: the labels stay, nothing is redone
+    assert again.exit_code == 0 and "2 already done" in again.output and "redone" not in again.output
+    assert set(pd.read_parquet(out / "report").label) == {"espresso"}
+    before = _snapshot(out)
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("path,x0,y0,x1,y1,label\nespresso/img_000.jpg,1,1,20,20,espresso\n")
+    line = _one_error_line(_run(tmp_path / "train", "--out", out, "--annotations", csv))
+    assert f"annotations (--annotations): none there, {csv} now" in line and "--overwrite" in line
+    assert _snapshot(out) == before
+
+
+def test_the_summary_counts_overlays_and_the_images_they_show(tmp_path):
+    make_folder(tmp_path / "photos", 2, side=48)
+    done = CliRunner().invoke(app, ["run", str(tmp_path / "photos"), "--out", str(tmp_path / "out"), *FAST[:-1]])
+    assert done.exit_code == 0 and "(6 overlays of 2 images)" in done.output, done.output

@@ -26,6 +26,7 @@ cambatch.summarize_run(out)
 cambatch.compare_runs(out, out)
 cambatch.build_gallery(out)
 cambatch.read_settings(out), cambatch.per_image(df)
+cambatch.check_run(out, baseline=out)
 print(len(df), sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
     assert fresh_interpreter(code) == "37 []"  # 12 images x top-3 + 1 error row; no torch, torchvision or timm
@@ -72,9 +73,13 @@ out = {str(out)!r}
 found = cambatch.shortcuts_run(out)
 made = cambatch.render_overlays(out, limit=2)
 cambatch.build_gallery(out)
-print(int(found.classes.fixed_location.sum()), made.overlays, sorted(m for m in {HEAVY!r} if m in sys.modules))
+from typer.testing import CliRunner
+from cambatch.cli import app
+checked = CliRunner().invoke(app, ["check", out, "--baseline", out])  # maps: position lock, map similarity
+print(int(found.classes.fixed_location.sum()), made.overlays, checked.exit_code,
+      sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
-    assert fresh_interpreter(code) == "1 4 []"  # the stamp class flagged; 2 images x top-2; no torch
+    assert fresh_interpreter(code) == "1 4 1 []"  # stamp class flagged, 2 images x top-2, `check` fails it; no torch
 
 
 def test_evaluate_runs_without_torch(tmp_path):
@@ -92,3 +97,20 @@ result = cambatch.evaluate({str(out)!r}, {str(tmp_path / "b.csv")!r})
 print(result.metrics["images"], sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
     assert fresh_interpreter(code) == "1 []"
+
+
+def test_embeddings_slices_and_their_gallery_section_run_without_torch(planted_slice):
+    """`reliance` runs the network; `slices` reads the report only."""
+    out, _ = planted_slice
+    code = f"""
+import sys, cambatch
+from cambatch.bias.slices import write_slices
+out = {str(out)!r}
+images, vectors = cambatch.load_embeddings(out)
+found = cambatch.find_slices(out)
+write_slices(out, found)
+cambatch.read_slices(out)
+cambatch.build_gallery(out)
+print(vectors.shape, len(found.table), sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    assert fresh_interpreter(code) == "(160, 5) 1 []"  # 160 images, 5 features; the planted slice

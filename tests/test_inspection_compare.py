@@ -8,13 +8,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
+from identity_support import two_folders_run
 from inspecting_support import add_labels, copy_run, rewrite_report, set_settings
 from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
 from cambatch.inspection.compare import box_iou
+from cambatch.report.schema import table
 
 runner = CliRunner()
 
@@ -109,7 +112,37 @@ def test_labels_count_fixed_and_broken(runs, tmp_path):
     for out in (la, lb):
         add_labels(out, {"camera.png": "tripod"})
     figures = cambatch.compare_runs(la, lb).overview()
-    assert (figures["fixed"], figures["broken"]) == (0, 1)
+    assert (figures["fixed"], figures["broken"], figures["labelled_in_both"]) == (0, 1, 1)
+
+
+def test_a_labelled_and_an_unlabelled_run_invent_no_regression(sample_run, tmp_path):
+    labelled = copy_run(sample_run[0].out, tmp_path / "labelled")
+    add_labels(labelled, {"coffee.png": "espresso", "chelsea.png": "tabby"})  # one right, one wrong or right
+    plain = sample_run[0].out
+    for a, b in ((labelled, plain), (plain, labelled)):
+        figures = cambatch.compare_runs(a, b).overview()
+        assert figures["top1_changed"] == 0 and "fixed" not in figures and "broken" not in figures
+        shown = runner.invoke(app, ["compare", str(a), str(b)])
+        assert shown.exit_code == 0 and "broken" not in shown.output and "fixed" not in shown.output
+
+
+def test_a_classes_run_has_no_top1_to_compare_and_is_refused_in_one_line(sample_run, tmp_path):
+    chosen = copy_run(sample_run[0].out, tmp_path / "chosen")
+    set_settings(chosen, classes=[967, 504])
+    with pytest.raises(ValueError, match="run B explains classes chosen with --classes"):
+        cambatch.compare_runs(sample_run[0].out, chosen)
+    refused = runner.invoke(app, ["compare", str(chosen), str(sample_run[0].out)])
+    assert refused.exit_code == 2 and "run A explains classes chosen with --classes (967, 504)" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_two_empty_runs_compare_as_nothing_in_common(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name / "report").mkdir(parents=True)
+        pq.write_table(table({}, 0), tmp_path / name / "report" / "part-20260101T000000Z-abcdef-00000.parquet")
+    shown = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert shown.exit_code == 0, shown.output
+    assert "0 images in both runs: top-1 changed for 0" in shown.output and "Error" not in shown.output
 
 
 def test_cli_table_json_and_parquet_rows(runs, tmp_path):
@@ -178,3 +211,32 @@ def test_every_status_an_image_can_have():
     assert (overview["compared"], overview["top1_changed"], overview["changed_share"]) == (1, 0, 0.0)
     assert overview["mean_box_iou"] == 1.0 and overview["median_peak_shift"] == 0.0
     assert pd.isna(result.images.set_index("path").loc["new.jpg", "box_iou"])  # compared only when in both
+
+
+@pytest.fixture(scope="module")
+def two_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two-folders")
+    return root, two_folders_run(root)
+
+
+def test_two_inputs_holding_one_path_are_compared_as_two_images(two_folders, tmp_path):
+    root, out = two_folders
+    b = copy_run(out, tmp_path / "b")
+
+    def swap_the_cups_top2(table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        for row in rows:
+            if row["input_root"] == str(root / "two"):
+                row["rank"] = 3 - row["rank"]
+        return pa.Table.from_pylist(rows, schema=table.schema)
+
+    rewrite_report(b, swap_the_cups_top2)
+    result = cambatch.compare_runs(out, b)
+    assert (len(result.images), result.compared, result.changed) == (2, 2, 1)
+    images = result.images.set_index("input_root")
+    assert not images.loc[str(root / "one"), "top1_changed"] and images.loc[str(root / "two"), "top1_changed"]
+    assert images.loc[str(root / "one"), "box_iou"] == 1.0  # the cat against itself, never against the cup
+    # One run over INPUT one only, the other over INPUT two only: no image is in both.
+    one, two = (cambatch.load_report(out).query(f"input_root == '{root / name}'") for name in ("one", "two"))
+    statuses = cambatch.compare_reports(one, two).images["status"].astype(str).tolist()
+    assert sorted(statuses) == ["only_a", "only_b"]

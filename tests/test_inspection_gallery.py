@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import REPO, SAMPLES
+from identity_support import PHOTOS, two_folders_run
 from inspecting_support import add_labels, copy_run, rewrite_report, synthesize_run
 from PIL import Image
 from typer.testing import CliRunner
@@ -307,7 +308,7 @@ def test_groups_carry_mean_maps_cluster_strips_and_images_their_cluster(stamp_ga
         with Image.open(out / "gallery" / rel) as picture:
             assert picture.size[0] > 0
     assert [c["n"] for c in stamp["cl"]] == [10, 5]
-    assert all(kinds[p] == "stamped" for p in stamp["cl"][0]["ex"])
+    assert all(kinds[p] == "stamped" for p in stamp["cl"][0]["ex"])  # named as their cards name them
     green = data["groups"]["class"]["green_ball"]
     assert "mm" in green and "cl" not in green and "fixed-location" not in green["flags"]
     stamp_id = data["classes"].index("stamp_bird")
@@ -458,3 +459,25 @@ def test_a_huge_gallery_shows_pages_filters_and_searches_in_chromium(huge_galler
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "gallery-200k.png"))
     assert page.errors == []
+
+
+def test_two_inputs_holding_one_path_are_two_cards_and_two_errors(tmp_path):
+    out = two_folders_run(tmp_path)
+    made = cambatch.build_gallery(out)
+    data = page_data(made.index)
+    cards = {image["p"]: image for image in data["images"]}  # each named behind its INPUT's folder
+    assert made.images == 2 and set(cards) == {"one/x.png", "two/x.png"}
+    for folder, (_, label, box) in PHOTOS.items():
+        card = cards[f"{folder}/x.png"]
+        assert data["classes"][card["c"]] == data["labels"][card["l"]] == label and card["ok"] is True
+        assert card["g"] == [[float(v) for v in box]]  # its own ground truth, not the other's
+    assert cards["one/x.png"]["t"] != cards["two/x.png"]["t"]
+
+    def failed(table: pa.Table) -> pa.Table:
+        return table.set_column(table.schema.get_field_index("status"), "status", pa.array(["error"] * len(table)))
+
+    rewrite_report(out, failed)
+    again = cambatch.build_gallery(out)
+    assert (again.images, again.errors) == (0, 2)
+    html = again.index.read_text(encoding="utf-8")
+    assert "one/x.png" in html and "two/x.png" in html

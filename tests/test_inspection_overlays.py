@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import SAMPLES
+from identity_support import two_folders_run
 from inspecting_support import copy_run
 from PIL import Image
 from typer.testing import CliRunner
@@ -108,3 +109,40 @@ def test_moved_or_changed_photos_are_refused_with_one_line_and_nothing_written(t
 def test_a_bad_where_is_one_line(sample_run):
     result = runner.invoke(app, ["overlays", str(sample_run[0].out), "--where", "no_such_column > 1"])
     assert result.exit_code == 2 and "cannot apply --where" in result.stderr
+
+
+def test_two_inputs_holding_one_path_are_two_images_to_select_and_render(tmp_path):
+    out = two_folders_run(tmp_path, overlays=False)
+    made = cambatch.render_overlays(out, limit=1)  # the first image: INPUT one's x.png, both its classes
+    assert made.images == 1 and made.overlays == 2 and len({p.split("/")[1] for p in made.paths}) == 1
+    every = cambatch.render_overlays(out, where="rank == 1")
+    assert every.images == 2 and len(set(every.paths)) == 2  # each INPUT's x.png its own overlay
+
+
+def test_an_unknown_class_is_refused_in_one_line_not_zero_overlays(sample_run, tmp_path):
+    out = copy_run(sample_run[0].out, tmp_path / "cams")
+    before = jpgs(out)
+    result = runner.invoke(app, ["overlays", str(out), "--class", "notaclass"])
+    assert result.exit_code == 2 and "unknown class 'notaclass' (--class)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and jpgs(out) == before
+    # A class the model has but no row explains is no error: nothing to render.
+    known = runner.invoke(app, ["overlays", str(out), "--class", "goldfish"])
+    assert known.exit_code == 0 and "0 overlays of 0 images" in known.stderr
+
+
+def test_capital_and_clashing_names_are_rerendered_where_the_run_put_them(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("IMG_0001.JPG", "Coffee.png", "coffee.png"):  # the last two clash on a case-blind disk
+        shutil.copy(SAMPLES / ("rocket.jpg" if name.endswith("JPG") else "coffee.png"), photos / name)
+    out = tmp_path / "cams"
+    cambatch.run(photos, out, topk=1, workers=0, progress=False)
+    report = cambatch.load_report(out)
+    folders = {
+        path: overlay.split("/")[1] for path, overlay in zip(report["path"], report["overlay_path"], strict=True)
+    }
+    assert folders["IMG_0001.JPG"] == "IMG_0001.JPG"  # plain: nothing clashes with it
+    assert folders["Coffee.png"].startswith("Coffee.png~") and folders["coffee.png"].startswith("coffee.png~")
+    written = sorted(report["overlay_path"])
+    shutil.rmtree(out / "overlays")
+    assert cambatch.render_overlays(out).paths == sorted(written)

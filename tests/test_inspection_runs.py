@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 
+import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from cambatch.cli import app
-from cambatch.inspection.runs import print_runs
+from cambatch.inspection.runs import print_runs, run_rows
 from cambatch.layout import OutputLayout
+from cambatch.report.schema import table
 from cambatch.runner.manifest import write_manifest
 
 
@@ -71,3 +73,23 @@ def test_a_url_is_refused_in_one_line_with_the_url_as_given(command):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "s3://bucket/cams" in lines[0] and "reads a local output folder" in lines[0]
+
+
+def test_a_run_that_died_is_counted_from_the_parts_it_published(tmp_path):
+    layout = OutputLayout(tmp_path)
+    dead, other = "20250103T000000Z-cccccc", "20250103T000000Z-dddddd"
+    counts = {"images": 14, "ok": 0, "error": 0, "skipped": 0}  # what its manifest said when it started
+    write_manifest(layout.manifest_path(dead), record(dead, "2025-01-03", status="running", counts=counts))
+    layout.report_dir.mkdir()
+
+    def part(run_id: str, name: str, paths: list[str], status: str) -> None:
+        columns = {"input_root": ["/in"] * len(paths), "path": paths, "status": [status] * len(paths)}
+        pq.write_table(
+            table(columns, len(paths)), layout.report_dir / f"{layout.part_name(run_id, name)}-00000.parquet"
+        )
+
+    part(dead, "", [f"img_{i:02d}.jpg" for i in range(12) for _ in range(2)], "ok")  # 12 images, 2 rows each
+    part(dead, "-w1a2b", ["broken.jpg"], "error")  # another writer of the same run
+    part(other, "", ["x.jpg"], "ok")  # another run's: not counted
+    (row,) = run_rows(tmp_path)
+    assert (row["status"], row["ok"], row["error"]) == ("died", 12, 1)

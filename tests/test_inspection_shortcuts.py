@@ -17,6 +17,7 @@ from cambatch.cli import app
 from cambatch.evaluation.maps import resize_matrix as resample_matrix
 from cambatch.inspection.options import Thresholds
 from cambatch.inspection.shortcuts import (
+    EXAMPLES,
     GRID,
     GroupMaps,
     class_patterns,
@@ -207,3 +208,21 @@ def test_find_shortcuts_groups_by_label_when_the_run_has_labels():
     assert found.by == "label" and set(found.classes.index) == {"stamped", "plain"}
     assert found.classes.loc["stamped", "fixed_location"]
     assert found.images["map_cluster"].notna().all()
+
+
+def test_two_inputs_holding_one_path_are_two_images_and_examples_are_marked():
+    """Nine maps at one place, nine at another, the same nine paths under two INPUTs: eighteen images, each
+    INPUT's in its own cluster, and the images `clusters.examples` names are those marked `example`."""
+    rng = np.random.default_rng(2)
+    maps = [blob(0.5 + rng.normal(0, 0.02), x + rng.normal(0, 0.02)) for x in [0.15] * 9 + [0.85] * 9]
+    rows = rows_of(maps, ["x"] * 18).assign(
+        input_root=["/in/one"] * 9 + ["/in/two"] * 9, path=[f"img_{i % 9}.png" for i in range(18)], rank=1, status="ok"
+    )
+    found = find_shortcuts(rows.assign(run_id="r"))
+    images = found.images
+    clusters = images.groupby("input_root")["map_cluster"].unique().map(list).to_dict()
+    assert len(images) == 18 and len(clusters["/in/one"]) == len(clusters["/in/two"]) == 1
+    assert clusters["/in/one"] != clusters["/in/two"]
+    for cluster in found.clusters.itertuples():
+        marked = images[(images.map_cluster == cluster.cluster) & images.example]
+        assert marked["path"].tolist() == cluster.examples and len(marked) == EXAMPLES

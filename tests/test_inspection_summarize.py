@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from inspecting_support import add_labels, copy_run, synthesize_run
+from identity_support import PHOTOS, two_folders_run
+from inspecting_support import add_labels, copy_run, set_settings, synthesize_run
 from typer.testing import CliRunner
 
 import cambatch
 from cambatch.cli import app
-from cambatch.inspection.summarize import Thresholds, summarize
+from cambatch.inspection.summarize import UNLABELLED, Thresholds, summarize
 
 runner = CliRunner()
 
@@ -92,7 +93,9 @@ def test_labels_added_to_a_real_run_are_used(sample_run, tmp_path):
     assert summary.table.loc["tabby", "accuracy"] == (
         raw.query("path == 'chelsea.png' and rank == 1").class_name.item() == "tabby"
     )
-    assert summary.table["images"].sum() == 3  # unlabelled images have no label group
+    # The images without a label are a group of their own: the table adds up to every image, as its footer does.
+    assert summary.table["images"].sum() == summary.images == 7
+    assert summary.table.loc[UNLABELLED, "images"] == 4 and np.isnan(summary.table.loc[UNLABELLED, "accuracy"])
 
 
 def test_cli_formats_top_and_sort(sample_run):
@@ -123,7 +126,7 @@ def test_cli_errors_are_one_line_with_exit_2(sample_run, tmp_path):
     missing = runner.invoke(app, ["summarize", str(tmp_path)])
     assert missing.exit_code == 2 and "no complete report part" in missing.output
     bad = runner.invoke(app, ["summarize", str(sample_run[0].out), "--sort", "colour"])
-    assert bad.exit_code == 2 and "unknown sort key" in bad.output
+    assert bad.exit_code == 2 and "'colour' is not one of" in bad.output  # typer checks the choice
 
 
 def small_report(labels: bool) -> pd.DataFrame:
@@ -167,8 +170,11 @@ def test_flags_name_both_reasons_and_labels_give_accuracy():
     assert set(summary.flagged.index) == {"mango", "Zebra"}
     assert summary.table.loc["apple", "flags"] == ""
     labelled = summarize(small_report(labels=True))
-    assert labelled.by == "label" and labelled.table["images"].to_dict() == {"apple": 1, "pear": 1, "zebra": 1}
-    assert labelled.table["accuracy"].to_dict() == {"apple": 1.0, "pear": 0.0, "zebra": 1.0}  # case-blind
+    assert labelled.by == "label"
+    assert labelled.table["images"].to_dict() == {"apple": 1, "pear": 1, "zebra": 1, UNLABELLED: 1}
+    accuracy = labelled.table["accuracy"].to_dict()
+    assert {k: accuracy[k] for k in ("apple", "pear", "zebra")} == {"apple": 1.0, "pear": 0.0, "zebra": 1.0}
+    assert np.isnan(accuracy[UNLABELLED])  # case-blind; no label, no accuracy
 
 
 def test_off_object_flag_and_ground_truth_columns():
@@ -189,3 +195,56 @@ def test_off_object_flag_and_ground_truth_columns():
 def test_no_ground_truth_columns_without_annotations():
     table = summarize(small_report(labels=False)).table
     assert "energy_in_gt" not in table.columns and "off_object_flag" not in table.columns
+
+
+def test_two_inputs_holding_one_path_count_as_two_images(tmp_path):
+    out = two_folders_run(tmp_path, overlays=False)
+    summary = cambatch.summarize_run(out)
+    assert summary.by == "label" and summary.images == 2
+    assert summary.table["images"].to_dict() == {label: 1 for _, label, _ in PHOTOS.values()}
+    assert summary.table["accuracy"].to_dict() == {label: 1.0 for _, label, _ in PHOTOS.values()}
+    failed = small_report(labels=False).iloc[[4, 4]].assign(input_root=["/in/one", "/in/two"])
+    assert summarize(pd.concat([small_report(labels=False).assign(input_root="/in/one"), failed])).errors == 2
+
+
+def classes_report() -> pd.DataFrame:
+    """A `--classes 134,281` run over two labelled images: each explains both classes, at their true ranks."""
+    df = pd.DataFrame(
+        {
+            "path": ["a.jpg", "a.jpg", "b.jpg", "b.jpg"],
+            "rank": [5, 1, 2, 7],
+            "class_name": ["crane", "tabby", "crane", "tabby"],
+            "probability": [0.01, 0.8, 0.3, 0.001],
+            "active_area": [0.1, 0.2, 0.3, 0.4],
+            "border_energy": [0.1, 0.1, 0.2, 0.2],
+            "entropy": [0.5, 0.5, 0.5, 0.5],
+            "status": ["ok"] * 4,
+            "label": ["tabby", "tabby", "crane", "crane"],
+            "correct": pd.array([True, True, None, None], dtype="boolean"),
+        }
+    )
+    df.attrs["classes"] = [134, 281]
+    return df
+
+
+def test_a_classes_run_is_summarized_per_chosen_class_never_as_predictions():
+    summary = summarize(classes_report())
+    assert summary.by == "class" and summary.chosen_classes and "--classes" in summary.counted
+    # Each image counts in every chosen class's group, not once by its best-ranked row.
+    assert summary.table["images"].to_dict() == {"crane": 2, "tabby": 2} and summary.images == 2
+    assert summary.table.loc["crane", "mean_probability"] == pytest.approx(0.155)
+    assert "accuracy" not in summary.table.columns  # no top-1 was predicted, so none was right
+    with pytest.raises(ValueError, match="chosen with --classes, not its predictions"):
+        summarize(classes_report(), by="label")
+
+
+def test_the_cli_says_a_classes_run_explains_chosen_classes(sample_run, tmp_path):
+    out = copy_run(sample_run[0].out, tmp_path / "classes")
+    set_settings(out, classes=[967, 504])
+    shown = runner.invoke(app, ["summarize", str(out), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    meta = json.loads(shown.output)["meta"]
+    assert meta["by"] == "class" and "chosen with --classes, not predictions" in meta["counted"]
+    assert sum(row["images"] for row in json.loads(shown.output)["rows"]) == 21  # every explained row
+    refused = runner.invoke(app, ["summarize", str(out), "--by", "label"])
+    assert refused.exit_code == 2 and "chosen with --classes" in refused.output

@@ -61,8 +61,11 @@ def test_a_weights_file_is_loaded_and_fingerprinted(resnet18_state, tmp_path):
 
 
 def test_weights_that_do_not_fit_and_wrong_class_names_are_refused(resnet18_state, tmp_path):
-    with pytest.raises(UsageError, match="does not fit resnet18"):
+    with pytest.raises(
+        UsageError, match=r"does not fit resnet18: .*\(its classifier has 3 classes: add --num-classes 3\)$"
+    ):
         load_model("resnet18", str(resnet18_state))  # 1000 classes expected, the file has 3
+    assert load_model("resnet18", str(resnet18_state), num_classes=3).head.out_features == 3  # as it says
     names = tmp_path / "names.txt"
     names.write_text("cat\ndog\n")
     with pytest.raises(UsageError, match="names.txt has 2 names but the model has 3 classes"):
@@ -103,6 +106,12 @@ def test_a_head_with_more_than_a_linear_layer_is_refused():
     net.fc = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 5))
     with pytest.raises(UsageError, match="but its head is Linear -> ReLU -> Linear; pick a model with such a head"):
         _split("mlp", net)
+
+
+def test_cam_on_a_model_without_a_cam_head_suggests_method_auto():
+    torch.manual_seed(0)
+    with pytest.raises(UsageError, match="features are not a spatial map.*; --method auto picks a gradient method"):
+        load_model("timm:vit_tiny_patch16_224", "none")
 
 
 def test_a_timm_model_takes_mean_std_size_and_interpolation_from_its_own_config():

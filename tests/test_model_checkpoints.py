@@ -155,6 +155,17 @@ def test_no_state_dict_missing_and_unreadable_files_are_refused(tmp_path):
         read_checkpoint(tmp_path / "cut.pt")
 
 
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is_not(tmp_path, trust):
+    (tmp_path / "junk.pt").write_text("this is junk\n")  # torch's own words: "174812789", "pop from empty list"
+    with pytest.raises(UsageError) as refused:
+        read_checkpoint(tmp_path / "junk.pt", trust)
+    assert str(refused.value) == (
+        f"cannot read weights file {tmp_path / 'junk.pt'}: it is not a PyTorch checkpoint (torch.save), "
+        "a .safetensors file or a torch.export .pt2 archive"
+    )
+
+
 def test_safetensors_files_are_read(tmp_path):
     from safetensors.torch import save_file
 

@@ -98,6 +98,43 @@ def test_per_image_takes_top1_and_the_newest_run_of_a_repeated_image():
     assert list(categorical["class_name"]) == ["new", "cat"]
 
 
+def test_per_image_keys_an_image_by_its_input_and_path():
+    """Two INPUTs holding `x.png` hold two images, resumed (newest run) and ranked each on its own."""
+    df = pd.DataFrame(
+        {
+            "input_root": ["/in/one", "/in/one", "/in/two", "/in/two", "/in/two"],
+            "path": ["x.png"] * 5,
+            "rank": [1, 1, 2, 1, 1],
+            "class_name": ["old cat", "cat", "saucer", "cup", "mug"],
+            "status": ["ok"] * 5,
+            "run_id": ["2025-a", "2025-b", "2025-a", "2025-a", "2024-z"],
+        }
+    )
+    top = reader.per_image(df)
+    assert list(zip(top["input_root"], top["class_name"], strict=True)) == [("/in/one", "cat"), ("/in/two", "cup")]
+    assert reader.image_key(df) == ["input_root", "path"] and reader.image_key(df[["path"]]) == ["path"]
+    assert reader.image_ids(top) == [("/in/one", "x.png"), ("/in/two", "x.png")]
+
+
+def test_load_map_asks_which_input_when_several_hold_the_path(tmp_path):
+    maps = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
+    rows = {
+        "input_root": ["/in/one", "/in/two"],
+        "path": ["x.png", "x.png"],
+        "status": ["ok", "ok"],
+        "rank": [1, 1],
+        "class_index": [7, 7],
+        "run_id": ["r", "r"],
+        "map": map_array(maps),
+        "map_height": [2, 2],
+        "map_width": [3, 3],
+    }
+    write_part(tmp_path / "report" / "part.parquet", rows, 2, "r")
+    with pytest.raises(KeyError, match=r"several INPUTs hold 'x.png' \(/in/one, /in/two\): pass input_root"):
+        cambatch.load_map(tmp_path, "x.png", 7)
+    np.testing.assert_array_equal(cambatch.load_map(tmp_path, "x.png", 7, input_root="/in/two"), maps[1])
+
+
 def write_part(path, rows: dict, count: int, run_id: str, schema: pa.Schema = SCHEMA):
     path.parent.mkdir(parents=True, exist_ok=True)
     settings = {"run_id": run_id, "model": "tiny", "class_names": ["a", "b"]}
@@ -180,3 +217,51 @@ def test_has_labels():
     assert not reader.has_labels(pd.DataFrame({"path": ["a"]}))
     assert not reader.has_labels(pd.DataFrame({"label": [None, None]}))
     assert reader.has_labels(pd.DataFrame({"label": [None, "cat"]}))
+
+
+def _embedded_report(tmp_path):
+    """Three images x top-2: b.jpg failed; each ok image's vector on its rank-1 row."""
+    embedding = pa.array([[1.0, 2.0], None, [3.0, 4.0], None, None], pa.list_(pa.float16()))
+    rows = {
+        "input_root": ["/in"] * 5,
+        "path": ["a.jpg", "a.jpg", "c.jpg", "c.jpg", "b.jpg"],
+        "status": ["ok", "ok", "ok", "ok", "error"],
+        "rank": [1, 2, 1, 2, None],
+        "class_name": ["cat", "dog", "dog", "cat", None],
+        "label": ["cat", "cat", "cat", "cat", "dog"],
+        "correct": [True, True, False, False, None],
+        "embedding": embedding,
+    }
+    write_part(tmp_path / "report" / "part.parquet", rows, 5, "r")
+    return tmp_path
+
+
+def test_load_embeddings_reads_one_vector_per_image_and_load_report_leaves_them_out(tmp_path):
+    out = _embedded_report(tmp_path)
+    images, vectors = cambatch.load_embeddings(out)
+    assert images["path"].tolist() == ["a.jpg", "c.jpg"] and images["class_name"].tolist() == ["cat", "dog"]
+    assert vectors.dtype == np.float16 and vectors.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert images["correct"].tolist() == [True, False] and images["input_root"].tolist() == ["/in", "/in"]
+    narrowed = cambatch.load_embeddings(out, where=ds.field("class_name") == "dog")
+    assert narrowed.images["path"].tolist() == ["c.jpg"] and narrowed.vectors.shape == (1, 2)
+    assert "embedding" not in cambatch.load_report(out, maps=True).columns  # only when named
+    assert "embedding" in cambatch.load_report(out, columns=["path", "embedding"]).columns
+
+
+def test_load_embeddings_of_a_run_without_them_says_how_to_get_them(tmp_path):
+    old_schema = pa.schema([f for f in SCHEMA if f.name != "embedding"])
+    write_part(tmp_path / "report" / "part.parquet", {"path": ["a.jpg"], "status": ["ok"]}, 1, "r", old_schema)
+    with pytest.raises(cambatch.errors.UsageError, match="holds no embeddings: run it with --embeddings"):
+        cambatch.load_embeddings(tmp_path)
+    write_part(tmp_path / "new" / "report" / "part.parquet", {"path": ["a.jpg"], "status": ["ok"]}, 1, "r")
+    with pytest.raises(cambatch.errors.UsageError, match="holds no embeddings"):  # the column, all null
+        cambatch.load_embeddings(tmp_path / "new")
+
+
+def test_scan_report_streams_the_matching_rows_in_batches(tmp_path):
+    out = _embedded_report(tmp_path)
+    batches = list(reader.scan_report(out, columns=["path", "rank"], where=ds.field("status") == "ok", batch_rows=3))
+    assert len(batches) >= 2 and max(len(b) for b in batches) <= 3 and list(batches[0].columns) == ["path", "rank"]
+    assert pd.concat(batches)["path"].tolist() == ["a.jpg", "a.jpg", "c.jpg", "c.jpg"]
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        next(reader.scan_report(out, columns=["nope"]))

@@ -89,6 +89,27 @@ def test_faithfulness_adds_its_columns_and_feeds_the_tally():
     assert plain.tally.summary() is None and not set(FAITHFULNESS_NAMES) & set(plain(pixels()).columns)
 
 
+@pytest.mark.parametrize("method", ["cam", "gradcam", "eigencam"])
+def test_embeddings_are_the_pooled_target_layer_and_for_cam_the_heads_input(method):
+    model = tiny_model(seed=1)
+    result = engine_for(model, method=method, topk=2, embeddings=True)(pixels())
+    images = (pixels().float() - 0.5 * 255) / (0.25 * 255)
+    with torch.inference_mode():
+        pooled = model.features(images).mean((2, 3))  # tiny_model's body feeds its GAP -> linear head
+        logits = model.network(images)
+    assert result.embeddings.dtype == np.float16 and result.embeddings.shape == tuple(pooled.shape)
+    np.testing.assert_allclose(result.embeddings, pooled.numpy(), rtol=2e-3, atol=2e-3)
+    if method == "cam":  # the head's input: the head turns it back into the logits
+        with torch.inference_mode():
+            head = model.head(torch.from_numpy(result.embeddings.astype(np.float32)))
+        np.testing.assert_allclose(
+            head.gather(1, torch.from_numpy(result.class_index)), result.columns["logit"], atol=2e-2
+        )
+        np.testing.assert_allclose(head.numpy(), logits.numpy(), atol=2e-2)
+    assert result.image(1).embeddings.shape == (1, pooled.shape[1])
+    assert engine_for(model, method=method, topk=2)(pixels()).embeddings is None  # only when asked
+
+
 def test_resolve_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

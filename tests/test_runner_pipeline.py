@@ -687,6 +687,13 @@ def test_resolve_classes_by_name_or_index():
             resolve_classes((unknown,), names)
 
 
+def test_a_class_name_several_classes_share_is_refused_with_their_indices():
+    names = ["tabby", "crane", "espresso", "Crane"]  # ImageNet: 134 the bird, 517 the machine
+    with pytest.raises(UsageError, match="class name 'crane' .* names 2 classes, indices 1, 3: give the index"):
+        resolve_classes(("crane",), names)
+    assert resolve_classes(("3", "1"), names) == [3, 1]  # each by its index
+
+
 def test_find_sources_takes_the_inputs_and_the_list_but_never_the_output_folder(tmp_path):
     photos = tmp_path / "photos"
     make_folder(photos / "cats", 1, side=32)

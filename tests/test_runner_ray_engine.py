@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 import cambatch
 from cambatch.cli import app
 from cambatch.config import RunConfig
-from cambatch.layout import OutputLayout
+from cambatch.layout import ImageNames, OutputLayout
 from cambatch.report.parts import part_settings, published_parts
 from cambatch.runner.engine import CamEngine
 from cambatch.runner.job import build_stages, image_writer, preprocess
@@ -149,7 +149,9 @@ def test_an_actor_forwards_at_its_thread_count_on_any_calling_thread_and_publish
     stages = build_stages(config)
     layout = OutputLayout(tmp_path / "out")
     layout.root.mkdir()
-    writer = image_writer(config, stages, layout, "20261202T000000Z-abcdef", truth=None, several_roots=False)
+    writer = image_writer(
+        config, stages, layout, "20261202T000000Z-abcdef", truth=None, names=ImageNames(), problems=[]
+    )
     actors = [CamActor(config=config, settings={}, writer=writer, shard=parse_shard(config.source.shard).tag)]
     sources = discover([SAMPLES])[:2]
     columns = decode_batch(

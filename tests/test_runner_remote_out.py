@@ -76,7 +76,8 @@ def test_a_run_into_s3_gives_the_local_rows_then_resumes_and_purges_against_the_
 
     cli = CliRunner().invoke(app, ["run", str(photos), "--out", url, "--workers", "0"])
     assert cli.exit_code == 0, cli.output
-    assert f"report:   {url}/report" in cli.output and f"overlays: {url}/overlays (21 images)" in cli.output
+    assert f"report:   {url}/report" in cli.output
+    assert f"overlays: {url}/overlays (21 overlays of 7 images)" in cli.output
     rows = _rows_on_store(fs, root)
     assert_same_rows(by_image(rows, str), by_image(local_rows, str))
     assert set(rows["overlay_path"]) == _overlays_on_store(fs, root) and len(uploaded) == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_folder
@@ -14,9 +16,9 @@ from typer.testing import CliRunner
 from cambatch.cli import app
 from cambatch.layout import OutputLayout
 from cambatch.report.parts import published_parts
-from cambatch.report.schema import table
+from cambatch.report.schema import SCHEMA, table
 from cambatch.report.writer import ReportWriter
-from cambatch.runner.resume import plan, purge, sweep
+from cambatch.runner.resume import SettingsChanged, check_settings, plan, purge, report_settings, sweep
 from cambatch.sources.discover import ImageSource
 from cambatch.sources.shard import Shard
 
@@ -65,9 +67,11 @@ def test_plan_skips_unchanged_images_and_redoes_new_changed_and_retried_ones(tmp
         ("/other/root", "same.jpg"),
     ]
     assert done.skipped == 2  # same.jpg, and bad.jpg: a failure is not retried unless asked
+    assert done.errors_kept == 1  # ... and still failed: `--fail-on-error` counts it
     assert done.purge_keys == {f"{root}\x00bigger.jpg", f"{root}\x00touched.jpg"}  # their old rows go first
     retried = plan(sources, report, retry_errors=True)
     assert "bad.jpg" in [s.rel for s in retried.todo] and f"{root}\x00bad.jpg" in retried.purge_keys
+    assert retried.errors_kept == 0
     assert retried.skipped == 1
 
 
@@ -167,6 +171,7 @@ def _with(args: list[str], **changes: str) -> list[str]:
         ({"image_size": "192"}, "input_size (--image-size): 224 there, 192 now"),
         ({"colormap": "viridis"}, "colormap (--colormap): jet there, viridis now"),
         ({"max_side": "64"}, "max_side (--max-side): 1024 there, 64 now"),
+        ({"embeddings": ""}, "embeddings (--embeddings): False there, True now"),
     ],
 )
 def test_a_resume_with_another_setting_is_refused_naming_it(resumed_out, changes, named):
@@ -213,3 +218,53 @@ def test_sweep_removes_the_temporary_parts_of_its_shard_only(tmp_path):
 
 def _temporary(layout: OutputLayout) -> list[str]:
     return sorted(p.name for p in layout.report_dir.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_overwrite_of_one_shard_is_judged_by_the_rows_it_keeps_and_says_what_would_work(tmp_path):
+    report, root = tmp_path / "report", str(ROOT)
+    halves = Shard(0, 2), Shard(1, 2)
+    names = [f"img_{i}.jpg" for i in range(8)]
+    mine = [n for n in names if halves[0].owns(n)]
+    theirs = [n for n in names if halves[1].owns(n)]
+    write_part(report, "part-a-shard0000of0002-00000.parquet", [(root, n, 1, 1, "ok") for n in mine])
+    write_part(report, "part-b-shard0001of0002-00000.parquet", [(root, n, 1, 1, "ok") for n in theirs])
+    assert mine and theirs and len(report_settings(report)) == 2
+    kept = report_settings(report, beyond=halves[0])  # what shard 0's --overwrite leaves: shard 1's part
+    assert len(kept) == 1 and report_settings(report, beyond=Shard(0, 1)) == []  # a whole run keeps nothing
+    earlier, now = {"model": "m", "topk": 3}, {"model": "m", "topk": 1}
+    with pytest.raises(SettingsChanged) as refused:
+        check_settings([earlier], now, tmp_path, overwrite=halves[0])
+    assert str(refused.value) == (
+        f"{tmp_path} holds other shards' results made with other settings (topk (--topk): 3 there, 1 now), and "
+        f"--overwrite redoes only shard 0/2: give this run another --out, or delete {tmp_path} and rerun every "
+        "shard to start them all over"
+    )
+    with pytest.raises(SettingsChanged, match="or add --overwrite to redo every image"):
+        check_settings([earlier], now, tmp_path)
+
+
+def test_the_ground_truth_is_a_compared_setting(tmp_path):
+    shown = "annotations (--annotations): none there, /data/boxes.csv now"
+    with pytest.raises(SettingsChanged, match=re.escape(shown)):
+        check_settings(
+            [{"model": "m", "annotations": None}], {"model": "m", "annotations": "/data/boxes.csv"}, tmp_path
+        )
+    check_settings([{"model": "m"}], {"model": "m", "annotations": "/data/boxes.csv"}, tmp_path)  # an older part
+
+
+def test_a_finished_image_with_a_new_label_is_redone_and_no_label_now_keeps_its_rows(tmp_path):
+    report, root = tmp_path / "report", str(ROOT)
+    write_part(report, "part-1-00000.parquet", [(root, "a.jpg", 100, 5, "ok"), (root, "b.jpg", 100, 5, "ok")])
+    pq.write_table(
+        pq.read_table(report / "part-1-00000.parquet").set_column(
+            SCHEMA.get_field_index("label"), "label", pa.array(["cat", "cat", None, None], pa.string())
+        ),
+        report / "part-1-00000.parquet",
+    )
+    labelled = [replace(src("a.jpg"), label="cat"), replace(src("b.jpg"), label="dog")]
+    done = plan(labelled, report)
+    assert [s.rel for s in done.todo] == ["b.jpg"] and done.relabelled == 1 and done.skipped == 1
+    assert done.purge_keys == {f"{root}\x00b.jpg"}  # its unlabelled rows go first
+    assert plan([replace(src("a.jpg"), label="tabby")], report).relabelled == 1  # a changed label too
+    unlabelled = plan([src("a.jpg"), src("b.jpg")], report)  # a rerun without labels redoes nothing
+    assert unlabelled.todo == [] and unlabelled.skipped == 2 and unlabelled.relabelled == 0

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from cambatch.annotations.readers import load_annotations
 from cambatch.data.preprocess import Sample
-from cambatch.layout import OutputLayout
+from cambatch.layout import ImageNames, OutputLayout
 from cambatch.report.schema import SCHEMA
 from cambatch.runner.engine import BatchResult
 from cambatch.runner.writer import ImageWriter, overlay_count
@@ -84,6 +85,23 @@ def test_ok_rows_have_the_images_columns_and_classes(tmp_path):
     assert np.array(got[0]["map"], np.float32).reshape(2, 3)[:, 0].tolist() == [4.0, 4.0]
 
 
+def test_the_embedding_is_kept_once_per_image_on_its_best_ranked_row(tmp_path):
+    result = batch_result()
+    result.embeddings = np.array([[1, 2, 3], [4.5, 5, 6]], np.float16)
+    rows = writer(tmp_path, overlays=False).ok_rows(source(tmp_path), sample(), result, 1)
+    assert rows.column("embedding").to_pylist() == [[4.5, 5.0, 6.0], None]  # rank 1, then rank 2
+    chosen = BatchResult(
+        {**result.columns, "class_index": np.array([[0, 1], [3, 2]]), "rank": np.array([[5, 2], [9, 4]])},
+        result.maps,
+        None,
+        embeddings=result.embeddings,
+    )
+    rows = writer(tmp_path, overlays=False, named_by_rank=False).ok_rows(source(tmp_path), sample(), chosen, 1)
+    assert rows.column("embedding").to_pylist() == [None, [4.5, 5.0, 6.0]]  # --classes: the best rank, 4
+    plain = writer(tmp_path, overlays=False).ok_rows(source(tmp_path), sample(), batch_result(), 1)
+    assert plain.column("embedding").null_count == 2  # without --embeddings: null
+
+
 def test_overlays_are_saved_at_the_photos_size_under_their_names(tmp_path):
     rows = writer(tmp_path).ok_rows(source(tmp_path), sample(60, 40), batch_result(), 1)
     paths = rows.column("overlay_path").to_pylist()
@@ -153,3 +171,37 @@ def test_a_vanished_out_is_an_error_never_recreated(tmp_path):
     with pytest.raises(FileNotFoundError):
         images.ok_rows(source(tmp_path), sample(), batch_result(), 1)
     assert not (tmp_path / "out").exists()
+
+
+def with_boxes(result: BatchResult) -> BatchResult:
+    """`result` with a CAM box on every row (the ground-truth columns compare it with the truth's)."""
+    boxes = {
+        f"bbox_{side}": np.full((2, 2), value, np.float32)
+        for side, value in zip(("x0", "y0", "x1", "y1"), (0, 0, 1, 1), strict=True)
+    }
+    return BatchResult(columns={**result.columns, **boxes}, maps=result.maps, display=result.display)
+
+
+def test_a_box_past_the_edge_is_clipped_and_one_wholly_outside_is_a_problem_line(tmp_path):
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("path,x0,y0,x1,y1\npumpkins/p1.jpg,100,50,900,700\npumpkins/p2.jpg,700,500,900,700\n")
+    images = writer(tmp_path, truth=load_annotations(csv), overlays=False)
+    rows = images.ok_rows(source(tmp_path), sample(), with_boxes(batch_result()), 1).to_pylist()  # 600 x 400
+    assert rows[0]["gt_box_coords"] == [100, 50, 599, 399] and rows[0]["gt_boxes"] == 1
+    assert rows[0]["gt_box_iou"] == pytest.approx(500 * 350 / (600 * 400))  # the CAM box is the whole image
+    assert images.problems == []
+    other = ImageSource(tmp_path / "in" / "pumpkins/p2.jpg", tmp_path / "in", "pumpkins/p2.jpg", 1, 1)
+    rows = images.ok_rows(other, sample(), with_boxes(batch_result()), 1).to_pylist()
+    assert all(r["gt_boxes"] is None and r["gt_box_iou"] is None and r["energy_in_gt"] is None for r in rows)
+    assert images.problems == [
+        "boxes.csv:3: box 700,500,900,700 lies wholly outside the 600x400 image (pumpkins/p2.jpg)"
+    ]
+
+
+def test_overlay_folders_get_a_hash_only_when_the_run_has_a_clashing_name(tmp_path):
+    capital = ImageSource(tmp_path / "in" / "IMG_0001.JPG", tmp_path / "in", "IMG_0001.JPG", 1, 1)
+    plain = writer(tmp_path, names=ImageNames.of([capital.key])).ok_rows(capital, sample(), batch_result(), 1)
+    assert plain.column("overlay_path").to_pylist()[0] == "overlays/IMG_0001.JPG/top1_jack_o_lantern.jpg"
+    names = ImageNames.of([capital.key, (str(tmp_path / "in"), "img_0001.jpg")])
+    hashed = writer(tmp_path, names=names).ok_rows(capital, sample(), batch_result(), 1)
+    assert hashed.column("overlay_path").to_pylist()[0].startswith("overlays/IMG_0001.JPG~")

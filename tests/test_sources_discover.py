@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 
 import pytest
 
 from cambatch.errors import UsageError
-from cambatch.sources.discover import ImageSource, discover, is_image_name
+from cambatch.layout import OutputLayout
+from cambatch.sources.discover import ImageSource, discover, folder_label, is_image_name
 
 
 def test_discover_is_sorted_case_blind_and_skips_the_output_folder(tmp_path):
@@ -42,14 +45,51 @@ def test_sources_record_size_mtime_and_keys(tmp_path):
     assert ImageSource(tmp_path, tmp_path, "noext").stem_rel == "noext"
 
 
-def test_labels_from_dirs_name_the_parent_folder(tmp_path):
+def test_labels_from_dirs_follow_imagefolder_the_first_folder_under_the_input(tmp_path):
     root = tmp_path / "train"
-    for rel in ("cat/a.jpg", "dog/puppies/b.jpg", "top.jpg"):
+    for rel in ("cat/a.jpg", "espresso/nested/x.jpg", "top.jpg"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
+    (root / "dog").mkdir()
+    for rel in ("dog/shard.tar", "loose.tar"):  # a tar's members take the tar's place
+        with tarfile.open(root / rel, "w") as tar:
+            member = tarfile.TarInfo("inner/k.jpg")
+            member.size = 1
+            tar.addfile(member, io.BytesIO(b"x"))
     labels = {s.rel: s.label for s in discover([root], labels_from_dirs=True)}
-    assert labels == {"cat/a.jpg": "cat", "dog/puppies/b.jpg": "puppies", "top.jpg": "train"}
+    assert labels == {
+        "cat/a.jpg": "cat",
+        "dog/shard.tar/inner/k.jpg": "dog",
+        "espresso/nested/x.jpg": "espresso",  # not `nested`
+        "loose.tar/inner/k.jpg": None,
+        "top.jpg": None,  # not the INPUT's name
+    }
     assert {s.label for s in discover([root])} == {None}
+    assert folder_label("a.parquet#3") is None and folder_label("cats/a.parquet#3") == "cats"
+
+
+def test_every_cambatch_output_folder_is_skipped_not_only_this_runs(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "cams" / "overlays" / "a.jpg").mkdir(parents=True)
+    (photos / "a.jpg").write_bytes(b"x")
+    (photos / "cams" / "overlays" / "a.jpg" / "top1_cat.jpg").write_bytes(b"x")
+    (photos / "cams" / "gallery" / "maps").mkdir(parents=True)
+    (photos / "cams" / "gallery" / "maps" / "00000_cat.png").write_bytes(b"x")
+    OutputLayout(photos / "cams").marker.write_text("x")
+    assert [s.rel for s in discover([photos], exclude=photos / "cams2")] == ["a.jpg"]
+    assert discover([photos / "cams"]) == []  # an OUT given as INPUT holds no photo either
+
+
+def test_an_unreadable_tar_in_a_folder_is_one_sample_that_fails_and_the_folder_goes_on(tmp_path):
+    (tmp_path / "bad.tar").write_text("x\n")
+    (tmp_path / "coffee.png").write_bytes(b"x")
+    found = {s.rel: s for s in discover([tmp_path])}
+    assert sorted(found) == ["bad.tar", "coffee.png"]
+    assert found["bad.tar"].size == 2 and found["bad.tar"].path == tmp_path / "bad.tar"
+    with pytest.raises(OSError, match="cannot read tar shard .*bad.tar"):
+        found["bad.tar"].read_bytes()
+    with pytest.raises(UsageError, match="cannot read tar shard"):  # named as the INPUT itself: refused
+        discover([tmp_path / "bad.tar"])
 
 
 def test_symlink_loops_are_walked_once_and_linked_folders_followed(tmp_path):

@@ -84,3 +84,11 @@ def test_a_list_of_shards_and_parquet_files_stands_for_their_samples(tmp_path):
         (str(tmp_path), "a.jpg"),
     ]
     assert sources[1].read_bytes() == PHOTOS[1].read_bytes() and sources[2].label == "cat"
+
+
+def test_lists_saved_by_a_spreadsheet_or_on_windows(tmp_path):
+    """A BOM first (Excel's "CSV UTF-8"), a header with spaces, CRLF line endings: read as a plain list."""
+    (tmp_path / "list.txt").write_bytes("\ufeffa.jpg\r\nb.jpg\r\n".encode())
+    assert [s.rel for s in read_list(tmp_path / "list.txt")] == ["a.jpg", "b.jpg"]  # not "\ufeffa.jpg"
+    (tmp_path / "list.csv").write_bytes("\ufeffpath, label\r\na.jpg, tabby\r\nb.jpg,\r\n".encode())
+    assert [(s.rel, s.label) for s in read_list(tmp_path / "list.csv")] == [("a.jpg", "tabby"), ("b.jpg", None)]

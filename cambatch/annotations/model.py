@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +17,8 @@ class Box:
     x1: float
     y1: float
     label: str | None = None
+    # The file and line that gave it, for a problem found later (a box outside its image); not part of its value.
+    where: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -41,26 +43,20 @@ class Truth:
 
 @dataclass
 class Annotations:
-    """Ground truth by image key (the path as written in the file), with the problems met while reading.
+    """What one annotation file or folder says: a truth per entry, keyed by the path the entry names its image
+    by (as written), and the problems met while reading. `annotations.match` says which entry is which image.
 
-    `problems` are one line each, naming the file and line; an entry that names its image also marks
-    that image's `Truth.error`.
+    `root` is the folder the entries' relative paths start from (the file's folder, or the folder read);
+    `aliases` the other names an entry answers to (a VOC `<filename>`). `problems` are one line each,
+    naming the file and line; an entry that names its image also marks its `Truth.error`.
     """
 
     source: str
     kind: str
+    root: Path
     images: dict[str, Truth] = field(default_factory=dict)
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-
-    def find(self, path: str) -> Truth | None:
-        """The truth for a report `path`: by the whole relative path, then its file name, then its stem."""
-        if not hasattr(self, "_index"):
-            self._index = _index(self.images)
-        pure = PurePosixPath(path)
-        for key in (path, pure.name, pure.stem):
-            if key in self._index:
-                return self._index[key]
-        return None
 
     def add(self, key: str, box: Box | None = None, **fields) -> None:
         """Merge a box and/or fields (label, size, masks, error) into the image's truth."""
@@ -78,17 +74,15 @@ class Annotations:
             error=old.error or fields.get("error"),
         )
 
+    def alias(self, key: str, name: str) -> None:
+        """Let the entry `key` answer to `name` too."""
+        if name != key and name not in self.aliases.get(key, ()):
+            self.aliases[key] = (*self.aliases.get(key, ()), name)
+
     def problem(self, where: str, message: str, key: str | None = None) -> None:
-        """Record one malformed entry; with `key`, the image it names becomes an error row."""
+        """Record one malformed entry; with `key`, the entry's truth carries the error: its image gets no ground
+        truth (`evaluate` lists it in `annotation_error`).
+        """
         self.problems.append(f"{where}: {message}")
         if key:
             self.add(key, error=f"bad annotation ({where}): {message}")
-
-
-def _index(images: dict[str, Truth]) -> dict[str, Truth]:
-    index: dict[str, Truth] = {}
-    for key, truth in images.items():
-        pure = PurePosixPath(key.replace("\\", "/"))
-        for alias in (pure.stem, pure.name, pure.as_posix()):  # later aliases win: the full path is most precise
-            index[alias] = truth
-    return index

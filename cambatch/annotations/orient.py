@@ -56,3 +56,25 @@ def displayed_boxes(truth: Truth, displayed: tuple[int, int], orient: int = 1) -
         sx, sy = stored[0] / truth.size[0], stored[1] / truth.size[1]
         boxes = boxes * np.array([sx, sy, sx, sy])
     return orient_boxes(boxes, orient, stored)
+
+
+def visible_boxes(truth: Truth, displayed: tuple[int, int], orient: int = 1) -> tuple[np.ndarray, list[str]]:
+    """`displayed_boxes` clipped to the displayed image, and a problem line (`file:line: ...`) per box lying
+    wholly outside it.
+
+    A box that runs past the image's edge is scored by its visible part (IoU, energy and pointing all
+    see the same box); one with no pixel in the image names a mistake (another image's box, the wrong
+    size), and that image then has no ground truth, as with any malformed entry.
+    """
+    if not truth.boxes:
+        return np.zeros((0, 4)), []
+    w, h = displayed
+    boxes = displayed_boxes(truth, displayed, orient)
+    outside = (boxes[:, 0] > w - 1) | (boxes[:, 1] > h - 1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+    problems = [
+        f"{box.where or 'annotations'}: box {box.x0:g},{box.y0:g},{box.x1:g},{box.y1:g} lies wholly outside "
+        f"the {w}x{h} image"
+        for box, out in zip(truth.boxes, outside, strict=True)
+        if out
+    ]
+    return np.clip(boxes, 0, [w - 1, h - 1, w - 1, h - 1]), problems

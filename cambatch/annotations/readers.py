@@ -4,13 +4,13 @@ the WSOL protocol's metadata folder. Torch-free. A malformed entry is one proble
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import UsageError
+from ..sources.text import csv_table, open_text, text_lines
 from .masks import CocoMask
 from .model import Annotations, Box
 
@@ -22,7 +22,7 @@ def load_annotations(path: Path | str) -> Annotations:
     """Read `path`, its format told by what it is: a `.json` (COCO), a `.csv`, a folder with `image_ids.txt`
     and `localization.txt` (WSOL metadata), a folder of `.xml` (VOC / ImageNet) or of `.png` masks.
     """
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()  # the entries' paths start from its folder (`match`)
     if path.is_file() and path.suffix.lower() == ".json":
         return read_coco(path)
     if path.is_file() and path.suffix.lower() == ".csv":
@@ -51,15 +51,14 @@ def _box(values, where: str, label: str | None = None) -> Box:
         raise ValueError(f"box {x0:g},{y0:g},{x1:g},{y1:g} has x1 < x0 or y1 < y0")
     if min(numbers) < 0:
         raise ValueError("negative coordinate")
-    return Box(x0, y0, x1, y1, label or None)
+    return Box(x0, y0, x1, y1, label or None, where)
 
 
 def read_csv(path: Path) -> Annotations:
     """`path,x0,y0,x1,y1[,label]`, a header line and one box per line, pixel coordinates of the stored image."""
-    found = Annotations(str(path), "csv")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "x0", "y0", "x1", "y1"} - set(reader.fieldnames or ())
+    found = Annotations(str(path), "csv", path.parent)
+    with csv_table(path) as reader:
+        missing = {"path", "x0", "y0", "x1", "y1"} - set(reader.fieldnames)
         if missing:
             raise UsageError(f"{path}: missing columns {', '.join(sorted(missing))} (need path,x0,y0,x1,y1[,label])")
         for row in reader:
@@ -80,8 +79,8 @@ def read_csv(path: Path) -> Annotations:
 
 
 def read_voc(folder: Path) -> Annotations:
-    """One Pascal VOC / ImageNet XML per image, matched by `<filename>` and by the XML's own stem."""
-    found = Annotations(str(folder), "voc")
+    """One Pascal VOC / ImageNet XML per image, named by its own path without `.xml` and by its `<filename>`."""
+    found = Annotations(str(folder), "voc", folder)
     for xml in sorted(folder.rglob("*.xml")):
         where = str(xml.relative_to(folder))
         key = xml.relative_to(folder).with_suffix("").as_posix()
@@ -91,21 +90,21 @@ def read_voc(folder: Path) -> Annotations:
             found.problem(where, f"not XML ({exc})", key)
             continue
         size = _voc_size(root)
-        names = [key] + ([root.findtext("filename").strip()] if (root.findtext("filename") or "").strip() else [])
         for index, obj in enumerate(root.iter("object")):
             label = (obj.findtext("name") or "").strip() or None
             try:
                 bnd = obj.find("bndbox")
-                box = _box([bnd.findtext(t) for t in ("xmin", "ymin", "xmax", "ymax")], where, label)
+                box = _box(
+                    [bnd.findtext(t) for t in ("xmin", "ymin", "xmax", "ymax")], f"{where}: object {index + 1}", label
+                )
             except (AttributeError, TypeError, ValueError) as exc:
                 found.problem(f"{where}: object {index + 1}", str(exc) or "bad <bndbox>", key)
                 continue
             found.add(key, box, size=size)
         if key not in found.images:
             found.add(key, size=size)  # an image with no object: known, and every map misses
-        for alias in names[1:]:
-            if Path(alias).stem != Path(key).stem:  # `<filename>` names another image than the XML's stem
-                found.images[alias] = found.images[key]
+        if (root.findtext("filename") or "").strip():
+            found.alias(key, root.findtext("filename").strip())
     return found
 
 
@@ -122,9 +121,10 @@ def read_coco(path: Path) -> Annotations:
 
     A `segmentation` (polygons or RLE) becomes a mask (`masks.CocoMask`, decoded by pycocotools when scored).
     """
-    found = Annotations(str(path), "coco")
+    found = Annotations(str(path), "coco", path.parent)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open_text(path) as handle:
+            data = json.load(handle)
         images = {img["id"]: img for img in data["images"]}
         categories = {c["id"]: c.get("name") for c in data.get("categories", [])}
         annotations = data["annotations"]
@@ -163,8 +163,8 @@ def read_wsol(folder: Path) -> Annotations:
     """The WSOL protocol's metadata: `image_ids.txt`, `class_labels.txt` (id,class index), `image_sizes.txt`
     (id,width,height) and `localization.txt` (id,x0,y0,x1,y1 per box, or id,mask,ignore for masks).
     """
-    found = Annotations(str(folder), "wsol")
-    for _number, line in _lines(folder / "image_ids.txt"):
+    found = Annotations(str(folder), "wsol", folder)
+    for _number, line in text_lines(folder / "image_ids.txt"):
         found.add(line)
     for _where, parts in _rows(folder, "class_labels.txt", 2, found):
         found.add(parts[0], label=parts[1])
@@ -186,17 +186,11 @@ def read_wsol(folder: Path) -> Annotations:
     return found
 
 
-def _lines(path: Path):
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            yield number, line.strip()
-
-
 def _rows(folder: Path, name: str, fields: int | None, found: Annotations):
     path = folder / name
     if not path.is_file():
         return
-    for number, line in _lines(path):
+    for number, line in text_lines(path):
         parts = [p.strip() for p in line.split(",")]
         where = f"{name}:{number}"
         if fields is not None and len(parts) != fields:
@@ -206,8 +200,8 @@ def _rows(folder: Path, name: str, fields: int | None, found: Annotations):
 
 
 def read_masks(folder: Path) -> Annotations:
-    """A folder of mask images, one per image matched by stem (`<stem>.png`); non-zero pixels are the object."""
-    found = Annotations(str(folder), "masks")
+    """A folder of mask images, one per image, named by its path without `.png`; non-zero pixels are the object."""
+    found = Annotations(str(folder), "masks", folder)
     for mask in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MASK_SUFFIXES):
         found.add(mask.relative_to(folder).with_suffix("").as_posix(), masks=[str(mask)])
     return found

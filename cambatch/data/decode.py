@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import ImageError
+
 # EXIF orientations that swap width and height.
 TRANSPOSED = {5, 6, 7, 8}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
-class DecodeError(Exception):
+class DecodeError(ImageError):
     """The file could not be turned into a picture; the message is meant for a person."""
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..errors import UsageError
-from .decode import DecodeError, decode, model_decode_size, overlay_background, overlay_size
+from ..errors import ImageError, UsageError
+from .decode import decode, model_decode_size, overlay_background, overlay_size
 
 # The resizes models' configs ask for (timm's `interpolation`, torchvision's weight transforms), as PIL filters.
 RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
@@ -66,8 +66,8 @@ def prepare(data: bytes, prep: Preprocess) -> Prepared:
 
 
 def failure_message(exc: Exception) -> str:
-    """A file's failure as its error row says it: a `DecodeError`'s own words, else the type and message."""
-    return str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
+    """A file's failure as its error row says it: an `ImageError`'s own words, else the type and message."""
+    return str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
 
 
 def _as_array(image: Image.Image) -> np.ndarray:

@@ -1,12 +1,14 @@
 """`cambatch evaluate`: a run's maps (read from its report) against ground truth, per row and per run.
 
 Torch-free: the maps come from the report's `map` column, the ground truth from `cambatch.annotations`.
-Per image, the map evaluated by the protocol is the label's class (GT-known) when the image has a label,
-else the top-1 prediction's.
+Per image (its `input_root` and `path`: two INPUTs holding `x.png` are two images), the map evaluated by the
+protocol is the label's class (GT-known) when the image has a label, else the top-1 prediction's. Ground
+truth is matched to the report's images by `annotations.match`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import weakref
 from collections.abc import Callable
@@ -18,13 +20,15 @@ import numpy as np
 import pandas as pd
 
 from ..annotations.masks import readable_mask
+from ..annotations.match import GroundTruth, Image, match
 from ..annotations.model import Annotations, Truth
-from ..annotations.orient import displayed_boxes, orientation
+from ..annotations.orient import orientation, visible_boxes
 from ..annotations.readers import load_annotations
 from ..errors import UsageError
-from ..report.reader import map_stack
+from ..names import name_key
+from ..report.reader import IMAGE_KEY, image_ids, map_stack
 from ..report.scan import ReportScan
-from ..report.schema import GROUND_TRUTH_NAMES, name_key
+from ..report.schema import GROUND_TRUTH_NAMES
 from ..sources.remote import is_url
 from . import rows as per_row
 from .boxes import resize_boxes
@@ -62,7 +66,7 @@ def annotations_of(out: Path | str, settings: dict, annotations: Path | str | No
     """The ground truth: the one given, else the run's `--annotations`; a UsageError (exit 2) without either."""
     path = annotations or (settings.get("options") or {}).get("annotations")
     if not path:
-        raise UsageError(f"the run in {out} has no annotations: pass --annotations PATH (see README, Ground truth)")
+        raise UsageError(f"the run in {out} has no annotations: pass --annotations PATH (see docs/ground-truth.md)")
     return load_annotations(path)
 
 
@@ -78,11 +82,14 @@ def evaluate(
     PxAP and the mean mask IoU. An image's label class is scored where the run explained it (`--explain-label`).
 
     The report streams past a batch of images at a time (`report.scan`) into running counts per threshold
-    and per class; the per-row columns wait in a temporary folder until `Evaluation.rows` is read.
+    and per class; the per-row columns wait in a temporary folder until `Evaluation.rows` is read. Every
+    image of the report takes part in matching the ground truth (`annotations.match`), failed ones too, as
+    in the run: their keys are read first.
     `progress` (`start(total)`, `advance(count)`, `stop()`, as `runner.progress` reporters) is told the rows done.
     """
     scan = ReportScan(out)
-    truth = annotations_of(out, scan.settings, annotations)
+    truth = match(annotations_of(out, scan.settings, annotations), _every_image(scan))
+    problems = list(truth.problems)
     grid = threshold_grid(thresholds)
     tally = _Tally(grid)
     folder = tempfile.TemporaryDirectory(prefix="cambatch-evaluate-")
@@ -93,6 +100,7 @@ def evaluate(
         for _, rows in scan.image_rows(COLUMNS):
             frame = rows.reset_index(drop=True)
             images = _image_truth(frame, truth)
+            problems += images.problems
             row_metrics = _row_metrics(frame, images)
             tally.add(*_sweep(frame, images, row_metrics, grid), row_metrics)
             written.append(Path(folder.name) / f"rows-{len(written):05d}.parquet")
@@ -106,8 +114,8 @@ def evaluate(
     if not done:
         raise UsageError(f"the report in {out} has no successful rows to evaluate")
     metrics = tally.metrics(explain_label=bool(scan.settings.get("explain_label")))
-    metrics.update(annotations=truth.source, format=truth.kind, problems=len(truth.problems))
-    result = Evaluation(metrics, tally.per_class(), truth.problems, lambda: _read_rows(written))
+    metrics.update(annotations=truth.annotations.source, format=truth.annotations.kind, problems=len(problems))
+    result = Evaluation(metrics, tally.per_class(), problems, lambda: _read_rows(written))
     weakref.finalize(result, folder.cleanup)  # the rows live as long as the evaluation
     return result
 
@@ -116,6 +124,16 @@ COLUMNS = (
     "input_root", "width", "height", "orientation", "class_index", "class_name", "label",
     "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "map", "map_height", "map_width",
 )  # fmt: skip
+
+
+def _every_image(scan: ReportScan) -> list[Image]:
+    """Every image of the report (input_root, path), processed or failed, once each, in the report's order."""
+    images: dict[Image, None] = {}
+    for table in scan.batches(IMAGE_KEY):
+        frame = table.to_pandas()
+        roots = frame["input_root"] if "input_root" in frame.columns else pd.Series("", index=frame.index)
+        images.update(dict.fromkeys(zip(roots.astype(str), frame["path"].astype(str), strict=True)))
+    return list(images)
 
 
 def _read_rows(paths: list[Path]) -> pd.DataFrame:
@@ -131,14 +149,15 @@ class _Images:
     label: list[str | None]
     annotated: np.ndarray  # [R] bool: the image has ground truth (maybe no box)
     error: list[str | None]
-    masks: dict[str, np.ndarray]  # by path: the union of its masks on the EVAL_SIZE grid (bool), for those with one
+    masks: dict[Image, np.ndarray]  # the union of an image's masks on the EVAL_SIZE grid (bool), for those with one
+    problems: list[str]  # boxes wholly outside their image, one line each (those images have no ground truth)
 
-    def mask_rows(self, paths: list[str]) -> np.ndarray | None:
-        """The masks [R, S, S] of rows by path (all False without one); None when no image has a mask."""
+    def mask_rows(self, images: list[Image]) -> np.ndarray | None:
+        """The masks [R, S, S] of rows by image (all False without one); None when no image has a mask."""
         if not self.masks:
             return None
         blank = np.zeros((EVAL_SIZE, EVAL_SIZE), bool)
-        return np.stack([self.masks.get(p, blank) for p in paths]) if paths else np.zeros((0, *blank.shape), bool)
+        return np.stack([self.masks.get(i, blank) for i in images]) if images else np.zeros((0, *blank.shape), bool)
 
 
 def _orientation(stated, root, path) -> int:
@@ -150,38 +169,51 @@ def _orientation(stated, root, path) -> int:
     return orientation(Path(str(root)) / str(path)) if root and not is_url(str(root)) else 1
 
 
-def _image_truth(frame: pd.DataFrame, truth: Annotations) -> _Images:
-    by_path: dict[str, tuple[np.ndarray, Truth | None]] = {}
-    masks: dict[str, np.ndarray] = {}
+def _displayed_truth(found: Truth, size: tuple[int, int], orient: int) -> tuple[Truth, np.ndarray, list[str]]:
+    """The truth with its boxes in the displayed image, clipped to it; a box wholly outside the image leaves
+    the image without ground truth (an annotation error, as a malformed entry), and is a problem line.
+    """
+    boxes, outside = visible_boxes(found, size, orient)
+    if outside:
+        return dataclasses.replace(found, boxes=(), masks=(), error=f"bad annotation: {outside[0]}"), boxes[:0], outside
+    return found, boxes, []
+
+
+def _image_truth(frame: pd.DataFrame, truth: GroundTruth) -> _Images:
+    by_image: dict[Image, tuple[np.ndarray, Truth | None]] = {}
+    masks: dict[Image, np.ndarray] = {}
+    problems: list[str] = []
     if "orientation" not in frame.columns:  # a report written before the column existed
         frame = frame.assign(orientation=None)
-    columns = ["path", "input_root", "width", "height", "orientation"]
-    for path, root, width, height, stated in frame[columns].drop_duplicates("path").values:
-        found = truth.find(str(path))
+    columns = ["input_root", "path", "width", "height", "orientation"]
+    for root, path, width, height, stated in frame[columns].drop_duplicates(["input_root", "path"]).values:
+        image = (str(root), str(path))
+        found = truth.find(image)
         boxes = np.zeros((0, 4))
         if found is not None and found.error is None and (found.boxes or found.masks):
             orient = _orientation(stated, root, path)
             size = (int(width), int(height))
-            boxes = displayed_boxes(found, size, orient) if found.boxes else boxes
+            found, boxes, outside = _displayed_truth(found, size, orient)
+            problems.extend(f"{line} ({path})" for line in outside)
             mask = readable_mask(found, size, orient) if found.masks else None
             if mask is not None:
-                masks[str(path)] = per_row.grid_masks([mask])[0][0]
-        by_path[str(path)] = (boxes, found)
-    paths = frame["path"].astype(str).tolist()
-    most = max([len(by_path[p][0]) for p in by_path] + [1])
-    gt = np.zeros((len(paths), most, 4))
-    valid = np.zeros((len(paths), most), bool)
-    for i, p in enumerate(paths):  # per row, to lay out the ragged boxes; the metrics below are batched
-        boxes = by_path[p][0]
+                masks[image] = per_row.grid_masks([mask])[0][0]
+        by_image[image] = (boxes, found)
+    images = image_ids(frame)
+    most = max([len(boxes) for boxes, _ in by_image.values()] + [1])
+    gt = np.zeros((len(images), most, 4))
+    valid = np.zeros((len(images), most), bool)
+    for i, image in enumerate(images):  # per row, to lay out the ragged boxes; the metrics below are batched
+        boxes = by_image[image][0]
         gt[i, : len(boxes)], valid[i, : len(boxes)] = boxes, True
-    report_labels = frame["label"].astype(object).tolist() if "label" in frame.columns else [None] * len(paths)
+    report_labels = frame["label"].astype(object).tolist() if "label" in frame.columns else [None] * len(images)
     labels, annotated, errors = [], [], []
-    for p, report_label in zip(paths, report_labels, strict=True):
-        found = by_path[p][1]
+    for image, report_label in zip(images, report_labels, strict=True):
+        found = by_image[image][1]
         labels.append((found.label if found else None) or (None if _missing(report_label) else str(report_label)))
         annotated.append(found is not None and found.error is None)
         errors.append(found.error if found else None)
-    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks)
+    return _Images(gt, valid, labels, np.array(annotated, bool), errors, masks, problems)
 
 
 def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
@@ -189,7 +221,7 @@ def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
     sizes = frame[["width", "height"]].to_numpy(np.float64)
     cam = frame[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(np.float64)
     values = {name: np.zeros(len(frame)) for name in GROUND_TRUTH_NAMES}
-    paths = frame["path"].astype(str).to_numpy()
+    identities = image_ids(frame)
     for group in _size_groups(frame):
         for start in range(0, len(group), ROW_CHUNK):
             idx = group[start : start + ROW_CHUNK]
@@ -199,13 +231,14 @@ def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
                 images.valid[idx],
                 sizes[idx],
                 cam[idx],
-                images.mask_rows(list(paths[idx])),
+                images.mask_rows([identities[i] for i in idx]),
             )
             for name in GROUND_TRUTH_NAMES:
                 values[name][idx] = part[name]
     has_box = images.valid.any(1)
     rows = pd.DataFrame(
         {
+            "input_root": frame["input_root"].astype(str),
             "path": frame["path"].astype(str),
             "rank": frame["rank"],
             "class_index": frame["class_index"],
@@ -216,7 +249,7 @@ def _row_metrics(frame: pd.DataFrame, images: _Images) -> pd.DataFrame:
             "energy_in_gt": values["energy_in_gt"],
             "pointing_hit": pd.array(values["pointing_hit"].astype(bool), dtype="boolean"),
             "mask_iou": values["mask_iou"],
-            "has_mask": frame["path"].astype(str).isin(images.masks).to_numpy(),
+            "has_mask": np.array([image in images.masks for image in identities], bool),
             "annotation_error": images.error,
         }
     )
@@ -255,7 +288,6 @@ class _Chosen:
     """The one row per annotated image with a box or a mask that the protocol scores."""
 
     row: np.ndarray  # [N] row positions (-1: the label's class was not explained)
-    path: list[str]
     label: list[str | None]
     top1_correct: np.ndarray  # [N] bool
     explained: np.ndarray  # [N] bool
@@ -264,8 +296,8 @@ class _Chosen:
 
 
 def _choose(rows: pd.DataFrame) -> _Chosen:
-    """Per image with a box or a mask (by path): the label's row when it has a label, else its top-1 row (else
-    its first); all images at once, no loop over them.
+    """Per image with a box or a mask (by INPUT and path): the label's row when it has a label, else its top-1 row
+    (else its first); all images at once, no loop over them.
     """
     scored = rows[(rows["gt_boxes"].fillna(0) > 0) | rows["has_mask"]]
     position = scored.index.to_numpy()
@@ -273,6 +305,7 @@ def _choose(rows: pd.DataFrame) -> _Chosen:
     top1 = (scored["rank"] == 1).to_numpy()
     frame = pd.DataFrame(
         {
+            "input_root": scored["input_root"].to_numpy(),
             "path": scored["path"].to_numpy(),
             "hit": np.where(matches, position, np.iinfo(np.int64).max),
             "first": np.where(top1, position, np.iinfo(np.int64).max),
@@ -280,7 +313,7 @@ def _choose(rows: pd.DataFrame) -> _Chosen:
             "correct": top1 & matches,
         }
     )
-    images = frame.groupby("path", sort=True).agg(
+    images = frame.groupby(["input_root", "path"], sort=True).agg(
         hit=("hit", "min"), first=("first", "min"), row=("row", "min"), correct=("correct", "any")
     )
     first_rows = images["row"].to_numpy()
@@ -291,7 +324,6 @@ def _choose(rows: pd.DataFrame) -> _Chosen:
     row = np.where(has_label, np.where(hit == never, -1, hit), np.where(first == never, first_rows, first))
     return _Chosen(
         row.astype(int),
-        images.index.astype(str).tolist(),
         label,
         has_label & images["correct"].to_numpy(),
         row >= 0,
@@ -309,7 +341,7 @@ def _sweep(frame: pd.DataFrame, images: _Images, rows: pd.DataFrame, thresholds:
     pixels = np.zeros((2, len(thresholds) + 2))
     rows = np.where(chosen.explained, chosen.row, 0)
     sizes = frame[["width", "height"]].to_numpy(np.float64)
-    paths = frame["path"].astype(str).to_numpy()
+    identities = image_ids(frame)
     for group in _size_groups(frame.iloc[rows]) if n else []:
         for start in range(0, len(group), ROW_CHUNK):
             part = group[start : start + ROW_CHUNK]
@@ -324,7 +356,8 @@ def _sweep(frame: pd.DataFrame, images: _Images, rows: pd.DataFrame, thresholds:
                 largest[part[box]], regions[part[box]] = sweep.largest, sweep.all_regions
             mask = chosen.masked[part]
             if mask.any():
-                pixels += pixel_histograms(scores[mask], images.mask_rows(list(paths[idx[mask]])), thresholds)
+                masks = images.mask_rows([identities[i] for i in idx[mask]])
+                pixels += pixel_histograms(scores[mask], masks, thresholds)
     # An image whose label's class has no map scores as a miss at every threshold.
     largest[~chosen.explained] = 0
     regions[~chosen.explained] = 0

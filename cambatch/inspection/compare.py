@@ -1,10 +1,13 @@
 """`cambatch compare OUT_A OUT_B`: what changed between two runs over the same images.
 
-Images are matched by their report `path`. For each image processed in both runs: whether the
+Images are matched by their INPUT and path (the report's `input_root` and `path`: two INPUTs holding `x.png`
+hold two images). For each image processed in both runs: whether the
 top-1 class changed and, for A's top-1 class (the shared top-1 when nothing changed; when it did,
 still compared if B explained that class at another rank), how far the map's peak moved
 (`peak_shift`: sqrt(dx^2 + dy^2), x and y as fractions of the image's width and height) and how
-much the CAM boxes overlap (`box_iou`, intersection over union).
+much the CAM boxes overlap (`box_iou`, intersection over union). Fixed and broken images are
+counted among those labelled in both runs. A `--classes` run has no top-1 (it explains the classes
+it was given, not its predictions), so it is refused.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..report.reader import frame_of, has_labels, per_image
+from ..report.reader import IMAGE_KEY, chosen_classes, frame_of, has_labels, image_key, per_image
 from ..report.scan import BUCKET_ROWS, ReportScan, partition, read_bucket
 from .medians import medians
 
 _KEEP = [
+    "input_root",
     "path",
     "rank",
     "class_name",
@@ -59,7 +63,7 @@ class Comparison:
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        """One row per path seen in either run, by path (read back on first use); see `compare_reports`."""
+        """One row per image seen in either run, by INPUT and path (read back on first use); see `compare_reports`."""
         return self.rows()
 
     @property
@@ -86,11 +90,12 @@ class Comparison:
 def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     """Compare two report DataFrames (from `load_report`).
 
-    `images` columns: `path`; `status` (`both`, `only_a`, `only_b`, `error_a`, `error_b`,
+    `images` columns: `input_root` and `path` (the image); `status` (`both`, `only_a`, `only_b`, `error_a`, `error_b`,
     `error_both`); `class_a`, `class_b`, `probability_a`, `probability_b` (top-1 of each run);
     `top1_changed`; `compared_class` (A's top-1); `probability_b_of_a` (B's probability for that
     class, when B explained it); `peak_shift` and `box_iou` for that class; with labels, `label`,
-    `correct_a`, `correct_b`.
+    `correct_a`, `correct_b`. The figures (`overview`) count `fixed` and `broken` among the images labelled in
+    both runs (`labelled_in_both`).
 
     `classes`, per top-1 class of A (index), sorted by most changed first: `images`, `changed`,
     `changed_share`, `mean_box_iou`, `mean_peak_shift`, `to` (B's most common top-1 for the
@@ -101,6 +106,8 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     >>> c = cambatch.compare_runs("cams-monday", "cams-tuesday")  # doctest: +SKIP
     >>> c.images[c.images.top1_changed]                        # doctest: +SKIP
     """
+    for frame, name in ((a, "A"), (b, "B")):
+        _refuse_chosen(chosen_classes(frame), name)
     rows = _image_rows(a, b)
     tally = _Tally()
     tally.add(rows)
@@ -111,20 +118,25 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
 
 def compare_runs(out_a: Path | str, out_b: Path | str) -> Comparison:
     """`compare_reports` on the reports in two output folders, streamed: both reports are split by the hash of
-    their paths into files of about `scan.BUCKET_ROWS` rows (an image's rows of both runs land in one pair of
-    files), each pair is compared alone, and the per-image rows wait in a temporary folder until asked for.
+    their images (INPUT and path) into files of about `scan.BUCKET_ROWS` rows (an image's rows of both runs land
+    in one pair of files), each pair is compared alone, and the per-image rows wait in a temporary folder until
+    asked for.
     """
     scans = [ReportScan(out) for out in (out_a, out_b)]
+    for scan, name in zip(scans, "AB", strict=True):
+        _refuse_chosen(scan.chosen_classes, name)
+    key = [c for c in IMAGE_KEY if all(c in scan.columns for scan in scans)]  # the same hash on both sides
     folder = tempfile.TemporaryDirectory(prefix="cambatch-compare-")
     root = Path(folder.name)
     buckets = max(1, math.ceil(max(scan.rows for scan in scans) / BUCKET_ROWS))
     split = []
     for side, scan in zip("ab", scans, strict=True):
         (root / side).mkdir()
-        files = partition(scan.batches(scan.present(_KEEP)), buckets, root / side)
+        files = partition(scan.batches(scan.present(_KEEP)), buckets, root / side, key=key)
         split.append(({f.name: f for f in files}, scan))
     tally, written = _Tally(), []
-    for name in sorted(set(split[0][0]) | set(split[1][0])):
+    # Two empty reports still give the rows' columns: one pair of empty frames.
+    for name in sorted(set(split[0][0]) | set(split[1][0])) or [None]:
         frames = [_bucket_frame(files.get(name), scan, _KEEP) for files, scan in split]
         rows = _image_rows(*frames)
         tally.add(rows)
@@ -152,9 +164,19 @@ def _bucket_frame(path: Path | None, scan: ReportScan, wanted) -> pd.DataFrame:
     return frame
 
 
+def _refuse_chosen(classes: list[int] | None, name: str) -> None:
+    """A `--classes` run explains the classes it was given, not its predictions: it has no top-1 to compare."""
+    if classes is not None:
+        raise ValueError(
+            f"run {name} explains classes chosen with --classes ({', '.join(map(str, classes))}), "
+            "not its predictions, so it has no top-1 to compare: compare two top-k runs"
+        )
+
+
 def _read_rows(paths: list[Path]) -> pd.DataFrame:
     frames = [pd.read_parquet(path) for path in paths]
-    rows = pd.concat(frames, ignore_index=True).sort_values("path", ignore_index=True) if frames else pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    rows = rows.sort_values(image_key(rows), ignore_index=True) if len(rows) else rows
     for column in ("status", "class_a", "class_b", "compared_class", "label"):
         if column in rows.columns:
             rows[column] = rows[column].astype("category")
@@ -162,13 +184,15 @@ def _read_rows(paths: list[Path]) -> pd.DataFrame:
 
 
 def _image_rows(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """The per-image rows of two reports' rows (all rows of each image in both)."""
+    """The per-image rows of two reports' rows (all rows of each image in both), by image (`IMAGE_KEY`)."""
+    key = [column for column in image_key(a) if column in b.columns]
+    a, b = _keyed(a, key), _keyed(b, key)
     top_a, top_b = per_image(a), per_image(b)
-    rows = pd.DataFrame({"path": sorted(set(a["path"]) | set(b["path"]))})
-    rows["status"] = _status(rows["path"], a, b, top_a, top_b)
+    rows = pd.concat([a[key], b[key]]).drop_duplicates().sort_values(key).reset_index(drop=True)
+    rows["status"] = _status(rows[key], a[key], b[key], top_a[key], top_b[key])
     labelled = has_labels(a) or has_labels(b)
-    rows = rows.merge(_top(top_a, "_a", labelled), on="path", how="left").merge(
-        _top(top_b, "_b", labelled), on="path", how="left"
+    rows = rows.merge(_top(top_a, key, "_a", labelled), on=key, how="left").merge(
+        _top(top_b, key, "_b", labelled), on=key, how="left"
     )
     both = rows["status"] == "both"
     rows["top1_changed"] = pd.array(
@@ -179,11 +203,11 @@ def _image_rows(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     # The map of A's top-1 class in each run: B's row for that class, at whatever rank B put it.
     ok_b = b[b["status"] == "ok"]
     pairs = (
-        top_a[["path", "class_name", "peak_x", "peak_y", *_BOX]]
+        top_a[[*key, "class_name", "peak_x", "peak_y", *_BOX]]
         .astype({"class_name": str})
         .merge(
-            ok_b[["path", "class_name", "probability", "peak_x", "peak_y", *_BOX]].astype({"class_name": str}),
-            on=["path", "class_name"],
+            ok_b[[*key, "class_name", "probability", "peak_x", "peak_y", *_BOX]].astype({"class_name": str}),
+            on=[*key, "class_name"],
             how="inner",
             suffixes=("_a", "_b"),
         )
@@ -193,9 +217,9 @@ def _image_rows(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         pairs[[c + "_a" for c in _BOX]].to_numpy(float), pairs[[c + "_b" for c in _BOX]].to_numpy(float)
     )
     pairs = pairs.rename(columns={"probability": "probability_b_of_a"})[
-        ["path", "probability_b_of_a", "peak_shift", "box_iou"]
+        [*key, "probability_b_of_a", "peak_shift", "box_iou"]
     ]
-    rows = rows.merge(pairs, on="path", how="left")
+    rows = rows.merge(pairs, on=key, how="left")
     rows.loc[~both, ["probability_b_of_a", "peak_shift", "box_iou"]] = np.nan
     if labelled:
         rows["label"] = rows["label_a"].combine_first(rows["label_b"])
@@ -212,9 +236,8 @@ class _Tally:
     """Running counts and sums over per-image rows, a bucket at a time: the figures and the per-class table."""
 
     def __init__(self):
-        self.counts = dict.fromkeys(("both", *STATUSES, "changed", "fixed", "broken", "iou_n"), 0)
+        self.counts = dict.fromkeys(("both", *STATUSES, "changed", "fixed", "broken", "judged", "iou_n"), 0)
         self.iou_sum = 0.0
-        self.labelled = False
         self.by_class = pd.DataFrame()
         self.to = pd.DataFrame()  # per (class_a, class_b) of the changed images: how many, the first path
 
@@ -228,8 +251,10 @@ class _Tally:
         self.iou_sum += float(both["box_iou"].sum())
         self.counts["iou_n"] += int(both["box_iou"].notna().sum())
         if "correct_a" in both.columns and "correct_b" in both.columns:
-            self.labelled = True
-            a, b = both["correct_a"].fillna(False), both["correct_b"].fillna(False)
+            # Only where both runs judged the image: a run without its label says nothing of it.
+            judged = both[both["correct_a"].notna() & both["correct_b"].notna()]
+            a, b = judged["correct_a"].astype(bool), judged["correct_b"].astype(bool)
+            self.counts["judged"] += len(judged)
             self.counts["fixed"] += int((~a & b).sum())  # wrong in A, right in B
             self.counts["broken"] += int((a & ~b).sum())  # right in A, wrong in B
         grouped = both.assign(changed=changed).groupby("class_a")
@@ -257,7 +282,8 @@ class _Tally:
             "median_peak_shift": median_shift,
             **{status: c[status] for status in STATUSES},
         }
-        if self.labelled:
+        if c["judged"]:
+            figures["labelled_in_both"] = c["judged"]
             figures["fixed"], figures["broken"] = c["fixed"], c["broken"]
         return figures
 
@@ -308,7 +334,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, np.nan)
 
 
-def _top(top: pd.DataFrame, suffix: str, labelled: bool) -> pd.DataFrame:
+def _keyed(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """`frame` with its image key as text: the two runs' columns then join whatever their dtypes."""
+    return frame.assign(**{column: frame[column].astype(str) for column in key})
+
+
+def _top(top: pd.DataFrame, key: list[str], suffix: str, labelled: bool) -> pd.DataFrame:
     """The top-1 columns of one run, suffixed; label and correctness only when there are labels."""
     columns = {
         "class_name": "class",
@@ -316,14 +347,16 @@ def _top(top: pd.DataFrame, suffix: str, labelled: bool) -> pd.DataFrame:
         **({"label": "label", "correct": "correct"} if labelled else {}),
     }
     present = {k: v + suffix for k, v in columns.items() if k in top.columns}
-    frame = top[["path", *present]].rename(columns=present)
+    frame = top[[*key, *present]].rename(columns=present)
     return frame.astype({"class" + suffix: str})
 
 
-def _status(paths: pd.Series, a: pd.DataFrame, b: pd.DataFrame, top_a: pd.DataFrame, top_b: pd.DataFrame) -> np.ndarray:
-    """Where each path stands: in both runs and processed by both, in one run only, or failed."""
-    in_a, in_b = paths.isin(a["path"]).to_numpy(), paths.isin(b["path"]).to_numpy()
-    ok_a, ok_b = paths.isin(top_a["path"]).to_numpy(), paths.isin(top_b["path"]).to_numpy()
+def _status(images: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, top_a: pd.DataFrame, top_b: pd.DataFrame):
+    """Where each image stands: in both runs and processed by both, in one run only, or failed (all frames:
+    the image key's columns).
+    """
+    index = pd.MultiIndex.from_frame(images)
+    in_a, in_b, ok_a, ok_b = (index.isin(pd.MultiIndex.from_frame(f)) for f in (a, b, top_a, top_b))
     return np.select(
         [in_a & ~in_b, ~in_a & in_b, ok_a & ok_b, ~ok_a & ~ok_b, ~ok_a],
         ["only_a", "only_b", "both", "error_both", "error_a"],

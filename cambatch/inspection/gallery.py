@@ -8,9 +8,15 @@ page loads (a `<script>` each: a page opened from disk may not fetch files) when
 all are asked for; a run of at most `EAGER_IMAGES` images loads them all at once. Cards are arrays
 whose fields this module names once (`FIELDS`, sent in the head data): the script reads them by name.
 
-Thumbnails (320 px) and photos (720 px, the detail view) are made for the sample only; `cambatch
-gallery --all` makes them for every image. The report streams past three times (sums; clustering
-samples; cluster members and cards): memory grows with the classes, never with the images.
+Thumbnails (320 px) and photos (720 px, the detail view) are made for the sample only (and the members
+that the error slices' section shows); `cambatch gallery --all` makes them for every image. The report
+streams past three times (sums; clustering samples; cluster members and cards): memory grows with the
+classes, never with the images (but for 16 bytes an image to name their pictures: `ReportScan.names`).
+
+An image is its INPUT and path: a card's `p` is the path, behind its INPUT's folder name when the run spans
+several, and its pictures are named as the run names its output folders (`layout.ImageNames`). The page
+also shows the newest verdict of `cambatch check` (`latest_check`) and the error slices `cambatch slices`
+kept (`bias.slice_cards`).
 """
 
 from __future__ import annotations
@@ -19,21 +25,22 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from ..layout import OutputLayout, out_folder
+from ..bias.slice_cards import carded_images, slice_cards
+from ..layout import ImageNames, OutputLayout, out_folder
 from ..render.colormaps import COLORMAPS
 from ..report.scan import ReportScan
 from ..report.settings import summary_of
 from .options import DEFAULT_PAGE_SIZE, PAGE_SIZES, GroupBy, Thresholds
 from .shortcut_pictures import shortcut_pictures
-from .shortcuts import GroupMaps
 from .summarize import MEDIANS, ClassSummary, SummarySums
 from .thumbnails import ThumbJob, ThumbStats, make_thumbnails
 
@@ -123,30 +130,39 @@ def build_gallery(
     layout = OutputLayout(root)
     scan = ReportScan(root)
     labelled = scan.labelled
+    chosen = scan.chosen_classes is not None  # a `--classes` run: per class, every explained row; no accuracy
     group_by = group_by or ("label" if labelled else "class")
     bys = ("class", "label") if labelled else ("class",)
     read = lambda: scan.image_rows(COLUMNS)  # noqa: E731 - the cards' pass reads every column it shows
-    sums = {by: SummarySums(by, thresholds) for by in bys}
+    # Per label, each image once by its label (a `--classes` run's too: only its classes are no predictions).
+    sums = {by: SummarySums(by, thresholds, chosen=chosen and by == "class") for by in bys}
     names = _Names()
     for images, rows in scan.image_rows(SUMS_COLUMNS):
         names.add(images, rows)
         for found in sums.values():
-            found.add(images)
-    middle = sums["class"].medians(lambda: scan.images(MEDIANS))
-    summaries = {by: found.summary(middle, labelled, scan.keys.failed, scan.settings) for by, found in sums.items()}
-    maps = {by: found.maps for by, found in sums.items() if found.mapped and found.maps.codes and _clusters_possible()}
+            found.add(images, rows)
+    middle = sums["class"].medians(lambda: scan.image_rows(MEDIANS))
+    judged = labelled and not chosen
+    summaries = {by: found.summary(middle, judged, scan.keys.failed, scan.settings) for by, found in sums.items()}
+    maps = {by: found for by, found in sums.items() if found.mapped and found.maps.codes and _clusters_possible()}
     _cluster(maps, lambda: scan.image_rows(MAP_COLUMNS))
-    cards = _Cards(layout, names, everything=everything, workers=workers)
+    shown = _Shown(scan.names)
+    cards = _Cards(layout, names, shown, everything=everything, workers=workers, slices=carded_images(layout))
     for images, rows in read():
-        labels = {by: _raw_clusters(images, found) for by, found in maps.items()}
+        labels = {by: _raw_clusters(images, rows, found) for by, found in maps.items()}
         cards.add(images, rows, labels, _examples(maps))
     cards.close()
-    data = _head(scan, summaries, names, cards, labelled, middle)
+    data = _head(scan, summaries, names, cards, judged, middle)
     colormap = scan.settings.get("options", {}).get("colormap", COLORMAPS[0])
     for by, found in maps.items():
-        per_image = lambda found=found: found.per_image_table(lambda: (images for images, _ in read()))  # noqa: E731
-        shortcut_pictures(found.shortcuts(by, per_image), found, data["groups"][by], layout, colormap=colormap)
-    _write_page(layout, data, scan.keys, group_by, page_size, labelled)
+
+        def per_image(found=found):
+            return found.maps.per_image_table(lambda: (found.grouped(*batch) for batch in read()))
+
+        pictures = found.maps.shortcuts(by, per_image)
+        shortcut_pictures(pictures, found.maps, data["groups"][by], layout, colormap=colormap, shown=shown)
+    slices = slice_cards(layout, colormap=colormap, names=scan.names)
+    _write_page(layout, data, scan.keys, group_by, page_size, labelled, shown=shown, slices=slices)
     return GalleryResult(
         layout.gallery_dir / "index.html",
         cards.images,
@@ -168,27 +184,53 @@ def _clusters_possible() -> bool:
     return True
 
 
-def _cluster(maps: dict[str, GroupMaps], read) -> None:
-    """Pass 2: each grouping's clustering samples, then its clusters."""
+def _cluster(maps: dict[str, SummarySums], read) -> None:
+    """Pass 2: each grouping's clustering samples (of the rows it groups), then its clusters."""
     if not maps:
         return
-    for images, _ in read():
+    for images, rows in read():
         for found in maps.values():
-            found.sample(images)
+            found.maps.sample(found.grouped(images, rows))
     for found in maps.values():
-        found.fit()
+        found.maps.fit()
 
 
-def _raw_clusters(images: pd.DataFrame, maps: GroupMaps) -> np.ndarray:
-    """Pass 3: each image's raw cluster in this grouping (-1: no map or no group), its members counted."""
-    _, _, labels = maps.assign(images)
-    found = np.full(len(images), -1, np.int64)
-    found[(images["map_height"].notna() & images[maps.key].notna()).to_numpy()] = labels
-    return found
+def _raw_clusters(images: pd.DataFrame, rows: pd.DataFrame, found: SummarySums) -> np.ndarray:
+    """Pass 3: each image's raw cluster in this grouping (-1: no map or no group), its members counted (the rows
+    the grouping counts: a `--classes` run's every explained row, an image's card the cluster of its own).
+    """
+    grouped, maps = found.grouped(images, rows), found.maps
+    _, _, labels = maps.assign(grouped)
+    raw = pd.Series(-1, index=grouped.index, dtype=np.int64)
+    raw[(grouped["map_height"].notna() & grouped[maps.key].notna()).to_numpy()] = labels
+    return raw.reindex(images.index, fill_value=-1).to_numpy(np.int64)
 
 
-def _examples(maps: dict[str, GroupMaps]) -> set[str]:
-    return {path for found in maps.values() for paths in found.examples.values() for path in paths}
+def _examples(maps: dict[str, SummarySums]) -> set[tuple[str, str]]:
+    """The clusters' example images (input_root, path): their cards go in the page's sample."""
+    return {image for found in maps.values() for images in found.maps.examples.values() for image in images}
+
+
+class _Shown:
+    """An image's name for people (a card's `p`): its path, behind its INPUT's folder name when the run spans
+    several; and its pictures' folder (`layout.ImageNames`).
+    """
+
+    def __init__(self, names: ImageNames):
+        self.names = names
+
+    def __call__(self, input_root: str, path: str) -> str:
+        if not self.names.several_roots:
+            return str(path)
+        return f"{PurePosixPath(str(input_root).rstrip('/')).name}/{path}"
+
+    def many(self, roots: pd.Series, paths: pd.Series) -> pd.Series:
+        paths = paths.astype(str)
+        if not self.names.several_roots:
+            return paths
+        roots = roots.astype(str)
+        folders = roots.map({root: PurePosixPath(root.rstrip("/")).name for root in roots.unique()})
+        return folders + "/" + paths
 
 
 @dataclass
@@ -197,14 +239,11 @@ class _Names:
 
     classes: set[str] = field(default_factory=set)
     labels: set[str] = field(default_factory=set)
-    roots: set[str] = field(default_factory=set)  # INPUTs, two at most: whether pictures need a folder each
     correct: int = 0
     judged: int = 0  # images with a `correct` value
 
     def add(self, images: pd.DataFrame, rows: pd.DataFrame) -> None:
         self.classes.update(rows["class_name"].dropna().astype(str).unique())
-        if len(self.roots) < 2:
-            self.roots.update(images["input_root"].dropna().astype(str).unique()[:2])
         if "label" in images.columns:
             self.labels.update(images["label"].dropna().astype(str).unique())
         if "correct" in images.columns:
@@ -224,11 +263,21 @@ class _Names:
 class _Cards:
     """The cards of pass 3, held per class and written to chunk files as they fill; thumbnails on the way."""
 
-    def __init__(self, layout: OutputLayout, names: _Names, *, everything: bool, workers: int | None):
+    def __init__(
+        self,
+        layout: OutputLayout,
+        names: _Names,
+        shown: _Shown,
+        *,
+        everything: bool,
+        workers: int | None,
+        slices: set[tuple[str, str]] = frozenset(),
+    ):
         self.layout, self.everything, self.workers = layout, everything, workers
         self.class_id = {name: i for i, name in enumerate(names.class_list)}
         self.label_id = {name: i for i, name in enumerate(names.label_list)}
-        self.several_roots = len(names.roots) > 1  # as `reader.several_inputs`: the run's overlays too
+        self.shown = shown  # card names; pictures named as the run names its images (`ImageNames`)
+        self.slices = slices  # the images the error slices' section shows: thumbnailed whatever else is
         self.held: dict[int, list[tuple[pd.DataFrame, pd.DataFrame]]] = {}
         self.held_images = 0
         self.seen: dict[int, int] = {}  # per class: its cards so far (the first are its sample)
@@ -243,8 +292,9 @@ class _Cards:
         card = self._cards(images, clusters)
         classes = card["c"].to_numpy()
         first = np.array([self._position(c) < SAMPLE_PER_CLASS for c in classes], bool)
-        sampled = first | images["path"].astype(str).isin(examples).to_numpy()
-        self._thumbnails(images, rows, card, sampled if not self.everything else np.ones(len(images), bool))
+        sampled = first | _among(images, examples)
+        pictured = sampled | _among(images, self.slices)
+        self._thumbnails(images, rows, card, pictured if not self.everything else np.ones(len(images), bool))
         explained = self._explained(images, rows)
         self.images += len(card)
         self.sample.append((card[sampled], explained[explained["i"].isin(np.flatnonzero(sampled))]))
@@ -269,7 +319,7 @@ class _Cards:
         correct = images["correct"] if "correct" in images.columns else nothing
         return pd.DataFrame(
             {
-                "p": images["path"].astype(str),
+                "p": self.shown.many(images["input_root"], images["path"]),
                 "t": None,
                 "o": None,
                 "c": images["class_name"].astype(str).map(self.class_id).astype(int),
@@ -323,16 +373,16 @@ class _Cards:
             overlay = first.get((root, rel)) if self.overlays else None
             overlay = self.layout.root / overlay if overlay and (self.layout.root / overlay).is_file() else None
             photo = Path(root) / rel if isinstance(root, str) and (Path(root) / rel).is_file() else None
-            where = str(root) if self.several_roots else None
+            pictures = self.shown.names.folder(str(root), rel)
             self.rendered += 1
             if overlay is None and photo is None:
                 card.at[i, "tn"] = -1
                 continue
-            thumb = self.layout.gallery_rel("thumbs", rel, where)
+            thumb = self.layout.gallery_rel("thumbs", pictures)
             jobs.append(ThumbJob(overlay or photo, folder / thumb, THUMB_SIDE, photo=overlay is None))
             targets[i] = [("t", thumb)]
             if photo is not None:
-                rel_photo = self.layout.gallery_rel("photos", rel, where)
+                rel_photo = self.layout.gallery_rel("photos", pictures)
                 jobs.append(ThumbJob(photo, folder / rel_photo, PHOTO_SIDE, photo=True))
                 targets[i].append(("o", rel_photo))
         stats = make_thumbnails(jobs, self.workers)
@@ -362,6 +412,14 @@ class _Cards:
     def sample_data(self) -> dict[str, Any]:
         card, explained = _joined(self.sample)
         return json.loads(_data_json(card, explained))
+
+
+def _among(images: pd.DataFrame, wanted: set[tuple[str, str]]) -> np.ndarray:
+    """Whether each image (input_root, path) is one of `wanted`."""
+    if not wanted:
+        return np.zeros(len(images), bool)
+    keys = pd.MultiIndex.from_arrays([images["input_root"].astype(str), images["path"].astype(str)])
+    return keys.isin(list(wanted))
 
 
 def _joined(parts: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -445,25 +503,70 @@ def _meta(scan, by_class: ClassSummary, names: _Names, labelled: bool, middle: d
     }
 
 
-def _write_page(layout: OutputLayout, data: dict, keys, group_by: str, page_size: int, labelled: bool) -> None:
+def _write_page(
+    layout: OutputLayout,
+    data: dict,
+    keys,
+    group_by: str,
+    page_size: int,
+    labelled: bool,
+    *,
+    shown: _Shown,
+    slices: dict[str, Any] | None,
+) -> None:
     env = _environment()
     html = env.get_template("gallery.html.j2").render(
         css=_asset(env, "gallery.css"),
         script=_asset(env, "gallery.js"),
         data=data,
         meta=data["meta"],
-        errors=[{"path": p, "error": e} for p, e in keys.failed_first[:MAX_ERRORS_LISTED]],
+        errors=[{"path": shown(r, p), "error": e} for r, p, e in keys.failed_first[:MAX_ERRORS_LISTED]],
         errors_total=keys.failed,
         group_by=group_by,
         page_size=page_size,
         page_sizes=PAGE_SIZES,
         labelled=labelled,
+        check=latest_check(layout),
+        slices=slices,
     )
     folder = layout.gallery_dir
     folder.mkdir(parents=True, exist_ok=True)
     temp = folder / ".index.html.tmp"
     temp.write_text(html, encoding="utf-8")
     temp.replace(folder / "index.html")  # a browser open on the old page never reads a half-written one
+
+
+def latest_check(layout: OutputLayout) -> dict[str, Any] | None:
+    """The newest verdict of `cambatch check` in OUT/checks/ as the page shows it: the verdict, when, and each
+    check that failed or warned with its classes, each linked to its group in the gallery; None without one.
+    """
+    kept = sorted(layout.checks_dir.glob("*.json")) if layout.checks_dir.is_dir() else []
+    try:
+        verdict = json.loads(kept[-1].read_text(encoding="utf-8")) if kept else None
+    except (OSError, ValueError):  # a verdict damaged by hand: the gallery is built without it
+        verdict = None
+    if verdict is None:
+        return None
+    breaches = [
+        {
+            "name": check["name"],
+            "status": check["status"],
+            "classes": [
+                {"name": r["class"], "link": _group_link(check.get("by"), r["class"])}
+                for r in check.get("results", [])
+                if r["status"] == check["status"]
+            ],
+        }
+        for check in verdict["checks"]
+        if check["status"] in ("fail", "warn")
+    ]
+    checked = datetime.strptime(verdict["checked_at"], "%Y%m%dT%H%M%S%fZ").strftime("%Y-%m-%d %H:%M UTC")
+    return {"verdict": verdict["verdict"], "checked": checked, "policy": verdict["policy"], "breaches": breaches}
+
+
+def _group_link(by: str | None, name: str) -> str:
+    """The page's state (its URL hash) that shows one class's (or label's) group."""
+    return urlencode({"group": "label", "label": name} if by == "label" else {"group": "class", "cls": name})
 
 
 def _environment() -> Environment:

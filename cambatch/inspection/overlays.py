@@ -27,11 +27,11 @@ from PIL import Image
 
 from ..config import OutputOptions
 from ..data.decode import decode, model_decode_size, overlay_background
-from ..layout import OutputLayout, out_folder
+from ..layout import ImageNames, OutputLayout, out_folder
+from ..names import name_key
 from ..render.colormaps import COLORMAPS
 from ..render.overlay import JPEG_QUALITY, display_map, overlay
-from ..report.reader import load_report, map_stack, several_inputs
-from ..report.schema import name_key
+from ..report.reader import image_ids, image_key, image_names, load_report, map_stack
 
 THREADS = 4  # PIL's resize, blend and JPEG encode free the GIL
 
@@ -50,27 +50,42 @@ def select_rows(
     df: pd.DataFrame, *, class_name: str | None = None, where: str | None = None, limit: int | None = None
 ) -> pd.DataFrame:
     """The `ok` rows (with maps) of the newest run per image that match `class_name` and the pandas `where` query,
-    cut to the first `limit` images by path.
+    cut to the first `limit` images (by INPUT and path).
     """
     rows = df[(df["status"] == "ok") & df["map_height"].notna()]
+    key = image_key(rows)
     run_ids = rows["run_id"].astype(str)
-    rows = rows[run_ids == run_ids.groupby(rows["path"].astype(str)).transform("max")]
+    rows = rows[run_ids == run_ids.groupby([rows[column].astype(str) for column in key]).transform("max")]
     if class_name is not None:
+        _check_class(class_name, df)
         rows = rows[rows["class_name"].astype(str).map(name_key) == name_key(class_name)]
     if where:
         try:
             rows = rows.query(where)
         except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad expression
             raise ValueError(f"cannot apply --where {where!r}: {type(exc).__name__}: {exc}") from None
-    rows = rows.sort_values(["path", "rank"], kind="stable")
+    rows = rows.sort_values([*key, "rank"], kind="stable")
     if limit is not None:
-        rows = rows[rows["path"].isin(rows["path"].drop_duplicates().head(limit))]
+        images = image_ids(rows)
+        first = set(list(dict.fromkeys(images))[:limit])
+        rows = rows[[image in first for image in images]]
     return rows
+
+
+def _check_class(class_name: str, df: pd.DataFrame) -> None:
+    """Refuse (ValueError, one line) a class the run's model does not have: a typo must not read as "0 overlays"."""
+    known = df.attrs.get("class_names") or sorted(set(df["class_name"].dropna().astype(str)))
+    if name_key(class_name) not in {name_key(name) for name in known}:
+        examples = ", ".join(sorted(set(df["class_name"].dropna().astype(str)))[:5])
+        raise ValueError(
+            f"unknown class {class_name!r} (--class): the run's model has no such class; "
+            f"the report explains e.g. {examples or 'none'}"
+        )
 
 
 def check_photos(rows: pd.DataFrame) -> None:
     """Refuse (ValueError, one line) when any selected photo moved or changed since the run."""
-    images = rows.drop_duplicates("path")
+    images = rows.drop_duplicates(image_key(rows))
     problems = []
     for root, rel, size, mtime in zip(
         images["input_root"], images["path"], images["file_size"], images["mtime_ns"], strict=True
@@ -126,7 +141,7 @@ def render_overlays(
         max_side=int(options.get("max_side", defaults.max_side)),
         image_size=int(df.attrs.get("input_size", 224)),
         named_by_rank=not options.get("classes"),
-        several_roots=several_inputs(df),
+        names=image_names(df),
     )
     groups = [group for _, group in rows.groupby(["input_root", "path"], sort=True, observed=True)]
     with ThreadPoolExecutor(THREADS) as pool:
@@ -144,7 +159,7 @@ class _Style:
     max_side: int
     image_size: int
     named_by_rank: bool
-    several_roots: bool
+    names: ImageNames
 
     def render(self, rows: pd.DataFrame) -> list[str]:
         """The overlays of one image (all its selected rows), decoded once."""
@@ -156,11 +171,11 @@ class _Style:
         # Adobe markers must not ride along into the saved overlay (PIL copies `info` into the blend).
         photo = Image.fromarray(np.asarray(photo))
         paths = []
-        root = str(first["input_root"]) if self.several_roots else None
+        folder = self.names.folder(str(first["input_root"]), str(first["path"]))
         columns = (rows["class_name"], rows["rank"], rows["class_index"])
         for raw, name, rank, index in zip(map_stack(rows), *columns, strict=True):
             rank = int(rank) if self.named_by_rank else None
-            rel = self.layout.overlay_rel(str(first["path"]), str(name), rank, class_index=int(index), input_root=root)
+            rel = self.layout.overlay_rel(folder, str(name), rank, class_index=int(index))
             target = self.layout.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             picture = overlay(photo, display_map(raw), colormap=self.colormap, alpha=self.alpha)

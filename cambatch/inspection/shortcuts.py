@@ -48,7 +48,7 @@ import pandas as pd
 
 from ..evaluation.maps import resize_matrix
 from ..render.overlay import unit_maps
-from ..report.reader import has_labels, map_stack, per_image
+from ..report.reader import has_labels, image_key, map_stack, per_image
 from ..report.scan import ReportScan
 from .options import GroupBy, Thresholds
 
@@ -86,7 +86,9 @@ class Shortcuts:
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        """One row per image with a map: path, group, map_cluster (read again on first use: a run's size)."""
+        """One row per image with a map: input_root, path, group, map_cluster, example (one of its cluster's
+        `clusters.examples`); read again on first use: a run's size.
+        """
         return self.per_image()
 
 
@@ -152,7 +154,7 @@ def _cross_pair_mean(total: np.ndarray, sums: np.ndarray, counts: np.ndarray) ->
     return float(((total**2).sum() - (sums**2).sum()) / pairs) if pairs > 0 else float("nan")
 
 
-def _peak_regions(means: np.ndarray) -> pd.DataFrame:
+def peak_regions(means: np.ndarray) -> pd.DataFrame:
     """Peak cell and the box of the cells >= half the maximum, per mean map [g, grid, grid], as fractions."""
     g, grid, _ = means.shape
     flat = means.reshape(g, grid * grid)
@@ -216,7 +218,7 @@ class GroupMaps:
         self.seen = np.zeros(0, np.int64)  # per group: images passed in this pass (positions of the next)
         self.members: dict[tuple[int, int], int] = {}  # (group, raw cluster) -> images
         self.member_sums: dict[tuple[int, int, _Resampling], np.ndarray] = {}  # ... their unit maps summed
-        self.examples: dict[tuple[int, int], list[str]] = {}
+        self.examples: dict[tuple[int, int], list[tuple[str, str]]] = {}  # ... their first images (input_root, path)
 
     def _rows(self, images: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """The rows with a map and a group, and their group codes (new groups numbered as they come)."""
@@ -272,7 +274,7 @@ class GroupMaps:
         table["fixed_location"] = (table["images"] >= self.thresholds.min_lock_images) & (
             table["position_lock"] >= self.thresholds.lock_score
         )
-        peaks = _peak_regions(means)
+        peaks = peak_regions(means)
         peaks.index = table.index
         return table.join(peaks), baseline, means
 
@@ -298,7 +300,7 @@ class GroupMaps:
         for code, parts in self.samples.items():
             sample = pd.concat(parts, ignore_index=True)
             flat = _unit_rows(grid_maps(sample).reshape(len(sample), -1).astype(np.float64))
-            labels = _single_threaded(_fit_labels, flat, MAX_CLUSTERS)
+            labels = single_threaded(_fit_labels, flat, MAX_CLUSTERS)
             centres = np.stack([flat[labels == c].mean(axis=0) for c in range(int(labels.max()) + 1)])
             self.fits[code] = _Fit(sample_positions(int(self.images[code])), labels, centres)
         self.samples.clear()
@@ -325,18 +327,22 @@ class GroupMaps:
         return rows, codes, labels
 
     def assign(self, images: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-        """Pass 3: `labels`, and each cluster's members counted, summed and their first paths kept."""
+        """Pass 3: `labels`, and each cluster's members counted, summed and their first images kept."""
         rows, codes, labels = self.labels(images)
         for resampling, at, unit in _by_size(rows):
             keys = codes[at] * (MAX_CLUSTERS + 1) + labels[at]
             for key in np.unique(keys):
                 mine = keys == key
-                member = (int(key) // (MAX_CLUSTERS + 1), int(key) % (MAX_CLUSTERS + 1))
+                member = _member(key)
                 self.members[member] = self.members.get(member, 0) + int(mine.sum())
                 total = self.member_sums.get((*member, resampling), 0)
                 self.member_sums[(*member, resampling)] = total + unit[mine].sum(axis=0)
-                kept = self.examples.setdefault(member, [])
-                kept.extend(rows["path"].iloc[at[mine][: EXAMPLES - len(kept)]].astype(str))
+        keys = codes * (MAX_CLUSTERS + 1) + labels
+        identities = _identities(rows)
+        for key in np.unique(keys):  # the examples: each cluster's first images, in the scan's order
+            kept = self.examples.setdefault(_member(key), [])
+            if len(kept) < EXAMPLES:
+                kept.extend(identities[i] for i in np.flatnonzero(keys == key)[: EXAMPLES - len(kept)])
         return rows, codes, labels
 
     def renumbering(self) -> dict[int, np.ndarray]:
@@ -369,7 +375,7 @@ class GroupMaps:
                     if (c, label) == (code, raw)
                 )
                 maps[(name, number)] = (grid / n).reshape(GRID, GRID).astype(np.float32)
-                examples = self.examples[(code, int(raw))]
+                examples = [path for _, path in self.examples[(code, int(raw))]]
                 rows.append({"group": name, "cluster": number, "images": n, "share": n / table.loc[name, "images"]})
                 rows[-1]["examples"] = examples
         table["clusters"] = [int(numbers[self.codes[name]].max()) + 1 for name in table.index]
@@ -384,8 +390,11 @@ class GroupMaps:
         )
 
     def per_image_table(self, read: Images) -> pd.DataFrame:
-        """One row per image with a map: path, group, map_cluster (another pass, in the order of pass 2)."""
+        """One row per image with a map: input_root, path, group, map_cluster, example (another pass, in the
+        order of pass 2).
+        """
         numbers = self.renumbering()
+        examples = {(code, image) for (code, _), images in self.examples.items() for image in images}
         self.seen[:] = 0
         frames = []
         for images in read():
@@ -395,9 +404,26 @@ class GroupMaps:
             grouped = mapped[self.key].notna().to_numpy()
             cluster[grouped] = [int(numbers[c][label]) for c, label in zip(codes, labels, strict=True)]
             group = mapped[self.key].astype(object).where(grouped, None).map(lambda g: None if g is None else str(g))
-            frames.append(pd.DataFrame({"path": mapped["path"].astype(str), "group": group, "map_cluster": cluster}))
-        empty = pd.DataFrame({"path": [], "group": [], "map_cluster": pd.array([], dtype="Int64")})
-        return pd.concat(frames, ignore_index=True) if frames else empty
+            example = np.zeros(len(mapped), bool)
+            example[grouped] = [(c, image) in examples for c, image in zip(codes, _identities(rows), strict=True)]
+            keyed = {column: mapped[column].astype(str) for column in image_key(mapped)}
+            frames.append(pd.DataFrame({**keyed, "group": group, "map_cluster": cluster, "example": example}))
+        if frames:
+            return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(
+            {"input_root": [], "path": [], "group": [], "map_cluster": pd.array([], dtype="Int64"), "example": []}
+        )
+
+
+def _member(key) -> tuple[int, int]:
+    """(group code, raw cluster) of a combined key `code * (MAX_CLUSTERS + 1) + label`."""
+    return int(key) // (MAX_CLUSTERS + 1), int(key) % (MAX_CLUSTERS + 1)
+
+
+def _identities(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """Each row's image (input_root, path) as text (`input_root` empty in a frame without it)."""
+    roots = rows["input_root"].astype(str) if "input_root" in rows.columns else [""] * len(rows)
+    return list(zip(roots, rows["path"].astype(str), strict=True))
 
 
 def sample_positions(n: int, sample: int = SPECTRAL_SAMPLE) -> np.ndarray:
@@ -461,7 +487,7 @@ def _spectral(flat: np.ndarray, max_clusters: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=KMEANS_INITS, random_state=0).fit_predict(embedding).astype(np.int64)
 
 
-def _single_threaded(function, *args):
+def single_threaded(function, *args):
     """Run `function` with BLAS and OpenMP on one thread: on matrices this small (500 x 500, k-means in
     k <= 8 dimensions), threads cost more in start-up and spinning than they save, above all on a
     shared machine; threadpoolctl comes with scikit-learn.

@@ -16,13 +16,18 @@ than the dataset's typical map:
 - `off-object` (runs with `--annotations`): mean `energy_in_gt` <= `off_object_ratio` x the median
   `energy_in_gt` of the annotated images (default 0.5): the class's maps miss the ground truth.
 
-Every image counts once, through its top-1 row (see `cambatch.load.per_image`). A run's report streams
-past (`report.scan`) into sums per group: memory grows with the groups, never with the images; the
-medians are exact (`inspection.medians`, two more passes over three columns).
+Every image (its `input_root` and `path`) counts once, through its top-1 row (see `cambatch.per_image`); per
+label, images without one form the `(unlabelled)` group. A `--classes` run explains the classes it was given,
+not its predictions: it is summarized per explained class, each image once in each class's group, and never
+per label (its best-ranked row is no top-1, so it has no accuracy).
+
+A run's report streams past (`report.scan`) into sums per group: memory grows with the groups, never with
+the images; the medians are exact (`inspection.medians`, two more passes over three columns).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +36,16 @@ import numpy as np
 import pandas as pd
 
 from ..model.catalog import MULTI_LABEL
-from ..report.reader import has_labels, per_image
+from ..report.reader import chosen_classes, explained_rows, has_labels, image_key, per_image
 from ..report.scan import ReportScan
 from .medians import Medians
 from .options import SORT_KEYS, GroupBy, Thresholds
-from .shortcuts import GroupMaps, Images, group_key
+from .shortcuts import GroupMaps, group_key
+
+UNLABELLED = "(unlabelled)"  # the label group of the images without one
+# Per-image batches with every explained row of their images (`ReportScan.image_rows`, or one in-memory frame),
+# streamed anew on each call: one per pass.
+ImageRows = Callable[[], Iterable[tuple[pd.DataFrame, pd.DataFrame]]]
 
 
 @dataclass
@@ -52,6 +62,14 @@ class ClassSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     lock_baseline: float = float("nan")  # the run's mean map correlation across groups (`shortcuts`)
     median_energy_in_gt: float = float("nan")  # of the annotated images (`--annotations`); NaN without
+    chosen_classes: bool = False  # a `--classes` run: every explained row counts in its class's group
+
+    @property
+    def counted(self) -> str:
+        """How the table counts images, in words (its caption says it)."""
+        if self.chosen_classes:
+            return "explained classes chosen with --classes, not predictions: each image counts once per class"
+        return "each image once, by its top-1 prediction" if self.by == "class" else "each image once, by its label"
 
     @property
     def multi_label(self) -> bool:
@@ -97,17 +115,36 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     >>> s = cambatch.summarize_report(cambatch.load_report("cams"))  # doctest: +SKIP
     >>> s.flagged[["images", "border_energy"]]                       # doctest: +SKIP
     """
-    labelled = has_labels(df)
-    by = _grouping(by, labelled)
-    images = per_image(df)
-    errors = int(df.loc[df["status"] == "error", "path"].nunique())
-    return summarize_images(lambda: [images], by, labelled, errors, dict(df.attrs), thresholds, lambda: [images])
+    chosen = chosen_classes(df) is not None
+    labelled = has_labels(df) and not chosen
+    by = _grouping(by, labelled, chosen)
+    top = per_image(df)
+    rows = explained_rows(df) if chosen else top  # only a `--classes` run groups every explained row
+    errors = len(df.loc[df["status"] == "error", image_key(df)].drop_duplicates())
+    read = lambda: [(top, rows)]  # noqa: E731 - one batch: the whole frame
+    return summarize_images(read, by, labelled, errors, dict(df.attrs), thresholds, read, chosen=chosen)
 
 
-def _grouping(by: GroupBy | None, labelled: bool) -> GroupBy:
+def _grouping(by: GroupBy | None, labelled: bool, chosen: bool = False) -> GroupBy:
+    if by == "label" and chosen:
+        raise ValueError(
+            "this run explains classes chosen with --classes, not its predictions: summarize it by class, "
+            "or summarize a top-k run per label"
+        )
     if by == "label" and not labelled:
         raise ValueError("this report has no labels: summarize by class, or run with labels")
     return by or ("label" if labelled else "class")
+
+
+def grouped_rows(images: pd.DataFrame, rows: pd.DataFrame, by: GroupBy, chosen: bool) -> pd.DataFrame:
+    """The rows a grouping counts of one batch: each image's top-1 (per label, `UNLABELLED` for the images
+    without one: the table then adds up to every image), or every explained row of a `--classes` run.
+    """
+    if chosen:
+        return rows
+    if by != "label" or "label" not in images.columns:
+        return images
+    return images.assign(label=images["label"].astype(object).where(images["label"].notna(), UNLABELLED))
 
 
 class GroupTable:
@@ -157,29 +194,35 @@ class SummarySums:
     pass of the medians.
     """
 
-    def __init__(self, by: GroupBy, thresholds: Thresholds):
-        self.by, self.thresholds = by, thresholds
+    def __init__(self, by: GroupBy, thresholds: Thresholds, *, chosen: bool = False):
+        self.by, self.thresholds, self.chosen = by, thresholds, chosen
         self.groups = GroupTable(group_key(by))
         self.maps = GroupMaps(group_key(by), thresholds)
         self.middle = Medians(dict.fromkeys(MEDIANS, np.float32))
         self.images = 0
         self.annotated = self.mapped = False
 
-    def add(self, images: pd.DataFrame) -> None:
-        self.images += len(images)
-        self.groups.add(images)
-        self.middle.count(_columns(images, MEDIANS))
-        self.annotated |= "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
-        if "map" in images.columns:
-            self.mapped = True
-            self.maps.add(images)
+    def grouped(self, images: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows this grouping counts of a batch (`grouped_rows`)."""
+        return grouped_rows(images, rows, self.by, self.chosen)
 
-    def medians(self, read: Images) -> dict[str, float]:
+    def add(self, images: pd.DataFrame, rows: pd.DataFrame) -> None:
+        """A batch: its images (one row each) and their explained rows (`ReportScan.image_rows`)."""
+        self.images += len(images)
+        counted = self.grouped(images, rows)
+        self.groups.add(counted)
+        self.middle.count(_columns(counted, MEDIANS))
+        self.annotated |= "energy_in_gt" in counted.columns and bool(counted["energy_in_gt"].notna().any())
+        if "map" in counted.columns:
+            self.mapped = True
+            self.maps.add(counted)
+
+    def medians(self, read: ImageRows) -> dict[str, float]:
         """After the pass: the run's medians the flags compare with (exact; `read` streams the images again,
         MEDIANS enough, for the passes left: `inspection.medians`).
         """
         self.middle.next_pass()
-        return self.middle.finish(lambda: (_columns(images, MEDIANS) for images in read()))
+        return self.middle.finish(lambda: (_columns(self.grouped(*batch), MEDIANS) for batch in read()))
 
     def summary(self, middle: dict[str, float], labelled: bool, errors: int, settings: dict) -> ClassSummary:
         """The table with its flags, judged against the run's medians `middle` (`median_figures`)."""
@@ -204,21 +247,38 @@ class SummarySums:
         ]
         middle_border, middle_area = middle["border_energy"], middle["active_area"]
         summary = ClassSummary(
-            table, self.by, self.images, errors, middle_border, middle_area, thresholds, settings, baseline
+            table,
+            self.by,
+            self.images,
+            errors,
+            middle_border,
+            middle_area,
+            thresholds,
+            settings,
+            baseline,
+            chosen_classes=self.chosen,
         )
         summary.median_energy_in_gt = median_energy
         return summary
 
 
 def summarize_images(
-    read: Images, by: GroupBy, labelled: bool, errors: int, settings: dict, thresholds: Thresholds, light: Images
+    read: ImageRows,
+    by: GroupBy,
+    labelled: bool,
+    errors: int,
+    settings: dict,
+    thresholds: Thresholds,
+    light: ImageRows,
+    *,
+    chosen: bool = False,
 ) -> ClassSummary:
-    """`summarize` of the per-image batches `read()` streams: one pass for the sums, one more over `light()`
-    (the same images, MEDIANS enough) for the medians.
+    """`summarize` of the per-image batches `read()` streams (each with its images' explained rows): one pass
+    for the sums, one more over `light()` (the same images, MEDIANS enough) for the medians.
     """
-    sums = SummarySums(by, thresholds)
-    for images in read():
-        sums.add(images)
+    sums = SummarySums(by, thresholds, chosen=chosen)
+    for images, rows in read():
+        sums.add(images, rows)
     return sums.summary(sums.medians(light), labelled, errors, settings)
 
 
@@ -263,6 +323,8 @@ COLUMNS = (
 def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
     """`summarize` on the report in `out`, streamed: memory grows with the groups, not with the images."""
     scan = ReportScan(out)
-    by = _grouping(by, scan.labelled)
-    read, light = (lambda: scan.images(COLUMNS)), (lambda: scan.images(MEDIANS))
-    return summarize_images(read, by, scan.labelled, scan.keys.failed, scan.settings, thresholds, light)
+    chosen = scan.chosen_classes is not None
+    labelled = scan.labelled and not chosen
+    by = _grouping(by, labelled, chosen)
+    read, light = (lambda: scan.image_rows(COLUMNS)), (lambda: scan.image_rows(MEDIANS))
+    return summarize_images(read, by, labelled, scan.keys.failed, scan.settings, thresholds, light, chosen=chosen)

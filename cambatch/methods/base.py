@@ -37,6 +37,9 @@ class ClassMaps:
     maps: torch.Tensor  # float32 [B, K, h, w], raw (signed, not normalized)
     # bool [B, K]: False where a column only stands in (an `extra` class already explained, or none); None: all kept
     kept: torch.Tensor | None = None
+    # float32 [B, C]: each image's target-layer activations averaged over space (for `cam`, the head's input);
+    # the image's embedding (`--embeddings`)
+    pooled: torch.Tensor | None = None
 
 
 class Selection(NamedTuple):
@@ -49,9 +52,12 @@ class Selection(NamedTuple):
     scores: Tensor
     kept: Tensor | None = None  # see `ClassMaps.kept`
 
-    def with_maps(self, maps: Tensor) -> ClassMaps:
-        """These classes with their maps [B, K, h, w]."""
-        return ClassMaps(self.class_index, self.rank, self.probability, self.logit, self.scores, maps, self.kept)
+    def with_maps(self, maps: Tensor, activations: Tensor) -> ClassMaps:
+        """These classes with their maps [B, K, h, w], and the images' pooled `activations` [B, C, h, w]."""
+        pooled = activations.detach().float().mean((2, 3))
+        return ClassMaps(
+            self.class_index, self.rank, self.probability, self.logit, self.scores, maps, self.kept, pooled
+        )
 
 
 def probabilities(logits: Tensor, activation: str) -> Tensor:
@@ -109,7 +115,7 @@ class CamMethod(ABC):
     """
 
     name: ClassVar[str]
-    passes: ClassVar[str]  # what one batch costs, for the README and `--help`
+    passes: ClassVar[str]  # what one batch costs (docs/methods.md's table says the same)
     class_specific: ClassVar[bool] = True  # False: one map per image, the same for all its K classes
     compile_refusal: ClassVar[str | None] = (
         "every forward pass hooks the target layer, and a compiled graph skips such hooks"

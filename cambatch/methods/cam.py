@@ -71,4 +71,4 @@ def class_activation_maps(
     logits = model.head(feature_map.mean((2, 3)))
     selection = select_classes(logits, topk, classes, extra, activation=activation)
     maps = weighted_maps(model.head.weight[selection.class_index], feature_map)
-    return selection.with_maps(maps)
+    return selection.with_maps(maps, feature_map)

@@ -41,4 +41,4 @@ class EigenCAM(CamMethod):
         flip = projection.amin(1).abs() > projection.amax(1).abs()
         projection = torch.where(flip[:, None], -projection, projection).float()  # [B, h*w]
         maps = projection.reshape(b, 1, h, w).expand(b, class_index.shape[1], h, w).contiguous()
-        return selection.with_maps(maps)
+        return selection.with_maps(maps, activations)

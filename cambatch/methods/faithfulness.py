@@ -47,9 +47,17 @@ def faithfulness_scores(
             masked.append(scores.gather(1, cams.class_index[:, k : k + 1])[:, 0])
         masked_probability = torch.stack(masked, 1)
         p = cams.probability.float()
-        drop = (p - masked_probability).clamp(min=0) / p.clamp(min=torch.finfo(torch.float32).tiny)
         increase = masked_probability > p
-        return {"masked_probability": masked_probability, "confidence_drop": drop, "confidence_increase": increase}
+        return {
+            "masked_probability": masked_probability,
+            "confidence_drop": confidence_drop(p, masked_probability),
+            "confidence_increase": increase,
+        }
+
+
+def confidence_drop(p: Tensor, changed: Tensor) -> Tensor:
+    """max(0, p - p_changed) / p: the share of a class's probability lost when the input changed (0 when it rose)."""
+    return (p - changed).clamp(min=0) / p.clamp(min=torch.finfo(torch.float32).tiny)
 
 
 _ORDER = ("masked_probability", "confidence_drop", "confidence_increase")  # the tally's sums, in this order

@@ -42,7 +42,7 @@ class GradientMethod(CamMethod):
             activations = self.target.to_grid(leaf.detach()).float()
             gradients = torch.stack([self.target.to_grid(g) for g in grads], 1).float()
             maps = self.combine(activations, gradients)
-        return selection.with_maps(maps)
+        return selection.with_maps(maps, activations)
 
     @abstractmethod
     def combine(self, activations: Tensor, gradients: Tensor) -> Tensor:

@@ -62,7 +62,7 @@ class ScoreCAM(CamMethod):
             out = self.execution.forward(self.network, images[image_ids] * masks.to(images.dtype)).float()
             scores[image_ids, :, channel_ids] = out.gather(1, class_index[image_ids])
         maps = weighted_maps(scores.softmax(2), activations)
-        return selection.with_maps(maps)
+        return selection.with_maps(maps, activations)
 
     def settings(self) -> dict:
         return {**super().settings(), "scorecam_batch": self.batch_size}

@@ -107,17 +107,7 @@ def load_model(
     else:
         network, inputs = _build_torchvision(name, weights, num_classes)
     if weights_file is not None:
-        state = read_checkpoint(weights_file, trust_checkpoint)
-        if isinstance(state, torch.jit.ScriptModule):  # TorchScript hides its layers: take its weights
-            state = state.state_dict()
-        elif isinstance(state, nn.Module):  # a whole pickled model, trusted by the user
-            network = state
-            state = network.state_dict()
-        try:
-            network.load_state_dict(state)
-        except RuntimeError as exc:
-            summary = str(exc).split("\n\t")[1:3]
-            raise UsageError(f"{weights_file} does not fit {name}: {'; '.join(summary) or exc}") from None
+        network = _with_weights(network, name, weights_file, trust_checkpoint)
     network.eval()
     input_size = image_size or inputs.size
     if input_size != inputs.size:
@@ -128,7 +118,9 @@ def load_model(
         cam_refusal = None
     except UsageError as exc:
         if require_cam_head:
-            raise
+            raise UsageError(
+                f"{exc}; --method auto picks a gradient method (gradcam) where CAM does not apply"
+            ) from None
         features, head, cam_refusal = None, None, str(exc)
     return CamModel(
         name=name,
@@ -147,6 +139,33 @@ def load_model(
         feature_layer=_features_name(network, features) if features is not None else "",
         interpolation=inputs.interpolation,
     )
+
+
+def _with_weights(network: nn.Module, name: str, weights_file: Path, trust: bool) -> nn.Module:
+    """`network` with the weights of `weights_file` (or the whole model it pickles, when trusted)."""
+    state = read_checkpoint(weights_file, trust)
+    if isinstance(state, torch.jit.ScriptModule):  # TorchScript hides its layers: take its weights
+        state = state.state_dict()
+    elif isinstance(state, nn.Module):  # a whole pickled model, trusted by the user
+        network = state
+        state = network.state_dict()
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        summary = "; ".join(str(exc).split("\n\t")[1:3]) or str(exc)
+        raise UsageError(f"{weights_file} does not fit {name}: {summary}{_classes_hint(network, state)}") from None
+    return network
+
+
+def _classes_hint(network: nn.Module, state: dict) -> str:
+    """When the checkpoint's classifier has another number of classes than the model: the option that fits it."""
+    name, last = next(
+        ((n, m) for n, m in reversed(list(network.named_modules())) if isinstance(m, nn.Linear)), ("", None)
+    )
+    weight = state.get(f"{name}.weight") if last is not None else None
+    if weight is None or weight.ndim != 2 or weight.shape[0] == last.out_features:
+        return ""
+    return f" (its classifier has {weight.shape[0]} classes: add --num-classes {weight.shape[0]})"
 
 
 @torch.inference_mode()

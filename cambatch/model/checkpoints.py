@@ -13,6 +13,9 @@ from ..errors import UsageError
 
 # Keys under which training scripts commonly nest the state_dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
+# What a weights file must be; said when it is none of them (torch's own words, a magic number or
+# "pop from empty list", tell nobody what is wrong).
+_KINDS = "a PyTorch checkpoint (torch.save), a .safetensors file or a torch.export .pt2 archive"
 
 
 def sha256_of(path: Path) -> str:
@@ -47,8 +50,8 @@ def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor] 
             f"refusing to unpickle {path}: it holds objects beyond plain tensors, and unpickling them "
             f"could run code ({first_line}). Save a plain state_dict, or pass --trust-checkpoint if you own this file"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise UsageError(f"cannot read weights file {path}: {exc}") from None
+    except Exception:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise UsageError(f"cannot read weights file {path}: it is not {_KINDS}") from None
     return unwrap_state_dict(loaded, path)
 
 
@@ -118,8 +121,8 @@ def _read_trusted(path: Path) -> dict[str, torch.Tensor] | torch.nn.Module:
                 return _load_torchscript(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"cannot read weights file {path}: {exc}") from None
+    except Exception:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise UsageError(f"cannot read weights file {path}: it is not {_KINDS}") from None
     return loaded if isinstance(loaded, torch.nn.Module) else unwrap_state_dict(loaded, path)
 
 

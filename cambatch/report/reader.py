@@ -6,8 +6,9 @@ Only pyarrow, pandas and numpy are imported here (never torch), so notebooks and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -15,9 +16,16 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .parts import report_files, settings_of
-from .schema import MAP_NAMES, is_correct
+from ..errors import UsageError
+from ..layout import ImageNames
+from .parts import newest_settings, report_files, settings_in
+from .schema import EMBEDDING_COLUMN, MAP_NAMES, is_correct
 
+# What names an image in a report: its INPUT and its path there (two INPUTs holding `x.png` hold two images).
+IMAGE_KEY = ("input_root", "path")
+# The list columns a plain `load_report` leaves out: a few hundred bytes to kilobytes per row each.
+LARGE_COLUMNS = ("map", EMBEDDING_COLUMN.name)
+SCAN_ROWS = 8192  # rows per batch of `scan_report`: a few MB with maps and embeddings
 # Low-cardinality text columns: categoricals make them small in memory and quick to group by.
 CATEGORICAL_COLUMNS = ("class_name", "status", "model", "method", "run_id", "label")
 # Nullable pandas integers: error rows have no rank or size, and NaN must not turn them into floats.
@@ -54,7 +62,8 @@ def load_report(
     are read: `status="ok"`, `rank=1` (or several: `rank=[1, 2]`), `columns=[...]`, and any
     pyarrow expression as `where` (e.g. `pyarrow.dataset.field("probability") > 0.5`).
     The raw maps (`map`, a float16 array per row) are read with `maps=True` or when named in
-    `columns`; `map_stack` turns them into one array.
+    `columns`; `map_stack` turns them into one array. The embeddings (`embedding`) only when named
+    in `columns`; `load_embeddings` reads them as one array.
 
     Dtypes: `class_name`, `status`, `model`, `method`, `run_id` (and `label`, when the run had
     labels) are categoricals; integer columns are pandas' nullable integers (error rows have no
@@ -65,24 +74,12 @@ def load_report(
     >>> df = cambatch.load_report("cams", status="ok", rank=1)      # doctest: +SKIP
     >>> df.groupby("class_name", observed=True).border_energy.mean()  # doctest: +SKIP
     """
-    parts, filesystem = report_files(out)
-    schemas = [pq.read_schema(p, filesystem=filesystem) for p in parts]
-    # Parts written by different cambatch versions may differ in columns: read their union.
-    schema = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
-    if columns is not None:
-        missing = [c for c in columns if c not in schema.names]
-        if missing:
-            raise KeyError(
-                f"no column {', '.join(map(repr, missing))} in the report; it has: {', '.join(schema.names)}"
-            )
-    if columns is None and not maps:
-        columns = [name for name in schema.names if name != "map"]
-    dataset = ds.dataset(parts, schema=schema, format="parquet", filesystem=filesystem)
-    table = dataset.to_table(
-        columns=list(columns) if columns is not None else None, filter=_filter(status, rank, where)
-    )
-    frame = frame_of(table)
-    frame.attrs.update(settings_of(parts, filesystem))
+    files = ReportFiles(out)
+    dataset = files.dataset(columns)
+    if columns is None:
+        columns = [name for name in dataset.schema.names if name not in LARGE_COLUMNS or (maps and name == "map")]
+    frame = frame_of(dataset.to_table(columns=list(columns), filter=_filter(status, rank, where)))
+    frame.attrs.update(files.settings)
     return frame
 
 
@@ -95,6 +92,104 @@ def frame_of(table: pa.Table) -> pd.DataFrame:
         extra = ["error", "ok"] if column == "status" else []
         frame[column] = frame[column].cat.set_categories(sorted(set(frame[column].cat.categories) | set(extra)))
     return frame
+
+
+class ReportFiles:
+    """A report's parts (a folder, or its URL on a store): their columns' union and the run's settings, each
+    part's footer read once and dropped (a report of thousands of parts: their footers, each with the run's
+    settings, would hold hundreds of MB; the distinct schemas are few); and its rows streamed a part and a
+    batch at a time (`batches`). Every reader of the report builds on it: `load_report`, `scan_report` and
+    `report.scan.ReportScan`.
+    """
+
+    def __init__(self, out: Path | str, *, batch_rows: int = SCAN_ROWS):
+        self.parts, self.filesystem = report_files(out)
+        self.batch_rows = batch_rows
+        self.rows, schemas = 0, {}
+
+        def settings_by_part():
+            for part in self.parts:
+                metadata = pq.read_metadata(part, filesystem=self.filesystem)
+                self.rows += metadata.num_rows
+                schema = metadata.schema.to_arrow_schema()
+                plain = schema.remove_metadata()
+                schemas.setdefault(plain.to_string(), plain)
+                yield part, settings_in(schema)
+
+        self.settings = newest_settings(settings_by_part())
+        # Parts written by different cambatch versions may differ in columns: read their union.
+        self.schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+    def present(self, wanted: Iterable[str]) -> list[str]:
+        """The wanted columns the report has, in the order given."""
+        return [c for c in dict.fromkeys(wanted) if c in self.schema.names]
+
+    def check(self, columns: Sequence[str] | None) -> None:
+        """`KeyError` for a column no part has."""
+        missing = [c for c in columns or () if c not in self.schema.names]
+        if missing:
+            raise KeyError(
+                f"no column {', '.join(map(repr, missing))} in the report; it has: {', '.join(self.schema.names)}"
+            )
+
+    def dataset(self, columns: Sequence[str] | None = None) -> ds.Dataset:
+        """The parts as one pyarrow dataset of their columns' union; `KeyError` for a named column none has."""
+        self.check(columns)
+        return ds.dataset(self.parts, schema=self.schema, format="parquet", filesystem=self.filesystem)
+
+    def batches(
+        self,
+        columns: Sequence[str],
+        status: str | None = None,
+        *,
+        where: ds.Expression | None = None,
+        batch_rows: int | None = None,
+    ) -> Iterator[pa.Table]:
+        """The rows (`status`, `where`: only those), `columns` only (those the report has), part by part and at
+        most `batch_rows` at a time, in the parts' order; a column a part lacks (written by an older cambatch)
+        comes as nulls.
+        """
+        wanted = self.present(columns)
+        expression = _filter(status, None, where)
+        for part in self.parts:
+            yield from self.part_batches(part, wanted, expression, batch_rows)
+
+    def part_batches(
+        self, part: str, columns: list[str], where: ds.Expression | None = None, batch_rows: int | None = None
+    ) -> Iterator[pa.Table]:
+        """One part's rows that match `where`, `columns` of the union's types, in order, a batch at a time."""
+        dataset = ds.dataset([part], schema=self.schema, format="parquet", filesystem=self.filesystem)
+        for batch in dataset.to_batches(
+            columns=list(columns),
+            filter=where,
+            batch_size=batch_rows or self.batch_rows,
+            batch_readahead=_READAHEAD,  # a few batches ahead: memory stays a batch's, never the part's
+            fragment_readahead=1,
+        ):
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
+
+
+_READAHEAD = 2
+
+
+def scan_report(
+    out: Path | str, *, columns: Sequence[str], where: ds.Expression | None = None, batch_rows: int = SCAN_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The report's rows that match `where`, `batch_rows` at a time, as DataFrames of `columns`: for readers
+    whose memory must not grow with the report (`cambatch slices`, `cambatch reliance`).
+
+    Plain dtypes (text stays text, integers are pandas' nullable integers); no settings in `attrs`
+    (`read_settings` has them). `ReportFiles.batches` streams the rows.
+    """
+    files = ReportFiles(out, batch_rows=batch_rows)
+    files.check(columns)
+    for table in files.batches(columns, where=where):
+        yield table.to_pandas(types_mapper=_NULLABLE.get)
 
 
 def _filter(status, rank, where) -> ds.Expression | None:
@@ -115,20 +210,27 @@ def _member(field: ds.Expression, values: list) -> ds.Expression:
     return field == values[0] if len(values) == 1 else field.isin(values)
 
 
-def load_map(out: Path | str, path: str, class_index: int) -> np.ndarray:
+def load_map(out: Path | str, path: str, class_index: int, *, input_root: str | None = None) -> np.ndarray:
     """The raw map of one image and class: signed, not normalized, at the model's feature resolution, float32 [h, w].
 
-    `path` is the image's `path` column in the report, `class_index` its `class_index`. Maps are
-    kept in the report (float16), so no model and no other file is needed.
+    `path` is the image's `path` column in the report, `class_index` its `class_index`; `input_root` its
+    INPUT, needed only when several INPUTs of the report hold that path. Maps are kept in the report
+    (float16), so no model and no other file is needed.
 
     >>> import cambatch
     >>> m = cambatch.load_map("cams", "dogs/husky.jpg", 248)  # doctest: +SKIP
     >>> m.shape, float(m.mean())                            # doctest: +SKIP
     ((7, 7), 9.31)
     """
-    rows = load_report(out, status="ok", columns=["class_index", "run_id", *MAP_NAMES], where=ds.field("path") == path)
+    where = ds.field("path") == path
+    if input_root is not None:
+        where &= ds.field("input_root") == str(input_root)
+    rows = load_report(out, status="ok", columns=["input_root", "class_index", "run_id", *MAP_NAMES], where=where)
     if rows.empty:
         raise KeyError(f"no processed image with path {path!r} in the report")
+    if rows["input_root"].nunique() > 1:
+        roots = ", ".join(sorted(rows["input_root"].astype(str).unique()))
+        raise KeyError(f"several INPUTs hold {path!r} ({roots}): pass input_root to say which")
     chosen = rows[rows["class_index"] == int(class_index)]
     if chosen.empty:
         explained = ", ".join(str(c) for c in sorted(set(rows["class_index"])))
@@ -141,6 +243,52 @@ def load_map(out: Path | str, path: str, class_index: int) -> np.ndarray:
     return map_stack(newest)[0]
 
 
+class Embeddings(NamedTuple):
+    """The report's embeddings (`--embeddings`): one row of `images` per image, and its vector in `vectors`."""
+
+    images: pd.DataFrame  # input_root, path, class_index, class_name, probability, label, correct (those present)
+    vectors: np.ndarray  # float16 [images, features], row i the vector of images.iloc[i]
+
+
+EMBEDDING_IMAGE_COLUMNS = (
+    "input_root",
+    "path",
+    "run_id",
+    "class_index",
+    "class_name",
+    "probability",
+    "label",
+    "correct",
+)
+
+
+def load_embeddings(out: Path | str, *, where: ds.Expression | None = None) -> Embeddings:
+    """Every image's pooled feature vector, as a run with `--embeddings` kept it (float16), with the image's row.
+
+    Each image's vector is on its best-ranked row only (`per_image`'s row), so this reads one row
+    per image: its identity (`input_root`, `path`), top class, probability, and its label and
+    `correct` when the run had labels. `where` (a pyarrow expression) narrows the rows, pushed down
+    like `load_report`'s. A million images of 1280 features hold 2.5 GB: narrow them, or stream
+    with `scan_report`.
+
+    >>> import cambatch
+    >>> images, vectors = cambatch.load_embeddings("cams")  # doctest: +SKIP
+    >>> vectors.shape                                       # doctest: +SKIP
+    (5000, 1280)
+    """
+    present = report_columns(out)
+    if EMBEDDING_COLUMN.name not in present:
+        raise UsageError(f"the report in {out} holds no embeddings: run it with --embeddings")
+    has_vector = ds.field(EMBEDDING_COLUMN.name).is_valid()
+    columns = [c for c in EMBEDDING_IMAGE_COLUMNS if c in present] + [EMBEDDING_COLUMN.name]
+    rows = load_report(out, status="ok", columns=columns, where=has_vector if where is None else has_vector & where)
+    if rows.empty and where is None:  # every report has the column; a run without --embeddings left it null
+        raise UsageError(f"the report in {out} holds no embeddings: run it with --embeddings")
+    flat = rows.pop(EMBEDDING_COLUMN.name).to_numpy()
+    vectors = np.stack(flat).astype(np.float16) if len(rows) else np.empty((0, 0), np.float16)
+    return Embeddings(rows.reset_index(drop=True), vectors)
+
+
 def map_stack(frame: pd.DataFrame) -> np.ndarray:
     """The `map` column of report rows (read with `maps=True`) as one float32 array [rows, h, w]."""
     sizes = set(zip(frame["map_height"], frame["map_width"], strict=True))
@@ -151,9 +299,27 @@ def map_stack(frame: pd.DataFrame) -> np.ndarray:
     return flat.astype(np.float32).reshape(len(frame), int(height), int(width))
 
 
+def image_key(df: pd.DataFrame) -> list[str]:
+    """The columns of `IMAGE_KEY` in `df`; a frame read without `input_root` stands for one INPUT: `path` alone."""
+    return [column for column in IMAGE_KEY if column in df.columns]
+
+
+def image_ids(df: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Each row's image: its `image_key` values as text, `(input_root, path)`."""
+    return list(zip(*(df[column].astype(str) for column in image_key(df)), strict=True))
+
+
 def several_inputs(df: pd.DataFrame) -> bool:
     """Whether the report spans several INPUTs: the run then gave each its own overlay folder (`layout.image_dir`)."""
     return "input_root" in df.columns and df["input_root"].nunique() > 1
+
+
+def image_names(df: pd.DataFrame) -> ImageNames:
+    """How the run named its images' output folders (`layout.ImageNames`), decided again from every image of the
+    report: a report spanning several INPUTs gave each its own folder, and names that clash get a hash.
+    """
+    roots = df["input_root"].astype(str) if "input_root" in df.columns else pd.Series("", index=df.index)
+    return ImageNames.of(zip(roots, df["path"].astype(str), strict=True))
 
 
 def has_labels(df: pd.DataFrame) -> bool:
@@ -161,24 +327,42 @@ def has_labels(df: pd.DataFrame) -> bool:
     return "label" in df.columns and bool(df["label"].notna().any())
 
 
-def per_image(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per successfully processed image: its best-ranked explained class.
+def chosen_classes(df: pd.DataFrame) -> list[int] | None:
+    """The classes a `--classes` run explained (its settings record them); None for a top-k run.
 
-    For a top-k run that is the top-1 prediction. For a `--classes` run it is the explained class
-    ranked highest. When the report has labels but no `correct` column, `correct` is derived
-    (top-1 name equals the label, case-insensitive, `_` and space alike). If an image appears
-    under several runs (an older report written before resume existed), the newest run wins.
+    Such a run explains the classes it was given, not its predictions: its best-ranked row is no top-1.
+    """
+    return df.attrs.get("classes") or None
+
+
+def explained_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Every `ok` row, of each image's newest run (`schema.newest_run`) when the report holds it under several
+    (an older report written before resume existed).
     """
     ok = df[df["status"] == "ok"]
+    key = image_key(ok)
     if "run_id" in ok.columns and ok["run_id"].nunique() > 1:
         # `schema.newest_run`, vectorized; as text: `load_report`'s categorical run ids have no order.
         run_ids = ok["run_id"].astype(str)
-        ok = ok[run_ids == run_ids.groupby(ok["path"].astype(str)).transform("max")]
+        ok = ok[run_ids == run_ids.groupby([ok[c].astype(str) for c in key]).transform("max")]
+    return ok
+
+
+def per_image(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per successfully processed image (`IMAGE_KEY`): its best-ranked explained class.
+
+    For a top-k run that is the top-1 prediction. For a `--classes` run it is the explained class
+    ranked highest (`chosen_classes`: not a prediction). When the report has labels but no `correct`
+    column, `correct` is derived (top-1 name equals the label, case-insensitive, `_` and space alike).
+    If an image appears under several runs, the newest run wins (`explained_rows`).
+    """
+    ok = explained_rows(df)
+    key = image_key(ok)
     first = ok[ok["rank"] == 1]
-    if first["path"].is_unique and len(first) == ok["path"].nunique():
+    if not first.duplicated(key).any() and len(first) == len(ok[key].drop_duplicates()):
         top = first  # a top-k run: every image has its rank-1 row (no sort of a large frame needed)
     else:
-        top = ok.sort_values(["path", "rank"], kind="stable").drop_duplicates("path", keep="first")
+        top = ok.sort_values([*key, "rank"], kind="stable").drop_duplicates(key, keep="first")
     if "label" in top.columns and "correct" not in top.columns:
         correct = [
             is_correct(None if pd.isna(label) else label, {1: c})

@@ -9,8 +9,12 @@ batch rather than split.
 An image has one version in a report written since resume existed (a redone image's old rows are purged).
 An older report may hold an image under several runs, the newest of which counts: with several runs,
 `keys` finds those with one external hash partition (each image's key and run go to one of a few Arrow
-files by the hash of its path, and each file is grouped alone), in memory bounded by a file, and the
+files by the hash of its key, and each file is grouped alone), in memory bounded by a file, and the
 superseded rows (none in a current report) are left out of every scan.
+
+An image is its INPUT and its path there (`reader.IMAGE_KEY`: two INPUTs holding `x.png` hold two images):
+batches, partitions, superseded rows and failed images are all keyed by both. The rows themselves stream
+through `reader.ReportFiles.batches`, as every reader of the report does.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 
-from .parts import newest_settings, report_files, settings_in
-from .reader import frame_of, per_image
+from ..layout import ImageNames, clash_key
+from .reader import IMAGE_KEY, ReportFiles, frame_of, image_key, per_image
 
 BATCH_ROWS = 65_536  # rows read at a time
 BUCKET_ROWS = 250_000  # rows of one file of an external hash partition
@@ -44,73 +48,28 @@ class Keys:
 
     superseded: set[tuple[str, str, str]] = field(default_factory=set)  # (input_root, path, run_id)
     failed: int = 0  # images with an error row and no processed row
-    failed_first: list[tuple[str, str]] = field(default_factory=list)  # (path, error), the first by path
+    # (input_root, path, error) of the first failed images by their key
+    failed_first: list[tuple[str, str, str]] = field(default_factory=list)
     labelled: bool = False  # some row carries a label (`reader.has_labels`)
 
 
-class ReportScan:
-    """The parts of a report (a folder, or its URL on a store), read a batch at a time."""
+class ReportScan(ReportFiles):
+    """The parts of a report (a folder, or its URL on a store), read a batch at a time (`reader.ReportFiles`
+    streams the rows), one row per image.
+    """
 
     def __init__(self, out: Path | str):
-        self.parts, self.filesystem = report_files(out)
-        # Each footer read once and dropped (a report of thousands of parts: their footers, each with the
-        # run's settings, would hold hundreds of MB); the distinct schemas are few.
-        self.rows, schemas = 0, {}
-
-        def settings_by_part():
-            for part in self.parts:
-                metadata = pq.read_metadata(part, filesystem=self.filesystem)
-                self.rows += metadata.num_rows
-                schema = metadata.schema.to_arrow_schema()
-                plain = schema.remove_metadata()
-                schemas.setdefault(plain.to_string(), plain)
-                yield part, settings_in(schema)
-
-        self.settings = newest_settings(settings_by_part())
-        self.schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
-
-    @property
-    def columns(self) -> list[str]:
-        return self.schema.names
-
-    def present(self, wanted: Iterable[str]) -> list[str]:
-        """The wanted columns the report has, in the order given."""
-        return [c for c in dict.fromkeys(wanted) if c in self.schema.names]
+        super().__init__(out, batch_rows=BATCH_ROWS)
 
     @property
     def labelled(self) -> bool:
         """Whether some row carries a label (`reader.has_labels`)."""
         return self.keys.labelled
 
-    def batches(self, columns: Sequence[str], status: str | None = None) -> Iterator[pa.Table]:
-        """The rows (`status`: only those), `columns` only, part by part and `BATCH_ROWS` at a time; a column a
-        part lacks (written by an older cambatch) comes as nulls.
-        """
-        wanted = self.present(columns)
-        for part in self.parts:
-            yield from self._part_batches(part, wanted, status)
-
-    def _part_batches(self, part: str, wanted: list[str], status: str | None) -> Iterator[pa.Table]:
-        with pq.ParquetFile(part, filesystem=self.filesystem) as parquet:
-            have = set(parquet.schema_arrow.names)
-            reading = [c for c in wanted if c in have]
-            if status is not None and "status" not in reading:
-                reading.append("status")
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=reading):
-                table = pa.Table.from_batches([batch])
-                if status is not None:
-                    table = table.filter(pc.equal(table.column("status"), status))
-                yield self._typed(table, wanted)
-
-    def _typed(self, table: pa.Table, wanted: list[str]) -> pa.Table:
-        """`table` with the unified schema's columns `wanted` (nulls where the part has none)."""
-        arrays = [
-            table.column(c).cast(self.schema.field(c).type)
-            if c in table.column_names
-            else pa.nulls(table.num_rows, self.schema.field(c).type)
-            for c in wanted
-        ]
-        return pa.Table.from_arrays(arrays, names=wanted)
+    @property
+    def chosen_classes(self) -> list[int] | None:
+        """The classes a `--classes` run explained (`reader.chosen_classes`); None for a top-k run."""
+        return self.settings.get("classes") or None
 
     def images(self, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
         """One row per processed image (`reader.per_image`), `columns` and what choosing it needs, in batches."""
@@ -126,9 +85,10 @@ class ReportScan:
         wanted = self.present([*IMAGE_COLUMNS, *columns])
         superseded = self.keys.superseded
         pending: list[pa.Table] = []
+        processed = ds.field("status") == "ok"
         for part in self.parts:
             carried = None
-            for table in self._part_batches(part, wanted, "ok"):
+            for table in self.part_batches(part, wanted, processed):
                 if carried is not None:
                     table = pa.concat_tables([carried, table])
                 table, carried = _split_last_image(table)
@@ -147,12 +107,13 @@ class ReportScan:
         directly for a report of one run (each image once), through an external hash partition for several.
         """
         single = len(self.settings.get("run_ids", [])) <= 1
-        columns = ["input_root", "path", "run_id", "status", "error", "label"]
+        columns = [*IMAGE_KEY, "run_id", "status", "error", "label"]
         keys, tables = Keys(), self.batches(columns)
         if single:
             for table in tables:
                 keys.labelled |= _has_label(table)
-                keys = self._failed_of([table.filter(pc.equal(table.column("status"), "error"))], keys)
+                failed = table.filter(pc.equal(table.column("status"), "error")).to_pandas()
+                keys = self._failed_of(failed.drop_duplicates(image_key(failed)), keys)
             return keys
         with tempfile.TemporaryDirectory(prefix="cambatch-keys-") as folder:
             buckets = partition(tables, max(1, math.ceil(self.rows / BUCKET_ROWS)), Path(folder))
@@ -164,24 +125,71 @@ class ReportScan:
 
     def _bucket_keys(self, table: pa.Table, keys: Keys) -> Keys:
         frame = table.to_pandas()
+        key = image_key(frame)
         ok = frame[frame["status"] == "ok"]
-        newest = ok.groupby(["input_root", "path"], dropna=False)["run_id"].transform("max")
+        newest = ok.groupby(key, dropna=False)["run_id"].transform("max")
         old = ok[ok["run_id"] != newest]
-        keys.superseded |= set(zip(old["input_root"], old["path"], old["run_id"], strict=True))
-        done = pd.MultiIndex.from_frame(ok[["input_root", "path"]])
-        errors = frame[frame["status"] == "error"].drop_duplicates(["input_root", "path"])
-        errors = errors[~pd.MultiIndex.from_frame(errors[["input_root", "path"]]).isin(done)]
-        return self._failed_of([pa.Table.from_pandas(errors[["path", "error"]])], keys)
+        keys.superseded |= set(zip(*_key_columns(old), old["run_id"], strict=True))
+        done = pd.MultiIndex.from_frame(ok[key])
+        errors = frame[frame["status"] == "error"].drop_duplicates(key)
+        errors = errors[~pd.MultiIndex.from_frame(errors[key]).isin(done)]
+        return self._failed_of(errors, keys)
 
     @staticmethod
-    def _failed_of(tables: Iterable[pa.Table], keys: Keys) -> Keys:
-        """Count the failed images of `tables` (path, error) into `keys`, keeping the first by path."""
-        for table in tables:
-            keys.failed += table.num_rows
-            rows = zip(table.column("path").to_pylist(), table.column("error").to_pylist(), strict=True)
-            named = [(p, e if isinstance(e, str) else "") for p, e in rows]
-            keys.failed_first = heapq.nsmallest(FAILED_LISTED, [*keys.failed_first, *named])
+    def _failed_of(failed: pd.DataFrame, keys: Keys) -> Keys:
+        """Count the failed images of `failed` (error rows, one an image) into `keys`, keeping the first by image."""
+        keys.failed += len(failed)
+        errors = failed["error"] if "error" in failed.columns else pd.Series([None] * len(failed), index=failed.index)
+        images = zip(*_key_columns(failed), errors, strict=True)
+        named = [(r if isinstance(r, str) else "", p, e if isinstance(e, str) else "") for r, p, e in images]
+        keys.failed_first = heapq.nsmallest(FAILED_LISTED, [*keys.failed_first, *named])
         return keys
+
+    @cached_property
+    def names(self) -> ImageNames:
+        """How the run named its images' output folders (`reader.image_names`: every image of the report, failed
+        ones too), decided in a pass over the image keys: a 64-bit hash of each image's key and of what a
+        case-insensitive disk sees of it (`layout.clash_key`) is kept (16 bytes an image), and only the images
+        whose folded hash repeats are read again by name.
+        """
+        roots: set[str] = set()
+        pairs = []
+        for table in self.batches(IMAGE_KEY):
+            frame = _image_frame(table)
+            roots.update(frame["input_root"].unique())
+            pairs.append(np.stack([_folded_hashes(frame), _hashes(frame)], axis=1))
+        seen = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), np.uint64)
+        folded, count = np.unique(seen[:, 0], return_counts=True)
+        repeated = folded[count > 1]
+        clashing: set[tuple[str, str]] = set()
+        if len(repeated):
+            for table in self.batches(IMAGE_KEY):
+                frame = _image_frame(table)
+                suspects = frame[np.isin(_folded_hashes(frame), repeated)]
+                clashing.update(zip(suspects["input_root"], suspects["path"], strict=True))
+        return ImageNames(len(roots) > 1, ImageNames.of(clashing).clashing)
+
+
+def _image_frame(table: pa.Table) -> pd.DataFrame:
+    """A batch's distinct images as text `input_root` (empty without the column) and `path`."""
+    frame = table.to_pandas()
+    roots = frame["input_root"].astype(str) if "input_root" in frame.columns else ""
+    return pd.DataFrame({"input_root": roots, "path": frame["path"].astype(str)}).drop_duplicates()
+
+
+def _hashes(frame: pd.DataFrame) -> np.ndarray:
+    return pd.util.hash_pandas_object(frame[["input_root", "path"]], index=False).to_numpy(np.uint64)
+
+
+def _folded_hashes(frame: pd.DataFrame) -> np.ndarray:
+    folded = [clash_key(r, p) for r, p in zip(frame["input_root"], frame["path"], strict=True)]
+    return _hashes(pd.DataFrame(folded, columns=["input_root", "path"], index=frame.index))
+
+
+def _key_columns(frame: pd.DataFrame) -> list[pd.Series]:
+    """The image key's columns of `frame` as (input_root, path); `input_root` null without the column."""
+    root = frame["input_root"] if "input_root" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+    return [root, frame["path"]]
 
 
 def _has_label(table: pa.Table) -> bool:
@@ -189,13 +197,16 @@ def _has_label(table: pa.Table) -> bool:
 
 
 def _split_last_image(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
-    """`table` without the rows of its last image, and those rows (they may go on in the next batch)."""
+    """`table` without the rows of its last image (`IMAGE_KEY`), and those rows (they may go on in the next batch)."""
     if table.num_rows == 0:
         return table, None
-    paths = table.column("path")
-    last = pc.fill_null(pc.equal(paths, paths[-1]), False).to_numpy(zero_copy_only=False)
-    # The last image's rows are the trailing run of rows with its path (an image of another INPUT with the
-    # same path, carried along, is chosen from as well in the next batch).
+    last = None
+    for column in (c for c in IMAGE_KEY if c in table.column_names):
+        values = table.column(column)
+        same = pc.fill_null(pc.equal(values, values[-1]), False) if values[-1].is_valid else pc.is_null(values)
+        last = same if last is None else pc.and_(last, same)
+    last = last.to_numpy(zero_copy_only=False)
+    # The last image's rows are the trailing run of rows with its key.
     start = table.num_rows - int(np.argmin(last[::-1])) if not last.all() else 0
     return table.slice(0, start), table.slice(start)
 
@@ -203,20 +214,22 @@ def _split_last_image(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
 def _chosen(rows: pd.DataFrame, superseded: set[tuple[str, str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The batch's image rows (`per_image`) and its rows, those of runs a newer one superseded left out."""
     if superseded:
-        keys = zip(rows["input_root"], rows["path"], rows["run_id"].astype(str), strict=True)
+        keys = zip(*_key_columns(rows), rows["run_id"].astype(str), strict=True)
         rows = rows[[key not in superseded for key in keys]].reset_index(drop=True)
     return per_image(rows), rows
 
 
-def partition(tables: Iterable[pa.Table], buckets: int, folder: Path) -> list[Path]:
-    """Write the rows of `tables` to `buckets` Arrow files under `folder` by the hash of their `path`: every row
-    of one image lands in one file, and each file holds about 1 / `buckets` of the rows (the others: none).
+def partition(tables: Iterable[pa.Table], buckets: int, folder: Path, *, key: Sequence[str] = IMAGE_KEY) -> list[Path]:
+    """Write the rows of `tables` to `buckets` Arrow files under `folder` by the hash of their image (the `key`
+    columns they have): every row of one image lands in one file (in every report partitioned by the same key:
+    compare pairs the files of two), and each file holds about 1 / `buckets` of the rows (the others: none).
     """
     paths = [folder / f"bucket-{i:04d}.arrow" for i in range(buckets)]
     writers: list[pa.ipc.RecordBatchStreamWriter | None] = [None] * buckets
     try:
         for table in tables:
-            hashes = pd.util.hash_array(table.column("path").to_numpy(zero_copy_only=False).astype(object))
+            image = {c: table.column(c).to_pandas().astype(str) for c in key if c in table.column_names}
+            hashes = pd.util.hash_pandas_object(pd.DataFrame(image), index=False).to_numpy(np.uint64)
             which = (hashes % np.uint64(buckets)).astype(np.int64)
             for i in np.unique(which):
                 rows = table.filter(pa.array(which == i))

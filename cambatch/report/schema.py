@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..names import name_key
+
 LABEL_SEPARATOR = "|"  # between the classes of a multi-label label: `atelectasis|effusion`
 
 # The Parquet schema-metadata key under which each part stores the settings of the run that wrote it.
@@ -21,7 +23,7 @@ METADATA_KEY = b"cambatch"
 
 @dataclass(frozen=True)
 class Column:
-    """One report column: its name, Arrow type and meaning (README's table says the same)."""
+    """One report column: its name, Arrow type and meaning (docs/report.md's table is generated from these)."""
 
     name: str
     type: pa.DataType
@@ -110,6 +112,13 @@ GROUND_TRUTH_COLUMNS = (
 GT_BOX_COLUMN = Column(
     "gt_box_coords", pa.list_(pa.float32()), "ground-truth boxes in displayed pixels, x0, y0, x1, y1 per box"
 )
+# --embeddings (`cambatch.runner.engine` copies them back with the batch); null without it.
+EMBEDDING_COLUMN = Column(
+    "embedding",
+    pa.list_(pa.float16()),
+    "the image's pooled features (the head's input; for the other methods the target layer's activations averaged "
+    "over space), on its best-ranked row only (rank 1 in a top-k run), null on its other rows",
+)
 MAP_COLUMNS = (
     Column("map", pa.list_(pa.float16()), "the raw map (signed, not normalized) at feature resolution, row-major"),
     Column("map_height", pa.int16(), "rows of `map`"),
@@ -124,6 +133,7 @@ COLUMNS = (
     + GROUND_TRUTH_COLUMNS
     + (GT_BOX_COLUMN,)
     + MAP_COLUMNS
+    + (EMBEDDING_COLUMN,)
 )
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 STAT_NAMES = tuple(c.name for c in STATISTIC_COLUMNS)
@@ -159,11 +169,6 @@ def map_array(maps: np.ndarray) -> pa.Array:
     k, h, w = maps.shape
     flat = pa.array(np.ascontiguousarray(maps, dtype=np.float16).reshape(-1))
     return pa.ListArray.from_arrays(pa.array(np.arange(k + 1, dtype=np.int32) * (h * w)), flat)
-
-
-def name_key(name: object) -> str:
-    """Class names and labels compare case-blind, `_` and space alike."""
-    return " ".join(str(name).replace("_", " ").lower().split())
 
 
 def label_classes(label: str) -> set[str]:

@@ -44,6 +44,12 @@ class RunSettings:
     topk: int = setting(resume="topk", summary=True)
     classes: list[int] | None = setting(resume="classes")
     explain_label: bool = setting(resume="explain_label")
+    # A resume adds no embedding to the images done before: the slices would miss them without saying so.
+    embeddings: bool = setting(resume="embeddings", default=False)
+    # The ground truth fills every row's ground-truth columns: a resume that adds, drops or swaps it is
+    # refused rather than leaving the finished images as they were (the refusal says: --overwrite, or another
+    # --out). Labels are compared image by image instead (`runner.resume.plan` redoes a relabelled image).
+    annotations: str | None = setting(resume="annotations")
     input_size: int = setting(resume="image_size", summary=True)
     resize: str = setting()
     interpolation: str = setting(resume=PREPROCESSING)
@@ -79,8 +85,9 @@ def resume_option(name: str) -> str | None:
 def comparable(settings: dict[str, Any], *, with_overlays: bool) -> dict[str, Any]:
     """The values of `settings` that a resume compares (overlay options only `with_overlays`)."""
     values = {f.name: settings[f.name] for f in fields(RunSettings) if f.metadata["resume"] and f.name in settings}
-    if "model" in settings:  # parts written before --explain-label existed explained no label
+    if "model" in settings:  # parts written before --explain-label and --embeddings existed had neither
         values["explain_label"] = bool(settings.get("explain_label", False))
+        values["embeddings"] = bool(settings.get("embeddings", False))
     if values.get("classes") is not None:
         values.pop("topk", None)  # chosen classes: the top-k is not what picked the rows
     if values.get("weights_sha256"):

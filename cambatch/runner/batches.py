@@ -53,4 +53,6 @@ def collect(future: Future, report: ReportWriter, result: RunResult) -> None:
     rows: pa.Table = future.result()
     report.add_image(rows)
     result.ok += 1
-    result.overlays += overlay_count(rows)
+    overlays = overlay_count(rows)
+    result.overlays += overlays
+    result.overlay_images += overlays > 0

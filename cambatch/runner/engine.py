@@ -50,6 +50,7 @@ class BatchResult:
     display: np.ndarray | None  # uint8 [B, K, h, w], ReLU'd and min-max normalized, for overlays
     kept: np.ndarray | None = None  # bool [B, K]: the columns that become rows (`methods.base.select_classes`)
     predicted: np.ndarray | None = None  # bool [B, N], multi-label runs: the classes at or above the threshold
+    embeddings: np.ndarray | None = None  # float16 [B, C], `--embeddings`: each image's pooled features
 
     def image(self, i: int) -> BatchResult:
         """Image `i`'s kept columns, as a one-image result ([1, K'] arrays)."""
@@ -59,6 +60,7 @@ class BatchResult:
             self.maps[i : i + 1, cols],
             self.display[i : i + 1, cols] if self.display is not None else None,
             predicted=self.predicted[i : i + 1] if self.predicted is not None else None,
+            embeddings=self.embeddings[i : i + 1] if self.embeddings is not None else None,
         )
 
     @property
@@ -74,7 +76,8 @@ class CamEngine:
     """Runs batches of uint8 images through `method` (bound to `model` on its device).
 
     `faithfulness` adds the masked-input scores; `want_display` the uint8 maps overlays are drawn from;
-    `threshold`, for a multi-label method (`activation` sigmoid), picks each image's predicted classes.
+    `embeddings` each image's pooled features (`ClassMaps.pooled`, as float16); `threshold`, for a
+    multi-label method (`activation` sigmoid), picks each image's predicted classes.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class CamEngine:
         classes: list[int] | None,
         want_display: bool,
         faithfulness: bool,
+        embeddings: bool,
         threshold: float,
     ):  # noqa: D107
         self.model = model
@@ -97,6 +101,7 @@ class CamEngine:
         self.classes = torch.tensor(classes, dtype=torch.int64, device=self.device) if classes else None
         self.want_display = want_display
         self.faithfulness = faithfulness
+        self.embeddings = embeddings
         self.tally = FaithfulnessTally()  # running averages of the faithfulness scores, for the run's summary
         # Normalizing uint8 on the device: (x / 255 - mean) / std == (x - 255 mean) / (255 std).
         self._shift = torch.tensor(model.mean, device=self.device).view(1, 3, 1, 1) * 255
@@ -129,6 +134,7 @@ class CamEngine:
             display = display_maps(cams.maps) if self.want_display else None
             maps = cams.maps.half()
             predicted = cams.scores >= self.threshold if self.method.activation == MULTI_LABEL else None
+            embeddings = cams.pooled.half() if self.embeddings else None
         host = {name: value.cpu().numpy() for name, value in columns.items()}
         result = BatchResult(
             host,
@@ -136,6 +142,7 @@ class CamEngine:
             display.cpu().numpy() if display is not None else None,
             kept=cams.kept.cpu().numpy() if cams.kept is not None else None,
             predicted=predicted.cpu().numpy() if predicted is not None else None,
+            embeddings=embeddings.cpu().numpy() if embeddings is not None else None,
         )
         self.tally.add(host if self.faithfulness else None, result.rank, result.kept)
         return result
@@ -164,5 +171,6 @@ def build_engine(model: CamModel, device: torch.device, config: RunConfig, *, cl
         classes=classes,
         want_display=config.output.overlays,
         faithfulness=maps.faithfulness,
+        embeddings=maps.embeddings,
         threshold=net.threshold,
     )

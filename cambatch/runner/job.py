@@ -7,28 +7,29 @@ batch at a time through `cambatch.runner.batches`.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .. import __version__
-from ..annotations.model import Annotations
+from ..annotations.match import GroundTruth
 from ..config import RunConfig
 from ..data.gpu_decode import use_gpu_decode
 from ..data.inputs import Preprocess
 from ..errors import UsageError
-from ..layout import OutputLayout
+from ..layout import ImageNames, OutputLayout
 from ..methods.base import CamMethod
 from ..model.accel import check_precision
 from ..model.build import CamModel, load_model
 from ..model.catalog import MULTI_LABEL
-from ..report.schema import name_key
+from ..names import name_key
 from ..report.settings import RunSettings
 from ..sources.discover import ImageSource, discover
+from ..sources.identity import distinct
 from ..sources.lists import read_list
 from ..sources.shard import Shard
 from . import tuning
@@ -51,8 +52,11 @@ class RunResult:
     ok: int = 0
     errors: int = 0
     overlays: int = 0
+    overlay_images: int = 0  # images with at least one overlay written
     elapsed_s: float = 0.0
     skipped: int = 0  # already in the report from an earlier run
+    errors_kept: int = 0  # of those, images whose report rows say they failed (not retried)
+    relabelled: int = 0  # finished images redone because their label is another now (`resume.plan`)
     interrupted: str | None = None  # the signal that stopped the run early
     shard: str = "0/1"
     errors_by_path: dict[str, str] = field(default_factory=dict)
@@ -61,10 +65,16 @@ class RunResult:
     layer: str | None = None  # the layer its maps come from
     faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
     annotation_problems: list[str] = field(default_factory=list)  # malformed --annotations entries, file:line
+    check: Any = None  # with --check: the verdict (`cambatch.checks.results.CheckRun`, a layer above the runner)
 
     @property
     def processed(self) -> int:
         return self.ok + self.errors
+
+    @property
+    def failed(self) -> int:
+        """This run's images that the report now holds as failed: this run's errors and the earlier ones kept."""
+        return self.errors + self.errors_kept
 
     @property
     def images_per_s(self) -> float:
@@ -109,14 +119,20 @@ def new_run_id(started_at: datetime) -> str:
 
 
 def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
-    """The images of the INPUTs (the output folder excluded) and of the list."""
+    """The images of the INPUTs (output folders excluded) and of the list; `UsageError` when there is none."""
     source = config.source
     found = (
         discover(list(config.inputs), exclude=out, labels_from_dirs=source.labels_from_dirs) if config.inputs else []
     )
     if source.from_list is not None:
         found += read_list(source.from_list)
-    return found
+    if not found:
+        given = [str(p) for p in config.inputs] + ([str(source.from_list)] if source.from_list is not None else [])
+        raise UsageError(
+            f"no images found in {', '.join(given)} (image files, .tar shards, Parquet files of images; "
+            f"cambatch output folders, {out} included, are never read as input)"
+        )
+    return distinct(found)
 
 
 def build_stages(config: RunConfig) -> Stages:
@@ -171,6 +187,8 @@ def run_settings(config: RunConfig, stages: Stages, *, run_id: str, shard: Shard
         topk=maps.topk,
         classes=stages.class_ids,
         explain_label=maps.explain_label,
+        embeddings=maps.embeddings,
+        annotations=str(config.source.annotations) if config.source.annotations else None,
         input_size=model.input_size,
         resize=RESIZE,
         interpolation=model.interpolation,
@@ -182,18 +200,6 @@ def run_settings(config: RunConfig, stages: Stages, *, run_id: str, shard: Shard
         options=config.options(),
         inputs=[p if isinstance(p, str) else str(Path(p).absolute()) for p in config.inputs],
     )
-
-
-def with_annotated_labels(sources: list[ImageSource], truth: Annotations | None) -> list[ImageSource]:
-    """Sources without a label take the annotations' label (as `--labels-from-dirs` gives one)."""
-    if truth is None:
-        return sources
-    labelled = []
-    for source in sources:
-        found = truth.find(source.rel)
-        label = source.label or (found.label if found is not None else None)
-        labelled.append(dataclasses.replace(source, label=label) if label != source.label else source)
-    return labelled
 
 
 def label_classes(sources: list[ImageSource], class_names: list[str]) -> list[int]:
@@ -212,18 +218,23 @@ def label_classes(sources: list[ImageSource], class_names: list[str]) -> list[in
 
 
 def resolve_classes(requested: tuple[str, ...], class_names: list[str]) -> list[int]:
-    """Class names (compared by `name_key`) or indices to indices."""
-    by_name = {name_key(name): i for i, name in enumerate(class_names)}
+    """Class names (compared by `name_key`) or indices to indices; a name several classes share is refused."""
+    by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        by_name.setdefault(name_key(name), []).append(i)
     resolved = []
     for item in requested:
-        if item.isdigit() and int(item) < len(class_names):
-            resolved.append(int(item))
-        elif name_key(item) in by_name:
-            resolved.append(by_name[name_key(item)])
-        else:
+        found = [int(item)] if item.isdigit() and int(item) < len(class_names) else by_name.get(name_key(item), [])
+        if not found:
             raise UsageError(
                 f"unknown class {item!r} (classes, --classes): give a class name or an index below {len(class_names)}"
             )
+        if len(found) > 1:
+            raise UsageError(
+                f"class name {item!r} (classes, --classes) names {len(found)} classes, indices "
+                f"{', '.join(map(str, found))}: give the index of the one you mean"
+            )
+        resolved.extend(found)
     return list(dict.fromkeys(resolved))
 
 
@@ -233,9 +244,11 @@ def image_writer(
     layout: OutputLayout,
     run_id: str,
     *,
-    truth: Annotations | None,
-    several_roots: bool,
+    truth: GroundTruth | None,
+    names: ImageNames,
+    problems: list[str],
 ) -> ImageWriter:
+    """The run's `ImageWriter`; it adds the annotation problems it meets (a box outside its image) to `problems`."""
     out = config.output
     return ImageWriter(
         layout=layout,
@@ -248,7 +261,8 @@ def image_writer(
         overlays=out.overlays,
         named_by_rank=stages.class_ids is None,
         truth=truth,
-        several_roots=several_roots,
+        names=names,
+        problems=problems,
     )
 
 

@@ -13,11 +13,12 @@ import dataclasses
 import shutil
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
-from ..annotations.readers import load_annotations
+from ..annotations.match import annotate
 from ..config import RunConfig
 from ..errors import UsageError
-from ..layout import OutputLayout
+from ..layout import MARKER_TEXT, ImageNames, OutputLayout
 from ..model.catalog import MULTI_LABEL
 from ..sources.shard import Shard, parse_shard
 from . import resume
@@ -33,7 +34,6 @@ from .job import (
     label_classes,
     new_run_id,
     run_settings,
-    with_annotated_labels,
 )
 from .lock import OutputLock
 from .manifest import RunManifest, live_shard_settings, mark_died
@@ -57,6 +57,7 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
 
 def _run_local(config: RunConfig, progress: ProgressReporter, staged: StagedOut | None = None) -> RunResult:
     layout = OutputLayout(config.out.expanduser().absolute())
+    _refuse_a_file_as_out(layout.root)
     try:
         with engine(config.speed.engine).connected(config):
             return _run(config, progress, layout, staged)
@@ -119,9 +120,9 @@ def _plan(
     """Everything checked before any work, OUT made ready (resumed, or purged with --overwrite), and the job."""
     found = find_sources(config, layout.root)
     # Decided before sharding, so that every shard of one OUT lays its overlays out alike.
-    several_roots = len({s.input_root for s in found}) > 1
-    truth = load_annotations(config.source.annotations) if config.source.annotations else None
-    sources = with_annotated_labels([s for s in found if shard.owns(s.rel)], truth)
+    names = ImageNames.of(s.key for s in found)
+    found, truth = annotate(found, config.source.annotations)  # all images: every shard matches alike
+    sources = [s for s in found if shard.owns(s.rel)]
     if config.maps.explain_label and not any(s.label for s in sources):
         raise UsageError(
             "explain_label (--explain-label) needs labels: add --labels-from-dirs, a --from-list with a label "
@@ -131,12 +132,9 @@ def _plan(
     stages = build_stages(runner.driver_config(config))
     run_id = new_run_id(started_at)
     settings = run_settings(config, stages, run_id=run_id, shard=shard, device=runner.recorded_device(stages)).as_dict()
+    _refuse_other_settings(layout, shard, settings, overwrite=config.job.overwrite)
     if config.job.overwrite:
         _start_over(layout, shard)
-    # Before any work: the rows kept, and the shards running beside this one, must come from these settings.
-    resume.check_settings(
-        resume.report_settings(layout.report_dir) + live_shard_settings(layout.root, shard.tag), settings, layout.root
-    )
     mark_died(layout.root, shard.tag)  # this shard's lock is ours: a run still marked running died
     resume.sweep(layout, shard)  # and so did the writers of this shard's temporary parts
     todo = resume.plan(sources, layout.report_dir, config.job.retry_errors)
@@ -144,12 +142,16 @@ def _plan(
         resume.purge(layout, keys=todo.purge_keys)
     if staged is not None:  # the store's report, purged like the staged one, before any work
         staged.push(clear_overlays=config.job.overwrite and shard.count == 1)
+    if not layout.marker.is_file():  # later runs, with any OUT, never read this folder's pictures as input
+        layout.marker.write_text(MARKER_TEXT, encoding="utf-8")
     result = RunResult(
         run_id=run_id,
         out=layout.root,
         report=layout.report_dir,
         images=len(sources),
         skipped=todo.skipped,
+        errors_kept=todo.errors_kept,
+        relabelled=todo.relabelled,
         shard=str(shard),
         method=stages.method.name,
         layer=stages.method.layer,
@@ -163,12 +165,33 @@ def _plan(
         todo=todo.todo,
         settings=settings,
         shard=shard,
-        writer=image_writer(config, stages, layout, run_id, truth=truth, several_roots=several_roots),
+        writer=image_writer(
+            config, stages, layout, run_id, truth=truth, names=names, problems=result.annotation_problems
+        ),
         result=result,
         progress=progress,
         labels=label_classes(todo.todo, stages.model.class_names) if config.maps.explain_label else None,
         staged=staged,
     )
+
+
+def _refuse_other_settings(layout: OutputLayout, shard: Shard, settings: dict, *, overwrite: bool) -> None:
+    """Before any work, and before --overwrite purges anything: the rows kept (with --overwrite, only the
+    other shards' rows, which its purge leaves) and the shards running beside this one must come from
+    these settings.
+    """
+    overwritten = shard if overwrite else None
+    earlier = resume.report_settings(layout.report_dir, beyond=overwritten)
+    earlier += live_shard_settings(layout.root, shard.tag)
+    resume.check_settings(earlier, settings, layout.root, overwrite=overwritten)
+
+
+def _refuse_a_file_as_out(root: Path) -> None:
+    """OUT, or the nearest of its folders that exists, must be a folder: else one line, before any work."""
+    existing = next(path for path in (root, *root.parents) if path.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"is under {existing}, a file"
+        raise UsageError(f"--out {root} {where}, not a folder: give --out a folder (new or a run's)")
 
 
 def _start_over(layout: OutputLayout, shard: Shard) -> None:

@@ -30,7 +30,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import numpy as np
 import torch
@@ -180,7 +180,9 @@ def _gather(done, job: Job, stop) -> dict[str, int]:
         result.ok += out["ok"]
         result.errors += out["errors"]
         result.overlays += out["overlays"]
+        result.overlay_images += out["overlay_images"]
         result.errors_by_path.update(pickle.loads(out["failed"]))
+        result.annotation_problems.extend(pickle.loads(out["problems"]))
         job.stages.engine.tally.merge(pickle.loads(out["tally"]))
         expected[out["prefix"]] = max(expected.get(out["prefix"], 0), out["rows"])
         job.progress.advance(out["ok"] + out["errors"])
@@ -336,9 +338,21 @@ class CamActor:
             "ok": [counts.ok],
             "errors": [counts.errors],
             "overlays": [counts.overlays],
+            "overlay_images": [counts.overlay_images],
             "failed": [pickle.dumps(counts.errors_by_path)],
+            "problems": [pickle.dumps(self._new_problems())],
             "tally": [pickle.dumps(tally)],
         }
+
+    def _new_problems(self) -> list[str]:
+        """The annotation problems this actor's writer met since the last call took them (calls overlap:
+        each `pop` hands a line to exactly one of them).
+        """
+        taken = []
+        with suppress(IndexError):
+            while True:
+                taken.append(self.writer.problems.pop(0))
+        return taken
 
     def __del__(self):
         # Ray Data retires an actor gracefully once the dataset is done, by dropping its last reference:

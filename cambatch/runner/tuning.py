@@ -3,7 +3,7 @@
 On a CPU, the model's forward pass, the decoding workers and the overlay writers share the same
 cores. Torch's intra-op threads wait for each other at every operator, so a torch thread that
 loses its core to a decoder stalls the whole forward pass. Two measures keep the cores busy
-without that stall (README, Performance):
+without that stall (docs/performance.md):
 
 - the decoding workers and the overlay writers run at the lowest CPU priority
   (`background_priority`): they take only what the forward leaves, and never a core from it;
@@ -92,7 +92,7 @@ def plan(
     return Plan(threads=threads, workers=workers, batch_size=batch_size, writer_threads=writer_threads or writers)
 
 
-# Measured (README, Performance): EfficientNet-Lite0 with channels_last runs best at batch 4-8
+# Measured (docs/performance.md): EfficientNet-Lite0 with channels_last runs best at batch 4-8
 # on a CPU; larger batches fall out of the caches. A GPU wants large batches.
 CPU_BATCH = 8
 GPU_BATCH = 64

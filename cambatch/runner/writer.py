@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +13,13 @@ import pyarrow as pa
 from PIL import Image
 
 from ..annotations.masks import readable_mask
-from ..annotations.model import Annotations
-from ..annotations.orient import displayed_boxes
+from ..annotations.match import GroundTruth
+from ..annotations.orient import visible_boxes
 from ..data.preprocess import Sample
 from ..evaluation.rows import grid_masks, ground_truth_columns
-from ..layout import OutputLayout
+from ..layout import ImageNames, OutputLayout
 from ..render.overlay import JPEG_QUALITY, overlay
-from ..report.schema import GT_BOX_COLUMN, is_correct, map_array, table
+from ..report.schema import EMBEDDING_COLUMN, GT_BOX_COLUMN, is_correct, map_array, table
 from ..sources.discover import ImageSource
 from .engine import BatchResult
 
@@ -37,8 +37,11 @@ class ImageWriter:
     alpha: float
     overlays: bool
     named_by_rank: bool  # top-k run: files are top<r>_<class>.jpg; --classes run: c<index>_<class>.jpg
-    several_roots: bool = False  # a run over several INPUTs: each gets its own top folder (`layout.image_dir`)
-    truth: Annotations | None = None  # --annotations: the ground-truth columns
+    names: ImageNames = ImageNames()  # each image's overlay folder, decided from all the run's images
+    truth: GroundTruth | None = None  # --annotations: the ground-truth columns
+    # Annotation problems met while writing (a box wholly outside its image), one line each; shared with the
+    # run's result, appended from the writer threads (`list.append` is atomic).
+    problems: list[str] = field(default_factory=list)
 
     def ok_rows(self, source: ImageSource, sample: Sample, result: BatchResult, i: int) -> pa.Table:
         """Render and save the overlays of image `i` of `result`, then return its rows."""
@@ -59,6 +62,8 @@ class ImageWriter:
             map_height=[one.maps.shape[2]] * k,
             map_width=[one.maps.shape[3]] * k,
         )
+        if one.embeddings is not None:
+            columns[EMBEDDING_COLUMN.name] = _on_best_row(one.embeddings[0], ranks)
         if self.truth is not None:
             columns.update(self._ground_truth(source, sample, one))
         return table(columns, k)
@@ -70,12 +75,17 @@ class ImageWriter:
         return [self.class_names[c] for c in np.flatnonzero(one.predicted[0])]
 
     def _ground_truth(self, source: ImageSource, sample: Sample, one: BatchResult) -> dict:
-        """The image's ground-truth columns; none (nulls) when the annotations miss it or name it malformed."""
-        found = self.truth.find(source.rel)
+        """The image's ground-truth columns; none (nulls) when the annotations miss it or name it malformed,
+        or when one of its boxes lies wholly outside the image (a problem line, as a malformed entry is).
+        """
+        found = self.truth.find(source.key)
         if found is None or found.error is not None:
             return {}
         size, orient = (sample.width, sample.height), sample.orientation  # as the decode found them: no second read
-        boxes = displayed_boxes(found, size, orient) if found.boxes else np.zeros((0, 4))
+        boxes, outside = visible_boxes(found, size, orient)
+        if outside:
+            self.problems.extend(f"{line} ({source.rel})" for line in outside)
+            return {}
         k = one.maps.shape[1]
         gt = np.broadcast_to(boxes, (k, *boxes.shape)).reshape(k, -1, 4)
         cam = np.stack([one.columns[f"bbox_{side}"][0] for side in ("x0", "y0", "x1", "y1")], 1)
@@ -100,14 +110,10 @@ class ImageWriter:
             return [None] * len(names)
         photo = Image.fromarray(sample.photo.numpy())
         paths = []
-        root = str(source.input_root) if self.several_roots else None
+        folder = self.names.folder(str(source.input_root), source.rel)
         for k, (name, rank) in enumerate(zip(names, ranks, strict=True)):
             rel = self.layout.overlay_rel(
-                source.rel,
-                name,
-                rank if self.named_by_rank else None,
-                class_index=int(one.class_index[0][k]),
-                input_root=root,
+                folder, name, rank if self.named_by_rank else None, class_index=int(one.class_index[0][k])
             )
             target = self.layout.root / rel
             if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
@@ -135,6 +141,19 @@ class ImageWriter:
             "run_id": self.run_id,
         }
         return {name: [value] * rows for name, value in values.items()}
+
+
+def _on_best_row(embedding: np.ndarray, ranks: list[int]) -> pa.Array:
+    """The `embedding` column of an image's rows: its vector on the best-ranked row (the one `per_image` picks),
+    null on the others, so a top-k run stores it once per image, not k times.
+    """
+    best = int(np.argmin(ranks))
+    vector = pa.array(np.ascontiguousarray(embedding, dtype=np.float16))
+    offsets = np.zeros(len(ranks) + 1, np.int32)
+    offsets[best + 1 :] = len(vector)
+    nulls = np.ones(len(ranks), bool)
+    nulls[best] = False
+    return pa.ListArray.from_arrays(pa.array(offsets), vector, mask=pa.array(nulls))
 
 
 def _image_folder(folder: Path) -> None:

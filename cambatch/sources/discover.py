@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from ..errors import UsageError
+from ..errors import ImageError, UsageError
+from ..layout import is_out_folder
 from .parquet import is_parquet_name, parquet_rows
 from .remote import RemoteFile, etag, is_url, listing, store_error
 from .remote import version as remote_version
@@ -24,6 +25,12 @@ class SampleReader(Protocol):
     def read(self) -> bytes: ...
 
 
+class Unusable(ImageError):
+    """An image the run must not explain: what it is said to be contradicts itself (two labels, two
+    annotation entries). The message, meant for a person, is the image's error row.
+    """
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """One image (a file, an object, a tar member or a Parquet row) and where it was found."""
@@ -36,9 +43,16 @@ class ImageSource:
     label: str | None = None  # ground truth, when the input names it
     reader: SampleReader | None = None  # None: a local file, read from `path`
     etag: str | None = None  # on a store: the object's (or its container's) ETag, compared by resume too
+    error: str | None = None  # known before reading: the image is an error row (`Unusable`), never explained
 
     def read_bytes(self) -> bytes:
-        """The image's encoded bytes: the one place a loader worker reads an input."""
+        """The image's encoded bytes: the one place a loader worker reads an input.
+
+        An image with an `error` raises `Unusable` here rather than being left out before the loader:
+        every engine then makes it the image's error row, as it does for a file that cannot be decoded.
+        """
+        if self.error is not None:
+            raise Unusable(self.error)
         return self.reader.read() if self.reader is not None else Path(self.path).read_bytes()
 
     @property
@@ -67,10 +81,13 @@ def discover(
     """List the images under `inputs`: folders searched recursively, image files, fsspec URLs
     (`s3://bucket/photos`), WebDataset `.tar` shards and Parquet files of images, given or met in a folder.
 
-    Anything under `exclude` (the output folder) is skipped so that a run never reads its own
-    overlays back. Symlinked folders are followed once; a link loop is not walked twice.
-    `labels_from_dirs` labels each image with its parent folder's name (ImageFolder layout).
-    A Parquet file met in a folder without an image column is not a dataset and is passed over.
+    Anything under `exclude` (this run's output folder) or under any other cambatch output folder
+    (`layout.is_out_folder`) is skipped, so that a run never reads overlays, thumbnails or mean maps
+    back as photos. Symlinked folders are followed once; a link loop is not walked twice.
+    `labels_from_dirs` labels each image with the first folder of its path under its INPUT, as
+    torchvision's ImageFolder does (`folder_label`). A Parquet file met in a folder without an image
+    column is not a dataset and is passed over; a container met in a folder that cannot be read is
+    one sample, which fails as one error row (`Unreadable`), and the rest of the folder goes on.
     """
     excluded = exclude.resolve() if exclude is not None else None
     found: list[ImageSource] = []
@@ -87,12 +104,29 @@ def discover(
             continue
         found.extend(_walk(root, excluded))
     if labels_from_dirs:
-        found = [replace(s, label=PurePosixPath(s.rel).parent.name or _name(s.input_root)) for s in found]
+        found = [replace(s, label=folder_label(s.rel)) for s in found]
     return found
 
 
-def _name(root: Path | str) -> str:
-    return PurePosixPath(str(root).rstrip("/")).name
+def folder_label(rel: str) -> str | None:
+    """ImageFolder's label: the first folder of the path under the INPUT (`espresso/nested/x.jpg`: espresso).
+
+    An image at the INPUT's top has none. A container's samples take the container's place (its members'
+    own folders are inside a file, not folders of the INPUT).
+    """
+    parts = PurePosixPath(rel).parts
+    container = next((i for i, part in enumerate(parts) if is_shard_name(part)), len(parts) - 1)
+    return parts[0] if container > 0 else None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """The reader of a container that could not be listed: reading it fails with why, so it is one error row."""
+
+    reason: str
+
+    def read(self) -> bytes:
+        raise OSError(self.reason)
 
 
 def image_source(path: Path, root: Path, rel: str, label: str | None = None) -> ImageSource:
@@ -119,7 +153,7 @@ def _walk(root: Path, excluded: Path | None) -> list[ImageSource]:
     seen_dirs: set[Path] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = Path(dirpath).resolve()
-        if real in seen_dirs or (excluded is not None and real.is_relative_to(excluded)):
+        if real in seen_dirs or (excluded is not None and real.is_relative_to(excluded)) or is_out_folder(real):
             dirnames[:] = []
             continue
         seen_dirs.add(real)
@@ -130,9 +164,17 @@ def _walk(root: Path, excluded: Path | None) -> list[ImageSource]:
             if is_image_name(name):
                 sources.append(image_source(path, root, rel))
             elif is_shard_name(name) or is_parquet_name(name):
-                version = _local_version(path)
-                sources.extend(_container(_local_fs(), str(path), str(path), root=root, rel=rel, version=version))
+                sources.extend(_walked_container(path, root, rel))
     return sources
+
+
+def _walked_container(path: Path, root: Path, rel: str) -> list[ImageSource]:
+    """A container met in a folder: its samples, or itself as one sample that fails when it cannot be read."""
+    try:
+        version = _local_version(path)
+        return _container(_local_fs(), str(path), str(path), root=root, rel=rel, version=version)
+    except UsageError as exc:
+        return [replace(image_source(path, root, rel), reader=Unreadable(str(exc)))]
 
 
 def _remote(url: str) -> list[ImageSource]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from ..errors import UsageError
 from .discover import ImageSource, discover, image_source
 from .parquet import is_parquet_name
 from .remote import is_url
+from .text import csv_table, text_lines
 from .webdataset import is_shard_name
 
 
@@ -39,23 +41,37 @@ def read_list(list_file: Path) -> list[ImageSource]:
 
 def _entries(list_file: Path) -> list[tuple[str, str | None]]:
     suffix = list_file.suffix.lower()
-    if suffix in (".csv", ".parquet", ".pq"):
-        import pandas as pd
+    if suffix == ".csv":
+        return _csv_entries(list_file)
+    if suffix in (".parquet", ".pq"):
+        return _parquet_entries(list_file)
+    return [(line, None) for _number, line in text_lines(list_file) if not line.startswith("#")]
 
-        try:
-            table = (
-                pd.read_parquet(list_file)
-                if suffix != ".csv"
-                else pd.read_csv(list_file, dtype=str, keep_default_na=False)
-            )
-        except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad file
-            raise UsageError(f"cannot read list {list_file}: {exc}") from None
-        if "path" not in table.columns:
-            raise UsageError(f"{list_file} has no 'path' column (columns: {', '.join(map(str, table.columns))})")
-        labels = table["label"] if "label" in table.columns else [None] * len(table)
-        return [(str(p), _label(lab)) for p, lab in zip(table["path"], labels, strict=True)]
-    lines = list_file.read_text(encoding="utf-8").splitlines()
-    return [(line.strip(), None) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+def _csv_entries(list_file: Path) -> list[tuple[str, str | None]]:
+    try:
+        with csv_table(list_file) as table:
+            _check_path_column(list_file, table.fieldnames)
+            return [((row["path"] or "").strip(), _label((row.get("label") or "").strip())) for row in table]
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read list {list_file}: {exc}") from None
+
+
+def _parquet_entries(list_file: Path) -> list[tuple[str, str | None]]:
+    import pandas as pd
+
+    try:
+        table = pd.read_parquet(list_file)
+    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad file
+        raise UsageError(f"cannot read list {list_file}: {exc}") from None
+    _check_path_column(list_file, table.columns)
+    labels = table["label"] if "label" in table.columns else [None] * len(table)
+    return [(str(p), _label(lab)) for p, lab in zip(table["path"], labels, strict=True)]
+
+
+def _check_path_column(list_file: Path, columns) -> None:
+    if "path" not in columns:
+        raise UsageError(f"{list_file} has no 'path' column (columns: {', '.join(map(str, columns))})")
 
 
 def _label(value) -> str | None:
