@@ -240,6 +240,7 @@ SLOW_FIXTURES = {
     "resnet18_state": "saves a resnet18 weights file, built again by each load",
     "small_model": "a torchvision mobilenet_v2, run at 224 px",
     "big_run": "writes and reads 3,000 synthetic images",
+    "huge_gallery": "writes a 200,000-image report and builds its gallery",
     "measured": "occludes every sampled image of the planted slice at its class's place and at random controls",
 }
 # A parameter (of the test or of a fixture it uses) names a model other than the default: it is the name, or

@@ -180,3 +180,31 @@ def test_an_actor_forwards_at_its_thread_count_on_any_calling_thread_and_publish
     actors.clear()  # as Ray Data retires it: the last reference goes, and the actor publishes at once, no collector
     (part,) = published_parts(layout.report_dir)
     assert pq.read_metadata(part).num_rows == results[0]["rows"][0] > 0
+
+
+def test_a_quiet_run_interrupted_by_sigint_prints_only_its_summary_and_records_what_its_parts_hold(
+    ray_address, tmp_path
+):
+    names = make_folder(tmp_path / "photos", 16)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "photos"), "--out", str(out), "--engine", "ray", "--images-per-part", "2"]
+    args += ["--batch-size", "2", "--topk", "2", "--quiet", "--ray-address", ray_address]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "cambatch", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while len(published_parts(out / "report")) < 2:
+        assert driver.poll() is None, driver.communicate()
+        assert time.monotonic() < deadline, "no part was published in time"
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    stdout, stderr = driver.communicate(timeout=300)
+    assert driver.returncode == 130, stderr
+    lines = (stdout + stderr).strip().splitlines()
+    assert lines[0].startswith("cambatch: ") and "interrupted by SIGINT" in lines[1], lines
+    assert all(line.startswith(("cambatch: ", "  ")) for line in lines), lines  # no line of Ray's own
+    (manifest,) = (out / "runs").glob("*.json")
+    record = json.loads(manifest.read_text())
+    published = pd.read_parquet(out / "report")
+    assert record["status"] == "interrupted" and 0 < published.path.nunique() < len(names)
+    assert record["counts"]["ok"] == published.path.nunique() and record["counts"]["error"] == 0
