@@ -451,6 +451,9 @@ class _Clock:
     def stop(self) -> None:
         pass
 
+    def note(self, line: str) -> None:
+        log(line)
+
 
 def run_inprocess(folder: Path, out: Path, args, overlays: bool, **options) -> float:
     """Images/s of an in-process run from the end of its first batch to its end (last part closed)."""

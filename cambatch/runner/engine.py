@@ -18,6 +18,7 @@ from ..methods.statistics import map_statistics
 from ..model.accel import Execution, prepare_network
 from ..model.build import CamModel
 from ..model.catalog import MULTI_LABEL
+from ..model.runtime import Notify, resolve_runtime, to_stderr
 
 
 def resolve_device(name: str) -> torch.device:
@@ -141,14 +142,36 @@ class CamEngine:
         return result
 
 
-def build_engine(model: CamModel, device: torch.device, config: RunConfig, *, classes: list[int] | None) -> CamEngine:
-    """`model` moved to `device` (channels_last), the method `config` names built for its precision and
-    compilation, and an engine explaining `classes` (indices; None: the top-k).
+def build_engine(
+    model: CamModel,
+    device: torch.device,
+    config: RunConfig,
+    *,
+    classes: list[int] | None,
+    notify: Notify = to_stderr,
+) -> CamEngine:
+    """`model` moved to `device` (channels_last), the method `config` names built for its precision,
+    compilation and runtime, and an engine explaining `classes` (indices; None: the top-k). `notify`
+    gets the runtime's lines (a conversion under way).
     """
     maps, speed, net = config.maps, config.speed, config.network
     model.to(device)
     prepare_network(model.network, device)
-    execution = Execution(device_type=device.type, precision=speed.precision, compile=speed.compile)
+    runtime, torch_reason = resolve_runtime(
+        speed.runtime,
+        device_type=device.type,
+        precision=speed.precision,
+        compile=speed.compile,
+        weights=model.weights,
+        notify=notify,
+    )
+    execution = Execution(
+        device_type=device.type,
+        precision=speed.precision,
+        compile=speed.compile,
+        runtime=runtime,
+        torch_reason=torch_reason,
+    )
     bound = build_method(
         maps.method,
         model,

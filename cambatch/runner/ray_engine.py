@@ -28,6 +28,7 @@ import pickle
 import secrets
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -100,8 +101,10 @@ def connected(config: RunConfig):
 
 
 def driver_config(config: RunConfig) -> RunConfig:
-    """The driver builds the model only to check the settings and record them."""
-    return dataclasses.replace(config, speed=DRIVER_SPEED)
+    """The driver builds the model only to check the settings and record them (a `--runtime` not installed
+    is refused here, before any work).
+    """
+    return dataclasses.replace(config, speed=dataclasses.replace(DRIVER_SPEED, runtime=config.speed.runtime))
 
 
 def recorded_device(stages: Stages) -> str:
@@ -168,6 +171,7 @@ def _gather(done, job: Job, stop) -> dict[str, int]:
         result.overlays += out["overlays"]
         result.errors_by_path.update(pickle.loads(out["failed"]))
         job.stages.engine.tally.merge(pickle.loads(out["tally"]))
+        job.stages.engine.execution.passes.update(pickle.loads(out["passes"]))
         expected[out["prefix"]] = max(expected.get(out["prefix"], 0), out["rows"])
         job.progress.advance(out["ok"] + out["errors"])
         if stop:
@@ -271,9 +275,10 @@ class CamActor:
             # Set on each call: Ray runs the calls on a pool of threads, and OpenMP keeps a count per thread.
             torch.set_num_threads(self.chooser.threads or self.threads)
             engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
+            engine.execution.passes = Counter()  # likewise
             batch = _batch(columns)
             futures = submit_batch(batch, sources, engine, self.writer, self.report, counts, self.pool, labels=labels)
-            tally = engine.tally
+            tally, passes = engine.tally, engine.execution.passes
             self.chooser.batch_done(len(batch.samples))
         for future in futures:  # the overlays are written while the other batch is on the device
             collect(future, self.report, counts)
@@ -285,6 +290,7 @@ class CamActor:
             "overlays": [counts.overlays],
             "failed": [pickle.dumps(counts.errors_by_path)],
             "tally": [pickle.dumps(tally)],
+            "passes": [pickle.dumps(passes)],
         }
 
     def __del__(self):
