@@ -30,7 +30,7 @@ from cambatch.methods.statistics import GRID
 from cambatch.model.accel import Execution
 from cambatch.model.backends import BACKENDS
 from cambatch.model.catalog import RUNTIME_PREFERENCE
-from cambatch.model.conversions import ConversionCache
+from cambatch.model.conversions import ConversionCache, cache_root, conversion_key
 from cambatch.model.runtime import Runtime, resolve_runtime
 from cambatch.report.schema import STAT_NAMES
 
@@ -271,3 +271,27 @@ def test_the_cam_pass_through_an_execution_without_runtime_counts_as_torch(defau
     with torch.inference_mode():
         execution.forward(default_model.features, sample_batch(default_model, ["coffee.png"]))
     assert execution.summary().startswith("torch ") and "ran every pass" in execution.summary()
+
+
+def test_the_cache_is_cambatch_cache_else_the_users_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("CAMBATCH_CACHE", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
+    monkeypatch.delenv("CAMBATCH_CACHE")
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "cambatch"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_root() == tmp_path / ".cache" / "cambatch"
+
+
+def test_the_key_follows_weights_architecture_input_and_runtime_not_memory_format():
+    model = tiny_model()
+    key = conversion_key(model.features, (3, 32, 32), "openvino", "1")
+    assert conversion_key(model.features.to(memory_format=torch.channels_last), (3, 32, 32), "openvino", "1") == key
+    assert conversion_key(model.features, (3, 64, 64), "openvino", "1") != key
+    assert conversion_key(model.features, (3, 32, 32), "openvino", "2") != key
+    assert conversion_key(model.network, (3, 32, 32), "openvino", "1")["architecture"] != key["architecture"]
+    with torch.no_grad():
+        model.features[0].bias[0] += 1e-6
+    assert conversion_key(model.features, (3, 32, 32), "openvino", "1")["weights"] != key["weights"]

@@ -111,6 +111,7 @@ class CamMethod(ABC):
     name: ClassVar[str]
     passes: ClassVar[str]  # what one batch costs, for the README and `--help`
     class_specific: ClassVar[bool] = True  # False: one map per image, the same for all its K classes
+    needs_gradient: ClassVar[bool] = False  # True: its passes run on torch, whatever the runtime
     compile_refusal: ClassVar[str | None] = (
         "every forward pass hooks the target layer, and a compiled graph skips such hooks"
     )

@@ -4,8 +4,8 @@
 it every pass that runs with grad mode off, whatever the method, and keeps torch for the others
 (the gradient methods' passes). `Runtime.run(module, x)` converts nothing twice: the first pass of
 a module at an input shape finds its conversion in the cache (`cambatch.model.conversions`) or
-makes it (`torch.export`, then the backend), and loads it for torch's intra-op thread count at
-that moment, so the runtime follows the run's thread plan and `ThreadChooser` as torch does. A
+makes it (`torch.export`, then the backend), and loads it for the runtime's thread count (set
+by the run's thread plan and `ThreadChooser`, see `CamEngine.set_threads`; else torch's). A
 module's outputs come back as torch tensors in the structure the module returns (one tensor, or a
 tuple: the network tapped at a layer gives its logits and the layer's output).
 """
@@ -45,13 +45,14 @@ class Runtime:
         self.cache = cache
         self.notify = notify
         self.strict = strict
+        self.threads: int | None = None  # None: torch's intra-op count at each pass
         self._folders: dict[tuple[int, tuple[int, ...]], Path] = {}
         self._compiled: dict[tuple[int, tuple[int, ...], int], Compiled | None] = {}
         self._modules: list[nn.Module] = []  # kept alive: the slots above are keyed by id()
 
     def run(self, module: nn.Module, x: Tensor) -> Tensor | tuple[Tensor, ...] | None:
         """`module(x)` by the runtime; None where torch has to run it (`auto`, and no conversion)."""
-        compiled = self._prepared(module, tuple(x.shape[1:]), torch.get_num_threads())
+        compiled = self._prepared(module, tuple(x.shape[1:]), self.threads or torch.get_num_threads())
         if compiled is None:
             return None
         outputs = [torch.from_numpy(out) for out in compiled(x.detach().float().contiguous().numpy())]

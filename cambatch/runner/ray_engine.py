@@ -273,7 +273,7 @@ class CamActor:
         labels = label_classes(sources, self.stages.model.class_names) if self.explain_label else None
         with self.device:
             # Set on each call: Ray runs the calls on a pool of threads, and OpenMP keeps a count per thread.
-            torch.set_num_threads(self.chooser.threads or self.threads)
+            engine.set_threads(self.chooser.threads or self.threads)
             engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
             engine.execution.passes = Counter()  # likewise
             batch = _batch(columns)
