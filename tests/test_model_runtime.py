@@ -3,8 +3,9 @@
 Whole runs on the sample images and a nasty corpus (odd sizes, grayscale, RGBA, EXIF-rotated, CMYK)
 with each runtime, against the same run on torch: cam on the default model; eigencam and scorecam on
 a seeded resnet18 checkpoint at 64 px, at its `layer2` (128 channels, so Score-CAM's masked passes
-stay few). The module's conversions share one cache, so each is made once. Then the cache itself
-(reused, rebuilt when damaged), which runtime `auto` resolves to, and the one-line refusals.
+stay few). Their conversions go to the user's cache (CAMBATCH_CACHE) as every run's do, so a later
+session finds them. Then the cache itself (in a folder of its own: made once, reused, rebuilt when
+damaged), which runtime `auto` resolves to, and the one-line refusals.
 """
 
 from __future__ import annotations
@@ -41,15 +42,6 @@ RUNTIMES = [
 KEY = ["path", "rank"]
 PEAK = ("peak_x", "peak_y")
 RESNET = {"model": "resnet18", "image_size": 64, "layer": "layer2"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """One conversion cache for the module (CAMBATCH_CACHE), so each network is converted once here."""
-    folder = tmp_path_factory.mktemp("conversions")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CAMBATCH_CACHE", str(folder))
-        yield folder
 
 
 @pytest.fixture(scope="module")
