@@ -254,6 +254,8 @@ def _print_summary(result) -> None:
         )
     if getattr(result, "layer", None):
         err.print(f"  method:   {result.method} on layer {result.layer}", markup=False)
+    if getattr(result, "runtime", None):
+        err.print(f"  runtime:  {result.runtime}", markup=False)
     if getattr(result, "faithfulness", None):
         f = result.faithfulness
         top1 = (

@@ -29,6 +29,7 @@ import secrets
 import threading
 import time
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 
@@ -105,8 +106,10 @@ def connected(config: RunConfig):
 
 
 def driver_config(config: RunConfig) -> RunConfig:
-    """The driver builds the model only to check the settings and record them."""
-    return dataclasses.replace(config, speed=DRIVER_SPEED)
+    """The driver builds the model only to check the settings and record them (a `--runtime` not installed
+    is refused here, before any work).
+    """
+    return dataclasses.replace(config, speed=dataclasses.replace(DRIVER_SPEED, runtime=config.speed.runtime))
 
 
 def recorded_device(stages: Stages) -> str:
@@ -184,6 +187,7 @@ def _gather(done, job: Job, stop) -> dict[str, int]:
         result.errors_by_path.update(pickle.loads(out["failed"]))
         result.annotation_problems.extend(pickle.loads(out["problems"]))
         job.stages.engine.tally.merge(pickle.loads(out["tally"]))
+        job.stages.engine.execution.passes.update(pickle.loads(out["passes"]))
         expected[out["prefix"]] = max(expected.get(out["prefix"], 0), out["rows"])
         job.progress.advance(out["ok"] + out["errors"])
         if stop:
@@ -324,11 +328,12 @@ class CamActor:
         labels = label_classes(sources, self.stages.model.class_names) if self.explain_label else None
         with self.device:
             # Set on each call: Ray runs the calls on a pool of threads, and OpenMP keeps a count per thread.
-            torch.set_num_threads(self.chooser.threads or self.threads)
+            engine.set_threads(self.chooser.threads or self.threads)
             engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
+            engine.execution.passes = Counter()  # likewise
             batch = _batch(columns)
             futures = submit_batch(batch, sources, engine, self.writer, self.report, counts, self.pool, labels=labels)
-            tally = engine.tally
+            tally, passes = engine.tally, engine.execution.passes
             self.chooser.batch_done(len(batch.samples))
         for future in futures:  # the overlays are written while the other batch is on the device
             collect(future, self.report, counts)
@@ -342,6 +347,7 @@ class CamActor:
             "failed": [pickle.dumps(counts.errors_by_path)],
             "problems": [pickle.dumps(self._new_problems())],
             "tally": [pickle.dumps(tally)],
+            "passes": [pickle.dumps(passes)],
         }
 
     def _new_problems(self) -> list[str]:
