@@ -1,21 +1,27 @@
 """cambatch against the machine's limits and against its peers, as one printed table.
 
-    python benchmarks/bench.py [--images N] [--model M --weights W] [--precision P] [--device D]
+    python benchmarks/bench.py [--images N] [--runtimes torch,auto] [--model M --weights W] [--precision P]
+                               [--device D] [--repeats R] [--scorecam-images S]
 
 N varied photos are generated from sample_images/ (random crops, scales, JPEG qualities; see
 photos.py), and N more for the steady state. Every figure is measured in this run, on the same
-photos, model and settings:
+photos, model and settings, for each `--runtime` of --runtimes side by side (interleaved, so that
+the machine's load hits them alike):
 
-- L: the model's forward pass alone on random input, the best over torch threads x memory format x
-  batch size (the machine's limit for the model, not cambatch's setting); the best setting is printed;
+- L: the model's forward pass alone on random input, the best over threads x memory format (torch
+  only) x batch size (the machine's limit for the model, not cambatch's setting), per runtime; the
+  best setting is printed;
 - P: the CPU-budget bound, cores / the sum of the per-image CPU time of each stage timed alone on
-  one core (decode + resizes, forward + maps + statistics at 1 thread, overlay renders + JPEG
-  encodes + rows): what a perfectly overlapped pipeline would reach; on a GPU the device's own
-  time per image bounds it too;
+  one core (decode + resizes, forward + maps + statistics at 1 thread, per runtime; overlay renders
+  + JPEG encodes + rows): what a perfectly overlapped pipeline would reach; on a GPU the device's
+  own time per image bounds it too;
 - steady state: whole `cambatch run` processes on 2N and N photos, (2N - N) / the difference of
-  their wall times, with overlays and with --no-overlays; efficiency = steady state / P. The
-  fixed cost of a process (start-up, first batch, last part) is what remains of the N-photo wall;
-- start-up: the imports and the model build of a `cambatch run` process, timed inside one;
+  their wall times, with overlays and with --no-overlays, the median of R repeats; efficiency =
+  steady state / P. The fixed cost of a process (start-up, first batch, last part) is what remains
+  of the N-photo wall. A warm-up process per runtime first (its conversion made and cached);
+- start-up: the imports, the model build and the first one-image batch (a runtime's cached
+  conversion found and loaded) of a `cambatch run` process, timed inside one;
+- scorecam: whole `cambatch run --method scorecam` processes on S photos, per runtime;
 - peers: the whole `cambatch run` process on the N photos against torchcam's CAM loop on the same
   photos (and, with --gradcam-images M, pytorch-grad-cam's GradCAM loop on the first M);
 - peak RSS of `cambatch run` (the process and its decoding workers) on 10x the N photos vs 1x;
@@ -66,65 +72,70 @@ def main() -> None:
     from cambatch.runner.engine import resolve_device
 
     device = resolve_device(args.device)
+    runtimes = args.runtimes.split(",")
     if args.tune:
-        tune(half, args, device)
+        tune(half, args, device, runtimes)
         return
     results: dict = {"images": n, "machine": machine(), "device": device_name(device), "model": args.model}
-    results["precision"] = args.precision
+    results.update(precision=args.precision, runtimes={rt: runtime_label(rt, args, device) for rt in runtimes})
     rows: list[tuple[str, str, str]] = []
 
-    limit = forward_limit(args, device)
-    log(f"L: {limit['rate']:.1f} img/s ({limit['config']}); load {sample_load()}")
-    rows.append((f"L: forward alone, best of {limit['tried']} settings: {limit['config']}", rate(limit["rate"]), ""))
-    for line in limit["per_threads"]:
-        rows.append(line)
-
-    costs = stage_costs(half, args, device)
-    log(f"stage costs (ms per image): {costs}; load {sample_load()}")
-    bound = budget_bounds(costs, device)
-    rows += cost_rows(costs, bound, device)
-    results.update(L=limit, stage_ms=costs, P=bound)
-
-    warm = subset(full, work / "warmup", 24)  # page cache, .pyc files, oneDNN's first kernels
-    timed_process(cambatch_cmd(warm, work / "proc_warm", args, overlays=True))
-    steady = {}
-    for overlays in (True, False):
-        mode = "overlays" if overlays else "no_overlays"
-        small = timed_process(cambatch_cmd(half, work / f"proc_{mode}_{n}", args, overlays), sample_rss=overlays)
-        large = timed_process(cambatch_cmd(full, work / f"proc_{mode}_{2 * n}", args, overlays))
-        steady[mode] = {
-            # The N-photo run slower than the 2N one means the machine's load changed between them.
-            "rate": n / (large["wall_s"] - small["wall_s"]) if large["wall_s"] > small["wall_s"] else float("nan"),
-            "wall_n": small["wall_s"],
-            "wall_2n": large["wall_s"],
-            "process": small,
-        }
-        steady[mode]["fixed_s"] = small["wall_s"] - n / steady[mode]["rate"]
-        log(f"steady state, {mode}: {steady[mode]['rate']:.1f} img/s; load {sample_load()}")
-    rows += steady_rows(steady, bound, n, args, device)
-    results["steady"] = {k: {m: v for m, v in s.items() if m != "process"} for k, s in steady.items()}
-
-    startup = start_up(half, args)
-    rows.append(
-        (
-            "start-up inside a `cambatch run` process: imports / model + method build",
-            f"{startup['imports_s']:.2f} / {startup['build_s']:.2f} s",
-            "",
+    limits = {}
+    for runtime in runtimes:
+        limits[runtime] = limit = forward_limit(args, device, runtime)
+        log(f"L {runtime}: {limit['rate']:.1f} img/s ({limit['config']}); load {sample_load()}")
+        label = f"L {named(runtime, results)}: forward alone, best of {limit['tried']} settings: {limit['config']}"
+        rows.append(
+            (label, rate(limit["rate"]), ratio_to_first({rt: lim["rate"] for rt, lim in limits.items()}, runtime, "L"))
         )
-    )
-    results["start_up"] = startup
+        rows += limit["per_threads"]
 
-    cb_wall = steady["overlays"]["wall_n"]
+    costs = stage_costs(half, args, device, runtimes)
+    log(f"stage costs (ms per image): {costs}; load {sample_load()}")
+    bounds = {runtime: budget_bounds(costs, runtime, device) for runtime in runtimes}
+    rows += cost_rows(costs, bounds, device, results)
+    results.update(L=limits, stage_ms=costs, P=bounds)
+
+    warm = subset(full, work / "warmup", 24)  # page cache, .pyc files, oneDNN's first kernels, the conversions
+    for runtime in runtimes:
+        timed_process(cambatch_cmd(warm, work / "proc_warm", args, True, runtime))
+    steady = steady_state(half, full, work, args, runtimes, n)
+    rows += steady_rows(steady, bounds, n, device, results)
+    results["steady"] = {
+        rt: {mode: {k: v for k, v in s.items() if k != "process"} for mode, s in by_mode.items()}
+        for rt, by_mode in steady.items()
+    }
+
+    for runtime in runtimes:
+        results.setdefault("start_up", {})[runtime] = startup = start_up(half, args, runtime)
+        rows.append(
+            (
+                f"start-up inside a `cambatch run` process, {named(runtime, results)}: "
+                "imports / model + method build / first one-image batch",
+                f"{startup['imports_s']:.2f} / {startup['build_s']:.2f} / {startup['first_batch_s']:.2f} s",
+                "",
+            )
+        )
+
+    if args.scorecam_images:
+        rows += scorecam_rows(full, work, args, runtimes, results)
+
     if not args.skip_peers:
-        rows += peer_rows(half, work, args, device, cb_wall, n, results)
+        walls = {runtime: steady[runtime]["overlays"]["wall_n"] for runtime in runtimes}
+        rows += peer_rows(half, work, args, device, walls, n, results)
 
     if not args.skip_rss:
-        one = steady["overlays"]["process"]
+        runtime = runtimes[-1]
+        one = steady[runtime]["overlays"]["process"]
         many_folder = photos.replicate(half, work / f"photos{n}_x{args.rss_times}", args.rss_times)
-        many = timed_process(cambatch_cmd(many_folder, work / "proc_rss", args, True), sample_rss=True)
+        many = timed_process(cambatch_cmd(many_folder, work / "proc_rss", args, True, runtime), sample_rss=True)
         ratio = many["peak_rss_mib"] / one["peak_rss_mib"]
         rows.append(
-            (f"peak RSS of `cambatch run` (process + workers), {n} photos", f"{one['peak_rss_mib']:.0f} MiB", "")
+            (
+                f"peak RSS of `cambatch run` (process + workers), {n} photos, {named(runtime, results)}",
+                f"{one['peak_rss_mib']:.0f} MiB",
+                "",
+            )
         )
         rows.append(
             (
@@ -147,6 +158,35 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
 
 
+def runtime_label(runtime: str, args, device) -> str:
+    """What `--runtime` resolves to here: `auto (openvino 2026.4.1)`, `torch`."""
+    chosen = runtime_of(runtime, args, device)
+    if chosen is None:
+        return runtime
+    return chosen.label if chosen.label.startswith(runtime) else f"{runtime} ({chosen.label})"
+
+
+def runtime_of(runtime: str, args, device):
+    """The `cambatch.model.runtime.Runtime` that `--runtime` gives a run here (None: torch)."""
+    from cambatch.model.runtime import resolve_runtime
+
+    weights = "none" if args.weights == "none" else "pretrained"
+    options = {"device_type": device.type, "precision": args.precision, "compile": False, "weights": weights}
+    return resolve_runtime(runtime, notify=log, **options)[0]
+
+
+def named(runtime: str, results: dict) -> str:
+    return f"`--runtime {results['runtimes'][runtime]}`" if runtime in results["runtimes"] else runtime
+
+
+def ratio_to_first(values: dict[str, float], runtime: str, what: str) -> str:
+    """`x.xx x` the first runtime's figure, for the later runtimes (the first is the baseline)."""
+    first = next(iter(values))
+    if runtime == first:
+        return ""
+    return f"{values[runtime] / values[first]:.2f}x {first}'s {what}"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256, help="N: photos of the peer and RSS runs (2N are generated)")
@@ -155,6 +195,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--topk", type=int, default=3)
+    parser.add_argument(
+        "--runtimes", default="torch,auto", help="the `--runtime`s measured side by side; the first is the baseline"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="R: steady-state pairs per runtime (the median is kept)")
+    parser.add_argument("--scorecam-images", type=int, default=0, help="S: photos of the --method scorecam processes")
     parser.add_argument(
         "--l-batches", default=None, help="batch sizes L tries, e.g. 4,8 (default 1,4,8,16,32; GPU 32-256)"
     )
@@ -174,8 +219,10 @@ def parse_args() -> argparse.Namespace:
 # ---------------------------------------------------------------- L: the model's forward alone
 
 
-def forward_limit(args, device) -> dict:
-    """The best images/s of the forward alone on random input over threads x memory format x batch."""
+def forward_limit(args, device, runtime: str) -> dict:
+    """The best images/s of the forward alone on random input over threads x memory format (torch's; a
+    converted runtime has its own) x batch, with the passes run as `--runtime runtime` runs them.
+    """
     import torch
 
     from cambatch.model.accel import Execution
@@ -189,25 +236,27 @@ def forward_limit(args, device) -> dict:
     cores = cpu_cores()
     default_threads = sorted({1, max(1, cores // 2), cores}) if device.type == "cpu" else [min(4, cores)]
     thread_counts = [int(t) for t in args.l_threads.split(",")] if args.l_threads else default_threads
-    execution = Execution(device_type=device.type, precision=args.precision, compile=False)
+    converted = runtime_of(runtime, args, device)
+    execution = Execution(device_type=device.type, precision=args.precision, compile=False, runtime=converted)
+    formats = ("contiguous", "channels_last") if converted is None else ("-",)
     before = torch.get_num_threads()
     best = {"rate": 0.0, "config": ""}
     per_threads: dict[int, tuple[float, str]] = {}
-    for fmt in ("contiguous", "channels_last"):
-        memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+    for fmt in formats:
+        memory_format = torch.contiguous_format if fmt == "contiguous" else torch.channels_last
         network = network.to(memory_format=memory_format)
         for threads in thread_counts:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads)  # a converted runtime follows torch's count
             for bs in batches:
                 x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=memory_format)
                 measured = _forward_rate(network, x, execution, args.seconds, device)
-                config = f"{threads} thread(s), {fmt}, batch {bs}, {args.precision}"
+                config = f"{threads} thread(s), {fmt + ', ' if converted is None else ''}batch {bs}, {args.precision}"
                 if measured > best["rate"]:
                     best = {"rate": measured, "config": config}
                 if measured > per_threads.get(threads, (0.0, ""))[0]:
                     per_threads[threads] = (measured, config)
     torch.set_num_threads(before)
-    best["tried"] = 2 * len(batches) * len(thread_counts)
+    best["tried"] = len(formats) * len(batches) * len(thread_counts)
     best["per_threads"] = [
         (f"  best with {t} thread(s): {c}", rate(r), f"{r / best['rate']:.2f}x L")
         for t, (r, c) in sorted(per_threads.items())
@@ -234,58 +283,68 @@ def _forward_rate(network, x, execution, seconds: float, device) -> float:
 # ---------------------------------------------------------------- P: the CPU budget
 
 
-def stage_costs(folder: Path, args, device) -> dict[str, float]:
-    """Milliseconds of CPU per image of each stage alone, on one core, torch at 1 thread.
+def stage_costs(folder: Path, args, device, runtimes: list[str]) -> dict:
+    """Milliseconds of CPU per image of each stage alone, on one core, at 1 thread.
 
-    Timed with the calling thread's CPU clock, on the first --p-images photos: decode + resizes
-    (with the overlay background, and without), forward + maps + statistics (one batch at the
-    default batch size at a time, with and without the display maps), overlays + rows and rows
-    alone. On a GPU, the forward's row is the device's wall time per image instead.
+    Timed with the CPU clock, on the first --p-images photos: decode + resizes (with the overlay
+    background, and without), forward + maps + statistics for each runtime (one batch at the
+    default batch size at a time, with and without the display maps; the process's CPU clock, as a
+    runtime may compute on threads of its own), overlays + rows and rows alone. On a GPU, the
+    forward's row is the device's wall time per image instead.
     """
     import torch
 
-    from cambatch.config import RunConfig
     from cambatch.data.inputs import Preprocess
     from cambatch.data.preprocess import ImageFiles, collate
     from cambatch.model.build import load_model
-    from cambatch.runner.engine import build_engine
     from cambatch.runner.tuning import plan
     from cambatch.sources.discover import discover
 
     sources = discover([folder])[: args.p_images]
     model = load_model(args.model, args.weights)
     batch_size = plan(device, overlays=True, **MACHINE_CHOOSES).batch_size
-    costs: dict[str, float] = {}
+    costs: dict = {"decode": {}, "write": {}, "forward": {runtime: {} for runtime in runtimes}}
     pinned = _pin_to_one_core()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        samples = {}
         for overlays in (True, False):
+            mode = _mode(overlays)
             prep = Preprocess(
                 image_size=model.input_size, interpolation=model.interpolation, overlays=overlays, max_side=1024
             )
             files = ImageFiles(sources, prep)
             files[0]  # first-call costs (PIL's plugins) are not per image
             start = time.thread_time()
-            samples[overlays] = [files[i] for i in range(len(files))]
-            costs[f"decode_{_mode(overlays)}"] = (time.thread_time() - start) * 1e3 / len(files)
-        for overlays in (True, False):
-            batches = [collate(samples[overlays][i : i + batch_size]) for i in range(0, len(sources), batch_size)]
-            config = RunConfig.create([folder], "unused", topk=args.topk, precision=args.precision, overlays=overlays)
-            engine = build_engine(model, device, config, classes=None)
-            engine(batches[0].pixels)  # first-call costs (oneDNN's kernels, cuDNN's search) are not per image
-            sync(device)
-            clock = time.thread_time if device.type == "cpu" else time.perf_counter
-            start = clock()
-            results = [engine(b.pixels) for b in batches]
-            sync(device)
-            costs[f"forward_{_mode(overlays)}"] = (clock() - start) * 1e3 / len(sources)
-            costs[f"write_{_mode(overlays)}"] = _write_cost(model, batches, results, sources, overlays)
+            samples = [files[i] for i in range(len(files))]
+            costs["decode"][mode] = round((time.thread_time() - start) * 1e3 / len(files), 2)
+            batches = [collate(samples[i : i + batch_size]) for i in range(0, len(sources), batch_size)]
+            for runtime in runtimes:
+                results, ms = _forward_cost(model, batches, args, device, runtime, overlays)
+                costs["forward"][runtime][mode] = round(ms, 2)
+            costs["write"][mode] = round(_write_cost(model, batches, results, sources, overlays), 2)
     finally:
         torch.set_num_threads(threads)
         os.sched_setaffinity(0, pinned)
-    return {name: round(value, 2) for name, value in costs.items()}
+    return costs
+
+
+def _forward_cost(model, batches, args, device, runtime: str, overlays: bool) -> tuple[list, float]:
+    """The engine's results on `batches`, and its milliseconds per image (CPU time; a GPU's wall time)."""
+    from cambatch.config import RunConfig
+    from cambatch.runner.engine import build_engine
+
+    config = RunConfig.create(
+        ["unused"], "unused", topk=args.topk, precision=args.precision, overlays=overlays, runtime=runtime
+    )
+    engine = build_engine(model, device, config, classes=None, notify=log)
+    engine(batches[0].pixels)  # first-call costs (kernels, cuDNN's search, the conversion) are not per image
+    sync(device)
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    start = clock()
+    results = [engine(b.pixels) for b in batches]
+    sync(device)
+    return results, (clock() - start) * 1e3 / sum(len(b.samples) for b in batches)
 
 
 def _write_cost(model, batches, results, sources, overlays: bool) -> float:
@@ -325,72 +384,158 @@ def _mode(overlays: bool) -> str:
     return "overlays" if overlays else "no_overlays"
 
 
-def budget_bounds(costs: dict[str, float], device) -> dict[str, float]:
+def budget_bounds(costs: dict, runtime: str, device) -> dict[str, float]:
     """P with overlays and without: cores / CPU-s per image (and, on a GPU, 1 / the device's s per image)."""
     from cambatch.runner.tuning import cpu_cores
 
     bounds = {}
     for mode in ("overlays", "no_overlays"):
-        stages = [costs[f"decode_{mode}"], costs[f"write_{mode}"]]
+        host = costs["decode"][mode] + costs["write"][mode]
+        forward = costs["forward"][runtime][mode]
         if device.type == "cpu":
-            bounds[mode] = cpu_cores() * 1e3 / (sum(stages) + costs[f"forward_{mode}"])
+            bounds[mode] = cpu_cores() * 1e3 / (host + forward)
         else:
-            bounds[mode] = min(cpu_cores() * 1e3 / sum(stages), 1e3 / costs[f"forward_{mode}"])
+            bounds[mode] = min(cpu_cores() * 1e3 / host, 1e3 / forward)
     return bounds
 
 
-def cost_rows(costs: dict[str, float], bound: dict[str, float], device) -> list[tuple[str, str, str]]:
+def cost_rows(costs: dict, bounds: dict, device, results: dict) -> list[tuple[str, str, str]]:
     from cambatch.runner.tuning import cpu_cores
 
     forward = "forward + maps + statistics, 1 thread" if device.type == "cpu" else "forward + maps on the device (wall)"
     rows = []
     for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
-        parts = f"{costs[f'decode_{mode}']:.1f} / {costs[f'forward_{mode}']:.1f} / {costs[f'write_{mode}']:.1f} ms"
         what = "overlay renders + JPEG encodes + rows" if mode == "overlays" else "rows"
-        rows.append((f"per image, one core, {label}: decode + resizes / {forward} / {what}", parts, ""))
+        for runtime, by_mode in costs["forward"].items():
+            parts = f"{costs['decode'][mode]:.1f} / {by_mode[mode]:.1f} / {costs['write'][mode]:.1f} ms"
+            rows.append(
+                (
+                    f"per image, one core, {label}, {named(runtime, results)}: decode + resizes / {forward} / {what}",
+                    parts,
+                    "",
+                )
+            )
     for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
-        rows.append((f"P ({cpu_cores()} cores / the sum above), {label}", rate(bound[mode]), ""))
+        for runtime in bounds:
+            ratio = ratio_to_first({rt: b[mode] for rt, b in bounds.items()}, runtime, "P")
+            rows.append(
+                (
+                    f"P ({cpu_cores()} cores / the sum above), {label}, {named(runtime, results)}",
+                    rate(bounds[runtime][mode]),
+                    ratio,
+                )
+            )
     return rows
 
 
 # ---------------------------------------------------------------- whole processes
 
 
-def steady_rows(steady: dict, bound: dict, n: int, args, device) -> list[tuple[str, str, str]]:
+def steady_state(half: Path, full: Path, work: Path, args, runtimes: list[str], n: int) -> dict:
+    """Per runtime and mode: the median over --repeats of N / (wall of 2N photos - wall of N), the
+    runtimes interleaved within each repeat.
+    """
+    rates: dict = {rt: {m: [] for m in ("overlays", "no_overlays")} for rt in runtimes}
+    steady: dict = {rt: {} for rt in runtimes}
+    for overlays in (True, False):
+        mode = _mode(overlays)
+        for _ in range(args.repeats):
+            for runtime in runtimes:
+                out = work / f"proc_{mode}_{runtime}"
+                small = timed_process(cambatch_cmd(half, out, args, overlays, runtime), sample_rss=overlays)
+                large = timed_process(cambatch_cmd(full, out, args, overlays, runtime))
+                # The N-photo run slower than the 2N one means the machine's load changed between them.
+                got = n / (large["wall_s"] - small["wall_s"]) if large["wall_s"] > small["wall_s"] else float("nan")
+                rates[runtime][mode].append(got)
+                if mode not in steady[runtime] or small["wall_s"] < steady[runtime][mode]["wall_n"]:
+                    steady[runtime][mode] = {"wall_n": small["wall_s"], "wall_2n": large["wall_s"], "process": small}
+                log(f"steady state, {mode}, {runtime}: {got:.1f} img/s; load {sample_load()}")
+        for runtime in runtimes:
+            found = steady[runtime][mode]
+            found["rates"] = rates[runtime][mode]
+            found["rate"] = statistics.median(rates[runtime][mode])
+            found["fixed_s"] = found["wall_n"] - n / found["rate"]
+    return steady
+
+
+def steady_rows(steady: dict, bounds: dict, n: int, device, results: dict) -> list[tuple[str, str, str]]:
     from cambatch.runner.tuning import plan
 
     rows = []
     for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
-        s = steady[mode]
         p = plan(device, overlays=mode == "overlays", **MACHINE_CHOOSES)
-        rows.append(
-            (
-                f"steady state, {label}: ({2 * n} - {n} photos) / "
-                f"({s['wall_2n']:.1f} - {s['wall_n']:.1f} s); {settings(p)}",
-                rate(s["rate"]),
-                f"{s['rate'] / bound[mode]:.2f}x P (target >= 0.85x)" if s["rate"] == s["rate"] else "n/a: rerun",
+        rates = {rt: by_mode[mode]["rate"] for rt, by_mode in steady.items()}
+        for runtime, by_mode in steady.items():
+            s = by_mode[mode]
+            runs = ", ".join(f"{r:.1f}" for r in s["rates"])
+            target = (
+                f"{s['rate'] / bounds[runtime][mode]:.2f}x P (target >= 0.85x)" if s["rate"] == s["rate"] else "n/a"
             )
-        )
+            rows.append(
+                (
+                    f"steady state, {label}, {named(runtime, results)}: ({2 * n} - {n} photos) / "
+                    f"({s['wall_2n']:.1f} - {s['wall_n']:.1f} s), median of [{runs}] img/s; {settings(p)}",
+                    rate(s["rate"]),
+                    "; ".join(filter(None, [target, ratio_to_first(rates, runtime, "steady state")])),
+                )
+            )
     for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
-        rows.append(
-            (
-                f"fixed cost of a process (start-up, first batch, last part), {label}",
-                f"{steady[mode]['fixed_s']:.1f} s",
-                "",
+        for runtime, by_mode in steady.items():
+            rows.append(
+                (
+                    f"fixed cost of a process (start-up, first batch, last part), {label}, {named(runtime, results)}",
+                    f"{by_mode[mode]['fixed_s']:.1f} s",
+                    "",
+                )
             )
-        )
     return rows
 
 
-def peer_rows(folder: Path, work: Path, args, device, cb_wall: float, n: int, results: dict) -> list:
-    rows = [(f"whole process, {n} photos: `cambatch run`", f"{cb_wall:.1f} s", rate(n / cb_wall))]
-    peers = [("torchcam CAM loop", "torchcam_loop.py", folder, n, cb_wall, 2.5)]
+def scorecam_rows(full: Path, work: Path, args, runtimes: list[str], results: dict) -> list[tuple[str, str, str]]:
+    """Whole `--method scorecam` processes on S photos, per runtime (a warm-up process first: conversions)."""
+    count = args.scorecam_images
+    folder = subset(full, work / f"scorecam{count}", count)
+    walls = {}
+    for runtime in runtimes:
+        timed_process(
+            cambatch_cmd(
+                subset(full, work / "scorecam1", 1), work / "proc_scorecam_warm", args, False, runtime, "scorecam"
+            )
+        )
+    for runtime in runtimes:
+        walls[runtime] = timed_process(cambatch_cmd(folder, work / "proc_scorecam", args, False, runtime, "scorecam"))[
+            "wall_s"
+        ]
+        log(f"scorecam {runtime}: {walls[runtime]:.1f} s; load {sample_load()}")
+    results["scorecam"] = walls
+    speeds = {rt: count / wall for rt, wall in walls.items()}
+    return [
+        (
+            f"whole process, {count} photos, `--method scorecam --no-overlays`, {named(runtime, results)}",
+            f"{walls[runtime]:.1f} s ({rate(speeds[runtime])})",
+            ratio_to_first(speeds, runtime, "speed"),
+        )
+        for runtime in runtimes
+    ]
+
+
+def peer_rows(folder: Path, work: Path, args, device, walls: dict, n: int, results: dict) -> list:
+    rows = [
+        (f"whole process, {n} photos: `cambatch run`, {named(runtime, results)}", f"{wall:.1f} s", rate(n / wall))
+        for runtime, wall in walls.items()
+    ]
+    peers = [("torchcam CAM loop", "torchcam_loop.py", folder, n, walls, 2.5)]
     if args.gradcam_images:
         m = min(args.gradcam_images, n)
         first = subset(folder, work / f"first{m}", m)
-        wall = timed_process(cambatch_cmd(first, work / "proc_gradcam_cb", args, True))["wall_s"]
-        rows.append((f"whole process, {m} photos: `cambatch run`", f"{wall:.1f} s", rate(m / wall)))
-        peers.append(("pytorch-grad-cam GradCAM loop", "gradcam_loop.py", first, m, wall, 8))
+        mine = {
+            rt: timed_process(cambatch_cmd(first, work / "proc_gradcam_cb", args, True, rt))["wall_s"] for rt in walls
+        }
+        rows += [
+            (f"whole process, {m} photos: `cambatch run`, {named(rt, results)}", f"{wall:.1f} s", rate(m / wall))
+            for rt, wall in mine.items()
+        ]
+        peers.append(("pytorch-grad-cam GradCAM loop", "gradcam_loop.py", first, m, mine, 8))
     for name, script, images, count, mine, target in peers:
         cmd = [sys.executable, str(HERE / "peers" / script), str(images), str(work / f"proc_{script[:-3]}")]
         cmd += peer_model_args(args, device)
@@ -400,21 +545,20 @@ def peer_rows(folder: Path, work: Path, args, device, cb_wall: float, n: int, re
                 (f"whole process, {count} photos: {name}", "failed", peer["stderr_tail"][-120:].replace("\n", " "))
             )
             continue
-        ratio = peer["wall_s"] / mine
+        ratios = {rt: peer["wall_s"] / wall for rt, wall in mine.items()}
+        shown = "; ".join(f"{named(rt, results)} {r:.2f}x faster" for rt, r in ratios.items())
         rows.append(
-            (
-                f"whole process, {count} photos: {name}",
-                f"{peer['wall_s']:.1f} s",
-                f"cambatch {ratio:.2f}x faster (target >= {target}x)",
-            )
+            (f"whole process, {count} photos: {name}", f"{peer['wall_s']:.1f} s", f"{shown} (target >= {target}x)")
         )
-        results[script[:-3]] = {"wall_s": peer["wall_s"], "ratio": ratio}
-        log(f"{name}: {ratio:.2f}x; load {sample_load()}")
+        results[script[:-3]] = {"wall_s": peer["wall_s"], "ratios": ratios}
+        log(f"{name}: {ratios}; load {sample_load()}")
     return rows
 
 
-def start_up(folder: Path, args) -> dict:
-    """Imports and model + method build of a `cambatch run` process, timed inside a fresh one."""
+def start_up(folder: Path, args, runtime: str) -> dict:
+    """Imports, model + method build and the first one-image batch of a `cambatch run` process, timed
+    inside a fresh one (the median of 3).
+    """
     script = (
         "import json, sys, time, tempfile\n"
         "t0 = time.perf_counter()\n"
@@ -422,13 +566,18 @@ def start_up(folder: Path, args) -> dict:
         "from cambatch.runner import job\n"
         "t1 = time.perf_counter()\n"
         "config = RunConfig.create(inputs=[sys.argv[1]], out=tempfile.mkdtemp(), model=sys.argv[2],"
-        " weights=sys.argv[3] or None, precision=sys.argv[4], device=sys.argv[5])\n"
-        "job.build_stages(config)\n"
-        "print(json.dumps({'imports_s': t1 - t0, 'build_s': time.perf_counter() - t1}))\n"
+        " weights=sys.argv[3] or None, precision=sys.argv[4], device=sys.argv[5], runtime=sys.argv[6])\n"
+        "stages = job.build_stages(config)\n"
+        "t2 = time.perf_counter()\n"
+        "import torch\n"
+        "size = stages.model.input_size\n"
+        "stages.engine(torch.zeros(1, 3, size, size, dtype=torch.uint8))\n"
+        "print(json.dumps({'imports_s': t1 - t0, 'build_s': t2 - t1, 'first_batch_s': time.perf_counter() - t2}))\n"
     )
     cmd = [sys.executable, "-c", script, str(folder), args.model, args.weights or "", args.precision, args.device]
+    cmd.append(runtime)
     walls = [json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout) for _ in range(3)]
-    return {key: statistics.median(w[key] for w in walls) for key in ("imports_s", "build_s")}
+    return {key: statistics.median(w[key] for w in walls) for key in ("imports_s", "build_s", "first_batch_s")}
 
 
 # ---------------------------------------------------------------- --tune: settings in-process
@@ -450,6 +599,9 @@ class _Clock:
 
     def stop(self) -> None:
         pass
+
+    def note(self, line: str) -> None:
+        log(line)
 
 
 def run_inprocess(folder: Path, out: Path, args, overlays: bool, **options) -> float:
@@ -476,36 +628,46 @@ def run_inprocess(folder: Path, out: Path, args, overlays: bool, **options) -> f
     return (clock.done - n0) / max(end - t0, 1e-9)
 
 
-def tune(folder: Path, args, device) -> None:
-    """In-process steady state over torch threads x workers x batch size."""
+def tune(folder: Path, args, device, runtimes: list[str]) -> None:
+    """In-process steady state over runtimes x threads (torch's, which a runtime follows) x workers x
+    writer threads x batch size, the runtimes interleaved.
+    """
     from cambatch.runner.tuning import cpu_cores
 
     cores = cpu_cores()
-    grid = []
-    for threads in sorted({1, max(1, cores // 2), cores}):
-        for workers in sorted({1, max(1, cores // 2), cores}):
-            for batch in (4, 8):
-                grid.append((threads, workers, batch))
+    counts = sorted({1, max(1, cores // 2), cores})
+    grid = [
+        (threads, workers, writers, batch)
+        for threads in counts
+        for workers in counts
+        for writers in sorted({1, max(2, cores // 4)})
+        for batch in (4, 8)
+    ]
     print(f"\ntuning on {machine()}, {device_name(device)}, load {sample_load()}")
-    print("| threads | workers | batch | overlays img/s | --no-overlays img/s |\n|---|---|---|---|---|")
-    run_inprocess(subset(folder, folder.parent / "warmup", 24), folder.parent / "tune_warm", args, True)
-    for threads, workers, batch in grid:
-        rates = [
-            run_inprocess(
-                folder, folder.parent / "tune_out", args, ov, threads=threads, workers=workers, batch_size=batch
+    print("| runtime | threads | workers | writers | batch | overlays img/s | --no-overlays img/s |")
+    print("|---|---|---|---|---|---|---|")
+    for runtime in runtimes:
+        run_inprocess(
+            subset(folder, folder.parent / "warmup", 24), folder.parent / "tune_warm", args, True, runtime=runtime
+        )
+    for threads, workers, writers, batch in grid:
+        for runtime in runtimes:
+            options = dict(threads=threads, workers=workers, writer_threads=writers, batch_size=batch, runtime=runtime)
+            rates = [run_inprocess(folder, folder.parent / "tune_out", args, ov, **options) for ov in (True, False)]
+            print(
+                f"| {runtime} | {threads} | {workers} | {writers} | {batch} | {rates[0]:.1f} | {rates[1]:.1f} |",
+                flush=True,
             )
-            for ov in (True, False)
-        ]
-        print(f"| {threads} | {workers} | {batch} | {rates[0]:.1f} | {rates[1]:.1f} |", flush=True)
 
 
 # ---------------------------------------------------------------- processes
 
 
-def cambatch_cmd(folder: Path, out: Path, args, overlays: bool) -> list[str]:
+def cambatch_cmd(folder: Path, out: Path, args, overlays: bool, runtime: str, method: str = "cam") -> list[str]:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "cambatch", "run", str(folder), "--out", str(out), "--quiet", "--model", args.model]
     cmd += ["--topk", str(args.topk), "--precision", args.precision, "--device", args.device]
+    cmd += ["--runtime", runtime, "--method", method]
     cmd += [] if overlays else ["--no-overlays"]
     return cmd + (["--weights", args.weights] if args.weights else [])
 

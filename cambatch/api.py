@@ -8,6 +8,7 @@ elsewhere.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,11 @@ class TqdmProgress:
     def stop(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def note(self, line: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(line, file=sys.stderr)  # above the bar, which stays whole
 
 
 def run(

@@ -35,6 +35,7 @@ from .inspection.options import (
     Thresholds,
 )
 from .render.colormaps import COLORMAPS
+from .sources.remote import is_url
 
 app = typer.Typer(
     help="Batched Class Activation Maps over image folders: overlays and a Parquet report.",
@@ -253,6 +254,8 @@ def _print_summary(result) -> None:
         )
     if getattr(result, "layer", None):
         err.print(f"  method:   {result.method} on layer {result.layer}", markup=False)
+    if getattr(result, "runtime", None):
+        err.print(f"  runtime:  {result.runtime}", markup=False)
     if getattr(result, "faithfulness", None):
         f = result.faithfulness
         top1 = (
@@ -274,14 +277,26 @@ def _print_summary(result) -> None:
 
 @app.command()
 def runs(
-    out: Path = typer.Argument(..., help="An output folder of `cambatch run`."),
+    out: str = typer.Argument(..., help="A local output folder of `cambatch run`."),
     fmt: Format = FORMAT,
 ) -> None:
     """List the runs recorded in OUT/runs/ (status, counts, speed); a run whose process is gone shows `died`."""
     from .inspection.runs import print_runs
 
-    if not print_runs(out, Console(), fmt):
-        err.print(f"cambatch: no runs recorded in {out}")
+    if is_url(out):
+        raise _local_only("runs", out)
+    if not print_runs(Path(out), Console(), fmt):
+        err.print(f"cambatch: no runs recorded in {out}", markup=False)
+
+
+def _local_only(command: str, out: str) -> typer.Exit:
+    """A URL given to a command that reads a local OUT: one line, with the URL as given, and exit 2."""
+    err.print(
+        f"cambatch: error: `cambatch {command}` reads a local output folder, and {out} is a URL: copy the run's "
+        "folder down (e.g. `aws s3 sync`) and give that folder",
+        markup=False,
+    )
+    return typer.Exit(ExitCode.USAGE)
 
 
 @app.command()
@@ -483,8 +498,9 @@ def evaluate(
 
         from .evaluation.run import evaluate as evaluate_run
         from .inspection.tables import emit
+        from .runner.progress import make_progress
 
-        result = evaluate_run(out, annotations, thresholds=thresholds)
+        result = evaluate_run(out, annotations, thresholds=thresholds, progress=make_progress(False, err))
         for line in result.problems[:MAX_ERRORS_SHOWN]:
             err.print(f"cambatch: annotation: {line}", markup=False)
         if rows_out is not None:
@@ -545,15 +561,18 @@ def check(
 
 @app.command()
 def gallery(
-    out: Path = typer.Argument(..., help="A run's output folder."),
+    out: str = typer.Argument(..., help="A run's local output folder."),
     group_by: Optional[GroupBy] = typer.Option(None, "--group-by", help=f"Cards grouped by {GROUPING}"),
     page_size: int = typer.Option(
         DEFAULT_PAGE_SIZE, "--page-size", help=f"Cards per page: {', '.join(map(str, PAGE_SIZES))}."
     ),
+    everything: bool = typer.Option(
+        False, "--all", help="Make the thumbnails and photos of every image (by default: each class's sample)."
+    ),
     debug: bool = DEBUG,
 ) -> None:
     """Build a static HTML gallery of the run in OUT/gallery/index.html (opens from disk, no server)."""
-    _build_gallery(out, group_by, page_size, debug)
+    _build_gallery(out, group_by, page_size, debug, everything=everything)
 
 
 @app.command()
@@ -659,16 +678,26 @@ def reliance(
         )
 
 
-def _build_gallery(out: Path, group_by: Optional[str], page_size: int, debug: bool) -> None:
+def _build_gallery(
+    out: Path | str, group_by: Optional[str], page_size: int, debug: bool, *, everything: bool = False
+) -> None:
+    if is_url(str(out)):
+        raise _local_only("gallery", out)
     with _inspect_errors(debug):
         from .inspection.gallery import build_gallery
 
-        made = build_gallery(out, group_by=group_by, page_size=page_size)
+        made = build_gallery(out, group_by=group_by, page_size=page_size, everything=everything)
     err.print(
         f"cambatch: gallery of {made.images:,} images ({made.errors:,} errors) in {made.seconds:.1f}s; "
         f"{made.thumbnails_written:,} thumbnails made, {made.thumbnails_fresh:,} reused",
         markup=False,
     )
+    if made.thumbnails_left:
+        err.print(
+            f"  {made.thumbnails_left:,} images have no thumbnail yet (each class's first cards and the cluster "
+            f"examples have): `cambatch gallery {out} --all` makes them",
+            markup=False,
+        )
     for target, reason in list(made.thumbnail_failures.items())[:MAX_ERRORS_SHOWN]:
         err.print(f"  no thumbnail: {target}: {reason}", markup=False)
     err.print(f"  open: {made.index}", markup=False)

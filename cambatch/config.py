@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import UsageError
 from .methods.registry import METHOD_CHOICES
-from .model.catalog import ACTIVATIONS, DEFAULT_MODEL, PRECISIONS
+from .model.catalog import ACTIVATIONS, DEFAULT_MODEL, PRECISIONS, RUNTIMES
 from .render.colormaps import COLORMAPS
 from .sources.remote import is_url
 
@@ -248,6 +248,13 @@ class SpeedOptions(_Group):
         "fp32", "Autocast of every forward pass (maps stay float32); fp16 needs a GPU.", choices=tuple(PRECISIONS)
     )
     compile: bool = option(False, "torch.compile the passes that need no layer hook (cam, scorecam, faithfulness).")
+    runtime: str = option(
+        "auto",
+        "What runs the forward passes that need no gradient (cam, eigencam, scorecam's masked passes, faithfulness): "
+        "openvino, onnxruntime (pip install 'cambatch[openvino]' / 'cambatch[onnxruntime]') or torch; auto: on a CPU "
+        "OpenVINO, else ONNX Runtime, else torch; torch on a GPU. Conversions are cached in CAMBATCH_CACHE.",
+        choices=RUNTIMES,
+    )
     gpu_decode: str = option(
         "auto", "Decode JPEGs on the GPU with nvJPEG: auto (on a CUDA device), on, off.", choices=GPU_DECODE_MODES
     )

@@ -4,7 +4,7 @@
     OUT/overlays/[<input>~<hash>/]<rel>[~<hash>]/top1_<class>.jpg  overlays (cambatch.runner.writer)
     OUT/runs/<run_id>.json                          run manifests (cambatch.runner.manifest)
     OUT/.lock<shard>                                one live run per folder and shard (cambatch.runner.lock)
-    OUT/gallery/index.html, thumbs/, photos/, maps/ the HTML gallery (cambatch.inspection.gallery)
+    OUT/gallery/index.html, data/, thumbs/, photos/, maps/ the HTML gallery (cambatch.inspection.gallery)
     OUT/checks/<checked_at>.json                    the verdicts of `cambatch check` (cambatch.checks)
     OUT/slices/slices.json, members.parquet         error slices and their members (cambatch.bias.slices)
     OUT/CAMBATCH_OUTPUT                             marks the folder as an OUT: no run reads images under it
@@ -45,6 +45,13 @@ def _digest(text: str, size: int = 5) -> str:
 def _folded(text: str) -> str:
     """How a case- and normalization-insensitive file system (macOS, SMB, NTFS) compares names."""
     return unicodedata.normalize("NFC", text).casefold()
+
+
+def clash_key(input_root: str, rel: str) -> tuple[str, str]:
+    """What a case- or normalization-insensitive disk sees of an image (input root, path): two images alike here
+    clash (`ImageNames`).
+    """
+    return str(input_root), _folded(rel)
 
 
 def root_tag(input_root: str) -> str:
@@ -114,8 +121,8 @@ class ImageNames:
         """The naming for a run over `images`, (input root, path) keys (duplicates count once)."""
         keys = {(str(root), rel) for root, rel in images}
         several = len({root for root, _ in keys}) > 1
-        folded = Counter((root, _folded(rel)) for root, rel in keys)
-        return cls(several, frozenset(key for key in keys if folded[(key[0], _folded(key[1]))] > 1))
+        folded = Counter(clash_key(*key) for key in keys)
+        return cls(several, frozenset(key for key in keys if folded[clash_key(*key)] > 1))
 
     def folder(self, input_root: str, rel: str) -> PurePosixPath:
         """The output folder of the image `rel` found under `input_root`."""
@@ -226,6 +233,10 @@ class OutputLayout:
     def gallery_rel(self, kind: str, folder: PurePosixPath) -> str:
         """A gallery picture of one image (`kind`: thumbs or photos) of output `folder`, relative to the gallery."""
         return f"{kind}/{folder.as_posix()}{_GALLERY_SUFFIX}"
+
+    def gallery_chunk_rel(self, number: int) -> str:
+        """A chunk of the gallery's card data (a script the page loads), relative to the gallery folder."""
+        return f"data/chunk-{number:05d}.js"
 
     def gallery_map_rel(self, by: str, number: int, name: str, cluster: int | None = None) -> str:
         """A mean-map picture of group `number` (`name`) grouped `by` class or label, or of one of its clusters;

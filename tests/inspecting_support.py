@@ -18,7 +18,8 @@ from PIL import Image
 
 from cambatch.names import name_key
 from cambatch.report.parts import report_parts
-from cambatch.report.schema import METADATA_KEY, SCHEMA, STAT_NAMES
+from cambatch.report.schema import METADATA_KEY, SCHEMA, STAT_NAMES, map_array
+from cambatch.report.schema import table as schema_table
 
 
 def copy_run(src: Path, dst: Path) -> Path:
@@ -157,3 +158,45 @@ def swap_top2(out: Path, path: str) -> None:
         return pa.Table.from_pylist(rows, schema=table.schema)
 
     rewrite_report(out, change)
+
+
+def large_report(out: Path, images: int, classes: int = 40, seed: int = 0) -> Path:
+    """A report of `images` images with one explained class each and 7 x 7 maps, written column by column
+    (no photos, no overlays): for the tests of commands at a scale no real run in a test reaches.
+    """
+    rng = np.random.default_rng(seed)
+    klass = rng.integers(0, classes, images)
+    centre = rng.uniform(0.5, 6.5, (images, 2)).astype(np.float32)
+    cells = np.arange(7, dtype=np.float32) + 0.5
+    maps = np.exp(
+        -((cells[None, :, None] - centre[:, 1, None, None]) ** 2 + (cells[None, None] - centre[:, 0, None, None]) ** 2)
+        / 2
+    )
+    names = np.array([f"class {i:02d}" for i in range(classes)], dtype=object)
+    columns = {
+        "path": [f"{klass[i] % 10}/img_{i:07d}.jpg" for i in range(images)],
+        "input_root": pa.array(["/nowhere"] * images),
+        "width": np.full(images, 64, np.int32),
+        "height": np.full(images, 48, np.int32),
+        "rank": np.ones(images, np.int16),
+        "class_index": klass.astype(np.int32),
+        "class_name": names[klass],
+        "probability": rng.random(images).astype(np.float32),
+        "border_energy": rng.random(images).astype(np.float32),
+        "active_area": rng.random(images).astype(np.float32),
+        "entropy": rng.random(images).astype(np.float32),
+        "status": pa.array(["ok"] * images),
+        "run_id": pa.array(["20250101T000000Z-000000"] * images),
+        "map": map_array(maps.astype(np.float16)),
+        "map_height": np.full(images, 7, np.int16),
+        "map_width": np.full(images, 7, np.int16),
+    }
+    settings = {"run_id": "20250101T000000Z-000000", "model": "synthetic", "topk": 1, "class_names": list(names)}
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    step = 100_000
+    for first in range(0, images, step):
+        part = {k: v[first : first + step] for k, v in columns.items()}
+        rows = len(part["path"])
+        table = schema_table(part, rows).replace_schema_metadata({METADATA_KEY: json.dumps(settings).encode()})
+        pq.write_table(table, out / "report" / f"part-20250101T000000Z-000000-{first // step:05d}.parquet")
+    return out

@@ -7,15 +7,16 @@ import re
 import pytest
 from conftest import REPO
 from docs_support import run_blocks
-from shortcut_support import stamp_run
+from inspecting_support import copy_run
 
 DOC = REPO / "docs" / "shortcuts.md"
 EXAMPLE_FOLDER = re.compile(r"^\s*OUT\s*=")  # the doc's "cams" is replaced by the test's run
 
 
 @pytest.fixture(scope="module")
-def recipes(tmp_path_factory):
-    out, kinds = stamp_run(tmp_path_factory.mktemp("shortcut_doc"), overlays=False)
+def recipes(stamped_run_without_overlays, tmp_path_factory):
+    out, kinds = stamped_run_without_overlays
+    out = copy_run(out, tmp_path_factory.mktemp("shortcut_doc") / "out")  # the recipes render overlays into it
     namespace = {"OUT": str(out)}
     count = run_blocks(DOC, EXAMPLE_FOLDER, namespace)
     return namespace, kinds, out, count

@@ -4,10 +4,8 @@ computed by hand; the same boxes in every annotation format give identical rows.
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cat_on_the_left
 from evaluation_support import write_formats, write_report
 from identity_support import PHOTOS, two_folders_run
-from sources_support import write_shard
 from typer.testing import CliRunner
 
 from cambatch.cli import app
@@ -208,18 +206,13 @@ def test_run_with_annotations_fills_labels_and_writes_what_evaluate_computes(tmp
     assert report["pointing_hit"].astype("boolean").equals(rows["pointing_hit"])
 
 
-def test_evaluate_maps_a_rotated_samples_truth_by_the_orientation_the_report_keeps(tmp_path):
+def test_evaluate_maps_a_rotated_samples_truth_by_the_orientation_the_report_keeps(rotated_runs):
     import cambatch
 
-    photos, shards = tmp_path / "photos", tmp_path / "shards"
-    photos.mkdir()
-    cat_on_the_left(photos / "rotated.jpg", orientation=6)
-    write_shard(shards / "s.tar", [photos / "rotated.jpg"])  # a sample no file path reaches: it cannot be reopened
-    csv = tmp_path / "boxes.csv"
-    csv.write_text("path,x0,y0,x1,y1,label\nrotated.jpg,0,0,299,199,tabby\n")  # the cat, in stored pixels
-    for given in (photos, shards):
-        out = tmp_path / f"out-{given.name}"
-        cambatch.run(given, out, annotations=csv, topk=2, overlays=False, progress=False, workers=0)
+    # cat_on_the_left (orientation 6) with the cat's box in stored pixels, as a file and in a tar shard (a sample
+    # no file path reaches: it cannot be reopened)
+    for given, result in rotated_runs[0].items():
+        out = result.out
         report = cambatch.load_report(out).sort_values("rank").reset_index(drop=True)
         assert (report["orientation"] == 6).all()
         rows = evaluate(out).rows.sort_values("rank").reset_index(drop=True)

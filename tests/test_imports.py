@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import SAMPLES
-from inspecting_support import synthesize_run
+from inspecting_support import copy_run, synthesize_run
 
 HEAVY = ("torch", "torchvision", "timm")
 
@@ -62,11 +62,9 @@ def test_importing_the_model_side_does_load_torch():
     assert fresh_interpreter(code) == "True"
 
 
-def test_shortcuts_overlays_and_the_gallery_with_maps_run_without_torch(tmp_path):
+def test_shortcuts_overlays_and_the_gallery_with_maps_run_without_torch(tmp_path, stamped_run_without_overlays):
     """On a real report with maps: mean maps, clusters, re-rendered overlays and the mean-map gallery."""
-    from shortcut_support import stamp_run
-
-    out, _ = stamp_run(tmp_path, overlays=False)
+    out = copy_run(stamped_run_without_overlays[0], tmp_path / "out")
     code = f"""
 import sys, cambatch
 out = {str(out)!r}

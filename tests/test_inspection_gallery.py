@@ -39,11 +39,34 @@ ARTIFACTS = REPO / "build" / "test-artifacts"
 runner = CliRunner()
 
 
-def page_data(index: Path) -> dict:
+def head_data(index: Path) -> dict:
     html = index.read_text(encoding="utf-8")
     return json.loads(
         re.search(r'<script id="gallery-data" type="application/json">(.*?)</script>', html, re.S).group(1)
     )
+
+
+def _named(fields: list[str], rows: list[list]) -> list[dict]:
+    return [dict(zip(fields, row, strict=True)) for row in rows]
+
+
+def page_data(index: Path) -> dict:
+    """The head data with every card (read from the chunks as the page reads them: fields by the names the head
+    data gives) as `images`, each with its explained classes as `x`.
+    """
+    data = head_data(index)
+    images = []
+    for _, rel, count in data["chunks"]:
+        text = (index.parent / rel).read_text(encoding="utf-8")
+        chunk = json.loads(text[text.index("{") : text.rindex("}") + 1])
+        cards = _named(data["fields"]["image"], chunk["images"])
+        for card in cards:
+            card["x"] = []
+        for row in _named(data["fields"]["explained"], chunk["explained"]):
+            cards[row["i"]]["x"].append(row)
+        assert len(cards) == count
+        images += cards
+    return {**data, "images": images}
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +104,10 @@ def test_gallery_files_thumbnails_and_embedded_data(labelled_run):
     top1 = raw[raw["rank"] == 1].set_index("path")
     for image in data["images"]:
         assert data["classes"][image["c"]] == top1.loc[image["p"], "class_name"]
-        assert len(image["x"]) == 3 and [x[0] for x in image["x"]] == [1, 2, 3]
+        assert len(image["x"]) == 3 and [x["rank"] for x in image["x"]] == [1, 2, 3]
         thumb = Image.open(made.index.parent / image["t"])
         assert max(thumb.size) <= THUMB_SIDE  # the grid never loads full-size overlays
-        assert all((made.index.parent / x[3]).resolve().is_file() for x in image["x"])
+        assert all((made.index.parent / x["overlay"]).resolve().is_file() for x in image["x"])
     wrong = [i for i in data["images"] if i["p"] == "rocket.jpg"][0]
     assert data["labels"][wrong["l"]] == "space shuttle" and wrong["ok"] is False
     html = made.index.read_text(encoding="utf-8")
@@ -103,7 +126,7 @@ def test_without_overlays_cards_show_the_photo(labelled_run, tmp_path):
     shutil.rmtree(out / "overlays")
     made = cambatch.build_gallery(out)
     data = page_data(made.index)
-    assert all(image["t"] and all(x[3] is None for x in image["x"]) for image in data["images"])
+    assert all(image["t"] and all(x["overlay"] is None for x in image["x"]) for image in data["images"])
 
 
 def test_errors_are_listed_escaped_and_counted(tmp_path):
@@ -269,10 +292,9 @@ def test_three_thousand_images_paginate_and_filter(big_run, page):
 
 
 @pytest.fixture(scope="module")
-def stamp_gallery(tmp_path_factory):
-    from shortcut_support import stamp_run
-
-    out, kinds = stamp_run(tmp_path_factory.mktemp("stamp-gallery"))
+def stamp_gallery(stamped_run, tmp_path_factory):
+    out, kinds = stamped_run
+    out = copy_run(out, tmp_path_factory.mktemp("stamp-gallery") / "out")
     return out, kinds, cambatch.build_gallery(out)
 
 
@@ -285,10 +307,11 @@ def test_groups_carry_mean_maps_cluster_strips_and_images_their_cluster(stamp_ga
         with Image.open(out / "gallery" / rel) as picture:
             assert picture.size[0] > 0
     assert [c["n"] for c in stamp["cl"]] == [10, 5]
-    assert all(kinds[data["images"][card]["p"]] == "stamped" for card in stamp["cl"][0]["ex"])  # cards by index
+    assert all(kinds[p] == "stamped" for p in stamp["cl"][0]["ex"])  # named as their cards name them
     green = data["groups"]["class"]["green_ball"]
     assert "mm" in green and "cl" not in green and "fixed-location" not in green["flags"]
-    clusters = {image["p"]: image["kc"] for image in data["images"]}
+    stamp_id = data["classes"].index("stamp_bird")
+    clusters = {image["p"]: stamp["km"][image["kc"]] for image in data["images"] if image["c"] == stamp_id}
     assert {clusters[p] for p, k in kinds.items() if k == "stamped"} == {0}
 
 
@@ -344,9 +367,9 @@ def test_detail_data_holds_the_ground_truth_and_cam_boxes_in_displayed_pixels(bo
     report = cambatch.load_report(out).set_index(["path", "rank"])
     for name in names:
         for x in images[name]["x"]:
-            row = report.loc[(name, x[0])]
+            row = report.loc[(name, x["rank"])]
             expected = [row.bbox_x0 * 160, row.bbox_y0 * 120, row.bbox_x1 * 160, row.bbox_y1 * 120]
-            assert x[7] == pytest.approx(expected, abs=0.05)
+            assert x["box"] == pytest.approx(expected, abs=0.05)
 
 
 def _boxes_svg(*args) -> str:
@@ -385,6 +408,55 @@ def test_detail_view_draws_the_boxes_in_chromium(boxed_gallery, page):
     assert page.eval_on_selector_all("dialog rect.cam", "rs => rs.length") == 2  # one per explained class
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "gallery-detail-boxes.png"))
+    assert page.errors == []
+
+
+# ---- a run too large for one array: 200,000 images (the page used to go blank above ~120,000) ----
+
+
+@pytest.fixture(scope="module")
+def huge_gallery(tmp_path_factory):
+    from inspecting_support import large_report
+
+    out = large_report(tmp_path_factory.mktemp("gallery-huge") / "run", images=200_000, classes=40)
+    return out, cambatch.build_gallery(out)
+
+
+def test_a_huge_run_puts_a_sample_in_the_page_and_every_card_in_chunks(huge_gallery):
+    out, made = huge_gallery
+    head = head_data(made.index)
+    assert made.images == 200_000 and not head["meta"]["eager"]
+    assert len(head["sample"]["images"]) <= 40 * 12 + 40 * 8 * 6  # each class's first cards and cluster examples
+    assert sum(count for _, _, count in head["chunks"]) == 200_000
+    assert made.thumbnails_left == 200_000 - head["meta"]["thumbnails"]  # no pictures to make: all said so
+    assert made.index.stat().st_size < 2_000_000
+
+
+@pytest.mark.browser
+def test_a_huge_gallery_shows_pages_filters_and_searches_in_chromium(huge_gallery, page):
+    out, made = huge_gallery
+    head = head_data(made.index)
+    page.goto(made.index.as_uri())
+    page.wait_for_selector(".card")
+    assert page.locator(".card").count() == 60
+    assert "of 200,000 images loaded" in page.inner_text("#coverage")
+    first = page.eval_on_selector(".card", "c => c.dataset.path")
+    page.click("#next")
+    assert "61–120 of" in page.inner_text("#count") and page.eval_on_selector(".card", "c => c.dataset.path") != first
+
+    # Choosing a class loads its chunks: every one of its images, paged.
+    page.select_option("#f-class", "class 07")
+    expected = head["groups"]["class"]["class 07"]["n"]
+    page.wait_for_function(f"document.querySelector('#count').textContent.includes('of {expected:,}')")
+    assert set(visible_classes(page)) == {"class 07"}
+
+    # Search (after a pause in typing) within the class.
+    path = page.eval_on_selector(".card", "c => c.dataset.path")
+    page.fill("#f-text", path)
+    page.wait_for_function("document.querySelectorAll('.card').length === 1")
+    assert visible_classes(page) == ["class 07"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gallery-200k.png"))
     assert page.errors == []
 
 

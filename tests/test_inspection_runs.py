@@ -6,8 +6,11 @@ import io
 import json
 
 import pyarrow.parquet as pq
+import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from cambatch.cli import app
 from cambatch.inspection.runs import print_runs, run_rows
 from cambatch.layout import OutputLayout
 from cambatch.report.schema import table
@@ -62,6 +65,14 @@ def test_off_a_terminal_every_cell_is_whole_and_csv_json_list_the_same(tmp_path)
     stream = io.StringIO()
     print_runs(tmp_path, Console(file=stream), "json")
     assert [r["status"] for r in json.loads(stream.getvalue())] == ["completed", "died"]
+
+
+@pytest.mark.parametrize("command", ["runs", "gallery"])
+def test_a_url_is_refused_in_one_line_with_the_url_as_given(command):
+    result = CliRunner().invoke(app, [command, "s3://bucket/cams"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "s3://bucket/cams" in lines[0] and "reads a local output folder" in lines[0]
 
 
 def test_a_run_that_died_is_counted_from_the_parts_it_published(tmp_path):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from cambatch.inspection.shortcut_pictures import PICTURE_SIDE, map_picture, shortcut_pictures
+from cambatch.inspection.shortcut_pictures import PICTURE_SIDE, map_picture
 from cambatch.layout import OutputLayout
 from cambatch.render.colormaps import palette
 
@@ -25,8 +24,15 @@ def test_a_mean_map_is_coloured_like_the_overlays(tmp_path):
 
 
 def test_a_report_without_maps_adds_nothing(tmp_path):
-    data = {"images": [{"p": "a.jpg"}], "groups": {"class": {"x": {"n": 1}}, "label": {}}}
-    frame = pd.DataFrame({"input_root": ["/in"], "path": ["a.jpg"]})
-    shortcut_pictures(frame, data, OutputLayout(tmp_path), cards={("/in", "a.jpg"): 0}, colormap="jet", labelled=False)
-    assert data["groups"]["class"]["x"] == {"n": 1} and "kc" not in data["images"][0]
-    assert not (tmp_path / "gallery").exists()
+    """Ported from the in-memory `shortcut_pictures(df, ...)`: the gallery streams the report, and a report
+    without maps gives its groups no mean map, no clusters and no pictures."""
+    from inspecting_support import synthesize_run
+    from test_inspection_gallery import page_data
+
+    from cambatch.inspection.gallery import build_gallery
+
+    out = synthesize_run(tmp_path / "run", images=30, classes=3, errors=0)  # no `map` column
+    data = page_data(build_gallery(out).index)
+    assert data["groups"]["class"] and all("mm" not in g and "cl" not in g for g in data["groups"]["class"].values())
+    assert all(image["kc"] == -1 for image in data["images"])
+    assert not (tmp_path / "run" / "gallery" / "maps").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from shortcut_support import STAMP, stamp_run
+from shortcut_support import STAMP
 from typer.testing import CliRunner
 
 import cambatch
@@ -19,6 +19,7 @@ from cambatch.inspection.options import Thresholds
 from cambatch.inspection.shortcuts import (
     EXAMPLES,
     GRID,
+    GroupMaps,
     class_patterns,
     cluster_maps,
     find_shortcuts,
@@ -31,9 +32,9 @@ STAMP_BOX = (STAMP[0] / 160, STAMP[1] / 120, (STAMP[2] + 1) / 160, (STAMP[3] + 1
 
 
 @pytest.fixture(scope="module")
-def stamped(tmp_path_factory):
+def stamped(stamped_run):
     """A run of the hand-set stamp net over 10 stamped photos, 5 with a blue disc and 8 with a green disc."""
-    return stamp_run(tmp_path_factory.mktemp("stamp"))
+    return stamped_run
 
 
 def test_the_stamp_run_predicts_the_shortcut_class_for_every_stamped_photo(stamped):
@@ -138,8 +139,9 @@ def test_position_lock_equals_the_brute_force_mean_of_pairwise_correlations():
     rng = np.random.default_rng(1)
     maps = [rng.random((7, 7)) for _ in range(9)] + [rng.random((14, 14)) for _ in range(5)]  # two map sizes
     groups = ["a"] * 6 + ["b"] * 5 + ["c"] * 3
-    table, baseline, grids, codes, _ = class_patterns(rows_of(maps, groups), "class_name")
-    flat = grids.reshape(len(grids), -1)
+    rows = rows_of(maps, groups)
+    table, baseline, _ = class_patterns(rows, "class_name")
+    flat = grid_maps(rows).reshape(len(rows), -1)  # the sums are kept per map size: checked on the grids here
     corr = np.corrcoef(flat)
     same = {
         g: [corr[i, j] for i, j in combinations(range(len(groups)), 2) if groups[i] == groups[j] == g] for g in "abc"
@@ -149,7 +151,14 @@ def test_position_lock_equals_the_brute_force_mean_of_pairwise_correlations():
     for g in "abc":
         assert table.loc[g, "coherence"] == pytest.approx(np.mean(same[g]), abs=1e-6)
         assert table.loc[g, "position_lock"] == pytest.approx(np.mean(same[g]) - np.mean(cross), abs=1e-6)
-    assert list(codes) == [0] * 6 + [1] * 5 + [2] * 3
+    # Streamed in batches (groups met in another order, a batch with one size only), the sums are the same.
+    streamed = GroupMaps("class_name")
+    for batch in (rows.iloc[9:12], rows.iloc[:9], rows.iloc[12:]):
+        streamed.add(batch)
+    again, again_baseline, means = streamed.patterns()
+    pd.testing.assert_frame_equal(again, table, rtol=1e-9)
+    assert again_baseline == pytest.approx(baseline, rel=1e-9)
+    np.testing.assert_allclose(means[0], flat[:6].mean(axis=0).reshape(GRID, GRID), atol=1e-5)
 
 
 def test_grid_maps_normalize_like_the_overlays_and_keep_the_peak_in_image_coordinates():

@@ -88,3 +88,9 @@ def test_a_table_off_a_terminal_prints_every_cell_whole():
     stream = io.StringIO()
     emit(frame, "table", title="t", stream=stream)  # wider than the old 140-column pipe width, too
     assert long_name.strip() in stream.getvalue() and "…" not in stream.getvalue()
+
+
+def test_counts_stay_integers_beside_float_columns():
+    frame = pd.DataFrame({"images": [262, 3], "energy_in_gt": [0.51234, np.nan]}, index=["cat", "dog"])
+    cells = [[str(cell) for cell in column._cells] for column in rich_table(frame, "t").columns]
+    assert cells[1] == ["262", "3"] and cells[2] == ["0.512", "-"]

@@ -8,7 +8,7 @@ from methods_support import cams_of, cpu_execution, normalized_batch, tiny_model
 
 from cambatch.errors import UsageError
 from cambatch.methods.cam import CAM
-from cambatch.model.build import CamModel, load_model
+from cambatch.model.build import CamModel
 
 
 @torch.inference_mode()
@@ -35,8 +35,8 @@ def test_each_image_gets_its_own_maps_in_a_mixed_batch(default_model):
     assert not torch.allclose(together[0], together[1])
 
 
-def test_resnet18_random_init_identity():
-    model = load_model("resnet18", weights="none")
+def test_resnet18_random_init_identity(resnet18):
+    model = resnet18
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         cams = cams_of(model, x, topk=4)

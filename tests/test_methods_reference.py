@@ -50,11 +50,8 @@ def as_grad_cam_does(maps: torch.Tensor, size: int) -> torch.Tensor:
 @pytest.fixture(scope="module", params=["default", "resnet18"])
 def case(request, default_model):
     if request.param == "default":
-        model = default_model
-    else:
-        torch.manual_seed(0)
-        model = load_model("resnet18", "none")
-    return request.param, model, sample_batch(model)
+        return request.param, default_model, sample_batch(default_model)
+    return request.param, request.getfixturevalue("resnet18"), request.getfixturevalue("resnet_images")
 
 
 def test_cam_equals_torchcam_cam(case):
@@ -96,9 +93,7 @@ def reshape_transform(tokens: torch.Tensor) -> torch.Tensor:  # pytorch-grad-cam
 
 
 @pytest.fixture(scope="module")
-def vit_case():
-    torch.manual_seed(0)
-    vit = load_model("timm:vit_tiny_patch16_224", "none", require_cam_head=False)
+def vit_case(vit):
     return vit, sample_batch(vit, {"chelsea.png", "coffee.png", "rocket.jpg"})
 
 

@@ -40,9 +40,8 @@ def test_channels_last_keeps_the_cam_identity(small_model):
     torch.testing.assert_close(after.maps.mean((2, 3)) + bias, after.logit, rtol=1e-4, atol=1e-4)
 
 
-def test_bf16_autocast_hands_float32_features_to_the_head():
-    torch.manual_seed(0)
-    model = load_model("resnet18", "none")
+def test_bf16_autocast_hands_float32_features_to_the_head(resnet18):
+    model = resnet18
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         reference = cams_of(model, images, 1)

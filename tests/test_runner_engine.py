@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from cambatch.errors import UsageError
 from cambatch.methods.deletion import deletion_insertion_scores
 from cambatch.methods.road import road_scores
 from cambatch.methods.statistics import map_statistics
+from cambatch.model.catalog import RUNTIME_PREFERENCE
 from cambatch.report.schema import FAITHFULNESS_NAMES, STAT_NAMES, TRUST_NAMES
 from cambatch.runner.engine import resolve_device
 
@@ -107,6 +110,27 @@ def test_trust_options_add_the_columns_their_functions_compute(method):
         assert result.columns[name].shape == (3, 2) and result.columns[name].dtype == np.float32
         np.testing.assert_allclose(result.columns[name], values.detach().numpy(), atol=1e-6, err_msg=name)
     assert not set(TRUST_NAMES) & set(engine_for(model, topk=2)(pixels()).columns)
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [
+        pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"{name} missing"))
+        for name in RUNTIME_PREFERENCE
+    ],
+)
+def test_a_converted_runtime_runs_the_trust_checks_passes_and_gives_torchs_columns(runtime, tmp_path, monkeypatch):
+    """--runtime runs the forwards without gradient: the perturbed inputs of ROAD and RISE, and --sanity's
+    passes of cam on the re-initialised copy (a conversion of its own: other weights)."""
+    monkeypatch.setenv("CAMBATCH_CACHE", str(tmp_path))
+    model = tiny_model(seed=1)
+    options = {"topk": 2, "sanity": True, "road": True, "deletion_insertion": True}
+    on_torch = engine_for(model, runtime="torch", **options)(pixels())
+    engine = engine_for(model, runtime=runtime, **options)
+    converted = engine(pixels())
+    assert set(engine.execution.passes) == {engine.execution.runtime.label}  # torch ran no pass without gradient
+    for name in TRUST_NAMES:
+        np.testing.assert_allclose(converted.columns[name], on_torch.columns[name], atol=1e-4, err_msg=name)
 
 
 @pytest.mark.parametrize("method", ["cam", "gradcam", "eigencam"])

@@ -25,9 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLES, cat_on_the_left, make_folder
+from conftest import SAMPLES, make_folder
 from PIL import Image
-from sources_support import write_shard
 from typer.testing import CliRunner
 
 from cambatch.cli import app
@@ -38,7 +37,6 @@ from cambatch.report.parts import published_parts as parts
 from cambatch.report.parts import read_settings
 from cambatch.runner.job import build_stages, find_sources, new_run_id, preprocess, resolve_classes
 from cambatch.runner.pipeline import run
-from cambatch.sources.discover import ImageSource
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -495,13 +493,11 @@ def test_parquet_metadata_records_the_run(sample_run):
 # ---- decoding end to end: EXIF orientation, broken files ----
 
 
-def test_exif_rotation_gives_a_portrait_overlay_that_lines_up(tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    cat_on_the_left(photos / "rotated.jpg", orientation=6)  # displayed turned 90 deg clockwise: left -> top
-    out = tmp_path / "out"
-    result = run(RunConfig.create(inputs=[photos], out=out, workers=0, topk=1))
-    row = pd.read_parquet(out / "report").iloc[0]
+def test_exif_rotation_gives_a_portrait_overlay_that_lines_up(rotated_runs):
+    # cat_on_the_left, orientation 6: displayed turned 90 deg clockwise, left -> top
+    result = rotated_runs[0]["photos"]
+    out = result.out
+    row = pd.read_parquet(out / "report").query("rank == 1").iloc[0]
     assert (row.width, row.height) == (200, 600)
     assert row.class_name in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
     assert row.centroid_y < 0.5 and row.peak_y < 0.5  # the cat is at the top of the upright photo
@@ -513,22 +509,13 @@ def test_exif_rotation_gives_a_portrait_overlay_that_lines_up(tmp_path):
     assert result.ok == 1
 
 
-def test_ground_truth_of_a_rotated_sample_is_oriented_from_the_decode_without_a_second_read(tmp_path, monkeypatch):
-    folder, shards = tmp_path / "photos", tmp_path / "shards"
-    folder.mkdir()
-    cat_on_the_left(folder / "rotated.jpg", orientation=6)
-    write_shard(shards / "s.tar", [folder / "rotated.jpg"])
-    boxes = tmp_path / "boxes.csv"
-    boxes.write_text("path,x0,y0,x1,y1,label\nrotated.jpg,0,0,299,199,tabby\n", encoding="utf-8")  # stored pixels
-    reads = []
-    original = ImageSource.read_bytes
-    monkeypatch.setattr(ImageSource, "read_bytes", lambda self: (reads.append(self.rel), original(self))[1])
+def test_ground_truth_of_a_rotated_sample_is_oriented_from_the_decode_without_a_second_read(rotated_runs):
+    # the cat's box, 0,0,299,199 in stored pixels, of the sample as a file (photos) and in a tar shard (shards)
+    results, reads = rotated_runs
     coords = {}
-    for given in (folder, shards):
-        out = tmp_path / f"out-{given.name}"
-        run(RunConfig.create(inputs=[given], out=out, workers=0, topk=1, annotations=boxes))
-        row = pd.read_parquet(out / "report").iloc[0]
-        coords[given.name] = list(row.gt_box_coords)
+    for given, result in results.items():
+        row = pd.read_parquet(result.out / "report").query("rank == 1").iloc[0]
+        coords[given] = list(row.gt_box_coords)
     # Turned 90 deg clockwise, the stored left half (x 0-299 of 600, y 0-199) is the displayed top (200 x 300).
     assert coords["photos"] == coords["shards"] == [0.0, 0.0, 199.0, 299.0]
     assert reads == ["rotated.jpg", "s.tar/rotated.jpg"]  # each sample read once, by the loader

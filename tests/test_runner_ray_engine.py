@@ -63,11 +63,11 @@ def _rows(out: Path) -> pd.DataFrame:
     return pd.read_parquet(out / "report").sort_values(["path", "rank"]).reset_index(drop=True)
 
 
-def test_ray_gives_the_plain_engines_rows_and_overlays(ray_address, tmp_path):
-    plain = run(RunConfig.create([SAMPLES], tmp_path / "plain", workers=0))
+def test_ray_gives_the_plain_engines_rows_and_overlays(ray_address, sample_run, tmp_path):
+    plain = sample_run[0]  # the plain engine over the sample photos
     result = run(RunConfig.create([SAMPLES], tmp_path / "ray", engine="ray", batch_size=4))
     assert (result.ok, result.errors, result.overlays) == (plain.ok, plain.errors, plain.overlays) == (7, 0, 21)
-    expected, got = _rows(tmp_path / "plain"), _rows(tmp_path / "ray")
+    expected, got = _rows(plain.out), _rows(tmp_path / "ray")
     pd.testing.assert_frame_equal(got[SAME], expected[SAME])
     np.testing.assert_allclose(got[CLOSE].to_numpy(float), expected[CLOSE].to_numpy(float), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.stack(got["map"]), np.stack(expected["map"]), rtol=1e-3, atol=1e-3)
@@ -81,13 +81,14 @@ def test_ray_gives_the_plain_engines_rows_and_overlays(ray_address, tmp_path):
     assert (again.skipped, again.processed) == (7, 0)  # resumed: nothing to do
 
 
-def test_ray_into_an_s3_out_gives_the_plain_rows_with_each_actor_uploading_its_parts(ray_address, s3_bucket, tmp_path):
+def test_ray_into_an_s3_out_gives_the_plain_rows_with_each_actor_uploading_its_parts(
+    ray_address, s3_bucket, sample_run
+):
     name, fs = s3_bucket
     url = f"s3://{name}/cams"
-    run(RunConfig.create([SAMPLES], tmp_path / "plain", workers=0))
     result = run(RunConfig.create([SAMPLES], url, engine="ray", batch_size=4, images_per_part=2))
     assert (result.ok, result.overlays, result.out) == (7, 21, url)
-    expected = _rows(tmp_path / "plain")
+    expected = _rows(sample_run[0].out)  # the plain engine over the sample photos
     got = cambatch.load_report(url, maps=True).sort_values(["path", "rank"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got[SAME].astype(object), expected[SAME].astype(object))
     np.testing.assert_allclose(got[CLOSE].to_numpy(float), expected[CLOSE].to_numpy(float), rtol=1e-5, atol=1e-6)
@@ -179,3 +180,31 @@ def test_an_actor_forwards_at_its_thread_count_on_any_calling_thread_and_publish
     actors.clear()  # as Ray Data retires it: the last reference goes, and the actor publishes at once, no collector
     (part,) = published_parts(layout.report_dir)
     assert pq.read_metadata(part).num_rows == results[0]["rows"][0] > 0
+
+
+def test_a_quiet_run_interrupted_by_sigint_prints_only_its_summary_and_records_what_its_parts_hold(
+    ray_address, tmp_path
+):
+    names = make_folder(tmp_path / "photos", 16)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "photos"), "--out", str(out), "--engine", "ray", "--images-per-part", "2"]
+    args += ["--batch-size", "2", "--topk", "2", "--quiet", "--ray-address", ray_address]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "cambatch", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while len(published_parts(out / "report")) < 2:
+        assert driver.poll() is None, driver.communicate()
+        assert time.monotonic() < deadline, "no part was published in time"
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    stdout, stderr = driver.communicate(timeout=300)
+    assert driver.returncode == 130, stderr
+    lines = (stdout + stderr).strip().splitlines()
+    assert lines[0].startswith("cambatch: ") and "interrupted by SIGINT" in lines[1], lines
+    assert all(line.startswith(("cambatch: ", "  ")) for line in lines), lines  # no line of Ray's own
+    (manifest,) = (out / "runs").glob("*.json")
+    record = json.loads(manifest.read_text())
+    published = pd.read_parquet(out / "report")
+    assert record["status"] == "interrupted" and 0 < published.path.nunique() < len(names)
+    assert record["counts"]["ok"] == published.path.nunique() and record["counts"]["error"] == 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -237,3 +239,69 @@ def test_a_killed_runs_staging_folder_is_swept_and_a_live_or_new_one_is_kept(tmp
     finally:
         live.close()
     assert not live.staging.exists()
+
+
+def test_a_store_that_goes_away_mid_run_is_one_line_and_exit_4_and_a_rerun_completes(
+    tmp_path, s3_bucket, s3_server, staging, monkeypatch
+):
+    from conftest import make_folder
+    from proxy_support import Proxy
+
+    name, fs = s3_bucket
+    host, port = s3_server.removeprefix("http://").split(":")
+    proxy = Proxy((host, int(port)))
+    names = make_folder(tmp_path / "photos", 24)
+    url, root = f"s3://{name}/cams", f"{name}/cams"
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    env["TMPDIR"] = str(staging)
+    args = [sys.executable, "-m", "cambatch", "run", str(tmp_path / "photos"), "--out", url, "--workers", "0"]
+    args += ["--images-per-part", "2", "--topk", "1", "--quiet"]
+    started = time.monotonic()
+    driver = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not fs.find(f"{root}/report") and driver.poll() is None:  # the store is written to, then it goes away
+        fs.invalidate_cache()
+        time.sleep(0.2)
+    proxy.stop()
+    out, err = driver.communicate(timeout=300)
+    lines = (out + err).strip().splitlines()
+    assert driver.returncode == 4, out + err
+    assert len(lines) == 1 and lines[0].startswith(f"cambatch: error: cannot write {url}: endpoint unreachable"), lines
+    assert time.monotonic() - started < 240
+
+    proxy = proxy.restart()
+    try:
+        fs.invalidate_cache()
+        for part in fs.find(f"{root}/report"):  # nothing half-published: every part on the store reads whole
+            pq.read_metadata(fs.open(part))
+        rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr
+        fs.invalidate_cache()
+        records = [json.loads(fs.cat_file(p)) for p in fs.find(f"{root}/runs")]
+        assert sorted(r["status"] for r in records) == ["completed", "failed"]  # the first one, told once reachable
+        rows = _rows_on_store(fs, root)
+        assert sorted(rows["path"]) == sorted(names)  # every image once
+    finally:
+        proxy.stop()
+
+
+def test_a_killed_runs_spooled_manifest_goes_up_as_died_with_the_next_run_and_a_live_ones_stays(tmp_path, staging):
+    from cambatch.runner.remote_out import pending_root
+
+    url = f"file://{tmp_path}/store/cams"
+    running = {"run_id": "20260101T000000Z-dead00", "status": "running"}
+    for folder in ("cambatch-out-killed", "cambatch-out-live"):
+        (pending_root(url) / folder).mkdir(parents=True)
+        (pending_root(url) / folder / f"{folder}.json").write_text(json.dumps(running))
+    live = staging / "cambatch-out-live"
+    live.mkdir()
+    from cambatch.runner.lock import OutputLock
+
+    held = OutputLock(live / STAGING_LOCK).acquire()  # a run still going: its manifest is its own to send
+    try:
+        with StagedOut(url):
+            pass
+    finally:
+        held.release()
+    sent = {p.name: json.loads(p.read_text())["status"] for p in (tmp_path / "store" / "cams" / "runs").iterdir()}
+    assert sent == {"cambatch-out-killed.json": "died"}
+    assert [p.name for p in pending_root(url).iterdir()] == ["cambatch-out-live"]

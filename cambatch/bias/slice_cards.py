@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from ..inspection.shortcut_pictures import map_picture
 from ..layout import ImageNames, OutputLayout
-from .slices import MEMBERS_SHOWN, read_slices
+from .slices import MEMBERS_SHOWN, Slices, read_slices
 
 MEMBERS_CARDED = 8  # member thumbnails per card (slices.json keeps MEMBERS_SHOWN)
 
@@ -24,7 +26,7 @@ def slice_cards(layout: OutputLayout, *, colormap: str, names: ImageNames) -> di
     found = read_slices(layout.root)
     cards = []
     for number, row in found.table.iterrows():
-        members = found.members[found.members["slice"] == number].head(min(MEMBERS_CARDED, MEMBERS_SHOWN))
+        members = _carded(found, number)
         mean_map = found.mean_maps.get(number)
         rel = layout.gallery_map_rel("slices", int(number), str(row["group"]))
         cards.append(
@@ -44,3 +46,22 @@ def slice_cards(layout: OutputLayout, *, colormap: str, names: ImageNames) -> di
             }
         )
     return {"by": found.by, "cards": cards}
+
+
+def carded_images(layout: OutputLayout) -> set[tuple[str, str]]:
+    """The images (input_root, path) whose thumbnails the section shows (none before `cambatch slices` ran): the
+    gallery makes their thumbnails whatever else it makes.
+    """
+    if not layout.slices_file.is_file():
+        return set()
+    found = read_slices(layout.root)
+    return {
+        (str(m.input_root), str(m.path))
+        for number in found.table.index
+        for m in _carded(found, number).itertuples(index=False)
+    }
+
+
+def _carded(found: Slices, number) -> pd.DataFrame:
+    """The members a slice's card shows: its leading `MEMBERS_CARDED`."""
+    return found.members[found.members["slice"] == number].head(min(MEMBERS_CARDED, MEMBERS_SHOWN))

@@ -5,27 +5,19 @@ uint8, keeps the pixels strictly above `int(threshold * max)`, and boxes the 8-c
 `x1 = left + width`, clipped to the last column (one pixel wider than the region, as the reference
 does), and `[0, 0, 0, 0]` when nothing is kept. IoU counts pixels inclusively (`x1 - x0 + 1`).
 
-Every (map, threshold) pair becomes one tile of a single tall image, the tiles separated by a zero
-row, so one `cv2.connectedComponentsWithStats` call labels a whole chunk of the sweep: no Python
-loop over maps x thresholds.
+The regions of every threshold come from one pass over each map (`component_tree.regions`).
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-# Bytes of int32 labels per chunk of the sweep: bounds memory whatever the run's size.
-CHUNK_PIXELS = 1 << 24
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - the extra is part of dev
-        raise ImportError("evaluation needs OpenCV: pip install 'cambatch[evaluation]'") from exc
-    return cv2
+# The compiled pass releases the GIL: maps are shared out over the cores.
+THREADS = min(4, len(os.sched_getaffinity(0)))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -70,102 +62,42 @@ def quantize(maps: np.ndarray) -> np.ndarray:
 class Components:
     """The 8-connected regions of every (map, threshold) tile: boxes in the protocol's convention.
 
-    `tile` is `map * thresholds + threshold`; a tile with no region holds one `[0, 0, 0, 0]` box
+    `tile` is `map * thresholds + threshold`; regions are in tile order, and within a tile in the raster
+    order of their first pixel (OpenCV's label order). A tile with no region holds one `[0, 0, 0, 0]` box
     with `area` -1 (the protocol scores that box like any other).
     """
 
     tile: np.ndarray  # [R] int64
     boxes: np.ndarray  # [R, 4] int64
-    area: np.ndarray  # [R] float64: the region's outline area (pixel centres); 0 for a tile's only region
+    area: np.ndarray  # [R] float64: the region's outline area (through its pixel centres)
     pixels: np.ndarray  # [R] int64
 
 
-def components(maps: np.ndarray, thresholds: np.ndarray, *, outline: bool = True) -> Components:
-    """Regions of normalized maps [N, H, W] at each threshold, in chunks (see CHUNK_PIXELS).
-
-    `outline=False` skips the outline areas (`area` is then the pixel count): only `largest` needs them.
-    """
+def components(maps: np.ndarray, thresholds: np.ndarray) -> Components:
+    """Regions of normalized maps [N, H, W] at each threshold (the protocol's cuts `int(threshold * max)`)."""
     scores = quantize(maps)
-    n, h, w = scores.shape
-    per_chunk = max(1, CHUNK_PIXELS // max(1, (h + 1) * w * len(thresholds)))
+    n = len(scores)
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    parts = [_chunk(scores[i : i + per_chunk], thresholds, i, outline) for i in range(0, n, per_chunk)]
-    if not parts:
-        empty = np.zeros((0,), np.int64)
-        return Components(empty, np.zeros((0, 4), np.int64), empty.astype(np.float64), empty)
-    return Components(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+    cuts = (thresholds[None, :] * scores.reshape(n, -1).max(1, initial=0)[:, None].astype(np.float64)).astype(np.int64)
+    regions = _regions()
+    shares = [share for share in np.array_split(np.arange(n), THREADS) if len(share)]
+    with ThreadPoolExecutor(len(shares) or 1) as pool:
+        parts = list(pool.map(lambda share: regions(scores[share], cuts[share]), shares))
+    for share, (found, _) in zip(shares, parts, strict=True):
+        found[:, 0] += share[0] * len(thresholds)  # tiles numbered over the whole batch
+    found = np.concatenate([found for found, _ in parts]) if parts else np.zeros((0, 7), np.int64)
+    area = np.concatenate([area for _, area in parts]) if parts else np.zeros(0)
+    order = np.lexsort((found[:, 1], found[:, 0]))  # by tile, then first pixel
+    return Components(found[order, 0], found[order, 2:6], area[order], found[order, 6])
 
 
-def _chunk(scores: np.ndarray, thresholds: np.ndarray, first: int, outline: bool) -> tuple[np.ndarray, ...]:
-    n, h, w = scores.shape
-    t = len(thresholds)
-    cut = (thresholds[None, :] * scores.reshape(n, -1).max(1)[:, None].astype(np.float64)).astype(np.int64)
-    tall = np.zeros((n, t, h + 1, w), np.uint8)  # the extra zero row keeps tiles apart
-    np.greater(scores[:, None], cut[:, :, None, None], out=tall[:, :, :h].view(bool))
-    rows, packed = _compact_rows(tall.reshape(-1, w))
-    count, labels, stats = _label(packed)
-    stats = stats[1:].astype(np.int64)
-    top, bottom = rows[stats[:, 1]], rows[stats[:, 1] + stats[:, 3] - 1]  # rows of the tall image
-    tile = top // (h + 1)
-    x0, y0, y_last = stats[:, 0], top % (h + 1), bottom % (h + 1)
-    boxes = np.stack([x0, y0, np.minimum(x0 + stats[:, 2], w - 1), np.minimum(y_last + 1, h - 1)], 1)
-    area = _outline_areas(packed, labels, count, rows // (h + 1), tile, n * t) if outline else stats[:, 4] * 1.0
-    empty = np.setdiff1d(np.arange(n * t), tile)
-    tile = np.concatenate([tile, empty])
-    boxes = np.concatenate([boxes, np.zeros((len(empty), 4), np.int64)])
-    area = np.concatenate([area, np.full(len(empty), -1.0)])
-    pixels = np.concatenate([stats[:, 4], np.zeros(len(empty), np.int64)])
-    return tile + first * t, boxes, area, pixels
-
-
-def _label(packed: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """OpenCV's 8-connected labels and stats (row 0: the background) of a 0/1 image, which may have no rows."""
-    cv2 = _cv2()  # first: a missing extra is refused whatever the maps hold
-    if not len(packed):  # no pixel above any threshold: OpenCV 5 refuses an empty image, and there is nothing to label
-        return 1, np.zeros(packed.shape, np.int32), np.zeros((1, 5), np.int32)
-    # Grana's block-based labelling: the fastest of OpenCV's on these smooth masks.
-    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(packed, 8, cv2.CV_32S, cv2.CCL_GRANA)
-    return count, labels, stats
-
-
-def _compact_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of a 0/1 image [H, W] that labelling needs, and those rows: every row with a pixel set, and the
-    first empty row after each such row. One empty row separates 8-connected regions as well as many, so the
-    regions (and their outline cells) are those of the whole image; high thresholds keep few rows.
-    """
-    filled = mask.any(1)
-    keep = filled | np.r_[False, filled[:-1]]
-    rows = np.flatnonzero(keep)
-    return rows, mask[rows]
-
-
-def _outline_areas(
-    packed: np.ndarray, labels: np.ndarray, count: int, row_tile: np.ndarray, tile: np.ndarray, tiles: int
-) -> np.ndarray:
-    """Outline areas of the regions (labels 1..count-1), measured only on the rows of tiles holding several
-    regions: a tile's only region is its largest whatever its area (it gets 0). Each tile's packed rows end
-    with an empty row, so the rows of the chosen tiles never form a cell across two tiles.
-    """
-    per_tile = np.bincount(tile, minlength=tiles)
-    crowded = per_tile[row_tile] > 1
-    area = _outline_area(packed[crowded], labels[crowded], count)[1:] if crowded.any() else np.zeros(count - 1)
-    return np.where(per_tile[tile] == 1, 0.0, area)
-
-
-def _outline_area(mask: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """Per label, the area of the polygon through its outer boundary's pixel centres (what `cv2.contourArea`
-    gives the protocol's contour): each 2x2 cell of pixel centres adds 1 when all four belong to the region
-    and 1/2 when three do (the 8-connected outline cuts the cell's diagonal). Unlike `contourArea`, a hole's
-    area is left out: holes are rare in upsampled CAMs and matter only between regions of nearly equal area.
-    """
-    flat = mask.reshape(-1, mask.shape[-1])
-    inside = flat[:-1, :-1] + flat[:-1, 1:] + flat[1:, :-1] + flat[1:, 1:]  # uint8 sums of 0/1
-    cells = inside >= 3
-    # With three or four corners in, one of the two diagonals is whole; any two pixels of a cell touch,
-    # so every corner in belongs to the same region.
-    owner = np.maximum(labels[:-1, :-1][cells], labels[1:, 1:][cells])
-    weight = np.where(inside[cells] == 4, 1.0, 0.5)
-    return np.bincount(owner, weights=weight, minlength=count)
+def _regions():
+    """The compiled pass (numba, an extra): imported on first use, so reading a report never needs it."""
+    try:
+        from .component_tree import regions
+    except ImportError as exc:  # pragma: no cover - the extra is part of dev
+        raise ImportError("evaluation needs numba: pip install 'cambatch[evaluation]'") from exc
+    return regions
 
 
 def largest(found: Components, tiles: int) -> np.ndarray:

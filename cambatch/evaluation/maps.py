@@ -24,25 +24,35 @@ def resize_matrix(src: int, dst: int) -> np.ndarray:
 
 
 def resize(maps: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
-    """Maps [N, h, w] resized to [N, size, size] in one batched product (rows, then columns)."""
+    """Maps [N, h, w] resized to [N, size, size] in two batched products (columns, then rows), C-contiguous."""
     maps = np.asarray(maps, dtype=np.float32)
     rows = resize_matrix(maps.shape[1], size).astype(np.float32)
     cols = resize_matrix(maps.shape[2], size).astype(np.float32)
-    return np.einsum("yh,nhw,xw->nyx", rows, maps, cols, optimize=True)
+    return rows @ (maps @ cols.T)
 
 
 def normalize(maps: np.ndarray) -> np.ndarray:
-    """Each map min-max scaled to [0, 1]; a constant or NaN map becomes zeros (the protocol's `normalize_scoremap`)."""
-    maps = np.asarray(maps, dtype=np.float32)
-    flat = maps.reshape(len(maps), -1)
+    """Each map min-max scaled to [0, 1]; a constant or NaN map becomes zeros (the protocol's `normalize_scoremap`).
+
+    In place on a float32 copy, four passes over the pixels: a NaN shows in the minimum or maximum (and a
+    NaN span is not positive), so it needs no pass of its own.
+    """
+    return _normalized(np.array(maps, dtype=np.float32))
+
+
+def _normalized(out: np.ndarray) -> np.ndarray:
+    """`normalize` in place on float32 maps [N, H, W]."""
+    flat = out.reshape(len(out), -1)
     low, high = flat.min(1), flat.max(1)
     span = high - low
-    bad = ~(span > 0) | np.isnan(flat).any(1)
-    out = (flat - low[:, None]) / np.where(bad, 1, span)[:, None]
-    out[bad] = 0
-    return np.clip(out, 0, 1).reshape(maps.shape)
+    bad = ~(span > 0)
+    flat -= low[:, None]
+    flat *= np.where(bad, 0, 1 / np.where(bad, 1, span))[:, None]
+    np.clip(flat, 0, 1, out=flat)
+    flat[bad] = 0  # NaN times 0 is NaN
+    return out
 
 
 def score_maps(maps: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
     """The protocol's score maps of raw report maps [N, h, w]: resized to size x size, min-max normalized."""
-    return normalize(resize(maps, size))
+    return _normalized(resize(maps, size))  # a fresh array: scaled in place

@@ -56,9 +56,9 @@ def sweep_boxes(
 ) -> BoxSweep:
     """Score maps [N, S, S] (normalized) against ground-truth boxes gt [N, G, 4] (same S x S pixel grid).
 
-    `largest=False` scores all regions only (MaxBoxAccV2), skipping the outline areas; `largest` is then NaN.
+    `largest=False` scores all regions only (MaxBoxAccV2); `largest` is then NaN.
     """
-    found = components(scores, thresholds, outline=largest)
+    found = components(scores, thresholds)
     t = len(thresholds)
     return BoxSweep(
         thresholds=np.asarray(thresholds),

@@ -40,9 +40,9 @@ def box_masks(gt: np.ndarray, gt_valid: np.ndarray, size: int) -> np.ndarray:
 
 def energy_in(maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """Share [R] of each map's positive mass inside its region (maps and regions [R, S, S]); NaN without mass."""
-    positive = np.clip(maps, 0, None)
+    positive = np.maximum(maps, 0)
     mass = positive.sum((1, 2))
-    inside = (positive * regions).sum((1, 2))
+    inside = np.einsum("ryx,ryx->r", positive, regions)  # one pass, no product array
     return np.where(mass > 0, inside / np.where(mass > 0, mass, 1), np.nan)
 
 

@@ -9,7 +9,11 @@ truth is matched to the report's images by `annotations.match`.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,8 @@ from ..annotations.orient import orientation, visible_boxes
 from ..annotations.readers import load_annotations
 from ..errors import UsageError
 from ..names import name_key
-from ..report.reader import image_ids, load_report, map_stack
+from ..report.reader import IMAGE_KEY, image_ids, map_stack
+from ..report.scan import ReportScan
 from ..report.schema import GROUND_TRUTH_NAMES
 from ..sources.remote import is_url
 from . import rows as per_row
@@ -31,6 +36,7 @@ from .maps import EVAL_SIZE, score_maps
 from .options import DEFAULT_THRESHOLDS
 from .protocol import (
     CAM_PAPER_THRESHOLD,
+    IOU_THRESHOLDS,
     BoxSweep,
     average_precision,
     pixel_histograms,
@@ -43,12 +49,17 @@ ROW_CHUNK = 256  # rows resized to EVAL_SIZE at a time: bounds memory on large r
 
 @dataclass
 class Evaluation:
-    """What `evaluate` found: the run-level metrics, a per-class table and the per-row columns."""
+    """What `evaluate` found: the run-level metrics, a per-class table and the per-row columns (read on request)."""
 
     metrics: dict[str, float | int | str | None]
     per_class: pd.DataFrame
-    rows: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    row_frames: Callable[[], pd.DataFrame] = field(default=pd.DataFrame, repr=False, compare=False)
+
+    @cached_property
+    def rows(self) -> pd.DataFrame:
+        """The report's ground-truth columns of every row, in the report's order."""
+        return self.row_frames()
 
 
 def annotations_of(out: Path | str, settings: dict, annotations: Path | str | None) -> Annotations:
@@ -60,26 +71,73 @@ def annotations_of(out: Path | str, settings: dict, annotations: Path | str | No
 
 
 def evaluate(
-    out: Path | str, annotations: Path | str | None = None, *, thresholds: int = DEFAULT_THRESHOLDS
+    out: Path | str,
+    annotations: Path | str | None = None,
+    *,
+    thresholds: int = DEFAULT_THRESHOLDS,
+    progress=None,
 ) -> Evaluation:
     """Localization of the run in `out` against ground truth: MaxBoxAcc, MaxBoxAccV2, GT-known and top-1
     localization (at 20 % and at the best threshold), pointing game, energy in the ground truth; with masks,
     PxAP and the mean mask IoU. An image's label class is scored where the run explained it (`--explain-label`).
+
+    The report streams past a batch of images at a time (`report.scan`) into running counts per threshold
+    and per class; the per-row columns wait in a temporary folder until `Evaluation.rows` is read. Every
+    image of the report takes part in matching the ground truth (`annotations.match`), failed ones too, as
+    in the run: their keys are read first.
+    `progress` (`start(total)`, `advance(count)`, `stop()`, as `runner.progress` reporters) is told the rows done.
     """
-    frame = load_report(out, status="ok", maps=True)
-    truth = annotations_of(out, frame.attrs, annotations)
-    if frame.empty:
+    scan = ReportScan(out)
+    truth = match(annotations_of(out, scan.settings, annotations), _every_image(scan))
+    problems = list(truth.problems)
+    grid = threshold_grid(thresholds)
+    tally = _Tally(grid)
+    folder = tempfile.TemporaryDirectory(prefix="cambatch-evaluate-")
+    written, done = [], 0
+    if progress is not None:
+        progress.start(scan.rows)
+    try:
+        for _, rows in scan.image_rows(COLUMNS):
+            frame = rows.reset_index(drop=True)
+            images = _image_truth(frame, truth)
+            problems += images.problems
+            row_metrics = _row_metrics(frame, images)
+            tally.add(*_sweep(frame, images, row_metrics, grid), row_metrics)
+            written.append(Path(folder.name) / f"rows-{len(written):05d}.parquet")
+            row_metrics.drop(columns="has_mask").to_parquet(written[-1], index=False)
+            done += len(frame)
+            if progress is not None:
+                progress.advance(len(frame))
+    finally:
+        if progress is not None:
+            progress.stop()
+    if not done:
         raise UsageError(f"the report in {out} has no successful rows to evaluate")
-    frame = frame.reset_index(drop=True)
-    # Every image of the report takes part in the matching, failed ones too, as in the run.
-    everyone = load_report(out, columns=["input_root", "path"]).drop_duplicates()
-    images = _image_truth(frame, match(truth, image_ids(everyone)))
-    problems = truth.problems + images.problems
-    rows = _row_metrics(frame, images)
-    sweep, chosen, pixels = _sweep(frame, images, rows, threshold_grid(thresholds))
-    metrics = _metrics(sweep, chosen, rows, pixels, explain_label=bool(frame.attrs.get("explain_label")))
-    metrics.update(annotations=truth.source, format=truth.kind, problems=len(problems))
-    return Evaluation(metrics, _per_class(sweep, chosen, rows), rows.drop(columns="has_mask"), problems)
+    metrics = tally.metrics(explain_label=bool(scan.settings.get("explain_label")))
+    metrics.update(annotations=truth.annotations.source, format=truth.annotations.kind, problems=len(problems))
+    result = Evaluation(metrics, tally.per_class(), problems, lambda: _read_rows(written))
+    weakref.finalize(result, folder.cleanup)  # the rows live as long as the evaluation
+    return result
+
+
+COLUMNS = (
+    "input_root", "width", "height", "orientation", "class_index", "class_name", "label",
+    "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "map", "map_height", "map_width",
+)  # fmt: skip
+
+
+def _every_image(scan: ReportScan) -> list[Image]:
+    """Every image of the report (input_root, path), processed or failed, once each, in the report's order."""
+    images: dict[Image, None] = {}
+    for table in scan.batches(IMAGE_KEY):
+        frame = table.to_pandas()
+        roots = frame["input_root"] if "input_root" in frame.columns else pd.Series("", index=frame.index)
+        images.update(dict.fromkeys(zip(roots.astype(str), frame["path"].astype(str), strict=True)))
+    return list(images)
+
+
+def _read_rows(paths: list[Path]) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
 
 
 @dataclass
@@ -238,28 +296,39 @@ class _Chosen:
 
 
 def _choose(rows: pd.DataFrame) -> _Chosen:
-    matches = _label_matches(rows)
-    top1 = (rows["rank"] == 1).to_numpy()
+    """Per image with a box or a mask (by INPUT and path): the label's row when it has a label, else its top-1 row
+    (else its first); all images at once, no loop over them.
+    """
     scored = rows[(rows["gt_boxes"].fillna(0) > 0) | rows["has_mask"]]
-    chosen_rows, labels, correct, explained, boxed, masked = [], [], [], [], [], []
-    for _image, group in scored.groupby(["input_root", "path"], sort=True):  # per image, not per threshold
-        label = None if _missing(group["label"].iloc[0]) else str(group["label"].iloc[0])
-        hit = group.index[matches[group.index]]
-        first = group.index[top1[group.index]]
-        row = (hit[0] if len(hit) else -1) if label is not None else (first[0] if len(first) else group.index[0])
-        chosen_rows.append(row)
-        labels.append(label)
-        explained.append(row >= 0)
-        correct.append(bool(label is not None and len(first) and matches[first[0]]))
-        boxed.append(bool(group["gt_boxes"].iloc[0] > 0))
-        masked.append(bool(group["has_mask"].iloc[0]))
+    position = scored.index.to_numpy()
+    matches = _label_matches(rows)[position]
+    top1 = (scored["rank"] == 1).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "input_root": scored["input_root"].to_numpy(),
+            "path": scored["path"].to_numpy(),
+            "hit": np.where(matches, position, np.iinfo(np.int64).max),
+            "first": np.where(top1, position, np.iinfo(np.int64).max),
+            "row": position,
+            "correct": top1 & matches,
+        }
+    )
+    images = frame.groupby(["input_root", "path"], sort=True).agg(
+        hit=("hit", "min"), first=("first", "min"), row=("row", "min"), correct=("correct", "any")
+    )
+    first_rows = images["row"].to_numpy()
+    label = [None if _missing(v) else str(v) for v in rows["label"].to_numpy()[first_rows]]
+    has_label = np.array([v is not None for v in label], bool)
+    never = np.iinfo(np.int64).max
+    hit, first = images["hit"].to_numpy(), images["first"].to_numpy()
+    row = np.where(has_label, np.where(hit == never, -1, hit), np.where(first == never, first_rows, first))
     return _Chosen(
-        np.array(chosen_rows, int),
-        labels,
-        np.array(correct, bool),
-        np.array(explained, bool),
-        np.array(boxed, bool),
-        np.array(masked, bool),
+        row.astype(int),
+        label,
+        has_label & images["correct"].to_numpy(),
+        row >= 0,
+        (rows["gt_boxes"].fillna(0).to_numpy()[first_rows] > 0),
+        rows["has_mask"].to_numpy()[first_rows].astype(bool),
     )
 
 
@@ -295,87 +364,144 @@ def _sweep(frame: pd.DataFrame, images: _Images, rows: pd.DataFrame, thresholds:
     return BoxSweep(thresholds, largest, regions), chosen, pixels
 
 
-def _metrics(
-    sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame, pixels: np.ndarray, *, explain_label: bool = False
-) -> dict:
-    """The run-level figures: box metrics over the images with boxes, mask metrics over those with masks."""
-    n = len(chosen.row)
-    if n == 0:
-        raise UsageError(
-            "no image of the report has a ground-truth box or mask in the annotations (are the paths matched?)"
+class _Tally:
+    """Running counts over the chosen images, a batch at a time: per threshold, per class, and the pixels."""
+
+    def __init__(self, thresholds: np.ndarray):
+        t = len(thresholds)
+        self.thresholds = thresholds
+        self.images = self.missed = self.boxed = self.masked = 0
+        self.hits = np.zeros(t)  # largest region, IoU >= 0.5
+        self.top1 = np.zeros(t)  # ... and the top-1 class is the label
+        self.regions = {iou: np.zeros(t) for iou in IOU_THRESHOLDS}  # all regions
+        self.labelled = False
+        self.energy = np.zeros(2)  # sum, count over the scored (explained, boxed) images
+        self.mask_iou = np.zeros(2)
+        self.pixels = np.zeros((2, t + 2))
+        self.pointing: dict[str, np.ndarray] = {}  # class -> (hits, judged) over the scored
+        self.classes: dict[str, dict[str, np.ndarray]] = {}
+
+    def add(self, sweep: BoxSweep, chosen: _Chosen, pixels: np.ndarray, rows: pd.DataFrame) -> None:
+        explained, boxed = chosen.explained, chosen.boxed
+        self.images += len(chosen.row)
+        self.missed += int((~explained).sum())
+        self.boxed += int(boxed.sum())
+        self.masked += int(chosen.masked.sum())
+        self.pixels += pixels
+        hits = sweep.largest >= 0.5
+        self.hits += hits[boxed].sum(axis=0)
+        self.top1 += (hits & chosen.top1_correct[:, None])[boxed].sum(axis=0)
+        self.labelled |= any(label is not None for label, b in zip(chosen.label, boxed, strict=True) if b)
+        for iou, counts in self.regions.items():
+            counts += (sweep.all_regions[boxed] >= iou).sum(axis=0)
+        safe = np.where(explained, chosen.row, 0)
+        scored = rows.iloc[chosen.row[explained & boxed]]
+        self.energy += _sum_count(scored["energy_in_gt"])
+        classes = scored["label"].where(scored["label"].notna(), scored["class_name"]).astype(str)
+        for name, hit in scored["pointing_hit"].astype(float).groupby(classes):
+            self.pointing[name] = self.pointing.get(name, 0) + _sum_count(hit)
+        mask_iou = np.where(explained, rows["mask_iou"].iloc[safe].to_numpy(), 0.0)
+        self.mask_iou += _sum_count(pd.Series(mask_iou[chosen.masked]))
+        self._per_class(sweep, chosen, rows, safe, mask_iou)
+
+    def _per_class(self, sweep, chosen: _Chosen, rows: pd.DataFrame, safe: np.ndarray, mask_iou) -> None:
+        explained, boxed = chosen.explained, chosen.boxed
+        names = [
+            label if label is not None else rows["class_name"].iloc[r]
+            for label, r in zip(chosen.label, safe, strict=True)
+        ]
+        pointing = np.where(explained, rows["pointing_hit"].iloc[safe].astype(float).to_numpy(), np.nan)
+        energy = np.where(explained, rows["energy_in_gt"].iloc[safe].to_numpy(), np.nan)
+        at20 = self.index_of(CAM_PAPER_THRESHOLD)
+        for i, name in enumerate(names):
+            c = self.classes.setdefault(name, {"images": np.zeros(1), "boxed": np.zeros(1), "hits": 0})
+            c["images"] += 1
+            for key, value in (("pointing", pointing[i]), ("energy", energy[i]), ("mask", mask_iou[i])):
+                if key != "mask" or chosen.masked[i]:
+                    c[key] = c.get(key, np.zeros(2)) + _sum_count(pd.Series([value]))
+            if boxed[i]:
+                c["boxed"] += 1
+                c["hits"] = c["hits"] + (sweep.largest[i] >= 0.5)
+                c["iou20"] = c.get("iou20", 0) + sweep.largest[i, at20]
+
+    def index_of(self, threshold: float) -> int:
+        """The grid index nearest to `threshold`."""
+        return int(np.abs(self.thresholds - threshold).argmin())
+
+    def best(self) -> tuple[float, float]:
+        """MaxBoxAcc and its threshold (the first best; the grid's first without any boxed image)."""
+        if not self.boxed:
+            return float("nan"), float(self.thresholds[0])
+        accuracy = self.hits / self.boxed
+        best = int(np.argmax(accuracy))
+        return float(accuracy[best]), float(self.thresholds[best])
+
+    def metrics(self, *, explain_label: bool) -> dict:
+        """The run-level figures: box metrics over the images with boxes, mask metrics over those with masks."""
+        if self.images == 0:
+            raise UsageError(
+                "no image of the report has a ground-truth box or mask in the annotations (are the paths matched?)"
+            )
+        metrics: dict = {"images": self.images}
+        if self.missed or not explain_label:  # with --explain-label every label's class has its row
+            metrics["label_not_explained"] = self.missed
+        metrics["thresholds"] = len(self.thresholds)
+        metrics.update(self._box_metrics())
+        if self.masked:
+            metrics.update(
+                masked_images=self.masked,
+                PxAP=average_precision(*self.pixels) if self.pixels[0].sum() > 0 else None,
+                mask_iou=_mean(self.mask_iou),
+            )
+        return metrics
+
+    def _box_metrics(self) -> dict:
+        names = ("MaxBoxAcc", "best_threshold", "MaxBoxAccV2", "gt_known_loc@0.2", "gt_known_loc@best")
+        names += ("top1_loc@0.2", "top1_loc@best", "pointing_acc", "energy_in_gt")
+        if not self.boxed:
+            return dict.fromkeys(names)
+        max_acc, best_t = self.best()
+        at20, best = self.index_of(CAM_PAPER_THRESHOLD), self.index_of(best_t)
+        v2 = float(np.mean([(counts / self.boxed).max() for counts in self.regions.values()]))
+        values = (max_acc, best_t, v2, float(self.hits[at20] / self.boxed), float(self.hits[best] / self.boxed))
+        values += (
+            float(self.top1[at20] / self.boxed) if self.labelled else None,
+            float(self.top1[best] / self.boxed) if self.labelled else None,
+            # The pointing game: per class (label, else the predicted class), then the mean over classes.
+            float(np.nanmean([_mean(counts) for counts in self.pointing.values()])) if self.pointing else float("nan"),
+            _mean(self.energy),
         )
-    missed = int((~chosen.explained).sum())
-    metrics: dict = {"images": n}
-    if missed or not explain_label:  # with --explain-label every label's class has its row
-        metrics["label_not_explained"] = missed
-    metrics["thresholds"] = len(sweep.thresholds)
-    metrics.update(_box_metrics(sweep, chosen, rows))
-    if chosen.masked.any():
-        ious = np.where(chosen.explained, rows["mask_iou"].iloc[np.where(chosen.explained, chosen.row, 0)], 0.0)
-        metrics.update(
-            masked_images=int(chosen.masked.sum()),
-            PxAP=average_precision(*pixels) if pixels[0].sum() > 0 else None,
-            mask_iou=float(np.nanmean(ious[chosen.masked])) if np.isfinite(ious[chosen.masked]).any() else None,
-        )
-    return metrics
+        return dict(zip(names, values, strict=True))
+
+    def per_class(self) -> pd.DataFrame:
+        at20, best = self.index_of(CAM_PAPER_THRESHOLD), self.index_of(self.best()[1])
+        table = pd.DataFrame(
+            [
+                {
+                    "class": name,
+                    "images": int(c["images"][0]),
+                    "gt_known_loc@0.2": _ratio(c["hits"][at20] if c["boxed"][0] else 0, c["boxed"][0]),
+                    "gt_known_loc@best": _ratio(c["hits"][best] if c["boxed"][0] else 0, c["boxed"][0]),
+                    "box_iou@0.2": _ratio(c.get("iou20", 0), c["boxed"][0]),
+                    "pointing_acc": _mean(c["pointing"]),
+                    "energy_in_gt": _mean(c["energy"]),
+                    **({"mask_iou": _mean(c.get("mask", np.zeros(2)))} if self.masked else {}),
+                }
+                for name, c in sorted(self.classes.items())
+            ]
+        ).set_index("class")
+        return table.sort_values(["energy_in_gt", "images"], ascending=[True, False])
 
 
-def _box_metrics(sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame) -> dict:
-    boxed = chosen.boxed
-    names = ("MaxBoxAcc", "best_threshold", "MaxBoxAccV2", "gt_known_loc@0.2", "gt_known_loc@best")
-    names += ("top1_loc@0.2", "top1_loc@best", "pointing_acc", "energy_in_gt")
-    if not boxed.any():
-        return dict.fromkeys(names)
-    sweep = BoxSweep(sweep.thresholds, sweep.largest[boxed], sweep.all_regions[boxed])
-    max_acc, best_t = sweep.max_box_acc()
-    at20, best = sweep.index_of(CAM_PAPER_THRESHOLD), sweep.index_of(best_t)
-    hits = sweep.largest >= 0.5
-    correct = chosen.top1_correct[boxed]
-    has_labels = any(label is not None for label, b in zip(chosen.label, boxed, strict=True) if b)
-    scored = rows.iloc[chosen.row[chosen.explained & boxed]]
-    values = (max_acc, best_t, sweep.max_box_acc_v2(), float(hits[:, at20].mean()), float(hits[:, best].mean()))
-    values += (
-        float((hits[:, at20] & correct).mean()) if has_labels else None,
-        float((hits[:, best] & correct).mean()) if has_labels else None,
-        _pointing_accuracy(scored),
-        float(scored["energy_in_gt"].mean()),
-    )
-    return dict(zip(names, values, strict=True))
+def _sum_count(values: pd.Series) -> np.ndarray:
+    """(sum, count) of the values that are not NaN."""
+    numbers = pd.Series(values, dtype=float)
+    return np.array([numbers.sum(), numbers.notna().sum()], float)
 
 
-def _pointing_accuracy(scored: pd.DataFrame) -> float:
-    """The pointing game's accuracy: per class (label, else the predicted class), then the mean over classes."""
-    classes = scored["label"].where(scored["label"].notna(), scored["class_name"]).astype(str)
-    return float(scored["pointing_hit"].astype(float).groupby(classes).mean().mean())
+def _mean(sum_count: np.ndarray) -> float:
+    return float(sum_count[0] / sum_count[1]) if sum_count[1] else float("nan")
 
 
-def _per_class(sweep: BoxSweep, chosen: _Chosen, rows: pd.DataFrame) -> pd.DataFrame:
-    boxed = chosen.boxed
-    best_t = sweep.thresholds[0]
-    if boxed.any():
-        best_t = BoxSweep(sweep.thresholds, sweep.largest[boxed], sweep.all_regions[boxed]).max_box_acc()[1]
-    at20, best = sweep.index_of(CAM_PAPER_THRESHOLD), sweep.index_of(best_t)
-    explained = chosen.row >= 0
-    safe = np.where(explained, chosen.row, 0)
-    classes = [
-        label if label is not None else rows["class_name"].iloc[r] for label, r in zip(chosen.label, safe, strict=True)
-    ]
-    on_box = np.where(boxed, 1.0, np.nan)  # images without a box count in the mask column only
-    table = pd.DataFrame(
-        {
-            "class": classes,
-            "images": 1,
-            "gt_known_loc@0.2": (sweep.largest[:, at20] >= 0.5) * on_box,
-            "gt_known_loc@best": (sweep.largest[:, best] >= 0.5) * on_box,
-            "box_iou@0.2": sweep.largest[:, at20] * on_box,
-            "pointing_acc": np.where(explained, rows["pointing_hit"].iloc[safe].astype(float).to_numpy(), np.nan),
-            "energy_in_gt": np.where(explained, rows["energy_in_gt"].iloc[safe].to_numpy(), np.nan),
-        }
-    )
-    if chosen.masked.any():
-        ious = np.where(explained, rows["mask_iou"].iloc[safe].to_numpy(), 0.0)
-        table["mask_iou"] = np.where(chosen.masked, ious, np.nan)
-    grouped = table.groupby("class", sort=True)
-    summary = grouped.mean(numeric_only=True)
-    summary["images"] = grouped.size()
-    return summary.sort_values(["energy_in_gt", "images"], ascending=[True, False])
+def _ratio(part: float, whole: float) -> float:
+    return float(part / whole) if whole else float("nan")

@@ -12,14 +12,23 @@ it was given, not its predictions), so it is refused.
 
 from __future__ import annotations
 
+import math
+import tempfile
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..report.reader import chosen_classes, has_labels, image_key, load_report, per_image, report_columns
+from ..report.reader import IMAGE_KEY, chosen_classes, frame_of, has_labels, image_key, per_image
+from ..report.scan import BUCKET_ROWS, ReportScan, partition, read_bucket
+from .medians import medians
 
 _KEEP = [
     "input_root",
@@ -44,50 +53,38 @@ _BOX = ["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
 
 @dataclass
 class Comparison:
-    """Per-image rows and a per-class summary of two runs A (before) and B (after)."""
+    """Per-class summary and figures of two runs A (before) and B (after); their per-image rows on request."""
 
-    images: pd.DataFrame  # one row per image seen in either run; see `compare_reports`
     classes: pd.DataFrame  # per top-1 class of A; see `compare_reports`
+    figures: dict[str, Any]  # dataset-wide counts and means (`overview` adds the runs and models)
     settings_a: dict[str, Any] = field(default_factory=dict)
     settings_b: dict[str, Any] = field(default_factory=dict)
+    rows: Callable[[], pd.DataFrame] = field(default=pd.DataFrame, repr=False, compare=False)
+
+    @cached_property
+    def images(self) -> pd.DataFrame:
+        """One row per image seen in either run, by INPUT and path (read back on first use); see `compare_reports`."""
+        return self.rows()
 
     @property
     def compared(self) -> int:
         """Images processed successfully by both runs."""
-        return int((self.images["status"] == "both").sum())
+        return self.figures["compared"]
 
     @property
     def changed(self) -> int:
         """Images whose top-1 class differs between the runs."""
-        return int(self.images["top1_changed"].fillna(False).sum())
+        return self.figures["top1_changed"]
 
     def overview(self) -> dict[str, Any]:
         """Dataset-wide figures: counts, the share changed, mean IoU, median peak shift."""
-        both = self.images[self.images["status"] == "both"]
-        figures: dict[str, Any] = {
+        return {
             "run_a": self.settings_a.get("run_id"),
             "run_b": self.settings_b.get("run_id"),
             "model_a": self.settings_a.get("model"),
             "model_b": self.settings_b.get("model"),
-            "compared": self.compared,
-            "top1_changed": self.changed,
-            "changed_share": self.changed / self.compared if self.compared else 0.0,
-            "mean_box_iou": float(both["box_iou"].mean()),
-            "median_peak_shift": float(both["peak_shift"].median()),
-            **{
-                status: int((self.images["status"] == status).sum())
-                for status in ("only_a", "only_b", "error_a", "error_b", "error_both")
-            },
+            **self.figures,
         }
-        if "correct_a" in both.columns and "correct_b" in both.columns:
-            # Only where both runs judged the image: a run without its label says nothing of it.
-            judged = both[both["correct_a"].notna() & both["correct_b"].notna()]
-            a, b = judged["correct_a"].astype(bool), judged["correct_b"].astype(bool)
-            if len(judged):
-                figures["labelled_in_both"] = len(judged)
-                figures["fixed"] = int((~a & b).sum())  # wrong in A, right in B
-                figures["broken"] = int((a & ~b).sum())  # right in A, wrong in B
-        return figures
 
 
 def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
@@ -97,22 +94,97 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     `error_both`); `class_a`, `class_b`, `probability_a`, `probability_b` (top-1 of each run);
     `top1_changed`; `compared_class` (A's top-1); `probability_b_of_a` (B's probability for that
     class, when B explained it); `peak_shift` and `box_iou` for that class; with labels, `label`,
-    `correct_a`, `correct_b`.
+    `correct_a`, `correct_b`. The figures (`overview`) count `fixed` and `broken` among the images labelled in
+    both runs (`labelled_in_both`).
 
     `classes`, per top-1 class of A (index), sorted by most changed first: `images`, `changed`,
     `changed_share`, `mean_box_iou`, `mean_peak_shift`, `to` (B's most common top-1 for the
-    changed images). Classes are ordered most changed first, then by lowest box overlap.
+    changed images; among equals, the one of the first path). Classes are ordered most changed
+    first, then by lowest box overlap.
 
     >>> import cambatch
     >>> c = cambatch.compare_runs("cams-monday", "cams-tuesday")  # doctest: +SKIP
     >>> c.images[c.images.top1_changed]                        # doctest: +SKIP
     """
     for frame, name in ((a, "A"), (b, "B")):
-        if chosen_classes(frame) is not None:
-            raise ValueError(
-                f"run {name} explains classes chosen with --classes ({', '.join(map(str, chosen_classes(frame)))}), "
-                "not its predictions, so it has no top-1 to compare: compare two top-k runs"
-            )
+        _refuse_chosen(chosen_classes(frame), name)
+    rows = _image_rows(a, b)
+    tally = _Tally()
+    tally.add(rows)
+    both = rows.loc[rows["status"] == "both", "peak_shift"].to_numpy(np.float64)
+    middle = medians(lambda: [{"peak_shift": both}], {"peak_shift": np.float64})["peak_shift"]
+    return Comparison(tally.classes(), tally.figures(middle), dict(a.attrs), dict(b.attrs), lambda: rows)
+
+
+def compare_runs(out_a: Path | str, out_b: Path | str) -> Comparison:
+    """`compare_reports` on the reports in two output folders, streamed: both reports are split by the hash of
+    their images (INPUT and path) into files of about `scan.BUCKET_ROWS` rows (an image's rows of both runs land
+    in one pair of files), each pair is compared alone, and the per-image rows wait in a temporary folder until
+    asked for.
+    """
+    scans = [ReportScan(out) for out in (out_a, out_b)]
+    for scan, name in zip(scans, "AB", strict=True):
+        _refuse_chosen(scan.chosen_classes, name)
+    key = [c for c in IMAGE_KEY if all(c in scan.columns for scan in scans)]  # the same hash on both sides
+    folder = tempfile.TemporaryDirectory(prefix="cambatch-compare-")
+    root = Path(folder.name)
+    buckets = max(1, math.ceil(max(scan.rows for scan in scans) / BUCKET_ROWS))
+    split = []
+    for side, scan in zip("ab", scans, strict=True):
+        (root / side).mkdir()
+        files = partition(scan.batches(scan.present(_KEEP)), buckets, root / side, key=key)
+        split.append(({f.name: f for f in files}, scan))
+    tally, written = _Tally(), []
+    # Two empty reports still give the rows' columns: one pair of empty frames.
+    for name in sorted(set(split[0][0]) | set(split[1][0])) or [None]:
+        frames = [_bucket_frame(files.get(name), scan, _KEEP) for files, scan in split]
+        rows = _image_rows(*frames)
+        tally.add(rows)
+        written.append(root / f"rows-{name}.parquet")
+        rows.astype({c: str for c in rows.select_dtypes("category").columns}).to_parquet(written[-1], index=False)
+
+    def shifts():
+        for path in written:
+            table = pq.read_table(path, columns=["status", "peak_shift"]).to_pandas()
+            yield {"peak_shift": table.loc[table["status"] == "both", "peak_shift"].to_numpy(np.float64)}
+
+    middle = medians(shifts, {"peak_shift": np.float64})["peak_shift"]
+    result = Comparison(tally.classes(), tally.figures(middle), scans[0].settings, scans[1].settings)
+    result.rows = lambda: _read_rows(written)
+    weakref.finalize(result, folder.cleanup)  # the rows live as long as the comparison
+    return result
+
+
+def _bucket_frame(path: Path | None, scan: ReportScan, wanted) -> pd.DataFrame:
+    """One side's rows of a bucket (none: an empty frame with its columns), typed as `load_report` types them."""
+    columns = scan.present(wanted)
+    table = read_bucket(path) if path is not None else pa.schema([scan.schema.field(c) for c in columns]).empty_table()
+    frame = frame_of(table)
+    frame.attrs.update(scan.settings)
+    return frame
+
+
+def _refuse_chosen(classes: list[int] | None, name: str) -> None:
+    """A `--classes` run explains the classes it was given, not its predictions: it has no top-1 to compare."""
+    if classes is not None:
+        raise ValueError(
+            f"run {name} explains classes chosen with --classes ({', '.join(map(str, classes))}), "
+            "not its predictions, so it has no top-1 to compare: compare two top-k runs"
+        )
+
+
+def _read_rows(paths: list[Path]) -> pd.DataFrame:
+    frames = [pd.read_parquet(path) for path in paths]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    rows = rows.sort_values(image_key(rows), ignore_index=True) if len(rows) else rows
+    for column in ("status", "class_a", "class_b", "compared_class", "label"):
+        if column in rows.columns:
+            rows[column] = rows[column].astype("category")
+    return rows
+
+
+def _image_rows(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """The per-image rows of two reports' rows (all rows of each image in both), by image (`IMAGE_KEY`)."""
     key = [column for column in image_key(a) if column in b.columns]
     a, b = _keyed(a, key), _keyed(b, key)
     top_a, top_b = per_image(a), per_image(b)
@@ -132,13 +204,13 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     ok_b = b[b["status"] == "ok"]
     pairs = (
         top_a[[*key, "class_name", "peak_x", "peak_y", *_BOX]]
+        .astype({"class_name": str})
         .merge(
             ok_b[[*key, "class_name", "probability", "peak_x", "peak_y", *_BOX]].astype({"class_name": str}),
             on=[*key, "class_name"],
             how="inner",
             suffixes=("_a", "_b"),
         )
-        .astype({"class_name": str})
     )
     pairs["peak_shift"] = np.hypot(pairs["peak_x_a"] - pairs["peak_x_b"], pairs["peak_y_a"] - pairs["peak_y_b"])
     pairs["box_iou"] = box_iou(
@@ -154,13 +226,102 @@ def compare_reports(a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     rows = rows.drop(columns=[c for c in ("label_a", "label_b") if c in rows.columns])
     for column in ("status", "class_a", "class_b", "compared_class", *(["label"] if "label" in rows.columns else [])):
         rows[column] = rows[column].astype("category")
-    return Comparison(rows, _by_class(rows), dict(a.attrs), dict(b.attrs))
+    return rows
 
 
-def compare_runs(out_a: Path | str, out_b: Path | str) -> Comparison:
-    """`compare_reports` on the reports in two output folders, reading only the columns it needs."""
-    frames = [load_report(out, columns=[c for c in _KEEP if c in set(report_columns(out))]) for out in (out_a, out_b)]
-    return compare_reports(*frames)
+STATUSES = ("only_a", "only_b", "error_a", "error_b", "error_both")
+
+
+class _Tally:
+    """Running counts and sums over per-image rows, a bucket at a time: the figures and the per-class table."""
+
+    def __init__(self):
+        self.counts = dict.fromkeys(("both", *STATUSES, "changed", "fixed", "broken", "judged", "iou_n"), 0)
+        self.iou_sum = 0.0
+        self.by_class = pd.DataFrame()
+        self.to = pd.DataFrame()  # per (class_a, class_b) of the changed images: how many, the first path
+
+    def add(self, rows: pd.DataFrame) -> None:
+        status = rows["status"].astype(str)
+        for name in ("both", *STATUSES):
+            self.counts[name] += int((status == name).sum())
+        both = rows[status == "both"].astype({"class_a": str, "class_b": str})
+        changed = both["top1_changed"].fillna(False).astype(bool)
+        self.counts["changed"] += int(changed.sum())
+        self.iou_sum += float(both["box_iou"].sum())
+        self.counts["iou_n"] += int(both["box_iou"].notna().sum())
+        if "correct_a" in both.columns and "correct_b" in both.columns:
+            # Only where both runs judged the image: a run without its label says nothing of it.
+            judged = both[both["correct_a"].notna() & both["correct_b"].notna()]
+            a, b = judged["correct_a"].astype(bool), judged["correct_b"].astype(bool)
+            self.counts["judged"] += len(judged)
+            self.counts["fixed"] += int((~a & b).sum())  # wrong in A, right in B
+            self.counts["broken"] += int((a & ~b).sum())  # right in A, wrong in B
+        grouped = both.assign(changed=changed).groupby("class_a")
+        sums = pd.DataFrame(
+            {
+                "images": grouped.size(),
+                "changed": grouped["changed"].sum(),
+                "iou": grouped["box_iou"].sum(),
+                "iou_n": grouped["box_iou"].count(),
+                "shift": grouped["peak_shift"].sum(),
+                "shift_n": grouped["peak_shift"].count(),
+            }
+        )
+        self.by_class = sums if self.by_class.empty else self.by_class.add(sums, fill_value=0)
+        moved = both[changed].groupby(["class_a", "class_b"])["path"].agg(["size", "min"])
+        self.to = moved if self.to.empty else _merged_to(self.to, moved)
+
+    def figures(self, median_shift: float) -> dict[str, Any]:
+        c = self.counts
+        figures: dict[str, Any] = {
+            "compared": c["both"],
+            "top1_changed": c["changed"],
+            "changed_share": c["changed"] / c["both"] if c["both"] else 0.0,
+            "mean_box_iou": self.iou_sum / c["iou_n"] if c["iou_n"] else float("nan"),
+            "median_peak_shift": median_shift,
+            **{status: c[status] for status in STATUSES},
+        }
+        if c["judged"]:
+            figures["labelled_in_both"] = c["judged"]
+            figures["fixed"], figures["broken"] = c["fixed"], c["broken"]
+        return figures
+
+    def classes(self) -> pd.DataFrame:
+        sums = self.by_class
+        columns = ["images", "changed", "changed_share", "mean_box_iou", "mean_peak_shift", "to"]
+        if sums.empty:
+            return pd.DataFrame(columns=columns).rename_axis("class (A)")
+        table = pd.DataFrame(
+            {
+                "images": sums["images"].astype(int),
+                "changed": sums["changed"].astype(int),
+                "mean_box_iou": sums["iou"] / sums["iou_n"].where(sums["iou_n"] > 0),
+                "mean_peak_shift": sums["shift"] / sums["shift_n"].where(sums["shift_n"] > 0),
+            }
+        )
+        table["changed_share"] = table["changed"] / table["images"]
+        to = self.to.reset_index().sort_values(["class_a", "size", "min"], ascending=[True, False, True])
+        table["to"] = to.drop_duplicates("class_a").set_index("class_a")["class_b"].reindex(table.index).fillna("")
+        table = table[columns]
+        table.index.name = "class (A)"
+        # Most changed first; among equals, the maps that moved most (lowest box overlap).
+        order = table.assign(_name=table.index.str.lower()).sort_values(
+            ["changed", "changed_share", "mean_box_iou", "_name"],
+            ascending=[False, False, True, True],
+            na_position="last",
+        )
+        return order.drop(columns="_name")
+
+
+def _merged_to(total: pd.DataFrame, more: pd.DataFrame) -> pd.DataFrame:
+    joined = total.join(more, how="outer", rsuffix="_more")
+    return pd.DataFrame(
+        {
+            "size": joined["size"].fillna(0) + joined["size_more"].fillna(0),
+            "min": joined[["min", "min_more"]].min(axis=1),
+        }
+    )
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -201,28 +362,3 @@ def _status(images: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, top_a: pd.Da
         ["only_a", "only_b", "both", "error_both", "error_a"],
         default="error_b",
     )
-
-
-def _by_class(rows: pd.DataFrame) -> pd.DataFrame:
-    both = rows[rows["status"] == "both"].astype({"class_a": str, "class_b": str})
-    grouped = both.groupby("class_a")
-    changed = both[both["top1_changed"].fillna(False).astype(bool)]
-    table = pd.DataFrame(
-        {
-            "images": grouped.size(),
-            "changed": changed.groupby("class_a").size(),
-            "mean_box_iou": grouped["box_iou"].mean(),
-            "mean_peak_shift": grouped["peak_shift"].mean(),
-            "to": changed.groupby("class_a")["class_b"].agg(lambda s: s.value_counts().index[0]),
-        }
-    )
-    table["changed"] = table["changed"].fillna(0).astype(int)
-    table["changed_share"] = table["changed"] / table["images"]
-    table = table[["images", "changed", "changed_share", "mean_box_iou", "mean_peak_shift", "to"]]
-    table["to"] = table["to"].fillna("")
-    table.index.name = "class (A)"
-    # Most changed first; among equals, the maps that moved most (lowest box overlap).
-    order = table.assign(_name=table.index.str.lower()).sort_values(
-        ["changed", "changed_share", "mean_box_iou", "_name"], ascending=[False, False, True, True], na_position="last"
-    )
-    return order.drop(columns="_name")

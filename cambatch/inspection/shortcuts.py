@@ -2,7 +2,10 @@
 
 Everything is computed on demand from the report's maps (`map`, at feature resolution), one map
 per image: the image's best-ranked explained class (its top-1 prediction, `report.reader.per_image`),
-grouped by predicted class or by label.
+grouped by predicted class or by label. The maps stream past (`report.scan`) and every figure is a
+running sum per group (`GroupMaps`), so memory grows with the groups, never with the images: a
+report of a million images takes three passes (sums; the clustering samples; the members of each
+cluster).
 
 - **Common grid.** Each map is ReLU'd and min-max normalized as the overlays show it, then resampled
   bilinearly to `GRID` x `GRID` cells of the displayed image (the map covers the whole image: no crop),
@@ -15,7 +18,10 @@ grouped by predicted class or by label.
   maps of this run agree anyway, e.g. a centre bias; pairs within a group are left out so that a
   large locked class does not raise its own bar). Both are exact means over all pairs, from sums of
   the standardized, unit-norm grids `z` (`(|sum z|^2 - n) / (n (n - 1))` within a group): linear
-  in the number of images. Flat maps (no positive cell) take no part. About 0 for a class whose maps follow an
+  in the number of images. The sums are kept in each map size's own cells, never on the grid: a grid
+  is `unit @ R` for the resampling matrix R of its size, so a group's sum of grids is its sum of unit
+  maps times R, and a grid's mean and norm are linear and quadratic forms of its unit map. Flat maps
+  (no positive cell) take no part. About 0 for a class whose maps follow an
   object that moves; near 1 - baseline for one that always looks at the same spot (a watermark, a
   stamp, a caption band). A group of at least `Thresholds.min_lock_images` images with a score at
   or above `Thresholds.lock_score` is flagged `fixed-location`.
@@ -25,13 +31,16 @@ grouped by predicted class or by label.
   symmetric normalized Laplacian, and k chosen by the **eigengap**: the k in 1..`MAX_CLUSTERS` with
   the largest gap between the Laplacian's k-th and (k+1)-th smallest eigenvalues. The rows of the
   first k eigenvectors, unit-normalized, are clustered by k-means (scikit-learn). A group larger than
-  `SPECTRAL_SAMPLE` images is clustered on an evenly spaced sample; the other images join the cluster
-  whose mean grid is nearest. Cluster 0 is the largest.
+  `SPECTRAL_SAMPLE` images is clustered on an evenly spaced sample (its raw maps are kept as they pass,
+  once the group's size is known); the other images join the cluster whose mean grid is nearest.
+  Cluster 0 is the largest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +48,12 @@ import pandas as pd
 
 from ..evaluation.maps import resize_matrix
 from ..render.overlay import unit_maps
-from ..report.reader import has_labels, image_key, load_report, map_stack, per_image, report_columns
+from ..report.reader import has_labels, image_key, map_stack, per_image
+from ..report.scan import ReportScan
 from .options import GroupBy, Thresholds
 
 GRID = 32  # cells per side of the common grid
+CELLS = GRID * GRID
 MAX_CLUSTERS = 8
 SPECTRAL_SAMPLE = 500  # images per group that the affinity matrix is built from
 EXAMPLES = 6  # example image paths kept per cluster
@@ -50,8 +61,15 @@ MIN_CLUSTER_IMAGES = 4  # smaller groups are one cluster
 LOCAL_NEIGHBOUR = 7  # the neighbour whose distance sets a map's affinity width
 KMEANS_INITS = 4  # k-means restarts on the spectral embedding (k <= 8 dimensions: they agree)
 MIN_SCALE = 1e-2  # floor on that width (maps that are all alike have distance 0)
-COLUMNS = ("input_root", "path", "rank", "class_name", "status", "run_id", "label", "correct")
-COLUMNS += ("map", "map_height", "map_width")
+COLUMNS = ("class_name", "label", "correct", "map", "map_height", "map_width")  # beside `scan.IMAGE_COLUMNS`
+
+# Per-image batches (`ReportScan.images`, or one in-memory frame), streamed anew on each call: one per pass.
+Images = Callable[[], Iterable[pd.DataFrame]]
+
+
+def group_key(by: GroupBy) -> str:
+    """The column a grouping reads."""
+    return "label" if by == "label" else "class_name"
 
 
 @dataclass(frozen=True)
@@ -62,21 +80,55 @@ class Shortcuts:
     classes: pd.DataFrame  # index: group; images, coherence, position_lock, fixed_location, peak_*, clusters
     baseline: float  # mean correlation of pairs of maps from different groups
     mean_maps: dict[str, np.ndarray]  # group -> [GRID, GRID] mean of its normalized maps
-    images: pd.DataFrame  # one row per image: input_root, path, group, map_cluster, example (in `clusters.examples`)
     clusters: pd.DataFrame  # one row per group x cluster: group, cluster, images, share, examples
     cluster_maps: dict[tuple[str, int], np.ndarray]  # (group, cluster) -> [GRID, GRID] mean map
+    per_image: Callable[[], pd.DataFrame] = field(repr=False, compare=False)
+
+    @cached_property
+    def images(self) -> pd.DataFrame:
+        """One row per image with a map: input_root, path, group, map_cluster, example (one of its cluster's
+        `clusters.examples`); read again on first use: a run's size.
+        """
+        return self.per_image()
+
+
+@dataclass(frozen=True, eq=False)  # one per map size (`_resampling` is cached): a key by identity
+class _Resampling:
+    """Bilinear resampling of h x w unit maps (flattened) to the common grid: `grid = unit @ matrix`."""
+
+    matrix: np.ndarray  # [h * w, CELLS]
+    cell_sums: np.ndarray  # [h * w]: `unit @ cell_sums` is the grid's total
+    gram: np.ndarray  # [h * w, h * w]: `unit @ gram @ unit` is the grid's squared norm
+
+
+@cache
+def _resampling(height: int, width: int) -> _Resampling:
+    matrix = np.kron(resize_matrix(height, GRID), resize_matrix(width, GRID)).T
+    return _Resampling(matrix, matrix.sum(axis=1), matrix @ matrix.T)
+
+
+def _by_size(rows: pd.DataFrame) -> Iterable[tuple[_Resampling, np.ndarray, np.ndarray]]:
+    """Per map size among `rows` (with maps): its resampling, the rows' positions, their unit maps [n, h * w]."""
+    heights, widths = (rows[c].to_numpy(np.int64, na_value=0) for c in ("map_height", "map_width"))
+    keys = heights * (1 << 16) + widths
+    for key in np.unique(keys):
+        positions = np.flatnonzero(keys == key)
+        unit = unit_maps(map_stack(rows.iloc[positions])).reshape(len(positions), -1).astype(np.float64)
+        yield _resampling(int(key) >> 16, int(key) & 0xFFFF), positions, unit
 
 
 def grid_maps(rows: pd.DataFrame, grid: int = GRID) -> np.ndarray:
     """The rows' maps (read with `maps=True`) normalized and resampled to [rows, grid, grid], any mix of sizes."""
-    out = np.zeros((len(rows), grid, grid), np.float32)
-    sizes = pd.Series(list(zip(rows["map_height"], rows["map_width"], strict=True)), dtype=object)
-    for (height, width), positions in sizes.groupby(sizes).indices.items():
-        unit = unit_maps(map_stack(rows.iloc[positions]))
-        # Separable, as two matrix products over the whole stack (columns, then rows).
-        rows_matrix, cols_matrix = (resize_matrix(int(n), grid).astype(np.float32) for n in (height, width))
-        out[positions] = rows_matrix @ (unit @ cols_matrix.T)
-    return out
+    out = np.zeros((len(rows), grid * grid), np.float32)
+    for resampling, positions, unit in _by_size(rows):
+        matrix = resampling.matrix if grid == GRID else _kron_matrix(rows, positions, grid)
+        out[positions] = unit @ matrix
+    return out.reshape(len(rows), grid, grid)
+
+
+def _kron_matrix(rows: pd.DataFrame, positions: np.ndarray, grid: int) -> np.ndarray:
+    height, width = int(rows["map_height"].iloc[positions[0]]), int(rows["map_width"].iloc[positions[0]])
+    return np.kron(resize_matrix(height, grid), resize_matrix(width, grid)).T
 
 
 def _group_sums(values: np.ndarray, codes: np.ndarray, groups: int) -> np.ndarray:
@@ -102,14 +154,6 @@ def _cross_pair_mean(total: np.ndarray, sums: np.ndarray, counts: np.ndarray) ->
     return float(((total**2).sum() - (sums**2).sum()) / pairs) if pairs > 0 else float("nan")
 
 
-def _standardized(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-mean, unit-norm rows (so a dot product is a Pearson correlation); flat maps -> 0 and False."""
-    centred = flat - flat.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(centred, axis=1, keepdims=True)
-    valid = norm[:, 0] > 1e-9
-    return np.where(valid[:, None], centred / np.maximum(norm, 1e-12), 0), valid
-
-
 def peak_regions(means: np.ndarray) -> pd.DataFrame:
     """Peak cell and the box of the cells >= half the maximum, per mean map [g, grid, grid], as fractions."""
     g, grid, _ = means.shape
@@ -132,55 +176,285 @@ def peak_regions(means: np.ndarray) -> pd.DataFrame:
     )
 
 
-def class_patterns(
-    images: pd.DataFrame, key: str, thresholds: Thresholds = Thresholds()
-) -> tuple[pd.DataFrame, float, np.ndarray, np.ndarray, np.ndarray]:
-    """Per group of `images` (one row per image, with maps): images, coherence, position lock, flag, peak.
+def _grown(array: np.ndarray, groups: int) -> np.ndarray:
+    """`array` with rows for `groups` groups (new groups start at zero)."""
+    return array if len(array) >= groups else np.concatenate([array, np.zeros((groups - len(array), *array.shape[1:]))])
 
-    Returns the table (index: group names), the run's baseline, the grids [n, GRID, GRID] of the
-    images, each image's group code (-1 when it has no group) and the mean maps [groups, GRID, GRID].
+
+@dataclass
+class _Fit:
+    """A group's clusters: its sample's positions (in the group's order) and labels, and the cluster centres."""
+
+    positions: np.ndarray  # sorted
+    labels: np.ndarray
+    centres: np.ndarray  # [k, CELLS], unit-norm grid space
+
+    @cached_property
+    def centre_sq(self) -> np.ndarray:
+        return (self.centres**2).sum(axis=1)
+
+    def in_map_space(self, resampling: _Resampling) -> np.ndarray:
+        """The centres as vectors of a map size's cells: `unit @ result.T` is the grid's dot with each centre."""
+        return self.centres @ resampling.matrix.T
+
+
+class GroupMaps:
+    """A run's maps per group, summed as per-image batches stream past; memory grows with the groups only.
+
+    Pass 1: `add` every batch (position lock and mean maps: `patterns`). Clusters: pass 2 `sample` every
+    batch, `fit`, pass 3 `assign` every batch (in the same order), then `shortcuts`.
     """
-    grids = grid_maps(images)
-    names = images[key].astype(object)
-    codes_index, uniques = pd.factorize(names, sort=True)
-    codes = np.asarray(codes_index)
-    z, valid = _standardized(grids.reshape(len(grids), GRID * GRID))
-    keep = valid & (codes >= 0)
-    groups = len(uniques)
-    counts = np.bincount(codes[keep], minlength=groups).astype(float)
-    sums = _group_sums(z[keep], codes[keep], groups)
-    coherence = _pair_mean((sums**2).sum(axis=1), counts)
-    baseline = _cross_pair_mean(z[keep].sum(axis=0), sums, counts)
-    grouped = codes >= 0
-    means = _group_sums(grids[grouped].reshape(int(grouped.sum()), GRID * GRID), codes[grouped], groups)
-    means /= np.maximum(np.bincount(codes[grouped], minlength=groups), 1)[:, None]
-    table = pd.DataFrame(
-        {"images": np.bincount(codes[grouped], minlength=groups), "coherence": coherence},
-        index=pd.Index([str(u) for u in uniques], name=key),
-    )
-    table["position_lock"] = table["coherence"] - baseline
-    table["fixed_location"] = (table["images"] >= thresholds.min_lock_images) & (
-        table["position_lock"] >= thresholds.lock_score
-    )
-    peaks = peak_regions(means.reshape(groups, GRID, GRID).astype(np.float32))
-    peaks.index = table.index
-    return table.join(peaks), baseline, grids, codes, means.reshape(groups, GRID, GRID).astype(np.float32)
+
+    def __init__(self, key: str, thresholds: Thresholds = Thresholds()):
+        self.key, self.thresholds = key, thresholds
+        self.codes: dict[str, int] = {}
+        self.images = np.zeros(0)  # per group: its images with a map
+        self.valid = np.zeros(0)  # ... of which not flat
+        self.offset = np.zeros(0)  # sum of mean / norm over the valid: the centring of the sum of z
+        self.weighted: dict[_Resampling, np.ndarray] = {}  # per size: sum of unit / norm per group (valid)
+        self.plain: dict[_Resampling, np.ndarray] = {}  # per size: sum of unit maps per group
+        self.samples: dict[int, list[pd.DataFrame]] = {}
+        self.fits: dict[int, _Fit] = {}
+        self.seen = np.zeros(0, np.int64)  # per group: images passed in this pass (positions of the next)
+        self.members: dict[tuple[int, int], int] = {}  # (group, raw cluster) -> images
+        self.member_sums: dict[tuple[int, int, _Resampling], np.ndarray] = {}  # ... their unit maps summed
+        self.examples: dict[tuple[int, int], list[tuple[str, str]]] = {}  # ... their first images (input_root, path)
+
+    def _rows(self, images: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """The rows with a map and a group, and their group codes (new groups numbered as they come)."""
+        rows = images[images["map_height"].notna() & images[self.key].notna()] if len(images) else images
+        names = rows[self.key].astype(str) if len(rows) else pd.Series([], dtype=str)
+        for name in names.unique():
+            self.codes.setdefault(name, len(self.codes))
+        codes = names.map(self.codes).to_numpy(np.int64)
+        groups = len(self.codes)
+        self.images, self.valid, self.offset = (_grown(a, groups) for a in (self.images, self.valid, self.offset))
+        self.seen = _grown(self.seen, groups).astype(np.int64)
+        return rows.reset_index(drop=True), codes
+
+    def add(self, images: pd.DataFrame) -> None:
+        """Pass 1: a batch's maps into the sums of their groups."""
+        rows, codes = self._rows(images)
+        groups = len(self.codes)
+        self.images += np.bincount(codes, minlength=groups)
+        for resampling, positions, unit in _by_size(rows):
+            total = unit @ resampling.cell_sums
+            square = np.einsum("ij,ij->i", unit @ resampling.gram, unit)
+            mean = total / CELLS
+            norm = np.sqrt(np.maximum(square - CELLS * mean**2, 0))  # of the centred grid
+            valid = norm > 1e-9
+            weight = np.where(valid, 1 / np.where(valid, norm, 1), 0)
+            group = codes[positions]
+            self.valid += np.bincount(group, weights=valid, minlength=groups)
+            self.offset += np.bincount(group, weights=weight * mean, minlength=groups)
+            for sums, values in ((self.weighted, unit * weight[:, None]), (self.plain, unit)):
+                sums[resampling] = _grown(sums.get(resampling, np.zeros((0, unit.shape[1]))), groups)
+                sums[resampling] += _group_sums(values, group, groups)
+
+    def patterns(self) -> tuple[pd.DataFrame, float, np.ndarray]:
+        """Per group (index: names, sorted): images, coherence, position lock, flag, peak; the baseline; the
+        mean maps [groups, GRID, GRID].
+        """
+        names = sorted(self.codes)
+        order = np.array([self.codes[name] for name in names], np.int64)
+        z_sums = np.zeros((len(self.codes), CELLS))
+        grid_sums = np.zeros((len(self.codes), CELLS))
+        for resampling, sums in self.weighted.items():
+            z_sums += _grown(sums, len(self.codes)) @ resampling.matrix
+            grid_sums += _grown(self.plain[resampling], len(self.codes)) @ resampling.matrix
+        z_sums = (z_sums - self.offset[:, None])[order] if len(order) else z_sums
+        valid, images = self.valid[order], self.images[order].astype(np.int64)
+        means = (grid_sums[order] / np.maximum(images, 1)[:, None]).reshape(-1, GRID, GRID).astype(np.float32)
+        baseline = _cross_pair_mean(z_sums.sum(axis=0), z_sums, valid)
+        table = pd.DataFrame(
+            {"images": images, "coherence": _pair_mean((z_sums**2).sum(axis=1), valid)},
+            index=pd.Index(names, name=self.key),
+        )
+        table["position_lock"] = table["coherence"] - baseline
+        table["fixed_location"] = (table["images"] >= self.thresholds.min_lock_images) & (
+            table["position_lock"] >= self.thresholds.lock_score
+        )
+        peaks = peak_regions(means)
+        peaks.index = table.index
+        return table.join(peaks), baseline, means
+
+    def _positions(self, rows: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
+        """Each row's position within its group in this pass (the scan's order)."""
+        within = pd.Series(codes).groupby(codes).cumcount().to_numpy() if len(codes) else codes
+        positions = self.seen[codes] + within
+        self.seen += np.bincount(codes, minlength=len(self.seen))
+        return positions
+
+    def sample(self, images: pd.DataFrame) -> None:
+        """Pass 2: keep the raw maps of each group's evenly spaced sample (its size is known from pass 1)."""
+        rows, codes = self._rows(images)
+        positions = self._positions(rows, codes)
+        for code in np.unique(codes):
+            here = codes == code
+            chosen = here & np.isin(positions, sample_positions(int(self.images[code])))
+            if chosen.any():
+                self.samples.setdefault(int(code), []).append(rows.loc[chosen, ["map", "map_height", "map_width"]])
+
+    def fit(self) -> None:
+        """Cluster each group's sample (spectral, k by the eigengap)."""
+        for code, parts in self.samples.items():
+            sample = pd.concat(parts, ignore_index=True)
+            flat = _unit_rows(grid_maps(sample).reshape(len(sample), -1).astype(np.float64))
+            labels = single_threaded(_fit_labels, flat, MAX_CLUSTERS)
+            centres = np.stack([flat[labels == c].mean(axis=0) for c in range(int(labels.max()) + 1)])
+            self.fits[code] = _Fit(sample_positions(int(self.images[code])), labels, centres)
+        self.samples.clear()
+        self.seen[:] = 0
+
+    def labels(self, images: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """The batch's rows with a map and a group, their codes and raw cluster labels (the sampled images keep
+        their spectral label, the others join the nearest centre); call in the order of pass 2.
+        """
+        rows, codes = self._rows(images)
+        positions = self._positions(rows, codes)
+        labels = np.zeros(len(rows), np.int64)
+        for resampling, at, unit in _by_size(rows):
+            norms = np.sqrt(np.maximum(np.einsum("ij,ij->i", unit @ resampling.gram, unit), 1e-24))
+            for code in np.unique(codes[at]):
+                fit, mine = self.fits.get(int(code)), codes[at] == code
+                if fit is None:
+                    continue
+                if len(fit.positions) == self.images[code]:  # the whole group was clustered
+                    labels[at[mine]] = fit.labels[positions[at[mine]]]
+                else:
+                    dots = (unit[mine] @ fit.in_map_space(resampling).T) / norms[mine, None]
+                    labels[at[mine]] = _nearest(dots, fit.centre_sq)
+        return rows, codes, labels
+
+    def assign(self, images: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """Pass 3: `labels`, and each cluster's members counted, summed and their first images kept."""
+        rows, codes, labels = self.labels(images)
+        for resampling, at, unit in _by_size(rows):
+            keys = codes[at] * (MAX_CLUSTERS + 1) + labels[at]
+            for key in np.unique(keys):
+                mine = keys == key
+                member = _member(key)
+                self.members[member] = self.members.get(member, 0) + int(mine.sum())
+                total = self.member_sums.get((*member, resampling), 0)
+                self.member_sums[(*member, resampling)] = total + unit[mine].sum(axis=0)
+        keys = codes * (MAX_CLUSTERS + 1) + labels
+        identities = _identities(rows)
+        for key in np.unique(keys):  # the examples: each cluster's first images, in the scan's order
+            kept = self.examples.setdefault(_member(key), [])
+            if len(kept) < EXAMPLES:
+                kept.extend(identities[i] for i in np.flatnonzero(keys == key)[: EXAMPLES - len(kept)])
+        return rows, codes, labels
+
+    def renumbering(self) -> dict[int, np.ndarray]:
+        """Per group: raw cluster label -> its number, consecutive and largest first (-1: a label with no image)."""
+        found = {}
+        for code in range(len(self.codes)):
+            sizes = np.array([self.members.get((code, label), 0) for label in range(MAX_CLUSTERS + 1)])
+            used = np.flatnonzero(sizes)
+            by_size = used[np.argsort(-sizes[used], kind="stable")]
+            mapping = np.full(MAX_CLUSTERS + 1, -1)
+            mapping[by_size] = np.arange(len(by_size))
+            found[code] = mapping
+        return found
+
+    def shortcuts(self, by: GroupBy, per_image: Callable[[], pd.DataFrame]) -> Shortcuts:
+        """What the three passes found (`per_image` gives the per-image table on request)."""
+        table, baseline, means = self.patterns()
+        numbers = self.renumbering()
+        rows, maps = [], {}
+        for name in table.index:
+            code = self.codes[name]
+            for raw in np.argsort(numbers[code]):
+                number = int(numbers[code][raw])
+                if number < 0:
+                    continue
+                n = self.members[(code, int(raw))]
+                grid = sum(
+                    sums @ resampling.matrix
+                    for (c, label, resampling), sums in self.member_sums.items()
+                    if (c, label) == (code, raw)
+                )
+                maps[(name, number)] = (grid / n).reshape(GRID, GRID).astype(np.float32)
+                examples = [path for _, path in self.examples[(code, int(raw))]]
+                rows.append({"group": name, "cluster": number, "images": n, "share": n / table.loc[name, "images"]})
+                rows[-1]["examples"] = examples
+        table["clusters"] = [int(numbers[self.codes[name]].max()) + 1 for name in table.index]
+        return Shortcuts(
+            by=by,
+            classes=table,
+            baseline=baseline,
+            mean_maps={name: means[i] for i, name in enumerate(table.index)},
+            clusters=pd.DataFrame(rows, columns=["group", "cluster", "images", "share", "examples"]),
+            cluster_maps=maps,
+            per_image=per_image,
+        )
+
+    def per_image_table(self, read: Images) -> pd.DataFrame:
+        """One row per image with a map: input_root, path, group, map_cluster, example (another pass, in the
+        order of pass 2).
+        """
+        numbers = self.renumbering()
+        examples = {(code, image) for (code, _), images in self.examples.items() for image in images}
+        self.seen[:] = 0
+        frames = []
+        for images in read():
+            mapped = images[images["map_height"].notna()].reset_index(drop=True)
+            rows, codes, labels = self.labels(mapped)
+            cluster = pd.array([pd.NA] * len(mapped), dtype="Int64")
+            grouped = mapped[self.key].notna().to_numpy()
+            cluster[grouped] = [int(numbers[c][label]) for c, label in zip(codes, labels, strict=True)]
+            group = mapped[self.key].astype(object).where(grouped, None).map(lambda g: None if g is None else str(g))
+            example = np.zeros(len(mapped), bool)
+            example[grouped] = [(c, image) in examples for c, image in zip(codes, _identities(rows), strict=True)]
+            keyed = {column: mapped[column].astype(str) for column in image_key(mapped)}
+            frames.append(pd.DataFrame({**keyed, "group": group, "map_cluster": cluster, "example": example}))
+        if frames:
+            return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(
+            {"input_root": [], "path": [], "group": [], "map_cluster": pd.array([], dtype="Int64"), "example": []}
+        )
+
+
+def _member(key) -> tuple[int, int]:
+    """(group code, raw cluster) of a combined key `code * (MAX_CLUSTERS + 1) + label`."""
+    return int(key) // (MAX_CLUSTERS + 1), int(key) % (MAX_CLUSTERS + 1)
+
+
+def _identities(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """Each row's image (input_root, path) as text (`input_root` empty in a frame without it)."""
+    roots = rows["input_root"].astype(str) if "input_root" in rows.columns else [""] * len(rows)
+    return list(zip(roots, rows["path"].astype(str), strict=True))
+
+
+def sample_positions(n: int, sample: int = SPECTRAL_SAMPLE) -> np.ndarray:
+    """The positions of a group's evenly spaced sample (all of a group of at most `sample`)."""
+    return np.unique(np.linspace(0, n - 1, min(n, sample)).round().astype(np.int64)) if n else np.zeros(0, np.int64)
+
+
+def _unit_rows(flat: np.ndarray) -> np.ndarray:
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+
+def _nearest(dots: np.ndarray, centre_sq: np.ndarray) -> np.ndarray:
+    """The nearest centre of unit rows, from their dots with the centres: |x - c|^2 = |c|^2 - 2 x.c + 1."""
+    return (centre_sq[None] - 2 * dots).argmin(axis=1)
+
+
+def _fit_labels(flat: np.ndarray, max_clusters: int) -> np.ndarray:
+    """Spectral labels of unit rows; a group too small to split is one cluster."""
+    return np.zeros(len(flat), np.int64) if len(flat) < MIN_CLUSTER_IMAGES else _spectral(flat, max_clusters)
 
 
 def cluster_maps(grids: np.ndarray, *, max_clusters: int = MAX_CLUSTERS, sample: int = SPECTRAL_SAMPLE) -> np.ndarray:
-    """Spectral clusters of one group's grids [n, GRID, GRID], k by the eigengap; cluster 0 the largest."""
+    """Spectral clusters of one group's grids [n, GRID, GRID] in memory, k by the eigengap; cluster 0 the largest."""
     n = len(grids)
-    if n < MIN_CLUSTER_IMAGES:
-        return np.zeros(n, np.int64)
-    flat = grids.reshape(n, -1).astype(np.float64)
-    flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
-    chosen = np.unique(np.linspace(0, n - 1, min(n, sample)).round().astype(int))
-    labels = _spectral(flat[chosen], max_clusters)
+    flat = _unit_rows(grids.reshape(n, -1).astype(np.float64))
+    chosen = sample_positions(n, sample)
+    labels = _fit_labels(flat[chosen], max_clusters)
     if len(chosen) < n:
-        # The rest join their nearest cluster mean (by |x - c|^2 = |c|^2 - 2 x.c + const): no n x n matrix,
-        # no n x k x cells array either.
+        # The rest join their nearest cluster mean: no n x n matrix, no n x k x cells array either.
         centres = np.stack([flat[chosen][labels == c].mean(axis=0) for c in range(int(labels.max()) + 1)])
-        labels = ((centres**2).sum(axis=1)[None] - 2 * flat @ centres.T).argmin(axis=1)
+        labels = _nearest(flat @ centres.T, (centres**2).sum(axis=1))
     # Consecutive numbers (a cluster can lose every image to its neighbours), largest first.
     _, labels = np.unique(labels, return_inverse=True)
     by_size = np.argsort(-np.bincount(labels), kind="stable")
@@ -226,6 +500,28 @@ def single_threaded(function, *args):
         return function(*args)
 
 
+def class_patterns(
+    images: pd.DataFrame, key: str, thresholds: Thresholds = Thresholds()
+) -> tuple[pd.DataFrame, float, np.ndarray]:
+    """`GroupMaps.patterns` of one frame of images (one row per image, with maps)."""
+    maps = GroupMaps(key, thresholds)
+    maps.add(images)
+    return maps.patterns()
+
+
+def find_in(read: Images, by: GroupBy, thresholds: Thresholds = Thresholds()) -> Shortcuts:
+    """Mean maps, position lock and clusters of the per-image batches `read()` streams (three passes)."""
+    maps = GroupMaps(group_key(by), thresholds)
+    for images in read():
+        maps.add(images)
+    for images in read():
+        maps.sample(images)
+    maps.fit()
+    for images in read():
+        maps.assign(images)
+    return maps.shortcuts(by, lambda: maps.per_image_table(read))
+
+
 def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> Shortcuts:
     """Mean maps, position lock and map clusters per predicted class (or label) of a report read with maps.
 
@@ -235,54 +531,11 @@ def find_shortcuts(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Thre
     >>> found = cambatch.find_shortcuts(cambatch.load_report("cams", maps=True))  # doctest: +SKIP
     >>> found.classes[found.classes.fixed_location]                               # doctest: +SKIP
     """
-    by = by or ("label" if has_labels(df) else "class")
-    key = "label" if by == "label" else "class_name"
     images = per_image(df)
-    images = images[images["map_height"].notna()].reset_index(drop=True)
-    table, baseline, grids, codes, means = class_patterns(images, key, thresholds)
-    names = list(table.index)
-    cluster = np.full(len(images), -1, np.int64)
-    example = np.zeros(len(images), bool)
-    cluster_rows, cluster_means = [], {}
-    for code, name in enumerate(names):
-        members = np.flatnonzero(codes == code)
-        labels = single_threaded(cluster_maps, grids[members])
-        cluster[members] = labels
-        for c in range(int(labels.max()) + 1 if len(labels) else 0):
-            inside = members[labels == c]
-            cluster_means[(name, c)] = grids[inside].mean(axis=0)
-            example[inside[:EXAMPLES]] = True
-            cluster_rows.append(
-                {
-                    "group": name,
-                    "cluster": c,
-                    "images": len(inside),
-                    "share": len(inside) / len(members),
-                    "examples": images["path"].iloc[inside[:EXAMPLES]].astype(str).tolist(),
-                }
-            )
-    table["clusters"] = [int(cluster[codes == i].max()) + 1 for i in range(len(names))]
-    per_image_table = pd.DataFrame(
-        {
-            **{column: images[column].astype(str) for column in image_key(images)},
-            "group": [names[c] if c >= 0 else None for c in codes],
-            "map_cluster": pd.array(np.where(codes >= 0, cluster, -1), dtype="Int64"),
-            "example": example,
-        }
-    )
-    per_image_table.loc[codes < 0, "map_cluster"] = pd.NA
-    return Shortcuts(
-        by=by,
-        classes=table,
-        baseline=baseline,
-        mean_maps={name: means[i] for i, name in enumerate(names)},
-        images=per_image_table,
-        clusters=pd.DataFrame(cluster_rows, columns=["group", "cluster", "images", "share", "examples"]),
-        cluster_maps=cluster_means,
-    )
+    return find_in(lambda: [images], by or ("label" if has_labels(df) else "class"), thresholds)
 
 
 def shortcuts_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> Shortcuts:
-    """`find_shortcuts` on the report in `out`, reading only the columns it needs (maps included)."""
-    present = set(report_columns(out))
-    return find_shortcuts(load_report(out, columns=[c for c in COLUMNS if c in present]), by, thresholds)
+    """`find_shortcuts` on the report in `out`, streamed: memory grows with the groups, not the images."""
+    scan = ReportScan(out)
+    return find_in(lambda: scan.images(COLUMNS), by or ("label" if scan.labelled else "class"), thresholds)

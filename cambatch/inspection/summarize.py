@@ -23,32 +23,34 @@ Every image (its `input_root` and `path`) counts once, through its top-1 row (se
 label, images without one form the `(unlabelled)` group. A `--classes` run explains the classes it was given,
 not its predictions: it is summarized per explained class, each image once in each class's group, and never
 per label (its best-ranked row is no top-1, so it has no accuracy).
+
+A run's report streams past (`report.scan`) into sums per group: memory grows with the groups, never with
+the images; the medians are exact (`inspection.medians`, two more passes over three columns).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..model.catalog import MULTI_LABEL
-from ..report.reader import (
-    chosen_classes,
-    explained_rows,
-    has_labels,
-    image_key,
-    load_report,
-    per_image,
-    report_columns,
-)
+from ..report.reader import chosen_classes, explained_rows, has_labels, image_key, per_image
+from ..report.scan import ReportScan
 from ..report.schema import TRUST_NAMES
+from .medians import Medians
 from .options import SORT_KEYS, GroupBy, Thresholds
-from .shortcuts import class_patterns
-from .trust import FLAGS, trust_table
+from .shortcuts import GroupMaps, group_key
+from .trust import FLAGS, TrustSums
 
 UNLABELLED = "(unlabelled)"  # the label group of the images without one
+# Per-image batches with every explained row of their images (`ReportScan.image_rows`, or one in-memory frame),
+# streamed anew on each call: one per pass.
+ImageRows = Callable[[], Iterable[tuple[pd.DataFrame, pd.DataFrame]]]
 
 
 @dataclass
@@ -122,7 +124,15 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
     """
     chosen = chosen_classes(df) is not None
     labelled = has_labels(df) and not chosen
-    by = by or ("label" if labelled else "class")
+    by = _grouping(by, labelled, chosen)
+    top = per_image(df)
+    rows = explained_rows(df) if chosen else top  # only a `--classes` run groups every explained row
+    errors = len(df.loc[df["status"] == "error", image_key(df)].drop_duplicates())
+    read = lambda: [(top, rows)]  # noqa: E731 - one batch: the whole frame
+    return summarize_images(read, by, labelled, errors, dict(df.attrs), thresholds, read, chosen=chosen)
+
+
+def _grouping(by: GroupBy | None, labelled: bool, chosen: bool = False) -> GroupBy:
     if by == "label" and chosen:
         raise ValueError(
             "this run explains classes chosen with --classes, not its predictions: summarize it by class, "
@@ -130,109 +140,205 @@ def summarize(df: pd.DataFrame, by: GroupBy | None = None, thresholds: Threshold
         )
     if by == "label" and not labelled:
         raise ValueError("this report has no labels: summarize by class, or run with labels")
-    top = per_image(df)
-    # The rows grouped: each image's top-1 (its label's group, `(unlabelled)` without one), or every chosen class.
-    images = explained_rows(df) if chosen else _with_label_groups(top, by)
-    errors = len(df.loc[df["status"] == "error", image_key(df)].drop_duplicates())
-    key = "label" if by == "label" else "class_name"
-    grouped = images.groupby(key, observed=True)
-    table = pd.DataFrame(
-        {
-            "images": grouped.size(),
-            "mean_probability": grouped["probability"].mean(),
-            **({"accuracy": grouped["correct"].mean().astype(float)} if labelled else {}),
-            "active_area": grouped["active_area"].mean(),
-            "border_energy": grouped["border_energy"].mean(),
-            "entropy": grouped["entropy"].mean(),
-        }
-    )
-    annotated = "energy_in_gt" in images.columns and bool(images["energy_in_gt"].notna().any())
-    if annotated:
-        table["energy_in_gt"] = grouped["energy_in_gt"].mean()
-        table["pointing_acc"] = grouped["pointing_hit"].mean().astype(float)
-    table.index = table.index.astype(str)
-    table.index.name = by
-    median_border = float(images["border_energy"].median())
-    median_area = float(images["active_area"].median())
-    table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * median_border
-    table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * median_area
-    table["fixed_location_flag"] = False
-    baseline = float("nan")
-    if "map" in images.columns:
-        table, baseline = _with_position_lock(table, images, key, thresholds)
-    median_energy = float(images["energy_in_gt"].median()) if annotated else float("nan")
-    if annotated:
-        table["off_object_flag"] = table["energy_in_gt"] <= thresholds.off_object_ratio * median_energy
-    off_object = table["off_object_flag"] if annotated else [False] * len(table)
-    trust, trust_means = trust_table(images, key, thresholds)
-    table = table.join(trust)
-    flags = {"border": table["border_flag"], "spread": table["spread_flag"]}
-    flags |= {"off-object": off_object, "fixed-location": table["fixed_location_flag"]}
-    flags |= {name: table[column] for name, (column, _, _) in FLAGS.items()}
-    table["flags"] = [
-        ", ".join(name for name, hit in zip(flags, hits, strict=True) if hit)
-        for hits in zip(*flags.values(), strict=True)
-    ]
-    summary = ClassSummary(
-        table,
-        by,
-        len(top),
-        errors,
-        median_border,
-        median_area,
-        thresholds,
-        dict(df.attrs),
-        baseline,
-        chosen_classes=chosen,
-    )
-    summary.median_energy_in_gt = median_energy
-    summary.trust = trust_means
-    return summary
+    return by or ("label" if labelled else "class")
 
 
-def _with_label_groups(top: pd.DataFrame, by: GroupBy) -> pd.DataFrame:
-    """Per label, the images without one grouped as `UNLABELLED`: the table then adds up to every image."""
-    if by != "label":
-        return top
-    return top.assign(label=top["label"].astype(object).where(top["label"].notna(), UNLABELLED))
+def grouped_rows(images: pd.DataFrame, rows: pd.DataFrame, by: GroupBy, chosen: bool) -> pd.DataFrame:
+    """The rows a grouping counts of one batch: each image's top-1 (per label, `UNLABELLED` for the images
+    without one: the table then adds up to every image), or every explained row of a `--classes` run.
+    """
+    if chosen:
+        return rows
+    if by != "label" or "label" not in images.columns:
+        return images
+    return images.assign(label=images["label"].astype(object).where(images["label"].notna(), UNLABELLED))
 
 
-def _with_position_lock(
-    table: pd.DataFrame, images: pd.DataFrame, key: str, thresholds: Thresholds
-) -> tuple[pd.DataFrame, float]:
+class GroupTable:
+    """Running sums per group of one row per image: `summarize`'s table, in memory that grows with the groups."""
+
+    MEANS = {  # table column -> the per-image column it averages (NaN / NA left out)
+        "mean_probability": "probability",
+        "accuracy": "correct",
+        "active_area": "active_area",
+        "border_energy": "border_energy",
+        "entropy": "entropy",
+        "energy_in_gt": "energy_in_gt",
+        "pointing_acc": "pointing_hit",
+    }
+
+    def __init__(self, key: str):
+        self.key = key
+        self.sums = pd.DataFrame()
+
+    def add(self, images: pd.DataFrame) -> None:
+        grouped = images.dropna(subset=[self.key]).assign(**{self.key: lambda f: f[self.key].astype(str)})
+        columns = {name: source for name, source in self.MEANS.items() if source in grouped.columns}
+        values = grouped[list(columns.values())].astype(float).set_axis(list(columns), axis=1)
+        values[self.key] = grouped[self.key].to_numpy()
+        by = values.groupby(self.key)
+        batch = pd.concat(
+            [by.size().rename("images"), by.sum().add_suffix(":sum"), by.count().add_suffix(":n")], axis=1
+        )
+        self.sums = batch if self.sums.empty else self.sums.add(batch, fill_value=0)
+
+    def table(self, labelled: bool, annotated: bool) -> pd.DataFrame:
+        wanted = ["mean_probability", *(["accuracy"] if labelled else []), "active_area", "border_energy", "entropy"]
+        wanted += ["energy_in_gt", "pointing_acc"] if annotated else []
+        sums = self.sums
+        table = pd.DataFrame({"images": sums["images"].astype(int) if len(sums) else []}, index=sums.index)
+        for name in wanted:
+            if f"{name}:sum" in sums.columns:
+                table[name] = sums[f"{name}:sum"] / sums[f"{name}:n"].where(sums[f"{name}:n"] > 0)
+            else:
+                table[name] = np.nan
+        table.index = table.index.astype(str)
+        return table
+
+
+class SummarySums:
+    """What `summarize` adds up in its one pass over the images: the group table, the group maps and the first
+    pass of the medians.
+    """
+
+    def __init__(self, by: GroupBy, thresholds: Thresholds, *, chosen: bool = False):
+        self.by, self.thresholds, self.chosen = by, thresholds, chosen
+        self.groups = GroupTable(group_key(by))
+        self.trust = TrustSums(group_key(by))
+        self.maps = GroupMaps(group_key(by), thresholds)
+        self.middle = Medians(dict.fromkeys(MEDIANS, np.float32))
+        self.images = 0
+        self.annotated = self.mapped = False
+
+    def grouped(self, images: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows this grouping counts of a batch (`grouped_rows`)."""
+        return grouped_rows(images, rows, self.by, self.chosen)
+
+    def add(self, images: pd.DataFrame, rows: pd.DataFrame) -> None:
+        """A batch: its images (one row each) and their explained rows (`ReportScan.image_rows`)."""
+        self.images += len(images)
+        counted = self.grouped(images, rows)
+        self.groups.add(counted)
+        self.trust.add(counted)
+        self.middle.count(_columns(counted, MEDIANS))
+        self.annotated |= "energy_in_gt" in counted.columns and bool(counted["energy_in_gt"].notna().any())
+        if "map" in counted.columns:
+            self.mapped = True
+            self.maps.add(counted)
+
+    def medians(self, read: ImageRows) -> dict[str, float]:
+        """After the pass: the run's medians the flags compare with (exact; `read` streams the images again,
+        MEDIANS enough, for the passes left: `inspection.medians`).
+        """
+        self.middle.next_pass()
+        return self.middle.finish(lambda: (_columns(self.grouped(*batch), MEDIANS) for batch in read()))
+
+    def summary(self, middle: dict[str, float], labelled: bool, errors: int, settings: dict) -> ClassSummary:
+        """The table with its flags, judged against the run's medians `middle` (`median_figures`)."""
+        thresholds, annotated = self.thresholds, self.annotated
+        table = self.groups.table(labelled, annotated)
+        table.index.name = self.by
+        table["border_flag"] = table["border_energy"] >= thresholds.border_ratio * middle["border_energy"]
+        table["spread_flag"] = table["active_area"] >= thresholds.spread_ratio * middle["active_area"]
+        table["fixed_location_flag"] = False
+        baseline = float("nan")
+        if self.mapped and self.maps.codes:
+            table, baseline = _with_position_lock(table, self.maps)
+        median_energy = middle["energy_in_gt"] if annotated else float("nan")
+        if annotated:
+            table["off_object_flag"] = table["energy_in_gt"] <= thresholds.off_object_ratio * median_energy
+        off_object = table["off_object_flag"] if annotated else [False] * len(table)
+        trust, trust_means = self.trust.table(thresholds, table.index)
+        table = table.join(trust)
+        flags = {"border": table["border_flag"], "spread": table["spread_flag"]}
+        flags |= {"off-object": off_object, "fixed-location": table["fixed_location_flag"]}
+        flags |= {name: table[column] for name, (column, _, _) in FLAGS.items()}
+        table["flags"] = [
+            ", ".join(name for name, hit in zip(flags, hits, strict=True) if hit)
+            for hits in zip(*flags.values(), strict=True)
+        ]
+        middle_border, middle_area = middle["border_energy"], middle["active_area"]
+        summary = ClassSummary(
+            table,
+            self.by,
+            self.images,
+            errors,
+            middle_border,
+            middle_area,
+            thresholds,
+            settings,
+            baseline,
+            chosen_classes=self.chosen,
+        )
+        summary.median_energy_in_gt = median_energy
+        summary.trust = trust_means
+        return summary
+
+
+def summarize_images(
+    read: ImageRows,
+    by: GroupBy,
+    labelled: bool,
+    errors: int,
+    settings: dict,
+    thresholds: Thresholds,
+    light: ImageRows,
+    *,
+    chosen: bool = False,
+) -> ClassSummary:
+    """`summarize` of the per-image batches `read()` streams (each with its images' explained rows): one pass
+    for the sums, one more over `light()` (the same images, MEDIANS enough) for the medians.
+    """
+    sums = SummarySums(by, thresholds, chosen=chosen)
+    for images, rows in read():
+        sums.add(images, rows)
+    return sums.summary(sums.medians(light), labelled, errors, settings)
+
+
+MEDIANS = ("border_energy", "active_area", "energy_in_gt")  # the dataset-wide figures flags compare with
+
+
+def _columns(images: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named float columns of a batch (NaN for one the report has not)."""
+    return {
+        name: images[name].to_numpy(np.float32, na_value=np.nan)
+        if name in images.columns
+        else np.full(len(images), np.nan, np.float32)
+        for name in names
+    }
+
+
+def _with_position_lock(table: pd.DataFrame, maps: GroupMaps) -> tuple[pd.DataFrame, float]:
     """The position lock, flag and mean-map peak of each group (images whose rows hold no map take no part)."""
-    mapped = images[images["map_height"].notna()].dropna(subset=[key]).reset_index(drop=True)
-    if mapped.empty:
-        return table, float("nan")
-    patterns, baseline = class_patterns(mapped, key, thresholds)[:2]
-    patterns.index = patterns.index.astype(str)
+    patterns, baseline = maps.patterns()[:2]
     wanted = ["position_lock", "peak_x", "peak_y", "peak_x0", "peak_y0", "peak_x1", "peak_y1"]
     joined = table.join(patterns[wanted])
     joined["fixed_location_flag"] = patterns["fixed_location"].reindex(joined.index, fill_value=False).astype(bool)
     return joined, baseline
 
 
+COLUMNS = (
+    "class_name",
+    "probability",
+    "active_area",
+    "border_energy",
+    "entropy",
+    "label",
+    "correct",
+    "map",
+    "map_height",
+    "map_width",
+    "energy_in_gt",
+    "pointing_hit",
+    *TRUST_NAMES,
+)
+
+
 def summarize_run(out: Path | str, by: GroupBy | None = None, thresholds: Thresholds = Thresholds()) -> ClassSummary:
-    """`summarize` on the report in `out`, reading only the columns it needs."""
-    wanted = [
-        "input_root",
-        "path",
-        "rank",
-        "class_name",
-        "probability",
-        "active_area",
-        "border_energy",
-        "entropy",
-        "status",
-        "run_id",
-        "label",
-        "correct",
-        "map",
-        "map_height",
-        "map_width",
-        "energy_in_gt",
-        "pointing_hit",
-        *TRUST_NAMES,
-    ]
-    present = set(report_columns(out))
-    return summarize(load_report(out, columns=[c for c in wanted if c in present]), by, thresholds)
+    """`summarize` on the report in `out`, streamed: memory grows with the groups, not with the images."""
+    scan = ReportScan(out)
+    chosen = scan.chosen_classes is not None
+    labelled = scan.labelled and not chosen
+    by = _grouping(by, labelled, chosen)
+    read, light = (lambda: scan.image_rows(COLUMNS)), (lambda: scan.image_rows(MEDIANS))
+    return summarize_images(read, by, labelled, scan.keys.failed, scan.settings, thresholds, light, chosen=chosen)

@@ -74,7 +74,8 @@ def rich_table(frame: pd.DataFrame, title: str, caption: str = "") -> Table:
             justify="right" if numeric else "left",
             style="yellow" if column == "flags" else None,
         )
-    for name, row in frame.iterrows():
+    # Row tuples keep each column's type (`iterrows` makes a row one Series: counts became 262.000).
+    for name, *row in frame.itertuples(index=True, name=None):
         table.add_row(str(name), *(_cell(value) for value in row))
     return table
 

@@ -8,7 +8,7 @@ means per group and over the run, and two flags.
   barely change with the class explained (Eigen-CAM's are the same for every class).
 
 It reads these columns alone, of the rows `summarize` groups (one per image, its top-1; in a `--classes` run,
-every explained row).
+every explained row), a batch at a time as `summarize` streams the report: memory grows with the groups.
 """
 
 from __future__ import annotations
@@ -24,6 +24,51 @@ FLAGS = {  # flag name -> (its column in the table, the trust column it reads, i
 }
 
 
+class TrustSums:
+    """Running sums and counts of the trust columns per group of `key` and over the run (NaN / NA left out)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.sums = pd.DataFrame()  # index: the group as text; columns `<name>:sum` and `<name>:n`
+        self.total = dict.fromkeys(TRUST_NAMES, 0.0)
+        self.count = dict.fromkeys(TRUST_NAMES, 0)
+
+    def add(self, images: pd.DataFrame) -> None:
+        """One batch of the rows `summarize` groups."""
+        names = [name for name in TRUST_NAMES if name in images.columns]
+        if not names:
+            return
+        values = images[names].astype(float)
+        for name in names:
+            self.total[name] += float(values[name].sum())
+            self.count[name] += int(values[name].notna().sum())
+        keyed = values[images[self.key].notna().to_numpy()]
+        groups = images.loc[keyed.index, self.key].astype(str).to_numpy()
+        by = keyed.groupby(groups)
+        batch = pd.concat([by.sum().add_suffix(":sum"), by.count().add_suffix(":n")], axis=1)
+        self.sums = batch if self.sums.empty else self.sums.add(batch, fill_value=0)
+
+    @property
+    def present(self) -> list[str]:
+        """The trust columns with a value (a run without the options has them null)."""
+        return [name for name in TRUST_NAMES if self.count[name]]
+
+    def table(self, thresholds: Thresholds, groups: pd.Index | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Per group (`groups`, else those seen): the mean of each trust column present and the boolean flag
+        columns (False where their column is absent or the group has no value); and the run's means,
+        `mean_<column>`.
+        """
+        index = self.sums.index.astype(str) if groups is None else groups
+        table = pd.DataFrame(index=index)
+        sums = self.sums.reindex(index)
+        for name in self.present:
+            counted = sums[f"{name}:n"]
+            table[name] = (sums[f"{name}:sum"] / counted.where(counted > 0)).astype(float)
+        for flag, source, threshold in FLAGS.values():
+            table[flag] = (table[source] >= getattr(thresholds, threshold)) if source in self.present else False
+        return table, {f"mean_{name}": self.total[name] / self.count[name] for name in self.present}
+
+
 def trust_columns(images: pd.DataFrame) -> list[str]:
     """The trust columns `images` holds values of (a run without the options has them null)."""
     return [name for name in TRUST_NAMES if name in images.columns and bool(images[name].notna().any())]
@@ -33,9 +78,6 @@ def trust_table(images: pd.DataFrame, key: str, thresholds: Thresholds) -> tuple
     """Per group of `images` by `key` (index: the group as text): the mean of each trust column present and
     the boolean flag columns (False where their column is absent); and the run's means, `mean_<column>`.
     """
-    present = trust_columns(images)
-    table = images.dropna(subset=[key]).groupby(key, observed=True)[present].mean().astype(float)
-    table.index = table.index.astype(str)
-    for flag, source, threshold in FLAGS.values():
-        table[flag] = table[source] >= getattr(thresholds, threshold) if source in present else False
-    return table, {f"mean_{name}": float(images[name].mean()) for name in present}
+    sums = TrustSums(key)
+    sums.add(images)
+    return sums.table(thresholds)

@@ -6,7 +6,7 @@ the chosen ones), their ranks, probabilities and logits, and raw signed maps [B,
 layer's resolution. The maps are not ReLU'd nor normalized: `statistics.map_statistics` and
 `normalize.display_maps` take them as they are. Everything happens for the whole batch and all K
 classes at once; the network's modes and hooks are as before when the call returns or raises.
-Forward passes run through an `Execution` (precision, compilation).
+Forward passes run through an `Execution` (precision, compilation, a converted runtime where no gradient flows).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..errors import UsageError
 from ..model.accel import Execution
 from ..model.catalog import MULTI_LABEL
-from .hooks import TargetLayer, forward_with_tap, network_as_is
+from .hooks import TappedNetwork, TargetLayer, network_as_is
 from .layers import locate_layer
 
 
@@ -117,6 +117,7 @@ class CamMethod(ABC):
     name: ClassVar[str]
     passes: ClassVar[str]  # what one batch costs (docs/methods.md's table says the same)
     class_specific: ClassVar[bool] = True  # False: one map per image, the same for all its K classes
+    needs_gradient: ClassVar[bool] = False  # True: its passes run on torch, whatever the runtime
     compile_refusal: ClassVar[str | None] = (
         "every forward pass hooks the target layer, and a compiled graph skips such hooks"
     )
@@ -139,6 +140,7 @@ class CamMethod(ABC):
         self.activation = activation
         self._check_execution()
         self.target = layer if isinstance(layer, TargetLayer) else locate_layer(network, input_size, layer)
+        self._tapped = TappedNetwork(network, self.target)
 
     def _check_execution(self) -> None:
         if self.execution.compile and self.compile_refusal:
@@ -169,8 +171,7 @@ class CamMethod(ABC):
         """One forward pass (no gradient) with the target layer tapped: the `Selection`, and the
         layer's activations as float32 [B, C, h, w].
         """
-        with self.execution.autocast():
-            logits, raw = forward_with_tap(self.network, images, self.target)
+        logits, raw = self.execution.forward(self._tapped, images, hooked=True)
         selection = select_classes(logits, topk, classes, extra, activation=self.activation)
         return selection, self.target.to_grid(raw).float()
 

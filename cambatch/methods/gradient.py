@@ -28,6 +28,7 @@ class GradientMethod(CamMethod):
     """The forward and backward passes shared by the gradient methods; subclasses combine A and G."""
 
     passes = "1 forward + k backward (from the logits to the target layer only)"
+    needs_gradient = True
 
     def _explain(self, images: Tensor, topk: int, classes: Tensor | None, extra: Tensor | None) -> ClassMaps:
         with torch.inference_mode(False), self.execution.autocast():

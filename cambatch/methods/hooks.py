@@ -99,3 +99,22 @@ def forward_with_tap(
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         raise UsageError("the model's output is not a [batch, classes] tensor of logits")
     return logits, tap.output
+
+
+class TappedNetwork(nn.Module):
+    """`network` and its target layer as one module: images in, (logits, the layer's raw output) out.
+
+    What the methods that read a layer without a gradient (eigencam, scorecam's first pass) run
+    through `Execution.forward`, so that a converted runtime runs the network and the tap as one graph.
+    """
+
+    def __init__(self, network: nn.Module, target: TargetLayer):
+        super().__init__()
+        self.network = network
+        self.target = target  # not a submodule of this one: its module is inside `network`
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return forward_with_tap(self.network, images, self.target)
+
+    def extra_repr(self) -> str:
+        return f"target={self.target.name!r}"

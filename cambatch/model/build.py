@@ -81,6 +81,9 @@ class ForwardFeatures(nn.Module):
         features = self.network.forward_features(x)
         return features.permute(0, 3, 1, 2) if self.channels_last else features
 
+    def extra_repr(self) -> str:
+        return f"channels_last={self.channels_last}"  # part of what a conversion is keyed by (its repr)
+
 
 def load_model(
     name: str = DEFAULT_MODEL,

@@ -19,6 +19,12 @@ ACTIVATIONS = ("softmax", "sigmoid")
 MULTI_LABEL = "sigmoid"
 # `--precision` choices and the torch dtype each one autocasts to (None: plain float32).
 PRECISIONS: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
+# `--runtime` choices: what runs the forward passes that need no gradient (`cambatch.model.runtime`).
+# `auto`, on a CPU, takes the first of RUNTIME_PREFERENCE that is installed (the fastest measured on
+# EfficientNet-Lite0: docs/performance-runtime.md), else torch.
+TORCH = "torch"
+RUNTIME_PREFERENCE = ("openvino", "onnxruntime")
+RUNTIMES = ("auto", TORCH, *RUNTIME_PREFERENCE)
 
 
 @dataclass(frozen=True, kw_only=True)

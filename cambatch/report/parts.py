@@ -10,6 +10,7 @@ written by `cambatch.runner.remote_out`) is read in place through pyarrow's file
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -91,8 +92,12 @@ def report_parts(out: Path | str) -> list[Path]:
 
 def part_settings(part: Path | str, filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
     """The run settings one part stores in its schema metadata."""
-    metadata = footer(part, filesystem).schema.to_arrow_schema().metadata or {}
-    return json.loads(metadata.get(METADATA_KEY, b"{}"))
+    return settings_in(footer(part, filesystem).schema.to_arrow_schema())
+
+
+def settings_in(schema: pa.Schema) -> dict[str, Any]:
+    """The run settings a part's schema carries in its metadata."""
+    return json.loads((schema.metadata or {}).get(METADATA_KEY, b"{}"))
 
 
 def read_settings(out: Path | str) -> dict[str, Any]:
@@ -105,9 +110,13 @@ def read_settings(out: Path | str) -> dict[str, Any]:
 
 def settings_of(parts: list[str], filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
     """`read_settings` of parts already listed (`report_files`)."""
+    return newest_settings((part, part_settings(part, filesystem)) for part in parts)
+
+
+def newest_settings(by_part: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The settings of the newest run among (part, settings) pairs, plus `run_ids`: every run found."""
     by_run: dict[str, dict] = {}
-    for part in parts:
-        settings = part_settings(part, filesystem)
+    for part, settings in by_part:
         by_run[str(settings.get("run_id", PurePosixPath(part).stem))] = settings
     return {**by_run[newest_run(by_run)], "run_ids": sorted(by_run)}
 

@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
 from ..layout import ImageNames
-from .parts import report_files, settings_of
+from .parts import newest_settings, report_files, settings_in
 from .schema import EMBEDDING_COLUMN, MAP_NAMES, is_correct
 
 # What names an image in a report: its INPUT and its path there (two INPUTs holding `x.png` hold two images).
@@ -75,30 +74,107 @@ def load_report(
     >>> df = cambatch.load_report("cams", status="ok", rank=1)      # doctest: +SKIP
     >>> df.groupby("class_name", observed=True).border_energy.mean()  # doctest: +SKIP
     """
-    dataset, parts, filesystem = _dataset(out, columns)
+    files = ReportFiles(out)
+    dataset = files.dataset(columns)
     if columns is None:
         columns = [name for name in dataset.schema.names if name not in LARGE_COLUMNS or (maps and name == "map")]
-    table = dataset.to_table(columns=list(columns), filter=_filter(status, rank, where))
+    frame = frame_of(dataset.to_table(columns=list(columns), filter=_filter(status, rank, where)))
+    frame.attrs.update(files.settings)
+    return frame
+
+
+def frame_of(table: pa.Table) -> pd.DataFrame:
+    """Report rows as `load_report` types them: categoricals, nullable integers and booleans."""
     categories = [c for c in CATEGORICAL_COLUMNS if c in table.column_names]
     frame = table.to_pandas(categories=categories, types_mapper=_NULLABLE.get)
     for column in categories:
         # Sorted categories read better in tables and plots; "ok"/"error" always exist for status.
         extra = ["error", "ok"] if column == "status" else []
         frame[column] = frame[column].cat.set_categories(sorted(set(frame[column].cat.categories) | set(extra)))
-    frame.attrs.update(settings_of(parts, filesystem))
     return frame
 
 
-def _dataset(out: Path | str, columns: Sequence[str] | None) -> tuple[ds.Dataset, list[str], pafs.FileSystem | None]:
-    """The report's parts as one pyarrow dataset of their columns' union; `KeyError` for a column none has."""
-    parts, filesystem = report_files(out)
-    schemas = [pq.read_schema(p, filesystem=filesystem) for p in parts]
-    # Parts written by different cambatch versions may differ in columns: read their union.
-    schema = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
-    missing = [c for c in columns or () if c not in schema.names]
-    if missing:
-        raise KeyError(f"no column {', '.join(map(repr, missing))} in the report; it has: {', '.join(schema.names)}")
-    return ds.dataset(parts, schema=schema, format="parquet", filesystem=filesystem), parts, filesystem
+class ReportFiles:
+    """A report's parts (a folder, or its URL on a store): their columns' union and the run's settings, each
+    part's footer read once and dropped (a report of thousands of parts: their footers, each with the run's
+    settings, would hold hundreds of MB; the distinct schemas are few); and its rows streamed a part and a
+    batch at a time (`batches`). Every reader of the report builds on it: `load_report`, `scan_report` and
+    `report.scan.ReportScan`.
+    """
+
+    def __init__(self, out: Path | str, *, batch_rows: int = SCAN_ROWS):
+        self.parts, self.filesystem = report_files(out)
+        self.batch_rows = batch_rows
+        self.rows, schemas = 0, {}
+
+        def settings_by_part():
+            for part in self.parts:
+                metadata = pq.read_metadata(part, filesystem=self.filesystem)
+                self.rows += metadata.num_rows
+                schema = metadata.schema.to_arrow_schema()
+                plain = schema.remove_metadata()
+                schemas.setdefault(plain.to_string(), plain)
+                yield part, settings_in(schema)
+
+        self.settings = newest_settings(settings_by_part())
+        # Parts written by different cambatch versions may differ in columns: read their union.
+        self.schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+    def present(self, wanted: Iterable[str]) -> list[str]:
+        """The wanted columns the report has, in the order given."""
+        return [c for c in dict.fromkeys(wanted) if c in self.schema.names]
+
+    def check(self, columns: Sequence[str] | None) -> None:
+        """`KeyError` for a column no part has."""
+        missing = [c for c in columns or () if c not in self.schema.names]
+        if missing:
+            raise KeyError(
+                f"no column {', '.join(map(repr, missing))} in the report; it has: {', '.join(self.schema.names)}"
+            )
+
+    def dataset(self, columns: Sequence[str] | None = None) -> ds.Dataset:
+        """The parts as one pyarrow dataset of their columns' union; `KeyError` for a named column none has."""
+        self.check(columns)
+        return ds.dataset(self.parts, schema=self.schema, format="parquet", filesystem=self.filesystem)
+
+    def batches(
+        self,
+        columns: Sequence[str],
+        status: str | None = None,
+        *,
+        where: ds.Expression | None = None,
+        batch_rows: int | None = None,
+    ) -> Iterator[pa.Table]:
+        """The rows (`status`, `where`: only those), `columns` only (those the report has), part by part and at
+        most `batch_rows` at a time, in the parts' order; a column a part lacks (written by an older cambatch)
+        comes as nulls.
+        """
+        wanted = self.present(columns)
+        expression = _filter(status, None, where)
+        for part in self.parts:
+            yield from self.part_batches(part, wanted, expression, batch_rows)
+
+    def part_batches(
+        self, part: str, columns: list[str], where: ds.Expression | None = None, batch_rows: int | None = None
+    ) -> Iterator[pa.Table]:
+        """One part's rows that match `where`, `columns` of the union's types, in order, a batch at a time."""
+        dataset = ds.dataset([part], schema=self.schema, format="parquet", filesystem=self.filesystem)
+        for batch in dataset.to_batches(
+            columns=list(columns),
+            filter=where,
+            batch_size=batch_rows or self.batch_rows,
+            batch_readahead=_READAHEAD,  # a few batches ahead: memory stays a batch's, never the part's
+            fragment_readahead=1,
+        ):
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
+
+
+_READAHEAD = 2
 
 
 def scan_report(
@@ -108,12 +184,12 @@ def scan_report(
     whose memory must not grow with the report (`cambatch slices`, `cambatch reliance`).
 
     Plain dtypes (text stays text, integers are pandas' nullable integers); no settings in `attrs`
-    (`read_settings` has them).
+    (`read_settings` has them). `ReportFiles.batches` streams the rows.
     """
-    dataset = _dataset(out, columns)[0]
-    for batch in dataset.to_batches(columns=list(columns), filter=where, batch_size=batch_rows):
-        if batch.num_rows:
-            yield batch.to_pandas(types_mapper=_NULLABLE.get)
+    files = ReportFiles(out, batch_rows=batch_rows)
+    files.check(columns)
+    for table in files.batches(columns, where=where):
+        yield table.to_pandas(types_mapper=_NULLABLE.get)
 
 
 def _filter(status, rank, where) -> ds.Expression | None:

@@ -21,6 +21,7 @@ from ..methods.statistics import map_statistics
 from ..model.accel import Execution, prepare_network
 from ..model.build import CamModel
 from ..model.catalog import MULTI_LABEL
+from ..model.runtime import Notify, resolve_runtime, to_stderr
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,6 +118,20 @@ class CamEngine:
         self._shift = torch.tensor(model.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._scale = torch.tensor(model.std, device=self.device).view(1, 3, 1, 1) * 255
 
+    def set_threads(self, count: int) -> None:
+        """The forward's thread count, from the run's thread plan (`tuning`): the runtime's when it runs the
+        method's passes, torch then keeping one thread for what is left to it (normalizing, maps, statistics:
+        about 1.5 ms an image), else torch's.
+
+        Why one: torch's OpenMP threads wait for each other at every operator, and those short operators
+        collapsed under load (2-thread torch statistics beside a 2-thread OpenVINO forward ran 3 img/s against
+        15 with one torch thread, on 2 cores at load 15; docs/performance-runtime.md).
+        """
+        runtime = self.execution.runtime
+        if runtime is not None:
+            runtime.threads = count
+        torch.set_num_threads(1 if runtime is not None and not self.method.needs_gradient else count)
+
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, S, S] to the model's input on the device, with the model's mean and std."""
         with torch.no_grad():  # not inference mode: the gradient methods backpropagate from these images' logits
@@ -170,14 +185,36 @@ class CamEngine:
         return scores
 
 
-def build_engine(model: CamModel, device: torch.device, config: RunConfig, *, classes: list[int] | None) -> CamEngine:
-    """`model` moved to `device` (channels_last), the method `config` names built for its precision and
-    compilation, and an engine explaining `classes` (indices; None: the top-k).
+def build_engine(
+    model: CamModel,
+    device: torch.device,
+    config: RunConfig,
+    *,
+    classes: list[int] | None,
+    notify: Notify = to_stderr,
+) -> CamEngine:
+    """`model` moved to `device` (channels_last), the method `config` names built for its precision,
+    compilation and runtime, and an engine explaining `classes` (indices; None: the top-k). `notify`
+    gets the runtime's lines (a conversion under way).
     """
     maps, speed, net = config.maps, config.speed, config.network
     model.to(device)
     prepare_network(model.network, device)
-    execution = Execution(device_type=device.type, precision=speed.precision, compile=speed.compile)
+    runtime, torch_reason = resolve_runtime(
+        speed.runtime,
+        device_type=device.type,
+        precision=speed.precision,
+        compile=speed.compile,
+        weights=model.weights,
+        notify=notify,
+    )
+    execution = Execution(
+        device_type=device.type,
+        precision=speed.precision,
+        compile=speed.compile,
+        runtime=runtime,
+        torch_reason=torch_reason,
+    )
     bound = build_method(
         maps.method,
         model,

@@ -26,6 +26,7 @@ from ..methods.base import CamMethod
 from ..model.accel import check_precision
 from ..model.build import CamModel, load_model
 from ..model.catalog import MULTI_LABEL
+from ..model.runtime import Notify, to_stderr
 from ..names import name_key
 from ..report.settings import RunSettings
 from ..sources.discover import ImageSource, discover
@@ -64,6 +65,7 @@ class RunResult:
     multi_label: bool = False  # --activation sigmoid: probabilities per class, `correct` by the predicted set
     layer: str | None = None  # the layer its maps come from
     faithfulness: dict | None = None  # averages of the faithfulness columns (`FaithfulnessTally.summary`)
+    runtime: str = ""  # which runtime ran which passes (`Execution.summary`)
     annotation_problems: list[str] = field(default_factory=list)  # malformed --annotations entries, file:line
     check: Any = None  # with --check: the verdict (`cambatch.checks.results.CheckRun`, a layer above the runner)
 
@@ -135,8 +137,11 @@ def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
     return distinct(found)
 
 
-def build_stages(config: RunConfig) -> Stages:
-    """Model, device, method and engine, in the order their checks need; nothing runs yet."""
+def build_stages(config: RunConfig, *, notify: Notify = to_stderr) -> Stages:
+    """Model, device, method and engine, in the order their checks need; nothing runs yet.
+
+    `notify` gets the lines the run's display shows on the way (a conversion to the runtime).
+    """
     net, maps, speed = config.network, config.maps, config.speed
     device = resolve_device(speed.device)
     check_precision(speed.precision, device)
@@ -151,7 +156,7 @@ def build_stages(config: RunConfig) -> Stages:
         require_cam_head=maps.method == "cam",
     )
     class_ids = resolve_classes(maps.classes, model.class_names) if maps.classes else None
-    engine = build_engine(model, device, config, classes=class_ids)
+    engine = build_engine(model, device, config, classes=class_ids, notify=notify)
     plan = tuning.plan(
         device,
         overlays=config.output.overlays,

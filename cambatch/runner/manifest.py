@@ -124,17 +124,18 @@ class RunManifest:
         self.staged = staged
 
     def write(self, status: str, *, best_effort: bool = False) -> None:
-        """Rewrite the manifest; `best_effort`: on the way out of a failure, which a full disk must not hide."""
+        """Rewrite the manifest; `best_effort`: on the way out of a failure, which nothing here may replace by
+        another error (a full disk, a store that went away: the failure being reported is the one that counts).
+        """
         if best_effort and not self.layout.root.is_dir():
             return  # OUT vanished: writing the manifest would recreate it
         try:
             path = self._write(status)
-        except OSError:
+            if self.staged is not None:
+                self.staged.manifest_written(path, final=status != "running")
+        except Exception:
             if not best_effort:
                 raise
-            return
-        if self.staged is not None:
-            self.staged.manifest_written(path, final=status != "running")
 
     def _write(self, status: str) -> Path:
         r = self.result
@@ -166,6 +167,7 @@ class RunManifest:
         """The report parts this run has published (a Ray run's actors each publish their own)."""
         prefix = self.layout.part_name(self.result.run_id, parse_shard(self.result.shard).tag) + "-"
         names = {part.name for part in published_parts(self.layout.report_dir) if part.name.startswith(prefix)}
-        if self.staged is not None and self.result.processed:  # a Ray run's actors upload their parts themselves
+        # A Ray run's actors upload their parts themselves; a store that failed is not asked again.
+        if self.staged is not None and self.result.processed and not self.staged.failed:
             names.update(self.staged.parts_on_store(prefix))
         return sorted(names)

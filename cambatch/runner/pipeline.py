@@ -20,6 +20,7 @@ from ..config import RunConfig
 from ..errors import UsageError
 from ..layout import MARKER_TEXT, ImageNames, OutputLayout
 from ..model.catalog import MULTI_LABEL
+from ..model.runtime import to_stderr
 from ..sources.shard import Shard, parse_shard
 from . import resume
 from .engines import engine
@@ -104,6 +105,7 @@ def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout, st
             progress.stop()
         job.result.elapsed_s = time.monotonic() - started
         job.result.faithfulness = job.stages.engine.tally.summary()
+        job.result.runtime = job.stages.engine.execution.summary()
         manifest.write("interrupted" if job.result.interrupted else "completed")
     return job.result
 
@@ -129,7 +131,8 @@ def _plan(
             "column, or --annotations with labels"
         )
     runner = engine(config.speed.engine)
-    stages = build_stages(runner.driver_config(config))
+    # A reporter written before `note` existed still runs: its lines go to stderr.
+    stages = build_stages(runner.driver_config(config), notify=getattr(progress, "note", to_stderr))
     run_id = new_run_id(started_at)
     settings = run_settings(config, stages, run_id=run_id, shard=shard, device=runner.recorded_device(stages)).as_dict()
     _refuse_other_settings(layout, shard, settings, overwrite=config.job.overwrite)

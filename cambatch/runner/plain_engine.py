@@ -60,14 +60,14 @@ def _process(job: Job, loader, *, report: ReportWriter, stop) -> None:
     """The hot loop: the device works on one batch while writer threads finish earlier ones."""
     result, plan = job.result, job.stages.plan
     background = tuning.background_priority if plan.background else None
-    chooser = tuning.ThreadChooser(plan.thread_choices)
+    engine = job.stages.engine
+    engine.set_threads(plan.threads)
+    chooser = tuning.ThreadChooser(plan.thread_choices, apply=engine.set_threads)
     with ThreadPoolExecutor(plan.writer_threads, thread_name_prefix="cambatch-writer", initializer=background) as pool:
         in_flight: deque[Future] = deque()
         try:
             for batch in loader:
-                futures = submit_batch(
-                    batch, job.todo, job.stages.engine, job.writer, report, result, pool, labels=job.labels
-                )
+                futures = submit_batch(batch, job.todo, engine, job.writer, report, result, pool, labels=job.labels)
                 in_flight.extend(futures)
                 # Bound the images waiting on the writers: memory stays flat however long the run.
                 while len(in_flight) > 4 * plan.batch_size:

@@ -13,11 +13,14 @@ PLAIN_INTERVAL_S = 5.0
 
 
 class ProgressReporter(Protocol):
-    """What the pipeline tells about progress: a total, then counts as images finish."""
+    """What the pipeline tells about progress: a total, then counts as images finish; and the odd line
+    on the way (`note`: a network being converted for the runtime).
+    """
 
     def start(self, total: int) -> None: ...
     def advance(self, count: int) -> None: ...
     def stop(self) -> None: ...
+    def note(self, line: str) -> None: ...
 
 
 class SilentProgress:
@@ -30,6 +33,9 @@ class SilentProgress:
         pass
 
     def stop(self) -> None:
+        pass
+
+    def note(self, line: str) -> None:
         pass
 
 
@@ -64,6 +70,9 @@ class RichProgress:
     def stop(self) -> None:
         self._progress.stop()
 
+    def note(self, line: str) -> None:
+        self._progress.console.print(line, markup=False, highlight=False)  # above the live bar
+
 
 class PlainProgress:
     """For cron, Slurm and CI logs: one line every `interval` seconds, no control characters."""
@@ -89,6 +98,9 @@ class PlainProgress:
     def stop(self) -> None:
         if self._done:
             self._print(time.monotonic())
+
+    def note(self, line: str) -> None:
+        print(line, file=self._stream, flush=True)
 
     def _print(self, now: float) -> None:
         elapsed = max(now - self._started, 1e-9)

@@ -28,6 +28,8 @@ import pickle
 import secrets
 import threading
 import time
+import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 
@@ -71,6 +73,10 @@ def _ray():
         import ray.data
     except ImportError:
         raise UsageError("engine ray (--engine ray) needs Ray: pip install 'cambatch[ray]'") from None
+    # Ray's own notes (progress bars off, a dataset finished, token authentication) say what cambatch's
+    # progress and summary say, or nothing a person acts on: its errors only.
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     return ray
 
 
@@ -89,7 +95,7 @@ def connected(config: RunConfig):
         return
     address = config.speed.ray_address
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a Ray cluster"
         raise UsageError(f"cannot join {where} (ray_address, --ray-address): {_first_line(exc)}") from None
@@ -100,8 +106,10 @@ def connected(config: RunConfig):
 
 
 def driver_config(config: RunConfig) -> RunConfig:
-    """The driver builds the model only to check the settings and record them."""
-    return dataclasses.replace(config, speed=DRIVER_SPEED)
+    """The driver builds the model only to check the settings and record them (a `--runtime` not installed
+    is refused here, before any work).
+    """
+    return dataclasses.replace(config, speed=dataclasses.replace(DRIVER_SPEED, runtime=config.speed.runtime))
 
 
 def recorded_device(stages: Stages) -> str:
@@ -135,28 +143,37 @@ def execute(job: Job, stop) -> None:
         num_cpus=DECODE_CPUS,
     )
     threads = config.speed.threads or 1
-    done = decoded.map_batches(
-        CamActor,
-        fn_constructor_kwargs={
-            "config": config,
-            "settings": job.settings,
-            "writer": job.writer,
-            "shard": job.shard.tag,
-            "store": job.staged.url if job.staged is not None else None,
-        },
-        batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(
-            size=config.speed.concurrency or max(1, gpus),
-            max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
-            enable_true_multi_threading=True,  # `CamActor` serializes its device part itself
-        ),
-        num_gpus=1 if on_gpus else 0,
-        num_cpus=1 if on_gpus else threads,  # on a CPU an actor holds the cores its torch threads use
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 takes `max_restarts` only among `ray_remote_args`, which it marks deprecated.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        done = decoded.map_batches(
+            CamActor,
+            fn_constructor_kwargs={
+                "config": config,
+                "settings": job.settings,
+                "writer": job.writer,
+                "shard": job.shard.tag,
+                "store": job.staged.url if job.staged is not None else None,
+            },
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(
+                size=config.speed.concurrency or max(1, gpus),
+                max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
+                enable_true_multi_threading=True,  # `CamActor` serializes its device part itself
+            ),
+            num_gpus=1 if on_gpus else 0,
+            num_cpus=1 if on_gpus else threads,  # on a CPU an actor holds the cores its torch threads use
+            # Not restarted: an actor that dies loses its open part, and the run says so (`PartsNotPublished`);
+            # a restart could not bring those rows back (and Ray warns, as an error, of restarts from arguments
+            # in its object store).
+            max_restarts=0,
+        )
     expected = _gather(done, job, stop)
     del done, decoded, images  # the last references: Ray Data retires the actors, which publish their parts
     if not stop:
         _await_published(job, expected)
+    else:
+        _count_published(job)
 
 
 def _gather(done, job: Job, stop) -> dict[str, int]:
@@ -170,6 +187,7 @@ def _gather(done, job: Job, stop) -> dict[str, int]:
         result.errors_by_path.update(pickle.loads(out["failed"]))
         result.annotation_problems.extend(pickle.loads(out["problems"]))
         job.stages.engine.tally.merge(pickle.loads(out["tally"]))
+        job.stages.engine.execution.passes.update(pickle.loads(out["passes"]))
         expected[out["prefix"]] = max(expected.get(out["prefix"], 0), out["rows"])
         job.progress.advance(out["ok"] + out["errors"])
         if stop:
@@ -192,6 +210,45 @@ def _await_published(job: Job, expected: dict[str, int], timeout: float = PUBLIS
                 f"in {where} (an actor died, or its upload failed?); rerun the same command to redo their images"
             )
         time.sleep(0.1 if job.staged is None else 1.0)  # a store answers each poll with requests
+
+
+def _count_published(job: Job, timeout: float = PUBLISH_TIMEOUT_S) -> None:
+    """An interrupted run: the actors finished batches whose counts were not gathered and publish them as they
+    retire. Once no part of the run is open any more, the run's counts are what its published parts hold.
+    """
+    prefix = job.layout.part_name(job.result.run_id, job.shard.tag)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _open_parts(job, prefix):
+        time.sleep(0.2)
+    statuses = _published_statuses(job, prefix)
+    job.result.ok = int(statuses.get("ok", 0))
+    job.result.errors = int(statuses.get("error", 0))
+
+
+def _open_parts(job: Job, prefix: str) -> bool:
+    """Whether an actor still writes a part of the run (a dot-named file; an OUT on a store: its staging)."""
+    if job.staged is not None:
+        return False  # each actor stages in a folder of its own: its last upload is awaited by its retirement
+    return any(p.name.startswith(f".{prefix}") for p in job.layout.report_dir.glob(".*"))
+
+
+def _published_statuses(job: Job, prefix: str) -> dict[str, int]:
+    """Images per status in the run's published parts."""
+    import pyarrow.parquet as pq
+
+    if job.staged is not None:
+        fs, names = job.staged.fs, job.staged.parts_on_store(prefix + "-")
+        paths = [job.staged.remote(f"{job.layout.report_dir.name}/{name}") for name in names]
+        tables = [pq.read_table(fs.open(path), columns=["path", "status"]) for path in paths]
+    else:
+        parts = [p for p in published_parts(job.layout.report_dir) if p.name.startswith(prefix + "-")]
+        tables = [pq.read_table(part, columns=["path", "status"]) for part in parts]
+    counts: dict[str, int] = {}
+    for table in tables:
+        frame = table.to_pandas().drop_duplicates()
+        for status, n in frame["status"].value_counts().items():
+            counts[str(status)] = counts.get(str(status), 0) + int(n)
+    return counts
 
 
 def _published_rows(job: Job, prefix: str) -> int:
@@ -271,11 +328,12 @@ class CamActor:
         labels = label_classes(sources, self.stages.model.class_names) if self.explain_label else None
         with self.device:
             # Set on each call: Ray runs the calls on a pool of threads, and OpenMP keeps a count per thread.
-            torch.set_num_threads(self.chooser.threads or self.threads)
+            engine.set_threads(self.chooser.threads or self.threads)
             engine.tally = FaithfulnessTally()  # this batch's alone: the driver adds them up
+            engine.execution.passes = Counter()  # likewise
             batch = _batch(columns)
             futures = submit_batch(batch, sources, engine, self.writer, self.report, counts, self.pool, labels=labels)
-            tally = engine.tally
+            tally, passes = engine.tally, engine.execution.passes
             self.chooser.batch_done(len(batch.samples))
         for future in futures:  # the overlays are written while the other batch is on the device
             collect(future, self.report, counts)
@@ -289,6 +347,7 @@ class CamActor:
             "failed": [pickle.dumps(counts.errors_by_path)],
             "problems": [pickle.dumps(self._new_problems())],
             "tally": [pickle.dumps(tally)],
+            "passes": [pickle.dumps(passes)],
         }
 
     def _new_problems(self) -> list[str]:

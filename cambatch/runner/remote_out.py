@@ -12,6 +12,11 @@ appears whole or not at all once its upload completes (S3, GCS, Azure). Hence th
    beside the device; a staged overlay is deleted once it is up, so the staging folder stays small.
 3. The run's manifest (`runs/<run_id>.json`, which lists its parts) is uploaded last. The run
    `drain`s the uploads before its manifest may say `completed`, so a late failure makes it `failed`.
+4. A store that fails is not asked again by this run (exit 4 after one retry window of its client, not
+   one per step of the way out), except for the `failed` manifest, tried once. Every manifest waits in
+   a local spool (`PENDING_PREFIX`, under the temporary folder) until its final version is on the
+   store; the next run into that URL on this machine uploads what a failed run left there, and marks
+   `died` a `running` one whose run is gone (killed: its staging folder's lock is free).
 
 With `--engine ray` every CAM actor stages and uploads its own parts the same way (`StagedOut` without
 `__enter__`: nothing to pull), so actors on other nodes need no shared file system; the driver waits
@@ -27,6 +32,7 @@ Stores without whole-object uploads (sftp, ...) get each part under a dot-name, 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -45,6 +51,7 @@ from ..sources.remote import filesystem, store_error
 from .lock import OutputLock, is_held
 
 STAGING_PREFIX = "cambatch-out-"  # the staging folders, under `tempfile.gettempdir()` ($TMPDIR)
+PENDING_PREFIX = "cambatch-pending-"  # manifests not yet final on their store, one folder per OUT URL
 STAGING_LOCK = ".staging.lock"
 STAGING_GRACE_S = 60.0
 # Stores where an uploaded object appears only once complete: a part goes straight to its name.
@@ -72,6 +79,7 @@ class StagedOut:
         try:
             sweep(exclude=self.staging)
             self._check_writable()
+            self._settle_pending()
             self._pull()
         except BaseException:
             self.close()
@@ -123,12 +131,42 @@ class StagedOut:
         arrow = arrow_filesystem(self.fs)
         return sum(footer(self._remote_part(name), arrow).num_rows for name in self.parts_on_store(prefix))
 
+    @property
+    def failed(self) -> bool:
+        """An upload failed: the run ends with exit 4, and asks the store nothing more but its manifest."""
+        return self._failed is not None
+
     def manifest_written(self, path: Path, *, final: bool) -> None:
-        """A manifest of this run was (re)written: the first goes up at once, the final one after the parts."""
+        """A manifest of this run was (re)written: spooled; the first uploaded at once, the final after the parts."""
+        spooled = self._pending_dir / path.name
+        spooled.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, spooled)
         if final:
             self._manifest = path
         else:
-            self._put(path, self._remote_rel(path))
+            self._guarded(lambda: self._put(path, self._remote_rel(path)))
+
+    @property
+    def _pending_dir(self) -> Path:
+        """This run's spool of manifests: under the URL's folder, named after the staging folder (whose lock
+        tells whether the run is alive).
+        """
+        return pending_root(self.url) / self.staging.name
+
+    def _settle_pending(self) -> None:
+        """Upload the manifests that runs into this URL left unsent here; a `running` one of a run gone is `died`."""
+        for folder in sorted(pending_root(self.url).glob(f"{STAGING_PREFIX}*")):
+            if is_held(Path(tempfile.gettempdir()) / folder.name / STAGING_LOCK):
+                continue  # a live run's own
+            for manifest in sorted(folder.glob("*.json")):
+                record = json.loads(manifest.read_text(encoding="utf-8"))
+                if record.get("status") == "running":
+                    manifest.write_text(json.dumps({**record, "status": "died"}, indent=2), encoding="utf-8")
+                self._guarded(
+                    lambda manifest=manifest: self._put(manifest, f"{self.layout.runs_dir.name}/{manifest.name}")
+                )
+                manifest.unlink()
+            _remove_spooled(folder)
 
     def drain(self) -> None:
         """Wait for the background uploads, then push what is left: every published part is on the store.
@@ -156,7 +194,7 @@ class StagedOut:
             self.drain()
         except OutputUnwritable:
             if self._manifest is not None and _status(self._manifest) != "completed":
-                with contextlib.suppress(Exception):  # the upload failure is the error to report
+                with contextlib.suppress(Exception):  # the upload failure is the error to report; spooled if not up
                     self._put_manifest()
             raise
         if self._manifest is not None:
@@ -164,6 +202,7 @@ class StagedOut:
 
     def _put_manifest(self) -> None:
         self._put(self._manifest, self._remote_rel(self._manifest))
+        _remove_spooled(self._pending_dir)  # final and on the store: nothing left to send
 
     def close(self) -> None:
         self._uploads.shutdown(wait=True, cancel_futures=True)
@@ -246,9 +285,12 @@ class StagedOut:
         return bool(set(protocols) & _WHOLE_OBJECT_STORES)
 
     def _raise_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
         for future in self._pending:
             if future.done() and future.exception() is not None:
-                raise self._failure(future.exception()) from future.exception()
+                self._failed = self._failure(future.exception())
+                raise self._failed from future.exception()
         self._pending = [f for f in self._pending if not f.done()]
 
     def _guarded(self, step) -> None:
@@ -279,6 +321,18 @@ def sweep(*, exclude: Path | None = None, min_age_s: float = STAGING_GRACE_S) ->
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
     return removed
+
+
+def _remove_spooled(folder: Path) -> None:
+    """A run's spool folder, and its URL's once empty (the temporary folder keeps nothing of a settled run)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # another run's spool is still there
+        folder.parent.rmdir()
+
+
+def pending_root(url: str) -> Path:
+    """The spool of manifests not yet final on the store at `url` (on this machine)."""
+    return Path(tempfile.gettempdir()) / f"{PENDING_PREFIX}{hashlib.sha256(url.encode()).hexdigest()[:16]}"
 
 
 def _status(manifest: Path) -> str | None:

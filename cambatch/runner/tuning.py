@@ -125,7 +125,9 @@ def background_priority(*_: object) -> None:
 
 
 class ThreadChooser:
-    """Chooses torch's thread count between batches from the throughput each count gives.
+    """Chooses the forward's thread count between batches from the throughput each count gives (`apply`
+    sets it: torch's by default; a run hands it to `CamEngine.set_threads`, which gives it to the runtime
+    that runs the forward passes).
 
     Each of `choices` runs `trial` timed batches (after one untimed: the thread pool resizes, the
     loader's queue adjusts); the fastest in images/s of the whole loop (decoding waits included)
