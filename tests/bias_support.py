@@ -11,12 +11,17 @@ The discs sit anywhere else, at times cut by the frame: `green_ball` and `blue_b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
+
+from cambatch.bias import sampling
 
 CLASSES = ["red_ball", "green_ball", "blue_ball"]
 COUNTS = {"red_ball": 20, "green_ball": 100, "blue_ball": 40}
@@ -134,3 +139,14 @@ def slice_run(tmp: Path, **run_options) -> tuple[Path, dict[str, str]]:
         **options,
     )
     return tmp / "out", kinds
+
+
+@contextmanager
+def keys_of_the_path_alone() -> Iterator[None]:
+    """Samples and cross-fitted halves keyed on each image's path, not on (input_root, path): the planted run's
+    input_root is a fresh tmp folder each session, so its keys, the images each half holds and the figures
+    measured on them would change from session to session (the moving class's reliance ratio ranged to 1.50).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sampling, "IDENTITY", ("path",))
+        yield

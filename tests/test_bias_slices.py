@@ -10,10 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bias_support import CLASSES, SIZE, STAMP
+from bias_support import CLASSES, SIZE, STAMP, keys_of_the_path_alone
 from typer.testing import CliRunner
 
-from cambatch.bias import sampling
 from cambatch.bias import slices as module
 from cambatch.bias.slices import find_slices, read_slices, write_slices
 from cambatch.cli import app
@@ -71,10 +70,8 @@ def test_by_predicted_class_the_slice_is_what_the_model_wrongly_calls_red(plante
 def test_a_sampled_class_is_fitted_on_its_hashed_sample_and_says_so(planted_slice, monkeypatch):
     out, kinds = planted_slice
     monkeypatch.setattr(module, "SAMPLE_PER_CLASS", 60)
-    # The key hashes input_root too, a fresh tmp folder each session: keyed on the path alone, the sample (and
-    # so how many stamped images it holds) is the same in every session.
-    monkeypatch.setattr(sampling, "IDENTITY", ("path",))
-    found = find_slices(out)
+    with keys_of_the_path_alone():  # the same sample, and so the same stamped images in it, every session
+        found = find_slices(out)
     assert found.meta["sampled"] and found.classes.loc["green_ball", "sampled"] == 60
     assert found.classes.loc["green_ball", "images"] == 100  # counted over every image, not the sample
     first = found.table.loc[1]
