@@ -11,6 +11,8 @@ damaged), which runtime `auto` resolves to, and the one-line refusals.
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -19,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import SAMPLES, cat_on_the_left
+from conftest import REPO, SAMPLES, cat_on_the_left
 from methods_support import engine_for, sample_batch, tiny_model
 from PIL import Image
 from typer.testing import CliRunner
@@ -287,3 +289,32 @@ def test_the_key_follows_weights_architecture_input_and_runtime_not_memory_forma
     with torch.no_grad():
         model.features[0].bias[0] += 1e-6
     assert conversion_key(model.features, (3, 32, 32), "openvino", "1")["weights"] != key["weights"]
+
+
+# A process that converts and runs a tiny network on OpenVINO, drops it, then takes a SIGINT (Ctrl-C in a notebook
+# once `cambatch.run` has returned).
+CTRL_C_AFTER_A_RUN = """
+import gc, signal, sys, time
+sys.path[:0] = [{tests!r}, {repo!r}]
+from methods_support import engine_for, tiny_model
+from test_runner_engine import pixels
+engine = engine_for(tiny_model(seed=1), runtime="openvino", topk=2, sanity=True)
+engine(pixels())
+del engine
+gc.collect()
+seen = []
+signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+signal.raise_signal(signal.SIGINT)
+time.sleep(0.01)
+print("handled", seen)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino missing")
+def test_a_signal_after_an_openvino_run_is_handled_not_a_crash(tmp_path):
+    # OpenVINO's CPU plugin registers an alternate signal stack on the thread that creates a Core and frees it with
+    # the Core: with a Core per load, this process died of SIGSEGV (exit -11) on the signal.
+    script = CTRL_C_AFTER_A_RUN.format(tests=str(REPO / "tests"), repo=str(REPO))
+    env = {**os.environ, "CAMBATCH_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "handled [2]" in done.stdout, (done.returncode, done.stderr[-2000:])
