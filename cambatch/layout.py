@@ -21,6 +21,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Bytes a file name may take on the file systems OUT lives on (ext4, APFS, NTFS, ...: 255 each).
 NAME_BYTES = 255
@@ -45,6 +49,23 @@ def _digest(text: str, size: int = 5) -> str:
 def _folded(text: str) -> str:
     """How a case- and normalization-insensitive file system (macOS, SMB, NTFS) compares names."""
     return unicodedata.normalize("NFC", text).casefold()
+
+
+def folded_paths(paths: pa.Array) -> pa.Array:
+    """`_folded` of every path of an Arrow string array: ASCII ones lowered in Arrow (for ASCII text NFC changes
+    nothing and casefold is lower), the others one by one in Python. The report scan names a million images
+    with it (`ReportScan.names`), where a Python call a path took most of the gallery's naming pass.
+    """
+    import pyarrow as pa  # only the report scan calls this: the run's CLI loads without pyarrow
+    import pyarrow.compute as pc
+
+    ascii_only = pc.string_is_ascii(paths)
+    lowered = pc.ascii_lower(paths)
+    others = pc.invert(ascii_only)
+    if not pc.any(others).as_py():
+        return lowered
+    folded = pa.array([_folded(p) for p in paths.filter(others).to_pylist()], pa.string())
+    return pc.replace_with_mask(lowered, others, folded)
 
 
 def clash_key(input_root: str, rel: str) -> tuple[str, str]:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path, PurePosixPath
 
+import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cambatch.layout import (
     NAME_BYTES,
     ImageNames,
     OutputLayout,
+    clash_key,
+    folded_paths,
     image_dir,
     is_out_folder,
     out_folder,
@@ -192,3 +197,10 @@ def test_an_out_folder_is_known_by_its_marker(tmp_path):
     layout.root.mkdir()
     layout.marker.write_text("x")
     assert is_out_folder(layout.root) and not is_out_folder(tmp_path)
+
+
+@given(st.lists(st.one_of(st.none(), st.text(), st.text(alphabet="aAzZ09._/-ßİıﬁÉé\u0301\u212a"))))
+def test_folded_paths_fold_as_the_run_folds_each_name(paths):
+    # Arrow lowers the ASCII names, Python folds the others: together exactly `clash_key`'s folding, nulls kept.
+    expected = [None if p is None else clash_key("", p)[1] for p in paths]
+    assert folded_paths(pa.array(paths, pa.string())).to_pylist() == expected

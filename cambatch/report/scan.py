@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from ..layout import ImageNames, clash_key
+from ..layout import ImageNames, folded_paths
 from .reader import IMAGE_KEY, ReportFiles, frame_of, image_key, per_image
 
 BATCH_ROWS = 65_536  # rows read at a time
@@ -155,35 +155,33 @@ class ReportScan(ReportFiles):
         roots: set[str] = set()
         pairs = []
         for table in self.batches(IMAGE_KEY):
-            frame = _image_frame(table)
-            roots.update(frame["input_root"].unique())
-            pairs.append(np.stack([_folded_hashes(frame), _hashes(frame)], axis=1))
+            root, path = _key_arrays(table)
+            roots.update(pc.unique(root).to_pylist())
+            pairs.append(np.unique(np.stack([_hashed(root, folded_paths(path)), _hashed(root, path)], 1), axis=0))
         seen = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), np.uint64)
         folded, count = np.unique(seen[:, 0], return_counts=True)
         repeated = folded[count > 1]
         clashing: set[tuple[str, str]] = set()
         if len(repeated):
             for table in self.batches(IMAGE_KEY):
-                frame = _image_frame(table)
-                suspects = frame[np.isin(_folded_hashes(frame), repeated)]
-                clashing.update(zip(suspects["input_root"], suspects["path"], strict=True))
+                root, path = _key_arrays(table)
+                suspects = np.isin(_hashed(root, folded_paths(path)), repeated)
+                clashing.update(zip(root.filter(suspects).to_pylist(), path.filter(suspects).to_pylist(), strict=True))
         return ImageNames(len(roots) > 1, ImageNames.of(clashing).clashing)
 
 
-def _image_frame(table: pa.Table) -> pd.DataFrame:
-    """A batch's distinct images as text `input_root` (empty without the column) and `path`."""
-    frame = table.to_pandas()
-    roots = frame["input_root"].astype(str) if "input_root" in frame.columns else ""
-    return pd.DataFrame({"input_root": roots, "path": frame["path"].astype(str)}).drop_duplicates()
+def _key_arrays(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """A batch's image keys, a row each, as text: `input_root` (empty without the column) and `path`."""
+    path = pc.cast(table.column("path").combine_chunks(), pa.string())
+    if "input_root" not in table.column_names:
+        return pa.array([""] * len(path), pa.string()), path
+    return pc.fill_null(pc.cast(table.column("input_root").combine_chunks(), pa.string()), ""), path
 
 
-def _hashes(frame: pd.DataFrame) -> np.ndarray:
-    return pd.util.hash_pandas_object(frame[["input_root", "path"]], index=False).to_numpy(np.uint64)
-
-
-def _folded_hashes(frame: pd.DataFrame) -> np.ndarray:
-    folded = [clash_key(r, p) for r, p in zip(frame["input_root"], frame["path"], strict=True)]
-    return _hashes(pd.DataFrame(folded, columns=["input_root", "path"], index=frame.index))
+def _hashed(root: pa.Array, path: pa.Array) -> np.ndarray:
+    """uint64 [rows]: a hash of each (root, path); a NUL byte, which neither holds, keeps the two apart."""
+    joined = pc.binary_join_element_wise(root, path, "\0").to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(joined)
 
 
 def _key_columns(frame: pd.DataFrame) -> list[pd.Series]:
