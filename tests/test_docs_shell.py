@@ -43,6 +43,14 @@ NOT_RUN = {
     "cambatch run /data/images --out s3://audits/cams/$(date +%F) --check policy.toml --baseline "
     "s3://audits/cams/$(date -d yesterday +%F) --quiet": "needs S3: tests/test_checks_run.py runs it on moto "
     "(test_a_baseline_on_a_store_gives_the_same_values_and_the_verdict_is_kept_there)",
+    "python -c \"import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from photos import generate; "
+    "generate(Path('photos'), 2000)\"": "a benchmark's source photos (2,000 generated JPEGs), for the figures of "
+    "docs/performance-inspection.md; tests/test_inspection_gallery.py runs the gallery at 200,000 images",
+    "python benchmarks/inspection_scale.py --source SOURCE --images 1000000 --commands summarize gallery compare "
+    "--browser": "a benchmark (a million-image report, minutes a command); tests/test_report_scan.py and "
+    "tests/test_inspection_*.py test what it times",
+    "python benchmarks/evaluate_speed.py --images 400 --maps peaked --report 2000": "a benchmark; "
+    "tests/test_evaluation_boxes.py and test_evaluation_protocol.py test the sweep it times",
     "ray job submit --address http://head-node:8265 -- cambatch run /shared/images --out /shared/cams --engine ray "
     "--device cuda --concurrency 8 --quiet": "needs a Ray cluster with GPUs; tests/test_runner_ray_engine.py runs the "
     "same job on a local Ray",

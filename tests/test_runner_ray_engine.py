@@ -185,7 +185,9 @@ def test_an_actor_forwards_at_its_thread_count_on_any_calling_thread_and_publish
 def test_a_quiet_run_interrupted_by_sigint_prints_only_its_summary_and_records_what_its_parts_hold(
     ray_address, tmp_path
 ):
-    names = make_folder(tmp_path / "photos", 16)
+    # Enough images that the signal lands mid-run: in-flight batches finish first, and with a converted runtime
+    # (OpenVINO) sixteen images were all done by the time the signal was handled.
+    names = make_folder(tmp_path / "photos", 64)
     out = tmp_path / "out"
     args = [str(tmp_path / "photos"), "--out", str(out), "--engine", "ray", "--images-per-part", "2"]
     args += ["--batch-size", "2", "--topk", "2", "--quiet", "--ray-address", ray_address]
