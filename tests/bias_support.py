@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from torch import nn
+from shortcut_support import ColourNet
 
 from cambatch.bias import sampling
 
@@ -30,8 +30,6 @@ SIZE = (96, 72)  # photos' width, height
 INPUT = 64  # the run's --image-size
 RADIUS = 10
 STAMP = (10, 8, 25, 20)  # the stamp's box (inclusive pixels), near the top-left corner
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 COLOURS = {"red_ball": (220, 0, 0), "green_ball": (0, 200, 0), "blue_ball": (0, 0, 230)}
 # Per-pixel detectors on RGB in [0, 1]: (weights on R, G, B), bias.
 DETECTORS = [
@@ -44,26 +42,11 @@ DETECTORS = [
 HEAD = [(200.0, 0, 0, 600.0, 0), (0, 200.0, 0, 0, 0), (0, 0, 200.0, 0, 0)]
 
 
-class SliceNet(nn.Module):
-    """Colour detectors -> ReLU -> 8x8 average pool -> global average pool -> linear."""
+class SliceNet(ColourNet):
+    """The disc, stamp and background detectors of `DETECTORS`, 8x8 pooling (an 8x8 map at 64 px)."""
 
     def __init__(self):
-        super().__init__()
-        conv = nn.Conv2d(3, len(DETECTORS), 1)
-        std, mean = torch.tensor(STD), torch.tensor(MEAN)
-        with torch.no_grad():
-            for k, (weights, bias) in enumerate(DETECTORS):
-                w = torch.tensor(weights)
-                conv.weight[k, :, 0, 0] = w * std  # acts on the normalized input (x - mean) / std
-                conv.bias[k] = bias + float((w * mean).sum())
-        self.features = nn.Sequential(conv, nn.ReLU(), nn.AvgPool2d(8))
-        self.fc = nn.Linear(len(DETECTORS), len(CLASSES))
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.tensor(HEAD))
-            self.fc.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean((2, 3)))
+        super().__init__(DETECTORS, HEAD, [0.0] * len(CLASSES), pool=8)
 
 
 def _photo(rng: np.random.Generator, label: str, stamped: bool) -> tuple[Image.Image, tuple[int, int, int, int]]:

@@ -25,26 +25,37 @@ HEAD = [(40.0, 0.0, 10.0), (0.0, 10.0, 0.0), (0.0, 0.0, 0.0)]
 HEAD_BIAS = (0.0, 0.0, 0.05)
 
 
-class StampNet(nn.Module):
-    """Colour detectors -> ReLU -> 16x16 average pool -> global average pool -> linear."""
+class ColourNet(nn.Module):
+    """Per-pixel colour detectors (`(weights on R, G, B), bias` on RGB in [0, 1]) -> ReLU -> `pool` x `pool` average
+    pool -> global average pool -> linear (`head` rows, `head_bias`). The detectors act on the normalized input,
+    so the run's preprocessing is undone in the first convolution. `features` and `fc` are split by the runner as
+    a torchvision CNN's are.
+    """
 
-    def __init__(self):
+    def __init__(self, detectors, head, head_bias, pool: int):
         super().__init__()
-        conv = nn.Conv2d(3, 3, 1)
+        conv = nn.Conv2d(3, len(detectors), 1)
         std, mean = torch.tensor(STD), torch.tensor(MEAN)
         with torch.no_grad():
-            for k, (weights, bias) in enumerate(DETECTORS):
+            for k, (weights, bias) in enumerate(detectors):
                 w = torch.tensor(weights)
                 conv.weight[k, :, 0, 0] = w * std  # acts on the normalized input (x - mean) / std
                 conv.bias[k] = bias + float((w * mean).sum())
-        self.features = nn.Sequential(conv, nn.ReLU(), nn.AvgPool2d(16))
-        self.fc = nn.Linear(3, 3)
+        self.features = nn.Sequential(conv, nn.ReLU(), nn.AvgPool2d(pool))
+        self.fc = nn.Linear(len(detectors), len(head))
         with torch.no_grad():
-            self.fc.weight.copy_(torch.tensor(HEAD))
-            self.fc.bias.copy_(torch.tensor(HEAD_BIAS))
+            self.fc.weight.copy_(torch.tensor(head))
+            self.fc.bias.copy_(torch.tensor(head_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).mean((2, 3)))
+
+
+class StampNet(ColourNet):
+    """Magenta, green and blue detectors, 16x16 pooling: `stamp_bird` fires on the magenta stamp."""
+
+    def __init__(self):
+        super().__init__(DETECTORS, HEAD, HEAD_BIAS, pool=16)
 
 
 def save_net(path: Path) -> Path:
