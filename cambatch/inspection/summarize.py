@@ -42,6 +42,7 @@ from ..model.catalog import MULTI_LABEL
 from ..report.reader import chosen_classes, explained_rows, has_labels, image_key, per_image
 from ..report.scan import ReportScan
 from ..report.schema import TRUST_NAMES
+from .group_sums import GroupSums
 from .medians import Medians
 from .options import SORT_KEYS, GroupBy, Thresholds
 from .shortcuts import GroupMaps, group_key
@@ -154,7 +155,7 @@ def grouped_rows(images: pd.DataFrame, rows: pd.DataFrame, by: GroupBy, chosen: 
     return images.assign(label=images["label"].astype(object).where(images["label"].notna(), UNLABELLED))
 
 
-class GroupTable:
+class GroupTable(GroupSums):
     """Running sums per group of one row per image: `summarize`'s table, in memory that grows with the groups."""
 
     MEANS = {  # table column -> the per-image column it averages (NaN / NA left out)
@@ -168,30 +169,15 @@ class GroupTable:
     }
 
     def __init__(self, key: str):
-        self.key = key
-        self.sums = pd.DataFrame()
-
-    def add(self, images: pd.DataFrame) -> None:
-        grouped = images.dropna(subset=[self.key]).assign(**{self.key: lambda f: f[self.key].astype(str)})
-        columns = {name: source for name, source in self.MEANS.items() if source in grouped.columns}
-        values = grouped[list(columns.values())].astype(float).set_axis(list(columns), axis=1)
-        values[self.key] = grouped[self.key].to_numpy()
-        by = values.groupby(self.key)
-        batch = pd.concat(
-            [by.size().rename("images"), by.sum().add_suffix(":sum"), by.count().add_suffix(":n")], axis=1
-        )
-        self.sums = batch if self.sums.empty else self.sums.add(batch, fill_value=0)
+        super().__init__(key, self.MEANS)
 
     def table(self, labelled: bool, annotated: bool) -> pd.DataFrame:
         wanted = ["mean_probability", *(["accuracy"] if labelled else []), "active_area", "border_energy", "entropy"]
         wanted += ["energy_in_gt", "pointing_acc"] if annotated else []
-        sums = self.sums
-        table = pd.DataFrame({"images": sums["images"].astype(int) if len(sums) else []}, index=sums.index)
+        table = pd.DataFrame({"images": self.sizes()}, index=self.sums.index)
         for name in wanted:
-            if f"{name}:sum" in sums.columns:
-                table[name] = sums[f"{name}:sum"] / sums[f"{name}:n"].where(sums[f"{name}:n"] > 0)
-            else:
-                table[name] = np.nan
+            mean = self.mean(name)
+            table[name] = np.nan if mean is None else mean
         table.index = table.index.astype(str)
         return table
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..report.schema import TRUST_NAMES
+from .group_sums import GroupSums
 from .options import Thresholds
 
 FLAGS = {  # flag name -> (its column in the table, the trust column it reads, its threshold in `Thresholds`)
@@ -25,11 +26,12 @@ FLAGS = {  # flag name -> (its column in the table, the trust column it reads, i
 
 
 class TrustSums:
-    """Running sums and counts of the trust columns per group of `key` and over the run (NaN / NA left out)."""
+    """Running sums and counts of the trust columns per group of `key` (`GroupSums`) and over the run, rows
+    without a group included (NaN / NA left out).
+    """
 
     def __init__(self, key: str):
-        self.key = key
-        self.sums = pd.DataFrame()  # index: the group as text; columns `<name>:sum` and `<name>:n`
+        self.groups = GroupSums(key, {name: name for name in TRUST_NAMES})
         self.total = dict.fromkeys(TRUST_NAMES, 0.0)
         self.count = dict.fromkeys(TRUST_NAMES, 0)
 
@@ -42,11 +44,7 @@ class TrustSums:
         for name in names:
             self.total[name] += float(values[name].sum())
             self.count[name] += int(values[name].notna().sum())
-        keyed = values[images[self.key].notna().to_numpy()]
-        groups = images.loc[keyed.index, self.key].astype(str).to_numpy()
-        by = keyed.groupby(groups)
-        batch = pd.concat([by.sum().add_suffix(":sum"), by.count().add_suffix(":n")], axis=1)
-        self.sums = batch if self.sums.empty else self.sums.add(batch, fill_value=0)
+        self.groups.add(images)
 
     @property
     def present(self) -> list[str]:
@@ -58,12 +56,10 @@ class TrustSums:
         columns (False where their column is absent or the group has no value); and the run's means,
         `mean_<column>`.
         """
-        index = self.sums.index.astype(str) if groups is None else groups
+        index = self.groups.groups if groups is None else groups
         table = pd.DataFrame(index=index)
-        sums = self.sums.reindex(index)
         for name in self.present:
-            counted = sums[f"{name}:n"]
-            table[name] = (sums[f"{name}:sum"] / counted.where(counted > 0)).astype(float)
+            table[name] = self.groups.mean(name, index)
         for flag, source, threshold in FLAGS.values():
             table[flag] = (table[source] >= getattr(thresholds, threshold)) if source in self.present else False
         return table, {f"mean_{name}": self.total[name] / self.count[name] for name in self.present}

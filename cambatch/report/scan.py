@@ -149,8 +149,8 @@ class ReportScan(ReportFiles):
     def names(self) -> ImageNames:
         """How the run named its images' output folders (`reader.image_names`: every image of the report, failed
         ones too), decided in a pass over the image keys: a 64-bit hash of each image's key and of what a
-        case-insensitive disk sees of it (`layout.clash_key`) is kept (16 bytes an image), and only the images
-        whose folded hash repeats are read again by name.
+        case-insensitive disk sees of it (`layout.folded_paths`, `clash_key`'s rule in Arrow) is kept (16 bytes
+        an image), and only the images whose folded hash repeats are read again by name.
         """
         roots: set[str] = set()
         pairs = []
