@@ -130,6 +130,11 @@ def keys_of_the_path_alone() -> Iterator[None]:
     input_root is a fresh tmp folder each session, so its keys, the images each half holds and the figures
     measured on them would change from session to session (the moving class's reliance ratio ranged to 1.50).
     """
+    # The commands import IDENTITY by name for the columns they read: import them before it is patched, or one
+    # first imported in here would read no input_root at all.
+    import cambatch.bias.reliance  # noqa: F401
+    import cambatch.bias.slices  # noqa: F401
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sampling, "IDENTITY", ("path",))
         yield
