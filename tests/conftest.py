@@ -302,6 +302,9 @@ SLOW_TESTS = {
     "test_methods_registry.py::test_cam_refusal_stays_and_auto_falls_back_to_gradcam": "mobilenet_v3_small",
     "test_model_checkpoints.py::test_trusted_whole_model_and_torchscript_checkpoints": "resnet18 through the CLI",
     "test_imports.py::test_importing_the_model_side_does_load_torch": "a fresh interpreter importing torch",
+    "test_imports.py::test_the_default_model_builds_without_timm_or_torchvision": (
+        "a fresh interpreter importing torch and building the default model"
+    ),
     "test_model_runtime.py::test_a_signal_after_an_openvino_run_is_handled_not_a_crash": (
         "a fresh interpreter converting a network to OpenVINO"
     ),

@@ -62,6 +62,15 @@ def test_importing_the_model_side_does_load_torch():
     assert fresh_interpreter(code) == "True"
 
 
+def test_the_default_model_builds_without_timm_or_torchvision():
+    """A default run pays for torch alone: timm would import torchvision, and torchvision torch._dynamo."""
+    code = (
+        "import sys; from cambatch.model.build import load_model; model = load_model();"
+        "print(model.class_names[285], sorted(m for m in ('torchvision', 'timm', 'torch._dynamo') if m in sys.modules))"
+    )
+    assert fresh_interpreter(code) == "Egyptian cat []"
+
+
 def test_shortcuts_overlays_and_the_gallery_with_maps_run_without_torch(tmp_path, stamped_run_without_overlays):
     """On a real report with maps: mean maps, clusters, re-rendered overlays and the mean-map gallery."""
     out = copy_run(stamped_run_without_overlays[0], tmp_path / "out")

