@@ -35,7 +35,7 @@ def build(name: str, weights: str | None, device: str):
     network = model.network.eval().to(device)
     names = {id(m): n for n, m in network.named_modules() if n}
     features = model.features
-    if isinstance(features, ForwardFeatures):  # timm: the last child before pooling and head
+    if isinstance(features, ForwardFeatures):  # forward_features (timm, the default): the last child before the head
         skip = (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Linear, nn.Identity)
         children = [
             (n, m)
