@@ -23,6 +23,7 @@ reader counts, and a rerun redoes those images.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import pickle
 import secrets
@@ -53,6 +54,9 @@ from .writer import ImageWriter
 # the decode into the CAM actors, where it would run in turn with the model instead of beside it.
 DECODE_CPUS = 0.5
 PUBLISH_TIMEOUT_S = 120.0
+SETTLE_TIMEOUT_S = 30.0
+# Ray Data's threads that its executor's shutdown asks to end, with a join of 2 s (names as Ray 2.60 gives them).
+RAY_DATA_THREADS = ("StreamingExecutor-", "ray-data-metadata-prefetch")
 # Batches an actor takes at once (threads): one on the device while the other's overlays are written,
 # the overlap the plain engine gets from its writer threads.
 BATCHES_PER_ACTOR = 2  # for the retired actors' last parts
@@ -102,7 +106,26 @@ def connected(config: RunConfig):
     try:
         yield ray
     finally:
+        settle()
         ray.shutdown()
+
+
+def settle(timeout: float = SETTLE_TIMEOUT_S) -> None:
+    """Let Ray Data's executor threads end, and Ray's objects in reference cycles go, while Ray is still up.
+
+    A thread that calls into Ray after `ray.shutdown()` ends the process at once: exit 1 and "The core
+    worker has already been shutdown" instead of an interrupted run's 130 and its summary. That was
+    seen once in a full test suite, from a thread other than the main one, 34 ms after the shutdown
+    (the driver's Ray log does not say which). Two kinds of thread can still call into Ray then, and
+    this ends both before the shutdown: an executor thread that outlived the 2 s its executor waits
+    for it (a loaded machine), and a collection that frees Ray's objects (Ray runs `gc.collect` on a
+    thread of its own when its core worker asks).
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith(RAY_DATA_THREADS):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    gc.collect()
 
 
 def driver_config(config: RunConfig) -> RunConfig:
