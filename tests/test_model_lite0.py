@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+
 import pytest
 import timm
 import torch
 from conftest import PHOTOS
-from PIL import Image
+from methods_support import normalized_batch
 
 from cambatch.model.build import load_model
 from cambatch.model.lite0 import EfficientNetLite0
@@ -22,9 +23,9 @@ def pair(default_model):
     return reference, default_model.network
 
 
-def photos(size: int) -> torch.Tensor:
-    pictures = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in PHOTOS]
-    return (torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+def photos(model, size: int) -> torch.Tensor:
+    """The sample photos resized to `size` and normalized as the default model's inputs."""
+    return normalized_batch(dataclasses.replace(model, input_size=size), [p.name for p in PHOTOS])
 
 
 def test_its_state_dict_is_timms_key_for_key():
@@ -34,9 +35,9 @@ def test_its_state_dict_is_timms_key_for_key():
 
 
 @pytest.mark.parametrize("size", [224, 255])  # 255: an odd side, where 'same' padding puts the odd pixel last
-def test_it_gives_timms_features_and_logits_on_the_sample_photos(pair, size):
+def test_it_gives_timms_features_and_logits_on_the_sample_photos(pair, default_model, size):
     reference, ours = pair
-    x = photos(size)
+    x = photos(default_model, size)
     with torch.inference_mode():
         torch.testing.assert_close(ours.forward_features(x), reference.forward_features(x), rtol=0, atol=1e-5)
         logits = ours(x)
@@ -46,13 +47,12 @@ def test_it_gives_timms_features_and_logits_on_the_sample_photos(pair, size):
         assert top1["chelsea"] in {281, 282, 285} and top1["coffee"] in {504, 967, 968}
 
 
-def test_a_timm_checkpoint_loads_as_the_default_models_weights(pair, tmp_path):
-    reference, _ = pair
+def test_a_timm_checkpoint_loads_as_the_default_models_weights(default_model, tmp_path):
     torch.manual_seed(3)
     fine_tuned = timm.create_model("tf_efficientnet_lite0", num_classes=5).eval()
     torch.save(fine_tuned.state_dict(), tmp_path / "lite0-5.pt")
     model = load_model("efficientnet_lite0", str(tmp_path / "lite0-5.pt"), num_classes=5)
-    x = photos(224)[:2]
+    x = photos(default_model, 224)[:2]
     with torch.inference_mode():
         torch.testing.assert_close(model.network(x), fine_tuned(x), rtol=0, atol=1e-5)
     assert model.feature_layer == "forward_features" and model.head is model.network.classifier

@@ -110,7 +110,6 @@ class EfficientNetLite0(nn.Module):
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()
-        self.num_classes = num_classes
         self.conv_stem = _conv(3, STEM_CHANNELS, 3, 2)
         self.bn1 = BatchNormAct2d(STEM_CHANNELS, act=True)
         stages, cin = [], STEM_CHANNELS
