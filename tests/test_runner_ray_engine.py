@@ -60,6 +60,19 @@ def ray_address(s3_server):
     ray.shutdown()
 
 
+def driver_after_two_parts(args: list[str], out: Path, *, timeout: float) -> subprocess.Popen:
+    """`cambatch run ARGS` in a subprocess, returned once its report holds two published parts (mid-run)."""
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "cambatch", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + timeout
+    while len(published_parts(out / "report")) < 2:
+        assert driver.poll() is None, driver.communicate()
+        assert time.monotonic() < deadline, "no part was published in time"
+        time.sleep(0.05)
+    return driver
+
+
 def _rows(out: Path) -> pd.DataFrame:
     return pd.read_parquet(out / "report").sort_values(["path", "rank"]).reset_index(drop=True)
 
@@ -107,17 +120,7 @@ def test_a_driver_killed_with_sigkill_then_a_rerun_gives_every_image_exactly_onc
     out = tmp_path / "out"
     args = [str(tmp_path / "photos"), "--out", str(out), "--engine", "ray", "--images-per-part", "2"]
     args += ["--batch-size", "2", "--topk", "2", "--quiet"]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "cambatch", "run", *args, "--ray-address", ray_address],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while len(published_parts(out / "report")) < 2:
-        assert driver.poll() is None, driver.communicate()
-        assert time.monotonic() < deadline, "no part was published in time"
-        time.sleep(0.05)
+    driver = driver_after_two_parts([*args, "--ray-address", ray_address], out, timeout=120)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     first = pd.read_parquet(out / "report")
@@ -192,14 +195,7 @@ def test_a_quiet_run_interrupted_by_sigint_prints_only_its_summary_and_records_w
     out = tmp_path / "out"
     args = [str(tmp_path / "photos"), "--out", str(out), "--engine", "ray", "--images-per-part", "2"]
     args += ["--batch-size", "2", "--topk", "2", "--quiet", "--ray-address", ray_address]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "cambatch", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 300
-    while len(published_parts(out / "report")) < 2:
-        assert driver.poll() is None, driver.communicate()
-        assert time.monotonic() < deadline, "no part was published in time"
-        time.sleep(0.05)
+    driver = driver_after_two_parts(args, out, timeout=300)
     driver.send_signal(signal.SIGINT)
     stdout, stderr = driver.communicate(timeout=300)
     assert driver.returncode == 130, stderr
