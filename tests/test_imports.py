@@ -36,9 +36,29 @@ def test_the_cli_and_the_run_options_load_without_torch_or_pandas():
     code = (
         "import sys, cambatch, cambatch.cli, cambatch.config, cambatch.methods, cambatch.layout;"
         "cambatch.config.RunConfig.create('photos', 'out', topk=5);"
-        "print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'pandas', 'pyarrow', 'cv2') if m in sys.modules))"
     )
     assert fresh_interpreter(code) == "[]"
+
+
+def test_opencv_is_imported_when_an_overlay_is_drawn_and_not_before():
+    """`cambatch --help` and the renderer's import skip OpenCV's (about 0.1 s); the first overlay pays it."""
+    code = """
+import sys
+from cambatch.cli import main
+sys.argv = ["cambatch", "--help"]
+try:
+    main()
+except SystemExit:
+    pass
+import numpy as np
+from PIL import Image
+from cambatch.render.overlay import overlay
+before = "cv2" in sys.modules
+overlay(Image.new("RGB", (40, 30)), np.zeros((7, 7), np.uint8), colormap="jet", alpha=0.5)
+print(before, "cv2" in sys.modules)
+"""
+    assert fresh_interpreter(code).splitlines()[-1] == "False True"
 
 
 def test_rays_decode_tasks_run_without_torch(tmp_path):

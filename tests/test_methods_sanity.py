@@ -1,7 +1,7 @@
 """`cambatch.methods.sanity`: the model parameter randomisation test and RandomLogit, against Quantus 0.6.
 
 Quantus is not a dev dependency (it pulls opencv-python, which clashes with the opencv-python-headless
-the dev extra installs): the tests that call it are skipped without it (`pip install --no-deps
+cambatch installs): the tests that call it are skipped without it (`pip install --no-deps
 quantus==0.6.0 scikit-image cachetools` runs them). The others check the same formulas against scipy
 and a direct port of scikit-image's SSIM, and the randomisation against Quantus's loop written out.
 """
