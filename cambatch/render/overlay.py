@@ -17,10 +17,7 @@ def overlay(photo: Image.Image, display_map: np.ndarray, *, colormap: str, alpha
     """Upsample a uint8 display map [h, w] bilinearly to the photo's size, colour it, blend it."""
     heat = _upsampled(display_map, photo.size)
     heat.putpalette(palette(colormap))
-    # PIL for the palette and the blend, as before. cv2.applyColorMap and cv2.addWeighted are faster alone (0.19
-    # and 0.19 against 0.22 and 0.52 ms, 735 x 551), but the photo comes in and the overlay goes out as PIL
-    # images, and the copies to and from arrays take that back: over the 256 photos of the benchmark the two
-    # ways came within 7 % of each other, the faster changing from run to run.
+    # PIL's palette and blend: OpenCV's, with the copies between PIL images and arrays, were no faster.
     return Image.blend(photo, heat.convert("RGB"), alpha)
 
 
@@ -28,25 +25,13 @@ def _upsampled(display_map: np.ndarray, size: tuple[int, int]) -> Image.Image:
     """The map at `size` (width, height), bilinear with pixel centres aligned, as PIL's BILINEAR makes it, as an
     "L" image.
 
-    PIL resizes in two passes, across then down, rounded to uint8 between them. The first pass, over the map's
-    few rows, stays PIL's; the second, which makes every pixel, is OpenCV's INTER_LINEAR on float32, rounded:
-    0.17 against 0.69 ms for 7 x 7 to 735 x 551. The two agree but where the bilinear value falls on a half,
-    or within float32's error of one, and PIL's 22-bit coefficients break the tie their own way: one grey
-    level, on 0.1 % of the pixels of 7 x 7 maps over photos capped at 1024 (1.3 % at most on one photo). A
-    pixel one level off is one palette entry off, so the overlay moves there by up to alpha x the palette's
-    largest step (`tests/test_render_overlay.py`). Not OpenCV's uint8 INTER_LINEAR, though faster (0.12 ms):
-    its fixed-point pass truncates, so it is darker than the exact value by 0.1 level on average and 13 % of
-    its pixels differ from PIL's, which moves the golden run's overlay thumbnails.
-
-    Shrinking an axis, PIL's BILINEAR widens its filter (antialiasing) and INTER_LINEAR does not (nor is
-    INTER_AREA close: up to 65 levels apart on random maps), so a map larger than its photo keeps PIL's resize.
-
-    OpenCV's thread count is left as it is (one thread a core by default): it is the whole process's setting,
-    not this module's to change, and one thread bought too little to ask for it. Two nice-19 writer threads
-    drawing overlays and JPEGs on 2 cores beside a 1-thread torch loop (6 paired runs): 2.06 against 2.11 ms
-    an overlay and 139 against 136 loop iterations/s, medians, each within the runs' spread (2.0-2.2 ms,
-    132-143/s). The pool's threads are created by its first caller (in a CPU run a writer, at nice 19) and
-    keep that priority, so they never outrank the forward.
+    PIL resizes in two passes, across then down. The first, over the map's few rows, stays PIL's; the
+    second, which makes every pixel, is OpenCV's INTER_LINEAR on float32, rounded (4x faster). They differ
+    only where the value is a rounding tie that PIL's fixed-point coefficients break their own way: one
+    level on about 0.1 % of the pixels (`tests/test_render_overlay.py`). Not OpenCV's uint8 INTER_LINEAR:
+    its fixed-point pass truncates, a darker map. Shrinking, PIL's filter widens (antialiasing) and
+    OpenCV's does not, so a map larger than its photo keeps PIL's resize. OpenCV's thread count is the
+    process's, left as it is (one thread measured no better beside the writers).
     """
     width, height = size
     rows, columns = display_map.shape

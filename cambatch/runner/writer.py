@@ -111,14 +111,14 @@ class ImageWriter:
         photo = Image.fromarray(sample.photo.numpy())
         paths = []
         folder = self.names.folder(str(source.input_root), source.rel)
+        if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.layout.root))
         for k, (name, rank) in enumerate(zip(names, ranks, strict=True)):
             rel = self.layout.overlay_rel(
                 folder, name, rank if self.named_by_rank else None, class_index=int(one.class_index[0][k])
             )
             target = self.layout.root / rel
-            if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.layout.root))
-            if k == 0:  # an image's overlays share one folder
+            if k == 0:  # an image's overlays share one folder (once it is made, a vanished OUT fails the save)
                 _image_folder(target.parent)
             _save_atomically(overlay(photo, one.display[0, k], colormap=self.colormap, alpha=self.alpha), target)
             paths.append(rel)
