@@ -23,7 +23,8 @@ the machine's load hits them alike):
   conversion found and loaded) of a `cambatch run` process, timed inside one;
 - scorecam: whole `cambatch run --method scorecam` processes on S photos, per runtime;
 - peers: the whole `cambatch run` process on the N photos against torchcam's CAM loop on the same
-  photos (and, with --gradcam-images M, pytorch-grad-cam's GradCAM loop on the first M);
+  photos (and, with --gradcam-images M, pytorch-grad-cam's GradCAM loop on the first M), R times
+  interleaved, medians;
 - peak RSS of `cambatch run` (the process and its decoding workers) on 10x the N photos vs 1x;
 - wall time of `cambatch --help` and `cambatch --version`.
 
@@ -121,8 +122,7 @@ def main() -> None:
         rows += scorecam_rows(full, work, args, runtimes, results)
 
     if not args.skip_peers:
-        walls = {runtime: steady[runtime]["overlays"]["wall_n"] for runtime in runtimes}
-        rows += peer_rows(half, work, args, device, walls, n, results)
+        rows += peer_rows(half, work, args, device, runtimes, n, results)
 
     if not args.skip_rss:
         runtime = runtimes[-1]
@@ -519,40 +519,52 @@ def scorecam_rows(full: Path, work: Path, args, runtimes: list[str], results: di
     ]
 
 
-def peer_rows(folder: Path, work: Path, args, device, walls: dict, n: int, results: dict) -> list:
-    rows = [
-        (f"whole process, {n} photos: `cambatch run`, {named(runtime, results)}", f"{wall:.1f} s", rate(n / wall))
-        for runtime, wall in walls.items()
-    ]
-    peers = [("torchcam CAM loop", "torchcam_loop.py", folder, n, walls, 2.5)]
+def peer_rows(folder: Path, work: Path, args, device, runtimes: list[str], n: int, results: dict) -> list:
+    """Whole processes of each peer and of `cambatch run` (each runtime) on the same photos, interleaved R times:
+    the medians and their ratio (one run of each swung the ratio by 15 % on a 2-core VM).
+    """
+    peers = [("torchcam CAM loop", "torchcam_loop.py", folder, n, 2.5)]
     if args.gradcam_images:
         m = min(args.gradcam_images, n)
-        first = subset(folder, work / f"first{m}", m)
-        mine = {
-            rt: timed_process(cambatch_cmd(first, work / "proc_gradcam_cb", args, True, rt))["wall_s"] for rt in walls
-        }
-        rows += [
-            (f"whole process, {m} photos: `cambatch run`, {named(rt, results)}", f"{wall:.1f} s", rate(m / wall))
-            for rt, wall in mine.items()
-        ]
-        peers.append(("pytorch-grad-cam GradCAM loop", "gradcam_loop.py", first, m, mine, 8))
-    for name, script, images, count, mine, target in peers:
+        peers.append(("pytorch-grad-cam GradCAM loop", "gradcam_loop.py", subset(folder, work / f"first{m}", m), m, 8))
+    rows = []
+    for name, script, images, count, target in peers:
         cmd = [sys.executable, str(HERE / "peers" / script), str(images), str(work / f"proc_{script[:-3]}")]
         cmd += peer_model_args(args, device)
-        peer = timed_process(cmd)
-        if peer["rc"] != 0:
-            rows.append(
-                (f"whole process, {count} photos: {name}", "failed", peer["stderr_tail"][-120:].replace("\n", " "))
-            )
+        theirs, mine = [], {runtime: [] for runtime in runtimes}
+        for _ in range(args.repeats):
+            peer = timed_process(cmd)
+            if peer["rc"] != 0:
+                tail = peer["stderr_tail"][-120:].replace("\n", " ")
+                rows.append((f"whole process, {count} photos: {name}", "failed", tail))
+                break
+            theirs.append(peer["wall_s"])
+            for runtime in runtimes:
+                process = timed_process(cambatch_cmd(images, work / "proc_peer_cb", args, True, runtime))
+                mine[runtime].append(process["wall_s"])
+        if len(theirs) < args.repeats:
             continue
-        ratios = {rt: peer["wall_s"] / wall for rt, wall in mine.items()}
+        medians = {runtime: statistics.median(walls) for runtime, walls in mine.items()}
+        for runtime, walls in mine.items():
+            label = f"whole process, {count} photos: `cambatch run`, {named(runtime, results)}"
+            rows.append((label, f"{medians[runtime]:.1f} s ({_walls(walls)})", rate(count / medians[runtime])))
+        peer_wall = statistics.median(theirs)
+        ratios = {runtime: peer_wall / wall for runtime, wall in medians.items()}
         shown = "; ".join(f"{named(rt, results)} {r:.2f}x faster" for rt, r in ratios.items())
         rows.append(
-            (f"whole process, {count} photos: {name}", f"{peer['wall_s']:.1f} s", f"{shown} (target >= {target}x)")
+            (
+                f"whole process, {count} photos: {name}, median of {args.repeats} beside `cambatch run`",
+                f"{peer_wall:.1f} s ({_walls(theirs)})",
+                f"{shown} (target >= {target}x)",
+            )
         )
-        results[script[:-3]] = {"wall_s": peer["wall_s"], "ratios": ratios}
+        results[script[:-3]] = {"wall_s": theirs, "cambatch_wall_s": mine, "ratios": ratios}
         log(f"{name}: {ratios}; load {sample_load()}")
     return rows
+
+
+def _walls(walls: list[float]) -> str:
+    return ", ".join(f"{wall:.1f}" for wall in walls)
 
 
 def start_up(folder: Path, args, runtime: str) -> dict:
