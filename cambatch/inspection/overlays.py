@@ -33,7 +33,7 @@ from ..render.colormaps import COLORMAPS
 from ..render.overlay import JPEG_QUALITY, display_map, overlay
 from ..report.reader import image_ids, image_key, image_names, load_report, map_stack
 
-THREADS = 4  # PIL's resize, blend and JPEG encode free the GIL
+THREADS = 4  # the upsample and the JPEG encode free the GIL (PIL's blend keeps it)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Colour a map and blend it over its photo: OpenCV's upsample, PIL's palette and blend (C code that frees the GIL).
+"""Colour a map and blend it over its photo: OpenCV's upsample, PIL's palette and blend (C code; the blend keeps the
+GIL, the upsample and the JPEG encode free it).
 
 Torch-free; OpenCV is imported when the first overlay is drawn.
 """
