@@ -68,3 +68,38 @@ def test_collate_stacks_samples_and_carries_failures():
     assert [f.index for f in batch.failures] == [1]
     empty = collate([Failure(0, "bad")])
     assert empty.pixels.shape == (0,) and empty.pixels.dtype == torch.uint8 and not empty.samples
+
+
+def test_collate_drops_each_samples_pixels_once_stacked():
+    batch = collate([Sample(i, torch.full((3, 4, 4), i, dtype=torch.uint8), None, 4, 4) for i in (0, 1)])
+    assert [s.pixels for s in batch.samples] == [None, None] and batch.pixels.shape == (2, 3, 4, 4)
+
+
+def test_a_batch_crosses_processes_as_two_shared_tensors(monkeypatch):
+    """As a loader worker sends it (torch's reductions, file-descriptor sharing): the pixels and one buffer of
+    every photo, each a socket handshake on the receiving side; the photos come back as views of that buffer."""
+    import io
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing.reductions as reductions
+
+    rng = np.random.default_rng(0)
+    photos = [torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8)) for shape in ((5, 7, 3), (3, 2, 3))]
+    items = [Sample(0, torch.zeros(3, 4, 4, dtype=torch.uint8), photos[0], 7, 5), Failure(1, "bad")]
+    items += [Sample(2, torch.ones(3, 4, 4, dtype=torch.uint8), None, 4, 4)]
+    items += [Sample(3, torch.full((3, 4, 4), 3, dtype=torch.uint8), photos[1], 2, 3)]
+    batch = collate(items)
+    buffer = io.BytesIO()
+    ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(batch)
+    rebuilt = []
+    rebuild = reductions.rebuild_storage_fd
+    monkeypatch.setattr(reductions, "rebuild_storage_fd", lambda *a: rebuilt.append(a) or rebuild(*a))
+    back = pickle.loads(buffer.getvalue())
+    assert torch.multiprocessing.get_sharing_strategy() != "file_descriptor" or len(rebuilt) == 2
+    assert torch.equal(back.pixels, batch.pixels) and [f.index for f in back.failures] == [1]
+    assert [s.index for s in back.samples] == [0, 2, 3] and back.samples[1].photo is None
+    assert torch.equal(back.samples[0].photo, photos[0]) and torch.equal(back.samples[2].photo, photos[1])
+    storage = back.samples[0].photo.untyped_storage().data_ptr()
+    assert back.samples[2].photo.untyped_storage().data_ptr() == storage
+    assert batch.samples[0].photo is not None  # the sender's batch is left whole

@@ -52,10 +52,9 @@ try:
 except SystemExit:
     pass
 import numpy as np
-from PIL import Image
 from cambatch.render.overlay import overlay
 before = "cv2" in sys.modules
-overlay(Image.new("RGB", (40, 30)), np.zeros((7, 7), np.uint8), colormap="jet", alpha=0.5)
+overlay(np.zeros((30, 40, 3), np.uint8), np.zeros((7, 7), np.uint8), colormap="jet", alpha=0.5)
 print(before, "cv2" in sys.modules)
 """
     assert fresh_interpreter(code).splitlines()[-1] == "False True"

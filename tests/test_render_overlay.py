@@ -1,4 +1,5 @@
-"""`cambatch.render.overlay`: the map upsampled to the photo's size, coloured and blended over it."""
+"""`cambatch.render.overlay`: the map upsampled to the photo's size, coloured and blended over it, against the PIL
+pipeline (BILINEAR resize, palette, `Image.blend`) that drew every overlay before."""
 
 from __future__ import annotations
 
@@ -12,21 +13,28 @@ from cambatch.render.colormaps import COLORMAPS, palette
 from cambatch.render.overlay import overlay
 
 
-def photo(width: int = 37, height: int = 23) -> Image.Image:
+def photo(width: int = 37, height: int = 23) -> np.ndarray:
     rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
 def test_overlay_has_the_photos_size_and_mode():
     picture = photo(37, 23)
     result = overlay(picture, np.zeros((7, 7), np.uint8), colormap="jet", alpha=0.5)
-    assert result.size == (37, 23) and result.mode == "RGB"
+    assert result.shape == (23, 37, 3) and result.dtype == np.uint8
+
+
+def test_a_read_only_photo_is_drawn_on_and_left_as_it_was():
+    picture = np.asarray(Image.fromarray(photo()))  # PIL's array view: read-only
+    before = picture.copy()
+    overlay(picture, np.full((7, 7), 255, np.uint8), colormap="jet", alpha=0.5)
+    np.testing.assert_array_equal(picture, before)
 
 
 def test_alpha_zero_gives_the_photo_back():
     picture = photo()
     heat = np.arange(49, dtype=np.uint8).reshape(7, 7) * 5
-    np.testing.assert_array_equal(np.asarray(overlay(picture, heat, colormap="jet", alpha=0.0)), np.asarray(picture))
+    np.testing.assert_array_equal(overlay(picture, heat, colormap="jet", alpha=0.0), picture)
 
 
 @pytest.mark.parametrize("colormap", ["jet", "viridis"])
@@ -49,10 +57,25 @@ def test_the_map_is_laid_over_the_photo_the_right_way_round():
     # A 2 x 4 map (rows x columns), hot in its left column only, over a wide photo.
     heat = np.zeros((2, 4), np.uint8)
     heat[:, 0] = 255
-    result = np.asarray(overlay(Image.new("RGB", (80, 40)), heat, colormap="jet", alpha=1.0), dtype=int)
+    result = overlay(np.zeros((40, 80, 3), np.uint8), heat, colormap="jet", alpha=1.0).astype(int)
     redness = result[..., 0] - result[..., 2]
     assert redness[:, :10].mean() > 50 and redness[:, -20:].mean() < 0  # hot left, cold right
     np.testing.assert_array_equal(result[0], result[-1])  # the same down every column
+
+
+@pytest.mark.parametrize("colormap", COLORMAPS)
+def test_the_blend_is_pils(colormap):
+    """A map at the photo's own size is not resampled, so only the blend can differ: none at alphas whose
+    float sums are exact (0.5, the default, among them), one level on a few pixels at the others."""
+    rng = np.random.default_rng(3)
+    picture, heat = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), rng.integers(0, 256, (60, 80), np.uint8)
+    for alpha in (0.0, 0.25, 0.5, 0.75, 1.0, 0.3, 0.6):
+        difference = overlay(picture, heat, colormap=colormap, alpha=alpha).astype(int) - pil_overlay(
+            picture, heat, colormap=colormap, alpha=alpha
+        )
+        if alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
+            assert not difference.any(), alpha
+        assert np.abs(difference).max() <= 1 and np.count_nonzero(difference) / difference.size < 0.05, alpha
 
 
 # Against the PIL pipeline that drew every overlay before OpenCV upsampled the map. Maps are random (the
@@ -64,19 +87,20 @@ PHOTO_SIZES = [(735, 551), (1024, 683), (224, 224), (101, 7), (5, 300), (64, 64)
 CASES = [(shape, size) for shape in MAP_SHAPES for size in PHOTO_SIZES]
 
 
-def pil_overlay(picture: Image.Image, heat: np.ndarray, *, colormap: str, alpha: float) -> Image.Image:
+def pil_overlay(picture: np.ndarray, heat: np.ndarray, *, colormap: str, alpha: float) -> np.ndarray:
     """The oracle: the overlay as PIL alone drew it (BILINEAR resize, palette, blend)."""
-    upsampled = Image.fromarray(heat, mode="L").resize(picture.size, Image.BILINEAR)
+    background = Image.fromarray(picture)
+    upsampled = Image.fromarray(heat, mode="L").resize(background.size, Image.BILINEAR)
     upsampled.putpalette(palette(colormap))
-    return Image.blend(picture, upsampled.convert("RGB"), alpha)
+    return np.asarray(Image.blend(background, upsampled.convert("RGB"), alpha))
 
 
-def random_case(shape: tuple[int, int], size: tuple[int, int]) -> tuple[Image.Image, np.ndarray]:
+def random_case(shape: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng([*shape, *size])
     return photo(*size), rng.integers(0, 256, shape, dtype=np.uint8)
 
 
-def palette_index(picture: Image.Image, colormap: str) -> np.ndarray:
+def palette_index(picture: np.ndarray, colormap: str) -> np.ndarray:
     """The palette entry each pixel of an alpha = 1 overlay shows (jet, the default: its 256 colours are distinct)."""
     colours = np.asarray(palette(colormap), dtype=np.int64).reshape(256, 3) @ [65536, 256, 1]
     assert len(np.unique(colours)) == 256

@@ -51,16 +51,16 @@ def overlay_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def overlay_background(path: Path | bytes, decoded: Decoded, *, max_side: int) -> Image.Image:
-    """The overlay background at overlay size, from the model's decode of `path` (a file, or the
-    image's bytes as a source's reader fetched them); a JPEG decoded
-    too small for it is decoded again, larger. `run`'s loader and `cambatch overlays` both draw on it.
+def overlay_background(path: Path | bytes, decoded: Decoded, *, max_side: int) -> np.ndarray:
+    """The overlay background at overlay size, uint8 RGB [H, W, 3] (a new array), from the model's decode of
+    `path` (a file, or the image's bytes as a source's reader fetched them); a JPEG decoded too small for it
+    is decoded again, larger. `run`'s loader and `cambatch overlays` both draw on it.
     """
     target = overlay_size(decoded.width, decoded.height, max_side)
     image = decoded.image
     if image.width < target[0] or image.height < target[1]:
         image = decode(path, min_size=lambda w, h: overlay_size(w, h, max_side)).image
-    return image if image.size == target else image.resize(target, Image.BILINEAR)
+    return np.array(image if image.size == target else image.resize(target, Image.BILINEAR), dtype=np.uint8)
 
 
 def decode(path: Path | bytes, min_size: Callable[[int, int], tuple[int, int]] | None = None) -> Decoded:

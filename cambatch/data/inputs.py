@@ -61,7 +61,7 @@ def prepare(data: bytes, prep: Preprocess) -> Prepared:
     size = prep.image_size
     resized = decoded.image.resize((size, size), RESAMPLING[prep.interpolation])
     pixels = np.ascontiguousarray(_as_array(resized).transpose(2, 0, 1))
-    photo = _as_array(overlay_background(data, decoded, max_side=prep.max_side)) if prep.overlays else None
+    photo = overlay_background(data, decoded, max_side=prep.max_side) if prep.overlays else None
     return Prepared(pixels, photo, decoded.width, decoded.height, decoded.orientation)
 
 

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -30,10 +29,10 @@ from ..data.decode import decode, model_decode_size, overlay_background
 from ..layout import ImageNames, OutputLayout, out_folder
 from ..names import name_key
 from ..render.colormaps import COLORMAPS
-from ..render.overlay import JPEG_QUALITY, display_map, overlay
+from ..render.overlay import JPEG_QUALITY, display_map, opencv_threads, overlay
 from ..report.reader import image_ids, image_key, image_names, load_report, map_stack
 
-THREADS = 4  # the upsample and the JPEG encode free the GIL (PIL's blend keeps it)
+THREADS = 4  # the overlay's OpenCV steps and the JPEG encode free the GIL
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ def render_overlays(
         names=image_names(df),
     )
     groups = [group for _, group in rows.groupby(["input_root", "path"], sort=True, observed=True)]
-    with ThreadPoolExecutor(THREADS) as pool:
+    with opencv_threads(1), ThreadPoolExecutor(THREADS) as pool:
         written = [path for paths in pool.map(style.render, groups) for path in paths]
     return RenderedOverlays(len(groups), len(written), written, time.perf_counter() - started)
 
@@ -167,9 +166,6 @@ class _Style:
         path = Path(first["input_root"]) / first["path"]
         decoded = decode(path, min_size=lambda w, h: model_decode_size(w, h, image_size=self.image_size))
         photo = overlay_background(path, decoded, max_side=self.max_side)  # as the run's loader makes it
-        # Through an array, as the run's loader hands photos over: the file's ICC profile, EXIF and
-        # Adobe markers must not ride along into the saved overlay (PIL copies `info` into the blend).
-        photo = Image.fromarray(np.asarray(photo))
         paths = []
         folder = self.names.folder(str(first["input_root"]), str(first["path"]))
         columns = (rows["class_name"], rows["rank"], rows["class_index"])
@@ -179,6 +175,6 @@ class _Style:
             target = self.layout.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             picture = overlay(photo, display_map(raw), colormap=self.colormap, alpha=self.alpha)
-            picture.save(target, quality=JPEG_QUALITY)
+            Image.fromarray(picture).save(target, quality=JPEG_QUALITY)
             paths.append(rel)
         return paths

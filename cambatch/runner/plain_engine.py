@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig
 from ..data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded
 from ..data.preprocess import ImageFiles, collate
+from ..render.overlay import opencv_threads
 from ..report.writer import ReportWriter
 from ..sources.discover import ImageSource
 from . import tuning
@@ -48,7 +49,8 @@ def execute(job: Job, stop) -> None:
         on_publish=job.staged.published if job.staged is not None else None,
     )
     try:
-        with tuning.torch_threads(job.stages.plan.threads):
+        opencv = opencv_threads(1) if job.config.output.overlays else nullcontext()  # overlays: parallel by image
+        with tuning.torch_threads(job.stages.plan.threads), opencv:
             _process(job, _loader(job.todo, job.config, job.stages), report=report, stop=stop)
         report.close()
     except BaseException:

@@ -108,7 +108,7 @@ class ImageWriter:
     ) -> list[str | None]:
         if sample.photo is None:
             return [None] * len(names)
-        photo = Image.fromarray(sample.photo.numpy())
+        photo = sample.photo.numpy()
         paths = []
         folder = self.names.folder(str(source.input_root), source.rel)
         if not self.layout.root.is_dir():  # OUT vanished: fail, never quietly recreate a part of it
@@ -169,11 +169,11 @@ def _image_folder(folder: Path) -> None:
             torn.unlink(missing_ok=True)
 
 
-def _save_atomically(picture: Image.Image, target) -> None:
+def _save_atomically(picture: np.ndarray, target) -> None:
     """Write under a dot-name, then rename: a killed run or a full disk never leaves a torn overlay in place."""
     temp = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
     try:
-        picture.save(temp, format="JPEG", quality=JPEG_QUALITY)
+        Image.fromarray(picture).save(temp, format="JPEG", quality=JPEG_QUALITY)
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
