@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from scipy import ndimage
 
 from cambatch.methods.normalize import display_maps
-from cambatch.methods.statistics import largest_component_box, map_statistics
+from cambatch.methods.statistics import GRID, component_labels, largest_component_box, map_statistics
 from cambatch.report.schema import STAT_NAMES
 
 
@@ -16,6 +18,23 @@ def test_box_is_the_largest_component():
     mask[0, 4:8, 4:8] = True  # small blob
     mask[0, 30:50, 10:40] = True  # large blob
     torch.testing.assert_close(largest_component_box(mask), torch.tensor([[10 / 64, 30 / 64, 40 / 64, 50 / 64]]))
+
+
+def test_the_components_are_scipys_8_connected_ones_each_labelled_by_its_largest_index():
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand(24, GRID, GRID, generator=generator) < torch.linspace(0.3, 0.7, 24)[:, None, None]
+    maps = torch.randn(24, 7, 7, generator=generator).cumsum(1).cumsum(2)  # smooth, as class maps are
+    grid = F.interpolate(maps[:, None], size=(GRID, GRID), mode="bilinear", align_corners=False)[:, 0]
+    thresholded = grid >= 0.2 * grid.amax((1, 2), keepdim=True)
+    edges = torch.stack([torch.zeros(GRID, GRID, dtype=torch.bool), torch.ones(GRID, GRID, dtype=torch.bool)])
+    masks = torch.cat([noise, thresholded, edges])
+    flat = np.arange(GRID * GRID).reshape(GRID, GRID)
+    for mask, mine in zip(masks.numpy(), component_labels(masks).numpy(), strict=True):
+        theirs, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        assert (mine[~mask] == 0).all()
+        for component in range(1, count + 1):
+            cells = theirs == component
+            assert (mine[cells] == flat[cells].max() + 1).all()  # one label per component, not shared: maxima differ
 
 
 def test_box_follows_a_winding_component():

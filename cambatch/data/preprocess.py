@@ -1,4 +1,6 @@
-"""Model inputs and overlay backgrounds as tensors, in loader workers: samples, failures carried as values, batches."""
+"""Model inputs and overlay backgrounds as tensors: samples, failures carried as values, batches (from the
+DataLoader's workers on a GPU, from `loader.DecodePool`'s on a CPU).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from torch.utils.data import Dataset
 
 from ..sources.discover import ImageSource
 from .inputs import Preprocess, failure_message, prepare
+from .loader import DecodedBatch
 
 
 @dataclass
@@ -77,3 +80,20 @@ def collate(items: list[Sample | Failure]) -> Batch:
     failures = [item for item in items if isinstance(item, Failure)]
     pixels = torch.stack([s.pixels for s in samples]) if samples else torch.empty(0, dtype=torch.uint8)
     return Batch(pixels, samples, failures)
+
+
+def as_batch(decoded: DecodedBatch) -> Batch:
+    """A `loader.DecodePool` batch as tensors, without a copy: they share the arrays' memory."""
+    samples = [
+        Sample(
+            image.index,
+            torch.from_numpy(image.pixels),
+            torch.from_numpy(image.photo) if image.photo is not None else None,
+            image.width,
+            image.height,
+            image.orientation,
+        )
+        for image in decoded.images
+    ]
+    failures = [Failure(index, error) for index, error in decoded.failures]
+    return Batch(torch.from_numpy(decoded.pixels), samples, failures)
