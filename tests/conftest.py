@@ -273,6 +273,9 @@ SLOW_TESTS = {
     ),
     "test_runner_pipeline.py::test_hostile_corpus": "two runs of the cambatch command over a generated corpus",
     "test_cli.py::test_whole_process_run_with_plain_progress_and_summary": "runs the cambatch command",
+    "test_runner_read_ahead.py::test_a_run_decodes_before_torch_is_imported_and_its_engine_goes_on_with_that_pool": (
+        "runs the default model in a fresh interpreter"
+    ),
     "test_cli.py::test_the_installed_command_runs_a_gradient_method": "runs the cambatch command",
     # models other than the default, built in the test
     "test_cli.py::test_a_timm_vit_runs_at_another_image_size_on_its_larger_patch_grid": "a timm ViT at 320 px",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import SAMPLES
+from conftest import PHOTOS, SAMPLES
 from inspecting_support import copy_run, synthesize_run
 
 HEAVY = ("torch", "torchvision", "timm")
@@ -75,9 +75,24 @@ print(columns["pixels"].shape, sorted(m for m in {HEAVY!r} if m in sys.modules))
     assert fresh_interpreter(code) == "(7, 3, 32, 32) []"
 
 
+def test_a_run_finds_its_images_and_starts_decoding_them_without_torch(tmp_path):
+    """The pipeline up to the model's build: its images found, the read-ahead's workers started and a batch
+    taken (`runner.read_ahead`), all while torch is still to be imported."""
+    code = f"""
+import sys
+from cambatch.config import RunConfig
+from cambatch.runner import pipeline, read_ahead
+from cambatch.runner.inputs import find_sources
+config = RunConfig.create([{str(SAMPLES)!r}], {str(tmp_path / "out")!r}, device="cpu", workers=1)
+with read_ahead.start(config, find_sources(config, config.out), config.out / "report") as pool:
+    print(next(iter(pool)).pixels.shape, sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    assert fresh_interpreter(code) == f"({min(8, len(PHOTOS))}, 3, 224, 224) []"  # a batch of 8 at most
+
+
 def test_importing_the_model_side_does_load_torch():
-    """The check above can fail: a run does import torch."""
-    code = "import sys, cambatch.runner.pipeline; print('torch' in sys.modules)"
+    """The checks above can fail: a run does import torch."""
+    code = "import sys, cambatch.runner.job; print('torch' in sys.modules)"
     assert fresh_interpreter(code) == "True"
 
 

@@ -35,7 +35,8 @@ from cambatch.data.preprocess import ImageFiles
 from cambatch.errors import UsageError
 from cambatch.report.parts import published_parts as parts
 from cambatch.report.parts import read_settings
-from cambatch.runner.job import build_stages, find_sources, new_run_id, preprocess, resolve_classes
+from cambatch.runner.inputs import find_sources
+from cambatch.runner.job import build_stages, new_run_id, preprocess, resolve_classes
 from cambatch.runner.pipeline import run
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}

@@ -26,7 +26,7 @@ CPU = torch.device("cpu")
 def plan(device, **given):
     """`tuning.plan` with nothing given but `given` (a run without --threads, --workers, ...)."""
     unset = {"overlays": True, "threads": None, "workers": None, "batch_size": None, "writer_threads": None}
-    return tuning_plan(device, **{**unset, **given})
+    return tuning_plan(device.type, **{**unset, **given})
 
 
 @pytest.mark.parametrize("cores", [1, 2, 4, 16, 64])

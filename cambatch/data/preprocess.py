@@ -1,4 +1,6 @@
-"""Model inputs and overlay backgrounds as tensors, in loader workers: samples, failures carried as values, batches."""
+"""Model inputs and overlay backgrounds as tensors: samples, failures carried as values, batches (from the
+DataLoader's workers on a GPU, from `loader.DecodePool`'s on a CPU).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from torch.utils.data import Dataset
 
 from ..sources.discover import ImageSource
 from .inputs import Preprocess, failure_message, prepare
+from .loader import DecodedBatch
 
 
 @dataclass
@@ -36,10 +39,11 @@ class Failure:
 class Batch:
     """What the loader hands to the model: good images stacked, failures carried alongside.
 
-    From a loader worker to the main process a batch travels as two shared-memory tensors, its pixels and
-    one buffer of all its photos, not one per image: each tensor costs the main process a socket handshake
-    with the worker (torch's file-descriptor sharing), and at 17 a batch those waits took 0.45 s of the main
-    thread's 4.3 s on 256 photos.
+    From a DataLoader worker (a GPU run's, or a CPU run's where `loader.DecodePool` is not available) to the
+    main process a batch travels as two shared-memory tensors, its pixels and one buffer of all its photos,
+    not one per image: each tensor costs the main process a socket handshake with the worker (torch's
+    file-descriptor sharing), and at 17 a batch those waits took 0.45 s of the main thread's 4.3 s on 256
+    photos.
     """
 
     pixels: torch.Tensor  # uint8 [B, 3, S, S], B = len(samples)
@@ -103,3 +107,20 @@ def collate(items: list[Sample | Failure]) -> Batch:
     failures = [item for item in items if isinstance(item, Failure)]
     pixels = torch.stack([s.pixels for s in samples]) if samples else torch.empty(0, dtype=torch.uint8)
     return Batch(pixels, [replace(s, pixels=None) for s in samples], failures)
+
+
+def as_batch(decoded: DecodedBatch) -> Batch:
+    """A `loader.DecodePool` batch as tensors, without a copy: they share the arrays' memory."""
+    samples = [
+        Sample(
+            image.index,
+            None,  # the batch's pixels hold it, as `collate` leaves it
+            torch.from_numpy(image.photo) if image.photo is not None else None,
+            image.width,
+            image.height,
+            image.orientation,
+        )
+        for image in decoded.images
+    ]
+    failures = [Failure(index, error) for index, error in decoded.failures]
+    return Batch(torch.from_numpy(decoded.pixels), samples, failures)

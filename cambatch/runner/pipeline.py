@@ -4,6 +4,10 @@
 `run(RunConfig.create(...))` is the Python API behind `cambatch run`. The engines
 (`cambatch.runner.engines`) do the work: sources -> decode/preprocess -> model -> maps -> statistics ->
 overlays -> report.
+
+This module imports no torch itself: it finds the run's images and may start decoding them
+(`read_ahead`) before it imports the modules that build the model (`job`), in the second or so those
+imports take.
 """
 
 from __future__ import annotations
@@ -14,32 +18,29 @@ import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..annotations.match import annotate
 from ..config import RunConfig
 from ..errors import UsageError
 from ..layout import MARKER_TEXT, ImageNames, OutputLayout
 from ..model.catalog import MULTI_LABEL
-from ..model.runtime import to_stderr
 from ..sources.shard import Shard, parse_shard
-from . import resume
+from . import read_ahead, resume
 from .engines import engine
 from .failures import output_failure
+from .inputs import find_sources
 from .interrupt import stop_on_signals
-from .job import (
-    Job,
-    RunResult,
-    build_stages,
-    find_sources,
-    image_writer,
-    label_classes,
-    new_run_id,
-    run_settings,
-)
 from .lock import OutputLock
 from .manifest import RunManifest, live_shard_settings, mark_died
 from .progress import ProgressReporter, SilentProgress
 from .remote_out import StagedOut
+
+if TYPE_CHECKING:
+    from ..annotations.match import GroundTruth
+    from ..data.loader import DecodePool
+    from ..sources.discover import ImageSource
+    from .job import Job, RunResult
 
 
 def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResult:
@@ -59,14 +60,42 @@ def run(config: RunConfig, progress: ProgressReporter | None = None) -> RunResul
 def _run_local(config: RunConfig, progress: ProgressReporter, staged: StagedOut | None = None) -> RunResult:
     layout = OutputLayout(config.out.expanduser().absolute())
     _refuse_a_file_as_out(layout.root)
+    shard = parse_shard(config.source.shard)
     try:
-        with engine(config.speed.engine).connected(config):
-            return _run(config, progress, layout, staged)
+        images = _images(config, layout, shard)
+        # Before the engine's module (and with it torch) is imported: the decoding runs meanwhile.
+        pool = read_ahead.start(config, images.sources, layout.report_dir)
+        with pool if pool is not None else contextlib.nullcontext(), engine(config.speed.engine).connected(config):
+            return _run(config, progress, layout, staged, images=images, shard=shard, pool=pool)
     except OSError as exc:
         failure = output_failure(exc, layout)
         if failure is None:
             raise
         raise failure from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """The run's images as found, before any model is built."""
+
+    sources: list[ImageSource]  # this shard's images, in the order they are processed
+    names: ImageNames  # every shard's: the overlays' folder names
+    truth: GroundTruth | None  # --annotations, matched to every shard's images
+
+
+def _images(config: RunConfig, layout: OutputLayout, shard: Shard) -> Images:
+    """The images of INPUTS and the list, matched to their annotations; this shard's share of them."""
+    found = find_sources(config, layout.root)
+    # Decided before sharding, so that every shard of one OUT lays its overlays out alike.
+    names = ImageNames.of(s.key for s in found)
+    found, truth = annotate(found, config.source.annotations)  # all images: every shard matches alike
+    sources = [s for s in found if shard.owns(s.rel)]
+    if config.maps.explain_label and not any(s.label for s in sources):
+        raise UsageError(
+            "explain_label (--explain-label) needs labels: add --labels-from-dirs, a --from-list with a label "
+            "column, or --annotations with labels"
+        )
+    return Images(sources=sources, names=names, truth=truth)
 
 
 def _run_into_store(config: RunConfig, progress: ProgressReporter) -> RunResult:
@@ -83,11 +112,19 @@ def _run_into_store(config: RunConfig, progress: ProgressReporter) -> RunResult:
     return result
 
 
-def _run(config: RunConfig, progress: ProgressReporter, layout: OutputLayout, staged: StagedOut | None) -> RunResult:
+def _run(
+    config: RunConfig,
+    progress: ProgressReporter,
+    layout: OutputLayout,
+    staged: StagedOut | None,
+    *,
+    images: Images,
+    shard: Shard,
+    pool: DecodePool | None,
+) -> RunResult:
     started, started_at = time.monotonic(), datetime.now(timezone.utc)
-    shard = parse_shard(config.source.shard)
     with OutputLock(layout.lock_path(shard.tag)):
-        job = _plan(config, progress, layout, staged, shard=shard, started_at=started_at)
+        job = _plan(config, progress, layout, staged, images=images, shard=shard, started_at=started_at, pool=pool)
         manifest = RunManifest(
             layout=layout, settings=job.settings, started_at=started_at, result=job.result, staged=staged
         )
@@ -116,20 +153,19 @@ def _plan(
     layout: OutputLayout,
     staged: StagedOut | None,
     *,
+    images: Images,
     shard: Shard,
     started_at: datetime,
+    pool: DecodePool | None,
 ) -> Job:
-    """Everything checked before any work, OUT made ready (resumed, or purged with --overwrite), and the job."""
-    found = find_sources(config, layout.root)
-    # Decided before sharding, so that every shard of one OUT lays its overlays out alike.
-    names = ImageNames.of(s.key for s in found)
-    found, truth = annotate(found, config.source.annotations)  # all images: every shard matches alike
-    sources = [s for s in found if shard.owns(s.rel)]
-    if config.maps.explain_label and not any(s.label for s in sources):
-        raise UsageError(
-            "explain_label (--explain-label) needs labels: add --labels-from-dirs, a --from-list with a label "
-            "column, or --annotations with labels"
-        )
+    """Everything checked before any work, OUT made ready (resumed, or purged with --overwrite), and the job
+    (`pool`, decoding since before torch was imported, goes with it: the engine takes it if it fits the job).
+    """
+    # Here, not at the top: this module runs before torch is imported, to start `read_ahead` first.
+    from ..model.runtime import to_stderr
+    from .job import Job, RunResult, build_stages, image_writer, label_classes, new_run_id, run_settings
+
+    sources, names, truth = images.sources, images.names, images.truth
     runner = engine(config.speed.engine)
     # A reporter written before `note` existed still runs: its lines go to stderr.
     stages = build_stages(runner.driver_config(config), notify=getattr(progress, "note", to_stderr))
@@ -175,6 +211,7 @@ def _plan(
         progress=progress,
         labels=label_classes(todo.todo, stages.model.class_names) if config.maps.explain_label else None,
         staged=staged,
+        read_ahead=pool,
     )
 
 

@@ -2,6 +2,10 @@
 device busy; a small thread pool renders overlays while the next batch runs, with a bounded number of
 images in flight so memory stays flat.
 
+On a CPU the loader is `data.loader.DecodePool`; the pipeline may have started it before torch was
+imported (`job.read_ahead`), which this engine takes when it decodes what the job needs, else closes.
+A GPU keeps torch's DataLoader (pinned memory, nvJPEG).
+
 An engine module (`cambatch.runner.engines`) offers `connected`, `driver_config`, `recorded_device`
 and `execute`.
 """
@@ -9,14 +13,17 @@ and `execute`.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from torch.utils.data import DataLoader
 
 from ..config import RunConfig
+from ..data import loader
 from ..data.gpu_decode import DecodedBatches, EncodedImageFiles, GpuDecoder, collate_encoded
-from ..data.preprocess import ImageFiles, collate
+from ..data.inputs import Preprocess
+from ..data.preprocess import Batch, ImageFiles, as_batch, collate
 from ..render.overlay import opencv_threads
 from ..report.writer import ReportWriter
 from ..sources.discover import ImageSource
@@ -50,15 +57,15 @@ def execute(job: Job, stop) -> None:
     )
     try:
         opencv = opencv_threads(1) if job.config.output.overlays else nullcontext()  # overlays: parallel by image
-        with tuning.torch_threads(job.stages.plan.threads), opencv:
-            _process(job, _loader(job.todo, job.config, job.stages), report=report, stop=stop)
+        with tuning.torch_threads(job.stages.plan.threads), opencv, _batches(job) as batches:
+            _process(job, batches, report=report, stop=stop)
         report.close()
     except BaseException:
         report.abort()
         raise
 
 
-def _process(job: Job, loader, *, report: ReportWriter, stop) -> None:
+def _process(job: Job, batches: Iterable[Batch], *, report: ReportWriter, stop) -> None:
     """The hot loop: the device works on one batch while writer threads finish earlier ones."""
     result, plan = job.result, job.stages.plan
     background = tuning.background_priority if plan.background else None
@@ -68,7 +75,7 @@ def _process(job: Job, loader, *, report: ReportWriter, stop) -> None:
     with ThreadPoolExecutor(plan.writer_threads, thread_name_prefix="cambatch-writer", initializer=background) as pool:
         in_flight: deque[Future] = deque()
         try:
-            for batch in loader:
+            for batch in batches:
                 futures = submit_batch(batch, job.todo, engine, job.writer, report, result, pool, labels=job.labels)
                 in_flight.extend(futures)
                 # Bound the images waiting on the writers: memory stays flat however long the run.
@@ -88,10 +95,33 @@ def _process(job: Job, loader, *, report: ReportWriter, stop) -> None:
             collect(in_flight.popleft(), report, result)
 
 
-def _loader(sources: list[ImageSource], config: RunConfig, stages: Stages) -> DataLoader | DecodedBatches:
+@contextmanager
+def _batches(job: Job) -> Iterator[Iterable[Batch]]:
+    """The job's images, decoded, in batches; a CPU's decoding workers stop when the block ends."""
+    stages, plan = job.stages, job.stages.plan
+    prep = preprocess(job.config, stages)
+    if stages.device.type != "cpu" or not loader.available():
+        yield _data_loader(job.todo, prep, stages)
+        return
+    pool = job.read_ahead
+    if pool is None or not pool.serves(job.todo, prep, batch_size=plan.batch_size, workers=plan.workers):
+        if pool is not None:
+            pool.close()  # it guessed another job than the one planned: its batches are not these
+        pool = loader.DecodePool(
+            job.todo,
+            prep,
+            batch_size=plan.batch_size,
+            workers=plan.workers,
+            ahead_bytes=plan.ahead_bytes,
+            initializer=tuning.background_priority if plan.background else None,
+        )
+    with pool:
+        yield map(as_batch, pool)
+
+
+def _data_loader(sources: list[ImageSource], prep: Preprocess, stages: Stages) -> DataLoader | DecodedBatches:
     plan, device = stages.plan, stages.device
-    prep = preprocess(config, stages)
-    loader = DataLoader(
+    batches = DataLoader(
         EncodedImageFiles(sources, prep) if stages.gpu_decode else ImageFiles(sources, prep),
         batch_size=plan.batch_size,
         num_workers=plan.workers,
@@ -100,4 +130,4 @@ def _loader(sources: list[ImageSource], config: RunConfig, stages: Stages) -> Da
         prefetch_factor=2 if plan.workers else None,
         worker_init_fn=tuning.background_priority if plan.background else None,
     )
-    return DecodedBatches(loader, GpuDecoder(prep, device)) if stages.gpu_decode else loader
+    return DecodedBatches(batches, GpuDecoder(prep, device)) if stages.gpu_decode else batches

@@ -26,10 +26,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
+from pathlib import Path
 
 
 def cpu_cores() -> int:
@@ -50,10 +47,11 @@ class Plan:
     writer_threads: int  # threads rendering overlays (PIL releases the GIL while it resizes and encodes)
     thread_choices: tuple[int, ...] = ()  # thread counts `ThreadChooser` picks from; () keeps `threads`
     background: bool = False  # decoding workers and writers at the lowest priority (`background_priority`)
+    ahead_bytes: int = 0  # decoded pixels the CPU loader's workers may hold ahead of the run (`loader.DecodePool`)
 
 
 def plan(
-    device: torch.device,
+    device_type: str,
     *,
     overlays: bool,
     threads: int | None,
@@ -62,11 +60,11 @@ def plan(
     writer_threads: int | None,
     cores: int | None = None,
 ) -> Plan:
-    """The settings for a run; any given value (not None) is kept, the others are chosen around it for
-    `cores` (default: this machine's).
+    """The settings for a run on a device of `device_type` ("cpu", "cuda", ...); any given value (not None)
+    is kept, the others are chosen around it for `cores` (default: this machine's).
     """
     cores = cores or cpu_cores()
-    if device.type == "cpu":
+    if device_type == "cpu":
         workers = cpu_workers(cores) if workers is None else workers
         beside = max(1, cores - (workers if workers else 0))  # the cores the decoders leave
         choices = () if threads else tuple(sorted({beside, cores}))
@@ -80,6 +78,7 @@ def plan(
             writer_threads=writer_threads or writers,
             thread_choices=choices if len(choices) > 1 else (),
             background=True,
+            ahead_bytes=read_ahead_bytes(),
         )
     else:
         # The device does the model's work; the cores decode (workers) and encode overlays (writers),
@@ -96,6 +95,27 @@ def plan(
 # on a CPU; larger batches fall out of the caches. A GPU wants large batches.
 CPU_BATCH = 8
 GPU_BATCH = 64
+
+
+def read_ahead_bytes(memory: int | None = None) -> int:
+    """How far the CPU loader's workers may decode ahead: far enough to fill the start-up (imports and model
+    build take a second or two, in which the workers decode while a core would idle), never more than
+    1/16 of `memory` (default: what this process may use, `memory_limit`).
+    """
+    return min(READ_AHEAD_MAX, (memory or memory_limit()) // 16)
+
+
+READ_AHEAD_MAX = 512 << 20  # about 350 photos of 0.5 MP with their model inputs
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")  # cgroup v2: a number of bytes, or "max"
+
+
+def memory_limit(cgroup: Path = CGROUP_MEMORY_MAX) -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit (a container's, Slurm's) if lower."""
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with suppress(OSError, ValueError):
+        limit = cgroup.read_text().strip()
+        return min(machine, int(limit)) if limit != "max" else machine
+    return machine
 
 
 def cpu_workers(cores: int) -> int:
