@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..config import switch
@@ -169,6 +168,10 @@ def _index(report_dir: Path) -> dict[str, Seen]:
     files = complete_parts(report_dir)
     if not files:
         return {}
+    # Here, not at the top: pyarrow.dataset imports pandas (0.15 s), which a run's read-ahead should not wait
+    # for (`runner.pipeline` imports this module before it starts decoding).
+    import pyarrow.dataset as ds
+
     # The declared types: a part written before a key column existed reads it as nulls.
     keys = pa.schema([SCHEMA.field(name) for name in _KEY_COLUMNS])
     table = ds.dataset(files, format="parquet", schema=keys).to_table(columns=_KEY_COLUMNS)
