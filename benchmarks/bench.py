@@ -302,7 +302,7 @@ def stage_costs(folder: Path, args, device, runtimes: list[str]) -> dict:
 
     sources = discover([folder])[: args.p_images]
     model = load_model(args.model, args.weights)
-    batch_size = plan(device, overlays=True, **MACHINE_CHOOSES).batch_size
+    batch_size = plan(device.type, overlays=True, **MACHINE_CHOOSES).batch_size
     costs: dict = {"decode": {}, "write": {}, "forward": {runtime: {} for runtime in runtimes}}
     pinned = _pin_to_one_core()
     threads = torch.get_num_threads()
@@ -463,7 +463,7 @@ def steady_rows(steady: dict, bounds: dict, n: int, device, results: dict) -> li
 
     rows = []
     for mode, label in (("overlays", "overlays"), ("no_overlays", "--no-overlays")):
-        p = plan(device, overlays=mode == "overlays", **MACHINE_CHOOSES)
+        p = plan(device.type, overlays=mode == "overlays", **MACHINE_CHOOSES)
         rates = {rt: by_mode[mode]["rate"] for rt, by_mode in steady.items()}
         for runtime, by_mode in steady.items():
             s = by_mode[mode]

@@ -44,7 +44,7 @@ class Plan:
     threads: int  # torch intra-op threads in the main process (the first `thread_choices` tried)
     workers: int  # decoding worker processes
     batch_size: int
-    writer_threads: int  # threads rendering overlays (PIL releases the GIL while it resizes and encodes)
+    writer_threads: int  # threads rendering overlays (OpenCV's steps and the JPEG encode release the GIL)
     thread_choices: tuple[int, ...] = ()  # thread counts `ThreadChooser` picks from; () keeps `threads`
     background: bool = False  # decoding workers and writers at the lowest priority (`background_priority`)
     ahead_bytes: int = 0  # decoded pixels the CPU loader's workers may hold ahead of the run (`loader.DecodePool`)
