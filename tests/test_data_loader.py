@@ -83,18 +83,25 @@ def test_without_overlays_no_photo_travels(sources):
         assert all(image.photo is None for batch in pool for image in batch.images)
 
 
+def reads_once_settled(sources, expected: int, *, hold: float = 0.5) -> int:
+    """The reads once `expected` have come (10 s at most), then `hold` seconds later: time for any read too many."""
+    deadline = time.monotonic() + 10.0
+    while reads(sources) < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(hold)
+    return reads(sources)
+
+
 def test_a_worker_decodes_no_further_ahead_than_its_share_of_bytes(sources):
     """With a budget smaller than one batch, a worker sends one batch and waits until the run takes it."""
     with DecodePool(sources, PREP, batch_size=2, workers=1, ahead_bytes=1) as pool:
         batches = iter(pool)
-        time.sleep(1.0)
-        assert reads(sources) == 2  # one batch decoded ahead, then it waits
+        assert reads_once_settled(sources, 2) == 2  # one batch decoded ahead, then it waits
         next(batches)
-        time.sleep(1.0)
-        assert reads(sources) == 4
+        assert reads_once_settled(sources, 4) == 4
     with DecodePool(sources, PREP, batch_size=2, workers=1, ahead_bytes=1 << 30) as pool:
-        time.sleep(2.0)
-        assert reads(sources) == 4 + len(sources)  # a budget larger than everything: all decoded before any is taken
+        # A budget larger than everything: all decoded before any is taken.
+        assert reads_once_settled(sources, 4 + len(sources), hold=0.0) == 4 + len(sources)
 
 
 def test_a_worker_that_dies_is_an_error_that_names_it_never_a_hang(sources):
