@@ -1,3 +1,4 @@
 """From files to model inputs: decoding (`decode`), a file's input and overlay arrays (`inputs`, torch-free),
-uint8 batches in loader workers (`preprocess`), nvJPEG on a GPU (`gpu_decode`).
+a CPU run's decoding worker processes (`loader`, torch-free), uint8 batches as tensors (`preprocess`), nvJPEG
+on a GPU (`gpu_decode`).
 """

@@ -6,8 +6,8 @@ torch (both measured on docs/performance-runtime.md):
 - it imports neither torch nor anything that does, so a run can start it before it imports torch: the
   first batches decode in the second or so of imports and model build in which a core used to idle;
 - a batch travels as one anonymous file (`memfd`: its header, then every array), whose descriptor
-  crosses a socketpair. The DataLoader shared each tensor of each image on its own: a shared-memory
-  file, a connection to its resource sharer and an HMAC handshake, about 1.6 ms an image.
+  crosses a socketpair. The DataLoader shares every tensor of a batch through a shared-memory file of its
+  own, each a connection to the worker's resource sharer and an HMAC handshake for the main thread.
 
 Batch `b` is decoded by worker `b % workers`, as the DataLoader deals them. A worker runs ahead of the
 run by at most its share of `ahead_bytes` of decoded pixels: the run acknowledges every batch it takes,

@@ -1,7 +1,7 @@
 """One run at a time per output folder and shard: a lock that dies with the process that took it.
 
 A POSIX record lock (`fcntl.lockf`) belongs to the process, not to the open file: forked children
-(the DataLoader's workers) do not inherit it, and the kernel drops it when its process exits,
+(the decoding workers) do not inherit it, and the kernel drops it when its process exits,
 `kill -9` and the OOM killer included. (`flock` belongs to the open file, which the workers share,
 so a killed run's lock used to live on in its orphaned workers.) The file's JSON names the holder
 for the message of a refused second run.

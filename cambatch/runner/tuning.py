@@ -136,9 +136,9 @@ def actor_thread_choices(cores: int, actors: int) -> tuple[int, ...]:
 def background_priority(*_: object) -> None:
     """Lower the calling thread to the lowest CPU priority (nice 19; Linux nice values are per thread).
 
-    For the decoding workers (a DataLoader `worker_init_fn`) and the overlay writers (a pool
-    `initializer`): the forward's threads then win every contended core, and these stages run in
-    the time it leaves. Where the OS refuses, the thread keeps its priority.
+    For the decoding workers (their pool's `initializer`, a DataLoader's `worker_init_fn`) and the overlay
+    writers (a pool `initializer`): the forward's threads then win every contended core, and these stages
+    run in the time it leaves. Where the OS refuses, the thread keeps its priority.
     """
     with suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
