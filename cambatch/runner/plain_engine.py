@@ -27,7 +27,7 @@ from ..data.preprocess import Batch, ImageFiles, as_batch, collate
 from ..render.overlay import opencv_threads
 from ..report.writer import ReportWriter
 from ..sources.discover import ImageSource
-from . import tuning
+from . import read_ahead, tuning
 from .batches import collect, submit_batch
 from .job import Job, Stages, preprocess
 
@@ -107,14 +107,7 @@ def _batches(job: Job) -> Iterator[Iterable[Batch]]:
     if pool is None or not pool.serves(job.todo, prep, batch_size=plan.batch_size, workers=plan.workers):
         if pool is not None:
             pool.close()  # it guessed another job than the one planned: its batches are not these
-        pool = loader.DecodePool(
-            job.todo,
-            prep,
-            batch_size=plan.batch_size,
-            workers=plan.workers,
-            ahead_bytes=plan.ahead_bytes,
-            initializer=tuning.background_priority if plan.background else None,
-        )
+        pool = read_ahead.decode_pool(job.todo, prep, plan)
     with pool:
         yield map(as_batch, pool)
 

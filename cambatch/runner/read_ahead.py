@@ -41,6 +41,11 @@ def start(config: RunConfig, sources: list[ImageSource], report_dir: Path) -> lo
     )
     if not plan.workers:
         return None  # decoding in this process: nothing to overlap with the imports
+    return decode_pool(sources, prep, plan)
+
+
+def decode_pool(sources: list[ImageSource], prep: Preprocess, plan: tuning.Plan) -> loader.DecodePool:
+    """The CPU loader that `plan` asks for: this module's early one and the plain engine's alike."""
     return loader.DecodePool(
         sources,
         prep,
