@@ -124,7 +124,7 @@ def test_an_injected_enospc_fails_in_one_line_exit_4_manifest_failed_and_a_rerun
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "0", "--batch-size", "2"]
     args += ["--images-per-part", "2", "--topk", "2", "--writer-threads", "1", "--quiet"]
-    real_save = writer_module._save_atomically
+    real_save = writer_module.save_jpeg
     calls = []
 
     def full_disk(picture, target):
@@ -135,13 +135,13 @@ def test_an_injected_enospc_fails_in_one_line_exit_4_manifest_failed_and_a_rerun
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
         real_save(picture, target)
 
-    monkeypatch.setattr(writer_module, "_save_atomically", full_disk)
+    monkeypatch.setattr(writer_module, "save_jpeg", full_disk)
     failed = CliRunner().invoke(app, args)
     _assert_failed_cleanly(out, failed.output, failed.exit_code, f"no space left on device writing {out}/overlays/")
     saved = pd.read_parquet(out / "report").path.nunique()
     assert 0 < saved < len(names) and f"{saved} images already saved are kept" in failed.output
 
-    monkeypatch.setattr(writer_module, "_save_atomically", real_save)
+    monkeypatch.setattr(writer_module, "save_jpeg", real_save)
     rerun = CliRunner().invoke(app, args)
     assert rerun.exit_code == 0 and f"{saved} already done" in rerun.output, rerun.output
     df = pd.read_parquet(out / "report")
@@ -222,7 +222,7 @@ def test_an_out_that_vanishes_mid_run_fails_in_one_line_and_is_not_recreated(tmp
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "photos"), "--out", str(out), "--workers", "0", "--batch-size", "2"]
     args += ["--images-per-part", "2", "--writer-threads", "1", "--quiet"]
-    real_save = writer_module._save_atomically
+    real_save = writer_module.save_jpeg
     calls = []
 
     def vanish(picture, target):
@@ -231,13 +231,13 @@ def test_an_out_that_vanishes_mid_run_fails_in_one_line_and_is_not_recreated(tmp
             shutil.rmtree(out)
         real_save(picture, target)
 
-    monkeypatch.setattr(writer_module, "_save_atomically", vanish)
+    monkeypatch.setattr(writer_module, "save_jpeg", vanish)
     failed = CliRunner().invoke(app, args)
     lines = [line for line in failed.output.splitlines() if line.strip()]
     assert failed.exit_code == 4 and len(lines) == 1, failed.output
     assert lines[0] == f"cambatch: error: the output folder {out} vanished during the run; rerun to start it again"
     assert not out.exists()
-    monkeypatch.setattr(writer_module, "_save_atomically", real_save)
+    monkeypatch.setattr(writer_module, "save_jpeg", real_save)
     rerun = CliRunner().invoke(app, args)
     assert rerun.exit_code == 0, rerun.output
     assert sorted(pd.read_parquet(out / "report").path.unique()) == sorted(names)

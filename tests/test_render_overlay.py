@@ -3,19 +3,48 @@ pipeline (BILINEAR resize, palette, `Image.blend`) that drew every overlay befor
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cambatch.render.colormaps import COLORMAPS, palette
-from cambatch.render.overlay import overlay
+from cambatch.render.overlay import JPEG_QUALITY, overlay, save_jpeg
 
 
 def photo(width: int = 37, height: int = 23) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_a_saved_overlay_is_the_jpeg_pil_writes_colours_the_right_way_round(tmp_path):
+    """OpenCV encodes in BGR: a photo handed over unconverted would come back with red and blue swapped."""
+    picture = np.zeros((48, 64, 3), np.uint8)
+    picture[:, :32, 0] = 230  # red left half
+    picture[:, 32:] = np.asarray(Image.open("sample_images/chelsea.png").convert("RGB"))[:48, :32]
+    save_jpeg(picture, tmp_path / "o.jpg")
+    Image.fromarray(picture).save(tmp_path / "pil.jpg", quality=JPEG_QUALITY)
+    assert (tmp_path / "o.jpg").read_bytes() == (tmp_path / "pil.jpg").read_bytes()
+    red = np.asarray(Image.open(tmp_path / "o.jpg"))[8:40, 4:24].reshape(-1, 3).mean(axis=0)
+    assert red[0] > 200 and red[1] < 30 and red[2] < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.jpg", "pil.jpg"]
+
+
+def test_a_save_that_fails_leaves_neither_a_torn_file_nor_a_temp(tmp_path, monkeypatch):
+    write_bytes = Path.write_bytes
+
+    def full_disk(self, data):
+        write_bytes(self, bytes(data)[:100])  # what a full disk leaves: the start of the file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_jpeg(photo(), tmp_path / "o.jpg")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_overlay_has_the_photos_size_and_mode():

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from ..config import OutputOptions
 from ..data.decode import decode, model_decode_size, overlay_background
 from ..layout import ImageNames, OutputLayout, out_folder
 from ..names import name_key
 from ..render.colormaps import COLORMAPS
-from ..render.overlay import JPEG_QUALITY, display_map, opencv_threads, overlay
+from ..render.overlay import display_map, opencv_threads, overlay, save_jpeg
 from ..report.reader import image_ids, image_key, image_names, load_report, map_stack
 
 THREADS = 4  # the overlay's OpenCV steps and the JPEG encode free the GIL
@@ -175,6 +174,6 @@ class _Style:
             target = self.layout.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             picture = overlay(photo, display_map(raw), colormap=self.colormap, alpha=self.alpha)
-            Image.fromarray(picture).save(target, quality=JPEG_QUALITY)
+            save_jpeg(picture, target)
             paths.append(rel)
         return paths

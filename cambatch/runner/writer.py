@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from ..annotations.masks import readable_mask
 from ..annotations.match import GroundTruth
@@ -18,7 +16,7 @@ from ..annotations.orient import visible_boxes
 from ..data.preprocess import Sample
 from ..evaluation.rows import grid_masks, ground_truth_columns
 from ..layout import ImageNames, OutputLayout
-from ..render.overlay import JPEG_QUALITY, overlay
+from ..render.overlay import overlay, save_jpeg
 from ..report.schema import EMBEDDING_COLUMN, GT_BOX_COLUMN, is_correct, map_array, table
 from ..sources.discover import ImageSource
 from .engine import BatchResult
@@ -120,7 +118,7 @@ class ImageWriter:
             target = self.layout.root / rel
             if k == 0:  # an image's overlays share one folder (once it is made, a vanished OUT fails the save)
                 _image_folder(target.parent)
-            _save_atomically(overlay(photo, one.display[0, k], colormap=self.colormap, alpha=self.alpha), target)
+            save_jpeg(overlay(photo, one.display[0, k], colormap=self.colormap, alpha=self.alpha), target)
             paths.append(rel)
         return paths
 
@@ -167,17 +165,6 @@ def _image_folder(folder: Path) -> None:
     except FileExistsError:
         for torn in folder.glob(".*.tmp"):
             torn.unlink(missing_ok=True)
-
-
-def _save_atomically(picture: np.ndarray, target) -> None:
-    """Write under a dot-name, then rename: a killed run or a full disk never leaves a torn overlay in place."""
-    temp = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
-    try:
-        Image.fromarray(picture).save(temp, format="JPEG", quality=JPEG_QUALITY)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def overlay_count(rows: pa.Table) -> int:
