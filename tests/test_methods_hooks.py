@@ -60,6 +60,16 @@ def test_network_as_is_restores_modes_and_grad_mode_even_on_error():
     assert torch.is_grad_enabled()
 
 
+def test_a_network_in_eval_mode_is_left_untouched(monkeypatch):
+    """Every batch enters `network_as_is`; a run's network is in eval mode, so no module's mode is set."""
+    net = TinyNet().eval()
+    sets = []
+    monkeypatch.setattr(torch.nn.Module, "train", lambda self, mode=True: sets.append(mode) or self)
+    with network_as_is(net):
+        assert not any(m.training for m in net.modules())
+    assert sets == [] and not any(m.training for m in net.modules())
+
+
 def test_the_tap_keeps_the_layer_output_and_removes_its_hook():
     net = TinyNet().eval()
     target = TargetLayer("body.2", net.body[2])
